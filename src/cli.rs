@@ -1,0 +1,124 @@
+//! The command line. `main.rs` parses [`Cli`] and hands it to [`dispatch`]; everything else is
+//! library code that tests call directly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent",
+    version,
+    about = "Outbound-only SSH reverse tunnel: lets a vendor reach the on-prem services you list, and nothing else",
+    long_about = None,
+    after_help = "Exit codes: 0 ok, 1 runtime failure (check failed, not ready), 2 usage or config error.\nStart with `agent keygen`, send keys/public-key.pem to the vendor, write agent.yaml, then `agent check` and `agent run`."
+)]
+pub struct Cli {
+    /// Path to agent.yaml; relative paths inside it resolve against its folder.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "AGENT_CONFIG",
+        default_value = "agent.yaml"
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate the RSA key pair; send the public key to the vendor.
+    Keygen {
+        /// Folder for private-key.pem and public-key.pem (created if missing).
+        #[arg(long, default_value = "keys")]
+        out_dir: PathBuf,
+        /// RSA key size.
+        #[arg(long, default_value_t = 3072, value_parser = parse_bits)]
+        bits: usize,
+        /// Comment at the end of the public key line (e.g. your company and host).
+        #[arg(long, default_value = "agent")]
+        comment: String,
+        /// Replace an existing key pair (the vendor then needs the new public key).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Probe every hop (config, key, DNS, TCP, SSH, forwards, targets) and say how to fix what fails.
+    Check {
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Bound for each network step.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Probe just this vendor server (ports 22 and 443, banner, host key), without a config.
+        host: Option<String>,
+    },
+    /// Hold the tunnel: connect, forward, reconnect forever.
+    Run,
+    /// Ask the running agent whether it is ready (exit 0), not ready (1) or unreachable (2).
+    Health,
+}
+
+fn parse_bits(s: &str) -> Result<usize, String> {
+    let bits: usize = s.parse().map_err(|_| format!("\"{s}\" is not a number"))?;
+    if crate::keygen::BITS.contains(&bits) {
+        Ok(bits)
+    } else {
+        Err("use 2048, 3072 or 4096".into())
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::values::duration(s)
+}
+
+/// Runs one subcommand to completion and returns the process exit code.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Keygen {
+            out_dir,
+            bits,
+            comment,
+            force,
+        } => match crate::keygen::keygen(&out_dir, bits, &comment, force) {
+            Ok(written) => {
+                print!("{}", crate::keygen::report(&written));
+                exit::code(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                if let Some(fix) = e.fix() {
+                    eprintln!("  fix: {fix}");
+                }
+                exit::code(match e {
+                    crate::ssh::keys::KeyError::Exists { .. } => exit::USAGE,
+                    _ => exit::FAILURE,
+                })
+            }
+        },
+        Command::Check { .. } => not_built("check"),
+        Command::Run => match Config::load(&cli.config) {
+            Ok(_) => not_built("run"),
+            Err(e) => config_error(&e),
+        },
+        Command::Health => not_built("health"),
+    }
+}
+
+/// Prints every config problem to stderr; exit code 2.
+pub fn config_error(e: &crate::config::ConfigError) -> ExitCode {
+    eprintln!("error: invalid configuration\n{e}");
+    exit::code(exit::USAGE)
+}
+
+fn not_built(what: &str) -> ExitCode {
+    eprintln!("error: `agent {what}` is not built yet in this version; nothing was done");
+    exit::code(exit::FAILURE)
+}

@@ -1,0 +1,254 @@
+//! agent.yaml: load once at start, validate everything before any network I/O, and report every
+//! problem with the file, the field and the fix.
+
+mod raw;
+pub mod values;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::ssh::hostkey::HostKeyPin;
+use crate::ssh::keys::{self, Identity};
+
+/// The validated configuration. Paths are absolute or relative to the working directory
+/// (relative paths in the file resolve against the file's folder).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: Server,
+    pub identity: PathBuf,
+    pub forwards: Vec<Forward>,
+    pub keepalive: Keepalive,
+    pub reconnect: Reconnect,
+    pub admin_listen: Option<SocketAddr>,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: String,
+    pub ports: Vec<u16>,
+    pub user: String,
+    pub host_keys: Vec<HostKeyPin>,
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// One service exposed to the vendor: the server listens on `remote`, the agent dials `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub name: String,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub target_host: String,
+    pub target_port: u16,
+}
+
+impl Forward {
+    pub fn target(&self) -> String {
+        if self.target_host.contains(':') {
+            format!("[{}]:{}", self.target_host, self.target_port)
+        } else {
+            format!("{}:{}", self.target_host, self.target_port)
+        }
+    }
+
+    pub fn remote(&self) -> String {
+        format!("{}:{}", self.remote_addr, self.remote_port)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub max_missed: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connection_buffer: u64,
+    pub total_buffer: u64,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub handshake: Duration,
+    pub target_connect: Duration,
+}
+
+pub const DEFAULT_PORTS: [u16; 2] = [22, 443];
+pub const DEFAULT_IDENTITY: &str = "keys/private-key.pem";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            max_missed: 3,
+        }
+    }
+}
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connection_buffer: 4 << 20,
+            total_buffer: 256 << 20,
+            max_connections: 20_000,
+        }
+    }
+}
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            handshake: Duration::from_secs(15),
+            target_connect: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One thing wrong with the file: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+/// Everything wrong with one config file. Displayed one problem per line, each naming the file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}: {}", self.file.display(), p.field, p.message)?;
+            if let Some(fix) = &p.fix {
+                write!(f, "\n  fix: {fix}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(
+        file: &Path,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        fix: Option<String>,
+    ) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                field: field.into(),
+                message: message.into(),
+                fix,
+            }],
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `file`, and loads the identity it names (so a bad key is a
+    /// config error at start, not a failed login later).
+    pub fn load(file: &Path) -> Result<(Config, Identity), ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            let fix = if e.kind() == std::io::ErrorKind::NotFound {
+                Some(format!(
+                    "create it (see examples/agent.yaml), or point -c / AGENT_CONFIG at your config"
+                ))
+            } else {
+                Some(format!("make {} readable by this user", file.display()))
+            };
+            ConfigError::one(file, "file", format!("cannot read: {e}"), fix)
+        })?;
+        let config = Self::parse(file, &text)?;
+        let identity = keys::load_identity(&config.identity)
+            .map_err(|e| ConfigError::one(file, "identity", e.to_string(), e.fix()))?;
+        Ok((config, identity))
+    }
+
+    /// Parses and validates `text` as the contents of `file` (used for relative paths and
+    /// messages). Does not touch the identity file beyond naming it.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        validate::validate(file, &base, raw)
+    }
+}
+
+/// Turns a serde_yaml error into one problem with the line and, for a misspelt field, the
+/// nearest valid name.
+fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
+    let msg = e.to_string();
+    let (body, at) = match msg.rsplit_once(" at line ") {
+        Some((b, l)) => (b.to_string(), format!("line {}", l)),
+        None => (msg.clone(), String::from("yaml")),
+    };
+    let at = match e.location() {
+        Some(loc) => format!("line {} column {}", loc.line(), loc.column()),
+        None => at,
+    };
+    let mut fix = None;
+    if let Some(rest) = body.split("unknown field `").nth(1) {
+        let field = rest.split('`').next().unwrap_or_default();
+        fix = Some(match values::nearest(field, raw::FIELDS) {
+            Some(n) => format!(
+                "did you mean `{n}`? Fields are listed in the README's agent.yaml reference"
+            ),
+            None => {
+                "remove it; valid fields are listed in the README's agent.yaml reference".into()
+            }
+        });
+    } else if body.contains("missing field") {
+        fix = Some("add it; see examples/agent.yaml".into());
+    } else if body.contains("invalid type") {
+        fix = Some("check the value's type against the README's agent.yaml reference".into());
+    } else if !body.contains(": ")
+        || body.contains("did not find expected")
+        || body.contains("mapping values")
+    {
+        fix = Some("fix the YAML syntax (indentation, a missing ':' or quote) at that line".into());
+    }
+    ConfigError::one(file, at, body, fix)
+}
+
+mod validate;

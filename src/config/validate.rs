@@ -1,0 +1,429 @@
+//! Raw file -> validated `Config`, collecting every problem instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawRemote};
+use super::values;
+use super::{
+    Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, Forward, Keepalive,
+    Limits, LogConfig, LogFormat, Problem, Reconnect, Server, Timeouts,
+};
+use crate::ssh::hostkey::HostKeyPin;
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(
+        &mut self,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<Option<String>>,
+    ) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn duration(&mut self, field: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text.map(values::duration) {
+            None => default,
+            Some(Ok(d)) if d.is_zero() => {
+                self.add(
+                    field,
+                    "must be greater than zero",
+                    Some(format!(
+                        "write e.g. \"{}\"",
+                        humantime::format_duration(default)
+                    )),
+                );
+                default
+            }
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.add(field, e, None);
+                default
+            }
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+}
+
+pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut p = Problems(Vec::new());
+
+    // server
+    let s = raw.server;
+    let host = match s.host.map(|h| h.trim().to_string()) {
+        Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) && !h.contains('/') => h,
+        Some(h) if !h.is_empty() => {
+            p.add("server.host", format!("\"{h}\" is not a host name or address"), Some("write the vendor's server name only, e.g. tunnel.vendor.example (no scheme, path or port)".into()));
+            String::new()
+        }
+        _ => {
+            p.add(
+                "server.host",
+                "is required",
+                Some("add `host: <the vendor's tunnel server>` under `server:`".into()),
+            );
+            String::new()
+        }
+    };
+    let ports = s.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
+    if ports.is_empty() {
+        p.add(
+            "server.ports",
+            "is empty",
+            Some("remove it to use [22, 443], or list at least one port".into()),
+        );
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if *port == 0 {
+            p.add(
+                format!("server.ports[{i}]"),
+                "port 0 is not a port",
+                Some("use 1-65535, usually 22 or 443".into()),
+            );
+        }
+        if ports[..i].contains(port) {
+            p.add(
+                format!("server.ports[{i}]"),
+                format!("port {port} is listed twice"),
+                Some("list each port once".into()),
+            );
+        }
+    }
+    let user = match s.user.map(|u| u.trim().to_string()) {
+        Some(u) if !u.is_empty() => u,
+        _ => {
+            p.add(
+                "server.user",
+                "is required",
+                Some("add `user: <the account name the vendor gave you>` under `server:`".into()),
+            );
+            String::new()
+        }
+    };
+    let mut host_keys = Vec::new();
+    for (i, text) in s.host_keys.unwrap_or_default().iter().enumerate() {
+        match HostKeyPin::parse(text) {
+            Ok(pin) => host_keys.push(pin),
+            Err(e) => p.add(
+                format!("server.host_keys[{i}]"),
+                e,
+                Some("write a fingerprint as printed by `ssh-keygen -lf` (\"SHA256:...\") or a public key line (\"ssh-ed25519 AAAA...\")".into()),
+            ),
+        }
+    }
+    let known_hosts = s.known_hosts.map(|k| resolve(base, &k));
+    if let Some(k) = &known_hosts {
+        if let Err(e) = std::fs::metadata(k) {
+            p.add("server.known_hosts", format!("{}: {e}", k.display()), Some("point it at an OpenSSH known_hosts file, or remove it and pin keys under server.host_keys".into()));
+        }
+    }
+    if host_keys.is_empty()
+        && known_hosts.is_none()
+        && !p.0.iter().any(|x| x.field.starts_with("server.host_keys"))
+    {
+        let probe = if host.is_empty() {
+            "<server>".to_string()
+        } else {
+            host.clone()
+        };
+        p.add(
+            "server.host_keys",
+            "no pinned host key: the agent will not talk to a server it cannot authenticate",
+            Some(format!(
+                "run `agent check {probe}` (or `ssh-keyscan {probe} | ssh-keygen -lf -`), confirm the fingerprint with the vendor, and add it under server.host_keys"
+            )),
+        );
+    }
+
+    // identity: only the path here; Config::load reads and checks the key itself.
+    let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
+
+    // forwards
+    let mut forwards = Vec::new();
+    let raw_forwards = raw.forwards.unwrap_or_default();
+    if raw_forwards.is_empty() {
+        p.add(
+            "forwards",
+            "no forwards: there is nothing for the agent to expose",
+            Some(
+                "add at least one entry with name, remote and target (see examples/agent.yaml)"
+                    .into(),
+            ),
+        );
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut remotes: HashMap<(String, u16), usize> = HashMap::new();
+    for (i, f) in raw_forwards.into_iter().enumerate() {
+        let at = |field: &str| format!("forwards[{i}].{field}");
+        let name = f.name.unwrap_or_default();
+        if name.is_empty() {
+            p.add(
+                at("name"),
+                "is required",
+                Some("give each forward a short name such as `jira`".into()),
+            );
+        } else if !valid_name(&name) {
+            p.add(
+                at("name"),
+                format!("\"{name}\" may use only lowercase letters, digits and '-'"),
+                Some(format!(
+                    "e.g. \"{}\"",
+                    name.to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+                )),
+            );
+        } else if let Some(first) = names.insert(name.clone(), i) {
+            p.add(
+                at("name"),
+                format!("\"{name}\" is already used by forwards[{first}]"),
+                Some("give every forward a unique name".into()),
+            );
+        }
+        let remote = match f.remote {
+            None => {
+                p.add(
+                    at("remote"),
+                    "is required",
+                    Some("set the port the vendor assigned, e.g. `remote: 5000`".into()),
+                );
+                None
+            }
+            Some(RawRemote::Port(n)) => match u16::try_from(n) {
+                Ok(port) if port > 0 => Some(("localhost".to_string(), port)),
+                _ => {
+                    p.add(
+                        at("remote"),
+                        format!("port {n} is out of range 1-65535"),
+                        None,
+                    );
+                    None
+                }
+            },
+            Some(RawRemote::Spec(s)) => match values::remote_spec(&s) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    p.add(at("remote"), e, None);
+                    None
+                }
+            },
+        };
+        if let Some((addr, port)) = &remote {
+            // The server keys listeners by port: two forwards on one port can never both be granted.
+            if let Some((_, first)) = remotes.iter().find(|((_, p2), _)| p2 == port) {
+                p.add(
+                    at("remote"),
+                    format!("port {port} is already used by forwards[{first}]"),
+                    Some("give every forward its own remote port".into()),
+                );
+            } else {
+                remotes.insert((addr.clone(), *port), i);
+            }
+        }
+        let target = match f.target {
+            None => {
+                p.add(
+                    at("target"),
+                    "is required",
+                    Some("set the service to reach, e.g. `target: jira.acme.internal:443`".into()),
+                );
+                None
+            }
+            Some(t) => match values::host_port(&t) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    p.add(at("target"), e, None);
+                    None
+                }
+            },
+        };
+        if let (Some((remote_addr, remote_port)), Some((target_host, target_port))) =
+            (remote, target)
+        {
+            forwards.push(Forward {
+                name,
+                remote_addr,
+                remote_port,
+                target_host,
+                target_port,
+            });
+        }
+    }
+
+    // timing and limits
+    let d = Keepalive::default();
+    let keepalive = Keepalive {
+        interval: p.duration(
+            "keepalive.interval",
+            raw.keepalive.interval.as_deref(),
+            d.interval,
+        ),
+        max_missed: match raw.keepalive.max_missed {
+            Some(0) => {
+                p.add(
+                    "keepalive.max_missed",
+                    "0 would never declare the link dead",
+                    Some("use 3 (the default) or more".into()),
+                );
+                d.max_missed
+            }
+            Some(n) => n,
+            None => d.max_missed,
+        },
+    };
+    let d = Reconnect::default();
+    let reconnect = Reconnect {
+        initial: p.duration(
+            "reconnect.initial",
+            raw.reconnect.initial.as_deref(),
+            d.initial,
+        ),
+        max: p.duration("reconnect.max", raw.reconnect.max.as_deref(), d.max),
+    };
+    if reconnect.max < reconnect.initial {
+        p.add(
+            "reconnect.max",
+            "is smaller than reconnect.initial",
+            Some("make max at least as large as initial".into()),
+        );
+    }
+    let d = Timeouts::default();
+    let timeouts = Timeouts {
+        connect: p.duration(
+            "timeouts.connect",
+            raw.timeouts.connect.as_deref(),
+            d.connect,
+        ),
+        handshake: p.duration(
+            "timeouts.handshake",
+            raw.timeouts.handshake.as_deref(),
+            d.handshake,
+        ),
+        target_connect: p.duration(
+            "timeouts.target_connect",
+            raw.timeouts.target_connect.as_deref(),
+            d.target_connect,
+        ),
+    };
+    let d = Limits::default();
+    let mut size = |field: &str, text: Option<&str>, default: u64| match text.map(values::byte_size)
+    {
+        None => default,
+        Some(Ok(n)) if n >= 64 << 10 => n,
+        Some(Ok(_)) => {
+            p.add(field, "must be at least 64KiB", None);
+            default
+        }
+        Some(Err(e)) => {
+            p.add(field, e, None);
+            default
+        }
+    };
+    let limits = Limits {
+        connection_buffer: size(
+            "limits.connection_buffer",
+            raw.limits.connection_buffer.as_deref(),
+            d.connection_buffer,
+        ),
+        total_buffer: size(
+            "limits.total_buffer",
+            raw.limits.total_buffer.as_deref(),
+            d.total_buffer,
+        ),
+        max_connections: match raw.limits.max_connections {
+            Some(0) => {
+                p.add(
+                    "limits.max_connections",
+                    "0 would refuse every connection",
+                    None,
+                );
+                d.max_connections
+            }
+            Some(n) => n,
+            None => d.max_connections,
+        },
+    };
+
+    // admin and log
+    let admin_listen = match raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN).trim() {
+        "off" => None,
+        text => {
+            match text.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    p.add("admin.listen", format!("\"{text}\" is not IP:PORT"), Some(format!("write e.g. \"{DEFAULT_ADMIN}\", or \"off\" to disable the admin endpoint")));
+                    None
+                }
+            }
+        }
+    };
+    let format = match raw.log.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            p.add(
+                "log.format",
+                format!("\"{other}\" is not a log format"),
+                Some("use text or json".into()),
+            );
+            LogFormat::Text
+        }
+    };
+    let level = raw.log.level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        p.add(
+            "log.level",
+            format!("\"{level}\" is not a log level"),
+            Some("use error, warn, info, debug or trace".into()),
+        );
+    }
+
+    if !p.0.is_empty() {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            problems: p.0,
+        });
+    }
+    Ok(Config {
+        file: file.to_path_buf(),
+        server: Server {
+            host,
+            ports,
+            user,
+            host_keys,
+            known_hosts,
+        },
+        identity,
+        forwards,
+        keepalive,
+        reconnect,
+        admin_listen,
+        log: LogConfig { format, level },
+        limits,
+        timeouts,
+    })
+}

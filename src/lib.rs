@@ -1,0 +1,23 @@
+//! `agent`: the customer-side end of an outbound-only SSH reverse tunnel.
+//!
+//! The agent dials OUT to the vendor's SSH server (port 22, falling back to 443), checks the
+//! server's host key against pins in agent.yaml, authenticates with the customer's key, and asks
+//! for one remote port forward per listed service. When the vendor connects to such a port, the
+//! server opens a `forwarded-tcpip` channel and the agent pipes it to the configured target, and
+//! to nothing else.
+//!
+//! Layout:
+//! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
+//! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
+//! - [`ssh`]: the only modules that use russh: keys, host-key pins.
+//! - [`keygen`]: `agent keygen`.
+//! - [`logging`]: text or JSON logs on stdout.
+//! - [`exit`]: the exit codes every subcommand shares.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod keygen;
+pub mod logging;
+pub mod ssh;
