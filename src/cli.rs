@@ -105,7 +105,21 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         },
         Command::Check { .. } => not_built("check"),
         Command::Run => match Config::load(&cli.config) {
-            Ok(_) => not_built("run"),
+            Ok((config, identity)) => {
+                crate::logging::init(&config.log);
+                let runtime = match tokio::runtime::Runtime::new() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("error: cannot start the async runtime: {e}");
+                        return exit::code(exit::FAILURE);
+                    }
+                };
+                let agent = crate::run::Agent::new(config);
+                runtime.block_on(agent.run(identity, crate::run::termination_signal()));
+                // Connection tasks still draining must not hold the exit past the promised seconds.
+                runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+                exit::code(exit::OK)
+            }
             Err(e) => config_error(&e),
         },
         Command::Health => not_built("health"),

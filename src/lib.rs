@@ -9,7 +9,10 @@
 //! Layout:
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
-//! - [`ssh`]: the only modules that use russh: keys, host-key pins.
+//! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session, the channel
+//!   handler and the channel adapter.
+//! - [`tunnel`]: russh-free tunnel logic: pump, byte budgets, state, reconnect supervisor.
+//! - [`run`]: `agent run`, the long-running entry point with signal handling.
 //! - [`keygen`]: `agent keygen`.
 //! - [`logging`]: text or JSON logs on stdout.
 //! - [`exit`]: the exit codes every subcommand shares.
@@ -20,4 +23,6 @@ pub mod config;
 pub mod exit;
 pub mod keygen;
 pub mod logging;
+pub mod run;
 pub mod ssh;
+pub mod tunnel;

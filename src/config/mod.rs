@@ -90,6 +90,8 @@ pub struct Limits {
     pub connection_buffer: u64,
     pub total_buffer: u64,
     pub max_connections: u32,
+    /// Bytes each way after which the agent renews the session keys.
+    pub rekey_after: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -122,9 +124,10 @@ impl Default for Reconnect {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            connection_buffer: 4 << 20,
-            total_buffer: 256 << 20,
+            connection_buffer: 16 << 20,
+            total_buffer: 512 << 20,
             max_connections: 20_000,
+            rekey_after: 1 << 30,
         }
     }
 }
@@ -230,9 +233,23 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
     let mut fix = None;
     if let Some(rest) = body.split("unknown field `").nth(1) {
         let field = rest.split('`').next().unwrap_or_default();
-        fix = Some(match values::nearest(field, raw::FIELDS) {
+        // Suggest only names valid where the field was found (serde lists them after
+        // "expected"), so `port:` in a forward does not get "did you mean `ports`?".
+        let here: Vec<&str> = rest
+            .split_once(", expected ")
+            .map(|(_, e)| e.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let candidates = if here.is_empty() {
+            raw::FIELDS
+        } else {
+            &here[..]
+        };
+        fix = Some(match values::nearest(field, candidates) {
             Some(n) => format!(
                 "did you mean `{n}`? Fields are listed in the README's agent.yaml reference"
+            ),
+            None if raw::FIELDS.contains(&field) => format!(
+                "`{field}` is not valid at this level; check its indentation against examples/agent.yaml"
             ),
             None => {
                 "remove it; valid fields are listed in the README's agent.yaml reference".into()
@@ -242,6 +259,10 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
         fix = Some("add it; see examples/agent.yaml".into());
     } else if body.contains("invalid type") {
         fix = Some("check the value's type against the README's agent.yaml reference".into());
+    } else if body.contains("invalid value") {
+        fix = Some(
+            "check the value against the README's agent.yaml reference (ports are 1-65535)".into(),
+        );
     } else if !body.contains(": ")
         || body.contains("did not find expected")
         || body.contains("mapping values")

@@ -1,10 +1,15 @@
 //! The agent.yaml file exactly as written, before validation. Field names here are the
 //! user-facing contract: renaming one breaks every customer's config.
 
+use std::fmt;
+
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of sections (server, identity, forwards, ...)"
+)]
 pub struct RawConfig {
     pub server: RawServer,
     pub identity: Option<String>,
@@ -24,7 +29,10 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with host, ports, user, host_keys, known_hosts"
+)]
 pub struct RawServer {
     pub host: Option<String>,
     pub ports: Option<Vec<u16>>,
@@ -34,7 +42,10 @@ pub struct RawServer {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with name, remote and target"
+)]
 pub struct RawForward {
     pub name: Option<String>,
     pub remote: Option<RawRemote>,
@@ -42,42 +53,76 @@ pub struct RawForward {
 }
 
 /// `remote: 5000` or `remote: "127.0.0.1:5000"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawRemote {
     Port(i64),
     Spec(String),
 }
 
+/// By hand rather than `#[serde(untagged)]`: an untagged enum reports any mistake as "data did
+/// not match any variant of untagged enum RawRemote" and loses the field's path.
+impl<'de> Deserialize<'de> for RawRemote {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Remote;
+        impl serde::de::Visitor<'_> for Remote {
+            type Value = RawRemote;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port (5000) or \"ADDR:PORT\" (\"*:5000\")")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawRemote, E> {
+                Ok(RawRemote::Port(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawRemote, E> {
+                Ok(i64::try_from(v)
+                    .map_or_else(|_| RawRemote::Spec(v.to_string()), RawRemote::Port))
+            }
+            // Too large for a port either way; validation says so with the number as written.
+            fn visit_i128<E>(self, v: i128) -> Result<RawRemote, E> {
+                Ok(RawRemote::Spec(v.to_string()))
+            }
+            fn visit_u128<E>(self, v: u128) -> Result<RawRemote, E> {
+                Ok(RawRemote::Spec(v.to_string()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawRemote, E> {
+                Ok(RawRemote::Spec(v.to_string()))
+            }
+        }
+        d.deserialize_any(Remote)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with interval, max_missed")]
 pub struct RawKeepalive {
     pub interval: Option<String>,
     pub max_missed: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with initial, max")]
 pub struct RawReconnect {
     pub initial: Option<String>,
     pub max: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with listen")]
 pub struct RawAdmin {
     pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with format, level")]
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with connection_buffer, total_buffer, max_connections"
+)]
 pub struct RawLimits {
     /// Bytes buffered toward one slow target before that connection is closed.
     pub connection_buffer: Option<String>,
@@ -85,10 +130,15 @@ pub struct RawLimits {
     pub total_buffer: Option<String>,
     /// Forwarded connections open at once, all forwards together.
     pub max_connections: Option<u32>,
+    /// Renew session keys after this many bytes each way (at most 1GiB).
+    pub rekey_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with connect, handshake, target_connect"
+)]
 pub struct RawTimeouts {
     /// TCP connect to the vendor server, per address.
     pub connect: Option<String>,
@@ -127,6 +177,7 @@ pub const FIELDS: &[&str] = &[
     "connection_buffer",
     "total_buffer",
     "max_connections",
+    "rekey_after",
     "connect",
     "handshake",
     "target_connect",

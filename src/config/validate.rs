@@ -45,12 +45,21 @@ impl Problems {
             }
             Some(Ok(d)) => d,
             Some(Err(e)) => {
-                self.add(field, e, None);
+                self.add(
+                    field,
+                    e,
+                    Some(format!(
+                        "write a number with a unit (ms, s, m, h), e.g. \"{}\"",
+                        humantime::format_duration(default)
+                    )),
+                );
                 default
             }
         }
     }
 }
+
+const REMOTE_FIX: &str = "set the port the vendor assigned, e.g. `remote: 5000`, or ADDR:PORT such as `remote: \"127.0.0.1:5000\"`";
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
@@ -219,7 +228,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
                     p.add(
                         at("remote"),
                         format!("port {n} is out of range 1-65535"),
-                        None,
+                        REMOTE_FIX.to_string(),
                     );
                     None
                 }
@@ -227,7 +236,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
             Some(RawRemote::Spec(s)) => match values::remote_spec(&s) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    p.add(at("remote"), e, None);
+                    p.add(at("remote"), e, REMOTE_FIX.to_string());
                     None
                 }
             },
@@ -256,7 +265,11 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
             Some(t) => match values::host_port(&t) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    p.add(at("target"), e, None);
+                    p.add(
+                        at("target"),
+                        e,
+                        Some("write the service as host:port, e.g. `target: jira.acme.internal:443` (IPv6: \"[fd00::5]:443\")".into()),
+                    );
                     None
                 }
             },
@@ -354,6 +367,22 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
             raw.limits.total_buffer.as_deref(),
             d.total_buffer,
         ),
+        rekey_after: match raw.limits.rekey_after.as_deref().map(values::byte_size) {
+            None => d.rekey_after,
+            Some(Ok(n)) if (1 << 20..=1 << 30).contains(&n) => n,
+            Some(Ok(_)) => {
+                p.add(
+                    "limits.rekey_after",
+                    "must be between 1MiB and 1GiB",
+                    Some("remove it to use 1GiB".into()),
+                );
+                d.rekey_after
+            }
+            Some(Err(e)) => {
+                p.add("limits.rekey_after", e, None);
+                d.rekey_after
+            }
+        },
         max_connections: match raw.limits.max_connections {
             Some(0) => {
                 p.add(
@@ -394,7 +423,13 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
         }
     };
     let level = raw.log.level.unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+    // EnvFilter reads a bare word it does not know ("warning", "loud") as a target name, which
+    // would silence every log line; outside `target=level` directives, only levels are valid.
+    let bare_words_are_levels = level.split(',').all(|d| {
+        let d = d.trim();
+        d.contains(['=', '[']) || d.parse::<tracing_subscriber::filter::LevelFilter>().is_ok()
+    });
+    if !bare_words_are_levels || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         p.add(
             "log.level",
             format!("\"{level}\" is not a log level"),

@@ -42,6 +42,19 @@ pub fn byte_size(text: &str) -> Result<u64, String> {
 /// Splits `host:port` / `[v6]:port`; the host comes back without brackets.
 pub fn host_port(text: &str) -> Result<(String, u16), String> {
     let t = text.trim();
+    if let Some((scheme, rest)) = t.split_once("://") {
+        // Otherwise "http://jira:8080" reads as an unbracketed IPv6 address.
+        let host = rest.split('/').next().unwrap_or_default();
+        let example = match (host, scheme.to_ascii_lowercase().as_str()) {
+            (h, _) if h.contains(':') => h.to_string(),
+            (h, "http") if !h.is_empty() => format!("{h}:80"),
+            (h, _) if !h.is_empty() => format!("{h}:443"),
+            _ => "jira.acme.internal:443".to_string(),
+        };
+        return Err(format!(
+            "\"{text}\" is a URL; write host:port only, e.g. \"{example}\""
+        ));
+    }
     let (host, port) = if let Some(rest) = t.strip_prefix('[') {
         let (h, p) = rest.split_once("]:").ok_or_else(|| {
             format!("\"{text}\" is not host:port; write an IPv6 address as \"[::1]:443\"")

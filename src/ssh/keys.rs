@@ -131,9 +131,15 @@ pub fn load_identity(path: &Path) -> Result<Identity, KeyError> {
             mode,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| KeyError::Unreadable {
+    let bytes = std::fs::read(path).map_err(|e| KeyError::Unreadable {
         path: path.to_path_buf(),
         source: e,
+    })?;
+    // A binary file (e.g. a DER key from `openssl ... -outform DER`) is readable but not a key:
+    // say so, rather than "cannot be read" with a chown hint.
+    let text = String::from_utf8(bytes).map_err(|_| KeyError::NotAKey {
+        path: path.to_path_buf(),
+        detail: "binary data, not a PEM or OpenSSH text file".into(),
     })?;
     let key = decode(&text).map_err(|detail| classify(path, &text, detail))?;
     Ok(Identity {

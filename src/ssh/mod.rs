@@ -1,5 +1,9 @@
 //! Everything that touches russh lives below this module, so a russh upgrade (its API broke in
 //! 0.61 through 0.64) changes only these files.
 
+pub mod channel;
+pub mod error;
+pub mod handler;
 pub mod hostkey;
 pub mod keys;
+pub mod session;

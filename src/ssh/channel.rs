@@ -1,0 +1,61 @@
+//! Adapts a russh channel to the pump: a drain task that empties the channel at once into a
+//! budgeted queue (so russh's session loop never waits on a slow target), and a sink for bytes
+//! going back to the vendor.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use russh::client::Msg;
+use russh::{Channel, ChannelMsg, ChannelWriteHalf};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+
+use crate::tunnel::budget::ConnBudget;
+use crate::tunnel::pump::{ChannelSink, Inbound};
+
+pub struct RusshSink {
+    wr: ChannelWriteHalf<Msg>,
+}
+
+impl ChannelSink for RusshSink {
+    async fn send(&self, data: Bytes) -> Result<(), ()> {
+        self.wr.data_bytes(data).await.map_err(|_| ())
+    }
+
+    async fn eof(&self) {
+        let _ = self.wr.eof().await;
+    }
+
+    async fn close(&self) {
+        let _ = self.wr.close().await;
+    }
+}
+
+/// Splits `channel`, starts its drain task, and returns the pump's two ends.
+pub fn adapt(channel: Channel<Msg>, budget: Arc<ConnBudget>) -> (UnboundedReceiver<Inbound>, Arc<RusshSink>) {
+    let (mut rd, wr) = channel.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Ends when the channel closes, the pump is gone, or the budget overflows. Dropping
+        // `rd` then is safe: russh discards data for a channel whose reader is gone instead
+        // of waiting on it.
+        while let Some(msg) = rd.wait().await {
+            let ev = match msg {
+                ChannelMsg::Data { data } => match budget.take(data.len() as u64) {
+                    Ok(()) => Inbound::Data(data),
+                    Err(o) => {
+                        let _ = tx.send(Inbound::Overflow(o));
+                        break;
+                    }
+                },
+                ChannelMsg::Eof => Inbound::Eof,
+                ChannelMsg::Close => break,
+                // Extended data, requests and window changes mean nothing for a TCP forward.
+                _ => continue,
+            };
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, Arc::new(RusshSink { wr }))
+}

@@ -1,0 +1,84 @@
+//! Why a connection attempt or a live session failed, in the classes callers branch on:
+//! retry soon (network), retry slowly and loudly (host key, auth), or report per forward.
+
+use crate::ssh::hostkey::HostKeyVerdict;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot reach {target}: {reason}")]
+    Network { target: String, reason: String },
+    #[error("{target} accepted TCP but the SSH handshake did not finish within {secs}s (is it an SSH server?)")]
+    HandshakeTimeout { target: String, secs: u64 },
+    #[error("host key mismatch at {target}: the server offered {} ({}), expected {expected}", .verdict.offered, .verdict.algorithm)]
+    HostKeyMismatch { target: String, verdict: HostKeyVerdict, expected: String },
+    #[error("the server rejected key {fingerprint} for user {user:?}: the vendor must add keys/public-key.pem for this user")]
+    AuthRejected { user: String, fingerprint: String },
+    #[error("SSH protocol error: {0}")]
+    Protocol(String),
+}
+
+impl SshError {
+    /// Host key and auth failures are not fixed by retrying fast; they need a human (or the
+    /// vendor finishing a key rotation).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SshError::HostKeyMismatch { .. } | SshError::AuthRejected { .. })
+    }
+
+    /// Short, stable label for logs and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SshError::Network { .. } => "network",
+            SshError::HandshakeTimeout { .. } => "handshake_timeout",
+            SshError::HostKeyMismatch { .. } => "host_key_mismatch",
+            SshError::AuthRejected { .. } => "auth_rejected",
+            SshError::Protocol(_) => "protocol",
+        }
+    }
+
+    /// Which of two failures (from different ports or addresses) says more to the operator.
+    pub(crate) fn severity(&self) -> u8 {
+        match self {
+            SshError::HostKeyMismatch { .. } => 4,
+            SshError::AuthRejected { .. } => 3,
+            SshError::Protocol(_) => 2,
+            SshError::HandshakeTimeout { .. } => 1,
+            SshError::Network { .. } => 0,
+        }
+    }
+}
+
+/// The handler's error type: russh errors plus the host-key verdict, which must travel out of
+/// `check_server_key` to be reported with the fingerprint the server offered.
+#[derive(Debug)]
+pub enum HandlerError {
+    HostKey(HostKeyVerdict),
+    Russh(russh::Error),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Russh(e)
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandlerError::HostKey(v) => write!(f, "untrusted host key {}", v.offered),
+            HandlerError::Russh(e) => write!(f, "{}", describe_russh(e)),
+        }
+    }
+}
+
+/// russh's messages for a lost connection are terse; say what they mean for a tunnel.
+pub fn describe_russh(e: &russh::Error) -> String {
+    match e {
+        russh::Error::KeepaliveTimeout => "no answer to keepalives: the link or the server is dead".into(),
+        russh::Error::InactivityTimeout => "inactivity timeout".into(),
+        russh::Error::Disconnect => "the server closed the connection".into(),
+        russh::Error::HUP => "the server hung up".into(),
+        russh::Error::IO(io) => format!("network error: {io}"),
+        russh::Error::Pending => "rekey overflow (peer sent too much while rekeying)".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,279 @@
+//! One SSH session to the vendor: dial (port ladder, every address), handshake, host-key check
+//! and authentication under one bound, then remote-forward requests on the live session.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg};
+use russh::{Disconnect, Preferred, cipher};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::error::{HandlerError, SshError, describe_russh};
+use super::handler::{ClientHandler, HostCheck};
+use super::hostkey::{HostKeyPin, describe_pins};
+use super::keys::Identity;
+use crate::config::{Config, Forward};
+use crate::tunnel::conn::ConnContext;
+
+/// AES-GCM first: ~1.5x faster than ChaCha20 in russh on x86 (aes128-gcm is not in russh's
+/// default list and must be named).
+const CIPHERS: &[cipher::Name] = &[
+    cipher::AES_128_GCM,
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_128_CTR,
+];
+
+/// Per-channel receive window: 2 MiB measured best (32 MiB made sshd far slower).
+const WINDOW: u32 = 2 * 1024 * 1024;
+
+/// Everything needed to open a session, taken from the config once.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub host: String,
+    pub ports: Vec<u16>,
+    pub user: String,
+    pub identity: Identity,
+    pub pins: Vec<HostKeyPin>,
+    pub known_hosts: Option<std::path::PathBuf>,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    ssh_config: Arc<client::Config>,
+}
+
+impl Dialer {
+    pub fn new(config: &Config, identity: Identity) -> Self {
+        let mut preferred = Preferred { cipher: Cow::Borrowed(CIPHERS), ..Preferred::default() };
+        if let Some(algs) = pinned_algorithms(&config.server.host_keys, config.server.known_hosts.is_some()) {
+            preferred.key = Cow::Owned(algs);
+        }
+        let mut limits = russh::Limits::default();
+        limits.rekey_read_limit = config.limits.rekey_after as usize;
+        limits.rekey_write_limit = config.limits.rekey_after as usize;
+        let ssh_config = client::Config {
+            client_id: russh::SshId::Standard(Cow::Owned(format!("SSH-2.0-agent_{}", env!("CARGO_PKG_VERSION")))),
+            keepalive_interval: Some(config.keepalive.interval),
+            keepalive_max: config.keepalive.max_missed as usize,
+            window_size: WINDOW,
+            nodelay: true,
+            preferred,
+            limits,
+            ..client::Config::default()
+        };
+        Self {
+            host: config.server.host.clone(),
+            ports: config.server.ports.clone(),
+            user: config.server.user.clone(),
+            identity,
+            pins: config.server.host_keys.clone(),
+            known_hosts: config.server.known_hosts.clone(),
+            connect_timeout: config.timeouts.connect,
+            handshake_timeout: config.timeouts.handshake,
+            ssh_config: Arc::new(ssh_config),
+        }
+    }
+
+    /// Tries each port (starting with `prefer`, the one that worked last), each address of
+    /// each, until one yields an authenticated session. Returns the most telling failure.
+    pub async fn connect(&self, ctx: Arc<ConnContext>, prefer: Option<u16>) -> Result<Session, SshError> {
+        let mut ports = self.ports.clone();
+        if let Some(p) = prefer.filter(|p| ports.contains(p)) {
+            ports.retain(|x| *x != p);
+            ports.insert(0, p);
+        }
+        let mut worst: Option<SshError> = None;
+        for port in ports {
+            let target = format!("{}:{}", self.host, port);
+            let addrs = match tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((self.host.as_str(), port))).await {
+                Ok(Ok(a)) => a.collect::<Vec<_>>(),
+                Ok(Err(e)) => {
+                    keep_worst(&mut worst, SshError::Network { target, reason: format!("DNS lookup failed: {e}") });
+                    continue;
+                }
+                Err(_) => {
+                    keep_worst(&mut worst, SshError::Network { target, reason: "DNS lookup timed out".into() });
+                    continue;
+                }
+            };
+            for addr in addrs {
+                debug!(%addr, "dialing");
+                match self.connect_addr(ctx.clone(), port, addr).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => {
+                        info!(server = %target, %addr, error = %e, "connection attempt failed; trying the next address or port");
+                        keep_worst(&mut worst, e);
+                    }
+                }
+            }
+        }
+        Err(worst.unwrap_or_else(|| SshError::Network {
+            target: self.host.clone(),
+            reason: "no port to try".into(),
+        }))
+    }
+
+    async fn connect_addr(&self, ctx: Arc<ConnContext>, port: u16, addr: SocketAddr) -> Result<Session, SshError> {
+        let target = format!("{}:{} ({})", self.host, port, addr);
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SshError::Network { target, reason: e.to_string() }),
+            Err(_) => {
+                return Err(SshError::Network {
+                    target,
+                    reason: format!("TCP connect timed out after {}s (a firewall dropping the port?)", self.connect_timeout.as_secs()),
+                });
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::time::timeout(self.handshake_timeout, self.handshake(ctx, tcp, port, target.clone()))
+            .await
+            .unwrap_or(Err(SshError::HandshakeTimeout { target, secs: self.handshake_timeout.as_secs() }))
+    }
+
+    async fn handshake(&self, ctx: Arc<ConnContext>, tcp: TcpStream, port: u16, target: String) -> Result<Session, SshError> {
+        let (closed_tx, closed_rx) = watch::channel(None);
+        let handler = ClientHandler {
+            ctx,
+            host_check: HostCheck {
+                pins: self.pins.clone(),
+                known_hosts: self.known_hosts.clone(),
+                host: self.host.clone(),
+                port,
+            },
+            verdict: Default::default(),
+            closed: closed_tx,
+        };
+        let mut handle = client::connect_stream(self.ssh_config.clone(), tcp, handler)
+            .await
+            .map_err(|e| match e {
+                HandlerError::HostKey(verdict) => SshError::HostKeyMismatch {
+                    target: target.clone(),
+                    verdict,
+                    expected: describe_pins(&self.pins, self.known_hosts.as_deref()),
+                },
+                HandlerError::Russh(e) => SshError::Protocol(format!("{target}: {}", describe_russh(&e))),
+            })?;
+
+        let key = self.identity.key.clone();
+        let hash = if key.algorithm().is_rsa() {
+            // Never SHA-1 `ssh-rsa`: OpenSSH >= 8.8 refuses it. Without server-sig-algs, SHA-256.
+            match handle.best_supported_rsa_hash().await {
+                Ok(Some(Some(h))) => Some(h),
+                _ => Some(HashAlg::Sha256),
+            }
+        } else {
+            None
+        };
+        let auth = handle
+            .authenticate_publickey(self.user.clone(), PrivateKeyWithHashAlg::new(key, hash))
+            .await
+            .map_err(|e| SshError::Protocol(format!("{target}: authentication failed: {}", describe_russh(&e))))?;
+        if !auth.success() {
+            return Err(SshError::AuthRejected { user: self.user.clone(), fingerprint: self.identity.fingerprint() });
+        }
+        Ok(Session { handle, via: target, port, closed: closed_rx })
+    }
+}
+
+fn keep_worst(worst: &mut Option<SshError>, e: SshError) {
+    if worst.as_ref().is_none_or(|w| e.severity() >= w.severity()) {
+        *worst = Some(e);
+    }
+}
+
+/// When every pin is a full key line, ask only for those algorithms: a server with both RSA and
+/// Ed25519 keys would otherwise offer the one that was not pinned.
+fn pinned_algorithms(pins: &[HostKeyPin], has_known_hosts: bool) -> Option<Vec<Algorithm>> {
+    if has_known_hosts || pins.is_empty() {
+        return None;
+    }
+    let mut algs = Vec::new();
+    for pin in pins {
+        let name = pin.algorithm()?;
+        let found: Vec<Algorithm> = if name == "ssh-rsa" {
+            vec![Algorithm::Rsa { hash: Some(HashAlg::Sha512) }, Algorithm::Rsa { hash: Some(HashAlg::Sha256) }]
+        } else {
+            Algorithm::new(&name).into_iter().collect()
+        };
+        for a in found {
+            if !algs.contains(&a) {
+                algs.push(a);
+            }
+        }
+    }
+    Some(algs)
+}
+
+/// Why the server did not grant a forward.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the server refused it (the port is still held by an earlier connection, used by something else, or not permitted for this user)")]
+    Refused,
+    #[error("no answer from the server within {0}s")]
+    Timeout(u64),
+    #[error("the session is gone")]
+    SessionGone,
+}
+
+/// An authenticated session.
+pub struct Session {
+    handle: Handle<ClientHandler>,
+    /// "host:port (address)" this session runs over.
+    pub via: String,
+    pub port: u16,
+    closed: watch::Receiver<Option<String>>,
+}
+
+impl Session {
+    /// Asks the server to listen on the forward's remote port. With a fixed port OpenSSH replies
+    /// without a port number (russh returns 0): the port asked for is the port granted.
+    pub async fn request_forward(&self, f: &Forward, timeout: Duration) -> Result<(), ForwardError> {
+        match tokio::time::timeout(timeout, self.handle.tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(russh::Error::RequestDenied)) => Err(ForwardError::Refused),
+            Ok(Err(_)) => Err(ForwardError::SessionGone),
+            Err(_) => Err(ForwardError::Timeout(timeout.as_secs())),
+        }
+    }
+
+    /// Asks the server to stop listening, so the port is free for whoever connects next.
+    pub async fn cancel_forward(&self, f: &Forward, timeout: Duration) {
+        let r = tokio::time::timeout(timeout, self.handle.cancel_tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))).await;
+        if !matches!(r, Ok(Ok(()))) {
+            debug!(forward = %f.name, "cancel-tcpip-forward not acknowledged");
+        }
+    }
+
+    /// Resolves with the reason once the session has ended, whatever ended it.
+    pub async fn closed(&mut self) -> String {
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if let Some(reason) = self.closed.borrow().clone() {
+                return reason;
+            }
+            // Some endings (a failed socket shutdown) skip the handler's callback.
+            if self.handle.is_closed() {
+                return "connection closed".into();
+            }
+            tokio::select! {
+                r = self.closed.changed() => if r.is_err() { return "connection closed".into() },
+                _ = poll.tick() => {}
+            }
+        }
+    }
+
+    /// Says goodbye to the server (bounded), then drops the connection.
+    pub async fn disconnect(self, timeout: Duration) {
+        let bye = self.handle.disconnect(Disconnect::ByApplication, "agent shutting down", "en");
+        if tokio::time::timeout(timeout, bye).await.is_err() {
+            warn!("server did not take the disconnect in time; closing the socket");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Byte budgets for data received from the vendor but not yet written to a target.
+//!
+//! russh re-opens the SSH window as data arrives, not as it is consumed, and its session loop
+//! stalls every channel if one channel's queue is full. So each channel is drained at once into
+//! an unbounded queue, and these counters bound that queue instead: a connection whose target
+//! stops reading is closed when it passes its own cap, or when all connections together pass the
+//! total cap. Nothing else is slowed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The total for all connections of the agent.
+#[derive(Debug)]
+pub struct TotalBudget {
+    used: AtomicU64,
+    cap: u64,
+}
+
+impl TotalBudget {
+    pub fn new(cap: u64) -> Arc<Self> {
+        Arc::new(Self { used: AtomicU64::new(0), cap })
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a connection's budget refused more bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    Connection { cap: u64 },
+    Total { cap: u64 },
+}
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Overflow::Connection { cap } => write!(f, "target not reading: {cap} bytes queued for it (limits.connection_buffer)"),
+            Overflow::Total { cap } => write!(f, "all targets together have {cap} bytes queued (limits.total_buffer)"),
+        }
+    }
+}
+
+/// One connection's share. Dropping it returns whatever is still counted to the total.
+#[derive(Debug)]
+pub struct ConnBudget {
+    used: AtomicU64,
+    cap: u64,
+    total: Arc<TotalBudget>,
+}
+
+impl ConnBudget {
+    pub fn new(cap: u64, total: Arc<TotalBudget>) -> Arc<Self> {
+        Arc::new(Self { used: AtomicU64::new(0), cap, total })
+    }
+
+    /// Counts `n` bytes as queued; refuses (counting nothing) if that would pass a cap.
+    pub fn take(&self, n: u64) -> Result<(), Overflow> {
+        let mine = self.used.fetch_add(n, Ordering::AcqRel) + n;
+        let all = self.total.used.fetch_add(n, Ordering::AcqRel) + n;
+        let over = if mine > self.cap {
+            Some(Overflow::Connection { cap: self.cap })
+        } else if all > self.total.cap {
+            Some(Overflow::Total { cap: self.total.cap })
+        } else {
+            None
+        };
+        match over {
+            Some(o) => {
+                self.give(n);
+                Err(o)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Returns `n` bytes once written to the target.
+    pub fn give(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        self.total.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+impl Drop for ConnBudget {
+    fn drop(&mut self) {
+        let left = self.used.swap(0, Ordering::AcqRel);
+        self.total.used.fetch_sub(left, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_and_release() {
+        let total = TotalBudget::new(100);
+        let a = ConnBudget::new(60, total.clone());
+        let b = ConnBudget::new(60, total.clone());
+        assert!(a.take(50).is_ok());
+        assert_eq!(a.take(20), Err(Overflow::Connection { cap: 60 }));
+        assert!(b.take(45).is_ok());
+        assert_eq!(b.take(10), Err(Overflow::Total { cap: 100 }));
+        a.give(50);
+        assert!(b.take(10).is_ok());
+        drop(b);
+        assert_eq!(total.used(), 0);
+    }
+}

@@ -1,0 +1,9 @@
+//! The tunnel, independent of russh: per-connection pump and byte budgets, the shared state
+//! that routes channels and answers health questions, and the reconnecting supervisor.
+
+pub mod backoff;
+pub mod budget;
+pub mod conn;
+pub mod pump;
+pub mod state;
+pub mod supervisor;

@@ -1,0 +1,158 @@
+//! Moves bytes between one forwarded channel and its target's TCP connection, both ways,
+//! byte-exact, passing half-close (EOF) through in each direction.
+//!
+//! The channel side is abstract ([`Inbound`] events in, [`ChannelSink`] out) so that this file
+//! knows nothing of russh; `ssh::channel` adapts a russh channel to it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::budget::{ConnBudget, Overflow};
+
+/// Read size toward the vendor: 64 KiB cut CPU per byte by ~20% against tokio's 8 KiB default.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What arrives from the vendor for this connection, in order.
+#[derive(Debug)]
+pub enum Inbound {
+    Data(Bytes),
+    /// The vendor side finished sending (half-close).
+    Eof,
+    /// More was queued than the budget allows; the drain stopped.
+    Overflow(Overflow),
+}
+
+/// Where bytes from the target go: the channel toward the vendor.
+pub trait ChannelSink: Send + Sync + 'static {
+    /// Sends data, waiting for the peer's window; Err once the channel is gone.
+    fn send(&self, data: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
+    fn eof(&self) -> impl Future<Output = ()> + Send;
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// How a forwarded connection ended, for its closing log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Both sides finished cleanly.
+    Complete,
+    /// The vendor side closed the channel before sending EOF.
+    VendorClosed,
+    TargetError(String),
+    Overflow(Overflow),
+    /// The SSH session went away (reconnect or shutdown).
+    SessionLost,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Complete => write!(f, "complete"),
+            End::VendorClosed => write!(f, "closed by vendor side"),
+            End::TargetError(e) => write!(f, "target error: {e}"),
+            End::Overflow(o) => write!(f, "closed: {o}"),
+            End::SessionLost => write!(f, "ssh session lost"),
+        }
+    }
+}
+
+/// Totals for one connection.
+#[derive(Debug, Clone)]
+pub struct PumpReport {
+    pub to_target: u64,
+    pub from_target: u64,
+    pub duration: Duration,
+    pub end: End,
+}
+
+/// Pumps until both directions are done or one fails; a failure ends both.
+pub async fn pump<S: ChannelSink>(
+    tcp: TcpStream,
+    mut inbound: UnboundedReceiver<Inbound>,
+    sink: Arc<S>,
+    budget: Arc<ConnBudget>,
+) -> PumpReport {
+    let started = Instant::now();
+    let (mut rd, mut wr) = tcp.into_split();
+    // Shared by both directions' futures and read after either ends early.
+    let to_target = AtomicU64::new(0);
+    let from_target = AtomicU64::new(0);
+
+    let down = async {
+        while let Some(ev) = inbound.recv().await {
+            match ev {
+                Inbound::Data(data) => {
+                    let n = data.len() as u64;
+                    let res = wr.write_all(&data).await;
+                    budget.give(n);
+                    if let Err(e) = res {
+                        return Err(End::TargetError(format!("write: {e}")));
+                    }
+                    to_target.fetch_add(n, Ordering::Relaxed);
+                }
+                Inbound::Eof => {
+                    let _ = wr.shutdown().await;
+                    return Ok(());
+                }
+                Inbound::Overflow(o) => return Err(End::Overflow(o)),
+            }
+        }
+        // The drain ended without EOF: the channel was closed or the session died.
+        Err(End::VendorClosed)
+    };
+
+    let up = async {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            buf.reserve(READ_CHUNK);
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => {
+                    sink.eof().await;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    from_target.fetch_add(n as u64, Ordering::Relaxed);
+                    if sink.send(buf.split().freeze()).await.is_err() {
+                        return Err(End::SessionLost);
+                    }
+                }
+                Err(e) => return Err(End::TargetError(format!("read: {e}"))),
+            }
+        }
+    };
+
+    tokio::pin!(down, up);
+    let (mut down_done, mut up_done) = (false, false);
+    let mut end = End::Complete;
+    while !(down_done && up_done) {
+        tokio::select! {
+            r = &mut down, if !down_done => {
+                down_done = true;
+                if let Err(e) = r {
+                    end = e;
+                    break;
+                }
+            }
+            r = &mut up, if !up_done => {
+                up_done = true;
+                if let Err(e) = r {
+                    end = e;
+                    break;
+                }
+            }
+        }
+    }
+    sink.close().await;
+    PumpReport {
+        to_target: to_target.load(Ordering::Relaxed),
+        from_target: from_target.load(Ordering::Relaxed),
+        duration: started.elapsed(),
+        end,
+    }
+}
