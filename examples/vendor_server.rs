@@ -11,6 +11,8 @@
 //! It prints its host key line and fingerprint (put either in the agent's host-key pins) and
 //! runs until Ctrl-C. Set `RUST_LOG=debug` to see sessions and forwards.
 
+// The test helpers (probe channels, deny_port, ...) are unused here.
+#[allow(dead_code)]
 #[path = "../tests/support/vendor_server.rs"]
 mod vendor_server;
 
@@ -36,8 +38,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();

@@ -195,9 +195,10 @@ impl Config {
     pub fn load(file: &Path) -> Result<(Config, Identity), ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| {
             let fix = if e.kind() == std::io::ErrorKind::NotFound {
-                Some(format!(
+                Some(
                     "create it (see examples/agent.yaml), or point -c / AGENT_CONFIG at your config"
-                ))
+                        .to_string(),
+                )
             } else {
                 Some(format!("make {} readable by this user", file.display()))
             };

@@ -146,10 +146,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
         }
     }
     let known_hosts = s.known_hosts.map(|k| resolve(base, &k));
-    if let Some(k) = &known_hosts {
-        if let Err(e) = std::fs::metadata(k) {
-            p.add("server.known_hosts", format!("{}: {e}", k.display()), Some("point it at an OpenSSH known_hosts file, or remove it and pin keys under server.host_keys".into()));
-        }
+    if let Some(k) = &known_hosts
+        && let Err(e) = std::fs::metadata(k)
+    {
+        p.add("server.known_hosts", format!("{}: {e}", k.display()), Some("point it at an OpenSSH known_hosts file, or remove it and pin keys under server.host_keys".into()));
     }
     if host_keys.is_empty()
         && known_hosts.is_none()
@@ -206,12 +206,14 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
                         .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
                 )),
             );
-        } else if let Some(first) = names.insert(name.clone(), i) {
+        } else if let Some(&first) = names.get(&name) {
             p.add(
                 at("name"),
                 format!("\"{name}\" is already used by forwards[{first}]"),
                 Some("give every forward a unique name".into()),
             );
+        } else {
+            names.insert(name.clone(), i);
         }
         let remote = match f.remote {
             None => {

@@ -31,7 +31,10 @@ impl ChannelSink for RusshSink {
 }
 
 /// Splits `channel`, starts its drain task, and returns the pump's two ends.
-pub fn adapt(channel: Channel<Msg>, budget: Arc<ConnBudget>) -> (UnboundedReceiver<Inbound>, Arc<RusshSink>) {
+pub fn adapt(
+    channel: Channel<Msg>,
+    budget: Arc<ConnBudget>,
+) -> (UnboundedReceiver<Inbound>, Arc<RusshSink>) {
     let (mut rd, wr) = channel.split();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -7,11 +7,19 @@ use crate::ssh::hostkey::HostKeyVerdict;
 pub enum SshError {
     #[error("cannot reach {target}: {reason}")]
     Network { target: String, reason: String },
-    #[error("{target} accepted TCP but the SSH handshake did not finish within {secs}s (is it an SSH server?)")]
+    #[error(
+        "{target} accepted TCP but the SSH handshake did not finish within {secs}s (is it an SSH server?)"
+    )]
     HandshakeTimeout { target: String, secs: u64 },
     #[error("host key mismatch at {target}: the server offered {} ({}), expected {expected}", .verdict.offered, .verdict.algorithm)]
-    HostKeyMismatch { target: String, verdict: HostKeyVerdict, expected: String },
-    #[error("the server rejected key {fingerprint} for user {user:?}: the vendor must add keys/public-key.pem for this user")]
+    HostKeyMismatch {
+        target: String,
+        verdict: HostKeyVerdict,
+        expected: String,
+    },
+    #[error(
+        "the server rejected key {fingerprint} for user {user:?}: the vendor must add keys/public-key.pem for this user"
+    )]
     AuthRejected { user: String, fingerprint: String },
     #[error("SSH protocol error: {0}")]
     Protocol(String),
@@ -21,7 +29,10 @@ impl SshError {
     /// Host key and auth failures are not fixed by retrying fast; they need a human (or the
     /// vendor finishing a key rotation).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, SshError::HostKeyMismatch { .. } | SshError::AuthRejected { .. })
+        matches!(
+            self,
+            SshError::HostKeyMismatch { .. } | SshError::AuthRejected { .. }
+        )
     }
 
     /// Short, stable label for logs and metrics.
@@ -73,7 +84,9 @@ impl std::fmt::Display for HandlerError {
 /// russh's messages for a lost connection are terse; say what they mean for a tunnel.
 pub fn describe_russh(e: &russh::Error) -> String {
     match e {
-        russh::Error::KeepaliveTimeout => "no answer to keepalives: the link or the server is dead".into(),
+        russh::Error::KeepaliveTimeout => {
+            "no answer to keepalives: the link or the server is dead".into()
+        }
         russh::Error::InactivityTimeout => "inactivity timeout".into(),
         russh::Error::Disconnect => "the server closed the connection".into(),
         russh::Error::HUP => "the server hung up".into(),

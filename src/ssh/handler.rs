@@ -41,7 +41,10 @@ pub struct ClientHandler {
 impl russh::client::Handler for ClientHandler {
     type Error = HandlerError;
 
-    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let key = offered.public_key();
         let hc = &self.host_check;
         let verdict = hostkey::verify(&key, &hc.pins, hc.known_hosts.as_deref(), &hc.host, hc.port);
@@ -67,7 +70,9 @@ impl russh::client::Handler for ClientHandler {
         let Some(forward) = self.ctx.state.route(connected_address, connected_port) else {
             warn!(address = connected_address, port = connected_port, from = %from,
                 "rejected forwarded connection for a port this agent did not request");
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let Ok(permit) = self.ctx.slots.clone().try_acquire_owned() else {
@@ -77,7 +82,8 @@ impl russh::client::Handler for ClientHandler {
             return Ok(());
         };
         let ctx = self.ctx.clone();
-        let span = info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
+        let span =
+            info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
         tokio::spawn(
             async move {
                 let _permit = permit;
@@ -90,7 +96,8 @@ impl russh::client::Handler for ClientHandler {
                     }
                 };
                 reply.accept().await;
-                let budget = ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
+                let budget =
+                    ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
                 let (inbound, sink) = channel::adapt(channel, budget.clone());
                 let report = crate::tunnel::pump::pump(tcp, inbound, sink, budget).await;
                 conn::log_end(&report);
@@ -120,7 +127,11 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        warn!(host = host_to_connect, port = port_to_connect, "server asked to open direct-tcpip");
+        warn!(
+            host = host_to_connect,
+            port = port_to_connect,
+            "server asked to open direct-tcpip"
+        );
         refuse(reply, "direct-tcpip").await;
         Ok(())
     }
@@ -169,15 +180,29 @@ impl russh::client::Handler for ClientHandler {
         Ok(())
     }
 
-    async fn should_accept_unknown_server_channel(&mut self, _id: russh::ChannelId, channel_type: &str) -> bool {
-        warn!(kind = channel_type, "rejected a channel of unknown type opened by the server");
+    async fn should_accept_unknown_server_channel(
+        &mut self,
+        _id: russh::ChannelId,
+        channel_type: &str,
+    ) -> bool {
+        warn!(
+            kind = channel_type,
+            "rejected a channel of unknown type opened by the server"
+        );
         false
     }
 
-    async fn disconnected(&mut self, reason: DisconnectReason<Self::Error>) -> Result<(), Self::Error> {
+    async fn disconnected(
+        &mut self,
+        reason: DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
         let text = match &reason {
             DisconnectReason::ReceivedDisconnect(info) => {
-                format!("server disconnected: {:?} {}", info.reason_code, info.message.trim())
+                format!(
+                    "server disconnected: {:?} {}",
+                    info.reason_code,
+                    info.message.trim()
+                )
             }
             DisconnectReason::Error(HandlerError::Russh(e)) => describe_russh(e),
             DisconnectReason::Error(e) => e.to_string(),
@@ -191,6 +216,11 @@ impl russh::client::Handler for ClientHandler {
 }
 
 async fn refuse(reply: russh::client::ChannelOpenHandle, kind: &str) {
-    info!(kind, "rejected a {kind} channel opened by the server: this agent only serves its listed forwards");
-    reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+    info!(
+        kind,
+        "rejected a {kind} channel opened by the server: this agent only serves its listed forwards"
+    );
+    reply
+        .reject(ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
 }

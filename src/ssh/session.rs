@@ -50,15 +50,24 @@ pub struct Dialer {
 
 impl Dialer {
     pub fn new(config: &Config, identity: Identity) -> Self {
-        let mut preferred = Preferred { cipher: Cow::Borrowed(CIPHERS), ..Preferred::default() };
-        if let Some(algs) = pinned_algorithms(&config.server.host_keys, config.server.known_hosts.is_some()) {
+        let mut preferred = Preferred {
+            cipher: Cow::Borrowed(CIPHERS),
+            ..Preferred::default()
+        };
+        if let Some(algs) = pinned_algorithms(
+            &config.server.host_keys,
+            config.server.known_hosts.is_some(),
+        ) {
             preferred.key = Cow::Owned(algs);
         }
         let mut limits = russh::Limits::default();
         limits.rekey_read_limit = config.limits.rekey_after as usize;
         limits.rekey_write_limit = config.limits.rekey_after as usize;
         let ssh_config = client::Config {
-            client_id: russh::SshId::Standard(Cow::Owned(format!("SSH-2.0-agent_{}", env!("CARGO_PKG_VERSION")))),
+            client_id: russh::SshId::Standard(Cow::Owned(format!(
+                "SSH-2.0-agent_{}",
+                env!("CARGO_PKG_VERSION")
+            ))),
             keepalive_interval: Some(config.keepalive.interval),
             keepalive_max: config.keepalive.max_missed as usize,
             window_size: WINDOW,
@@ -82,7 +91,11 @@ impl Dialer {
 
     /// Tries each port (starting with `prefer`, the one that worked last), each address of
     /// each, until one yields an authenticated session. Returns the most telling failure.
-    pub async fn connect(&self, ctx: Arc<ConnContext>, prefer: Option<u16>) -> Result<Session, SshError> {
+    pub async fn connect(
+        &self,
+        ctx: Arc<ConnContext>,
+        prefer: Option<u16>,
+    ) -> Result<Session, SshError> {
         let mut ports = self.ports.clone();
         if let Some(p) = prefer.filter(|p| ports.contains(p)) {
             ports.retain(|x| *x != p);
@@ -91,14 +104,31 @@ impl Dialer {
         let mut worst: Option<SshError> = None;
         for port in ports {
             let target = format!("{}:{}", self.host, port);
-            let addrs = match tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((self.host.as_str(), port))).await {
+            let addrs = match tokio::time::timeout(
+                self.connect_timeout,
+                tokio::net::lookup_host((self.host.as_str(), port)),
+            )
+            .await
+            {
                 Ok(Ok(a)) => a.collect::<Vec<_>>(),
                 Ok(Err(e)) => {
-                    keep_worst(&mut worst, SshError::Network { target, reason: format!("DNS lookup failed: {e}") });
+                    keep_worst(
+                        &mut worst,
+                        SshError::Network {
+                            target,
+                            reason: format!("DNS lookup failed: {e}"),
+                        },
+                    );
                     continue;
                 }
                 Err(_) => {
-                    keep_worst(&mut worst, SshError::Network { target, reason: "DNS lookup timed out".into() });
+                    keep_worst(
+                        &mut worst,
+                        SshError::Network {
+                            target,
+                            reason: "DNS lookup timed out".into(),
+                        },
+                    );
                     continue;
                 }
             };
@@ -119,25 +149,50 @@ impl Dialer {
         }))
     }
 
-    async fn connect_addr(&self, ctx: Arc<ConnContext>, port: u16, addr: SocketAddr) -> Result<Session, SshError> {
+    async fn connect_addr(
+        &self,
+        ctx: Arc<ConnContext>,
+        port: u16,
+        addr: SocketAddr,
+    ) -> Result<Session, SshError> {
         let target = format!("{}:{} ({})", self.host, port, addr);
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SshError::Network { target, reason: e.to_string() }),
+            Ok(Err(e)) => {
+                return Err(SshError::Network {
+                    target,
+                    reason: e.to_string(),
+                });
+            }
             Err(_) => {
                 return Err(SshError::Network {
                     target,
-                    reason: format!("TCP connect timed out after {}s (a firewall dropping the port?)", self.connect_timeout.as_secs()),
+                    reason: format!(
+                        "TCP connect timed out after {}s (a firewall dropping the port?)",
+                        self.connect_timeout.as_secs()
+                    ),
                 });
             }
         };
         let _ = tcp.set_nodelay(true);
-        tokio::time::timeout(self.handshake_timeout, self.handshake(ctx, tcp, port, target.clone()))
-            .await
-            .unwrap_or(Err(SshError::HandshakeTimeout { target, secs: self.handshake_timeout.as_secs() }))
+        tokio::time::timeout(
+            self.handshake_timeout,
+            self.handshake(ctx, tcp, port, target.clone()),
+        )
+        .await
+        .unwrap_or(Err(SshError::HandshakeTimeout {
+            target,
+            secs: self.handshake_timeout.as_secs(),
+        }))
     }
 
-    async fn handshake(&self, ctx: Arc<ConnContext>, tcp: TcpStream, port: u16, target: String) -> Result<Session, SshError> {
+    async fn handshake(
+        &self,
+        ctx: Arc<ConnContext>,
+        tcp: TcpStream,
+        port: u16,
+        target: String,
+    ) -> Result<Session, SshError> {
         let (closed_tx, closed_rx) = watch::channel(None);
         let handler = ClientHandler {
             ctx,
@@ -158,7 +213,9 @@ impl Dialer {
                     verdict,
                     expected: describe_pins(&self.pins, self.known_hosts.as_deref()),
                 },
-                HandlerError::Russh(e) => SshError::Protocol(format!("{target}: {}", describe_russh(&e))),
+                HandlerError::Russh(e) => {
+                    SshError::Protocol(format!("{target}: {}", describe_russh(&e)))
+                }
             })?;
 
         let key = self.identity.key.clone();
@@ -174,11 +231,24 @@ impl Dialer {
         let auth = handle
             .authenticate_publickey(self.user.clone(), PrivateKeyWithHashAlg::new(key, hash))
             .await
-            .map_err(|e| SshError::Protocol(format!("{target}: authentication failed: {}", describe_russh(&e))))?;
+            .map_err(|e| {
+                SshError::Protocol(format!(
+                    "{target}: authentication failed: {}",
+                    describe_russh(&e)
+                ))
+            })?;
         if !auth.success() {
-            return Err(SshError::AuthRejected { user: self.user.clone(), fingerprint: self.identity.fingerprint() });
+            return Err(SshError::AuthRejected {
+                user: self.user.clone(),
+                fingerprint: self.identity.fingerprint(),
+            });
         }
-        Ok(Session { handle, via: target, port, closed: closed_rx })
+        Ok(Session {
+            handle,
+            via: target,
+            port,
+            closed: closed_rx,
+        })
     }
 }
 
@@ -198,7 +268,14 @@ fn pinned_algorithms(pins: &[HostKeyPin], has_known_hosts: bool) -> Option<Vec<A
     for pin in pins {
         let name = pin.algorithm()?;
         let found: Vec<Algorithm> = if name == "ssh-rsa" {
-            vec![Algorithm::Rsa { hash: Some(HashAlg::Sha512) }, Algorithm::Rsa { hash: Some(HashAlg::Sha256) }]
+            vec![
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]
         } else {
             Algorithm::new(&name).into_iter().collect()
         };
@@ -214,7 +291,9 @@ fn pinned_algorithms(pins: &[HostKeyPin], has_known_hosts: bool) -> Option<Vec<A
 /// Why the server did not grant a forward.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("the server refused it (the port is still held by an earlier connection, used by something else, or not permitted for this user)")]
+    #[error(
+        "the server refused it (the port is still held by an earlier connection, used by something else, or not permitted for this user)"
+    )]
     Refused,
     #[error("no answer from the server within {0}s")]
     Timeout(u64),
@@ -234,8 +313,18 @@ pub struct Session {
 impl Session {
     /// Asks the server to listen on the forward's remote port. With a fixed port OpenSSH replies
     /// without a port number (russh returns 0): the port asked for is the port granted.
-    pub async fn request_forward(&self, f: &Forward, timeout: Duration) -> Result<(), ForwardError> {
-        match tokio::time::timeout(timeout, self.handle.tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))).await {
+    pub async fn request_forward(
+        &self,
+        f: &Forward,
+        timeout: Duration,
+    ) -> Result<(), ForwardError> {
+        match tokio::time::timeout(
+            timeout,
+            self.handle
+                .tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port)),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(russh::Error::RequestDenied)) => Err(ForwardError::Refused),
             Ok(Err(_)) => Err(ForwardError::SessionGone),
@@ -245,7 +334,12 @@ impl Session {
 
     /// Asks the server to stop listening, so the port is free for whoever connects next.
     pub async fn cancel_forward(&self, f: &Forward, timeout: Duration) {
-        let r = tokio::time::timeout(timeout, self.handle.cancel_tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))).await;
+        let r = tokio::time::timeout(
+            timeout,
+            self.handle
+                .cancel_tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port)),
+        )
+        .await;
         if !matches!(r, Ok(Ok(()))) {
             debug!(forward = %f.name, "cancel-tcpip-forward not acknowledged");
         }
@@ -271,7 +365,9 @@ impl Session {
 
     /// Says goodbye to the server (bounded), then drops the connection.
     pub async fn disconnect(self, timeout: Duration) {
-        let bye = self.handle.disconnect(Disconnect::ByApplication, "agent shutting down", "en");
+        let bye = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "agent shutting down", "en");
         if tokio::time::timeout(timeout, bye).await.is_err() {
             warn!("server did not take the disconnect in time; closing the socket");
         }

@@ -18,7 +18,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max: max.max(initial), attempt: 0 }
+        Self {
+            initial,
+            max: max.max(initial),
+            attempt: 0,
+        }
     }
 
     /// The next delay: the nominal value for this attempt, jittered into [50%, 100%] so that
@@ -27,7 +31,9 @@ impl Backoff {
         let nominal = self.nominal();
         self.attempt = self.attempt.saturating_add(1);
         let jitter: f64 = rand::rng().random_range(0.5..=1.0);
-        nominal.mul_f64(jitter).max(Duration::from_millis(50).min(nominal))
+        nominal
+            .mul_f64(jitter)
+            .max(Duration::from_millis(50).min(nominal))
     }
 
     fn nominal(&self) -> Duration {

@@ -18,7 +18,10 @@ pub struct TotalBudget {
 
 impl TotalBudget {
     pub fn new(cap: u64) -> Arc<Self> {
-        Arc::new(Self { used: AtomicU64::new(0), cap })
+        Arc::new(Self {
+            used: AtomicU64::new(0),
+            cap,
+        })
     }
 
     pub fn used(&self) -> u64 {
@@ -36,8 +39,14 @@ pub enum Overflow {
 impl std::fmt::Display for Overflow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Overflow::Connection { cap } => write!(f, "target not reading: {cap} bytes queued for it (limits.connection_buffer)"),
-            Overflow::Total { cap } => write!(f, "all targets together have {cap} bytes queued (limits.total_buffer)"),
+            Overflow::Connection { cap } => write!(
+                f,
+                "target not reading: {cap} bytes queued for it (limits.connection_buffer)"
+            ),
+            Overflow::Total { cap } => write!(
+                f,
+                "all targets together have {cap} bytes queued (limits.total_buffer)"
+            ),
         }
     }
 }
@@ -52,7 +61,11 @@ pub struct ConnBudget {
 
 impl ConnBudget {
     pub fn new(cap: u64, total: Arc<TotalBudget>) -> Arc<Self> {
-        Arc::new(Self { used: AtomicU64::new(0), cap, total })
+        Arc::new(Self {
+            used: AtomicU64::new(0),
+            cap,
+            total,
+        })
     }
 
     /// Counts `n` bytes as queued; refuses (counting nothing) if that would pass a cap.
@@ -62,7 +75,9 @@ impl ConnBudget {
         let over = if mine > self.cap {
             Some(Overflow::Connection { cap: self.cap })
         } else if all > self.total.cap {
-            Some(Overflow::Total { cap: self.total.cap })
+            Some(Overflow::Total {
+                cap: self.total.cap,
+            })
         } else {
             None
         };

@@ -40,7 +40,8 @@ impl ConnContext {
 /// Only the configured target is ever dialed: the server's channel request names nothing here.
 pub async fn dial_target(forward: &Forward, timeout: Duration) -> io::Result<TcpStream> {
     let attempt = async {
-        let addrs = tokio::net::lookup_host((forward.target_host.as_str(), forward.target_port)).await?;
+        let addrs =
+            tokio::net::lookup_host((forward.target_host.as_str(), forward.target_port)).await?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
         for addr in addrs {
             match TcpStream::connect(addr).await {
@@ -55,7 +56,12 @@ pub async fn dial_target(forward: &Forward, timeout: Duration) -> io::Result<Tcp
     };
     tokio::time::timeout(timeout, attempt)
         .await
-        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {}s", timeout.as_secs_f32()))))
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {}s", timeout.as_secs_f32()),
+            ))
+        })
 }
 
 /// The one line per forwarded connection, in the current (connection) span.

@@ -35,7 +35,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Connected, authenticated, host key verified, and every forward granted.
     pub fn ready(&self) -> bool {
-        self.connected_via.is_some() && self.forwards.iter().all(|f| f.state == ForwardState::Granted)
+        self.connected_via.is_some()
+            && self
+                .forwards
+                .iter()
+                .all(|f| f.state == ForwardState::Granted)
     }
 }
 
@@ -49,11 +53,16 @@ impl TunnelState {
         let snap = Snapshot {
             forwards: forwards
                 .iter()
-                .map(|f| ForwardStatus { forward: Arc::new(f.clone()), state: ForwardState::Pending })
+                .map(|f| ForwardStatus {
+                    forward: Arc::new(f.clone()),
+                    state: ForwardState::Pending,
+                })
                 .collect(),
             ..Snapshot::default()
         };
-        Arc::new(Self { inner: Mutex::new(snap) })
+        Arc::new(Self {
+            inner: Mutex::new(snap),
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
@@ -138,14 +147,17 @@ mod tests {
     #[test]
     fn routes_only_granted_forwards_by_address_and_port() {
         let st = TunnelState::new(&[fwd("a", "localhost", 5000), fwd("b", "*", 5001)]);
-        assert!(st.route("localhost", 5000).is_none(), "pending forwards are not routable");
+        assert!(
+            st.route("localhost", 5000).is_none(),
+            "pending forwards are not routable"
+        );
         st.set_forward("a", ForwardState::Granted);
         st.set_forward("b", ForwardState::Granted);
         assert_eq!(st.route("localhost", 5000).unwrap().name, "a");
         assert!(st.route("127.0.0.2", 5000).is_none());
         assert!(st.route("localhost", 5002).is_none());
         assert_eq!(st.route("0.0.0.0", 5001).unwrap().name, "b");
-        assert!(st.snapshot().ready() == false, "not connected yet");
+        assert!(!st.snapshot().ready(), "not connected yet");
         st.connected("x:22".into());
         assert!(st.snapshot().ready());
         st.disconnected("network", "gone".into());

@@ -85,7 +85,12 @@ pub async fn supervise(
         .instrument(span.clone())
         .await;
         let Some(delay) = delay else { return };
-        span.in_scope(|| info!(seconds = format!("{:.1}", delay.as_secs_f32()), "backing off before reconnecting"));
+        span.in_scope(|| {
+            info!(
+                seconds = format!("{:.1}", delay.as_secs_f32()),
+                "backing off before reconnecting"
+            )
+        });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = &mut shutdown => return,
@@ -101,7 +106,12 @@ async fn hold(
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Ended {
     let timeout = config.timeouts.handshake;
-    let mut wanted: Vec<Arc<Forward>> = state.snapshot().forwards.into_iter().map(|f| f.forward).collect();
+    let mut wanted: Vec<Arc<Forward>> = state
+        .snapshot()
+        .forwards
+        .into_iter()
+        .map(|f| f.forward)
+        .collect();
     let mut retry = Backoff::new(FORWARD_RETRY_INITIAL, FORWARD_RETRY_MAX);
     loop {
         let mut refused = Vec::new();
@@ -110,7 +120,8 @@ async fn hold(
                 r = session.request_forward(&f, timeout) => r,
                 _ = &mut *shutdown => return Ended::Shutdown,
             };
-            let span = info_span!("forward", name = %f.name, remote = %f.remote(), target = %f.target());
+            let span =
+                info_span!("forward", name = %f.name, remote = %f.remote(), target = %f.target());
             let _g = span.enter();
             match result {
                 Ok(()) => {
@@ -127,7 +138,11 @@ async fn hold(
         }
         let retry_in = (!refused.is_empty()).then(|| retry.next_delay());
         if let Some(d) = retry_in {
-            info!(forwards = refused.len(), seconds = format!("{:.1}", d.as_secs_f32()), "retrying refused forwards");
+            info!(
+                forwards = refused.len(),
+                seconds = format!("{:.1}", d.as_secs_f32()),
+                "retrying refused forwards"
+            );
         }
         tokio::select! {
             reason = session.closed() => return Ended::Lost(reason),

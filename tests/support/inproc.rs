@@ -1,0 +1,242 @@
+//! Runs the agent library in-process against a test server, and drives traffic through it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent::config::Config;
+use agent::run::Agent;
+use agent::tunnel::state::{Snapshot, TunnelState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// One forward for [`config_yaml`]: name, remote port on the server, target port on 127.0.0.1.
+pub struct Fwd<'a>(pub &'a str, pub u16, pub u16);
+
+/// An agent.yaml for a server on 127.0.0.1 `ports`, pinned to `pin`, logging in as `user`.
+/// `extra` is appended verbatim (top-level YAML, e.g. "limits: { rekey_after: 4MiB }").
+pub fn config_yaml(
+    ports: &[u16],
+    pin: &str,
+    user: &str,
+    key: &Path,
+    forwards: &[Fwd],
+    extra: &str,
+) -> String {
+    let mut y = format!(
+        "server:\n  host: 127.0.0.1\n  ports: {ports:?}\n  user: {user}\n  host_keys: [\"{pin}\"]\nidentity: {}\nadmin: {{ listen: \"off\" }}\nkeepalive: {{ interval: 2s, max_missed: 2 }}\nreconnect: {{ initial: 200ms, max: 2s }}\ntimeouts: {{ connect: 2s, handshake: 3s, target_connect: 2s }}\nforwards:\n",
+        key.display()
+    );
+    for Fwd(name, remote, target) in forwards {
+        y.push_str(&format!("  - {{ name: {name}, remote: \"127.0.0.1:{remote}\", target: \"127.0.0.1:{target}\" }}\n"));
+    }
+    y.push_str(extra);
+    y.push('\n');
+    y
+}
+
+pub struct RunningAgent {
+    pub state: Arc<TunnelState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+/// Writes `yaml` to `dir/agent.yaml`, loads it like `agent run` does, and runs the agent.
+pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
+    let file = dir.join("agent.yaml");
+    std::fs::write(&file, yaml).expect("write agent.yaml");
+    let (config, identity) =
+        Config::load(&file).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
+    let agent = Agent::new(config);
+    let state = agent.state.clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        agent
+            .run(identity, async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    RunningAgent {
+        state,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl RunningAgent {
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.snapshot()
+    }
+
+    /// Waits until connected with every forward granted.
+    pub async fn wait_ready(&self, within: Duration) -> Snapshot {
+        self.wait_for(within, "ready", |s| s.ready()).await
+    }
+
+    /// Waits until `cond` holds on the state; panics with the last state if it never does.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&Snapshot) -> bool,
+    ) -> Snapshot {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.snapshot();
+            if cond(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("agent not {what} within {within:?}: {s:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks the agent to stop (as SIGTERM would) and waits for it, bounded.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("agent did not stop within 5 s")
+            .expect("agent task panicked");
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Deterministic bytes that differ at every offset, so a lost, duplicated or reordered chunk
+/// shows up as a mismatch.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `len` pattern bytes to 127.0.0.1:`port` (an echo behind the tunnel) while reading the
+/// echo back, then half-closes and checks every byte and the clean end. Bounded by `within`.
+pub async fn echo_exact(
+    port: u16,
+    len: usize,
+    seed: u64,
+    within: Duration,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let run = async {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream.set_nodelay(true).ok();
+        let (mut rd, mut wr) = stream.into_split();
+        let data = pattern(len, seed);
+        let expected = data.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in data.chunks(256 * 1024) {
+                wr.write_all(chunk).await?;
+            }
+            wr.shutdown().await?;
+            Ok::<_, std::io::Error>(wr)
+        });
+        let mut got = Vec::with_capacity(len);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = rd
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("read after {} bytes: {e}", got.len()))?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.len() > len {
+                break;
+            }
+        }
+        let _wr = writer
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("write: {e}"))?;
+        if got.len() != len {
+            return Err(format!("echoed {} of {len} bytes", got.len()));
+        }
+        if let Some(i) = got.iter().zip(&expected).position(|(a, b)| a != b) {
+            return Err(format!("first wrong byte at offset {i}"));
+        }
+        Ok(started.elapsed())
+    };
+    tokio::time::timeout(within, run)
+        .await
+        .map_err(|_| format!("echo of {len} bytes not done within {within:?}"))?
+}
+
+/// A target that reads everything and reports, per connection, (bytes, FNV-1a hash) when the
+/// sender half-closes; then closes. Used to check one-way transfers byte-exact.
+pub async fn hashing_sink() -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
+    JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind sink");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let (mut n, mut h) = (0u64, FNV_OFFSET);
+                while let Ok(k) = conn.read(&mut buf).await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                    h = fnv(h, &buf[..k]);
+                }
+                let _ = tx.send((n, h));
+            });
+        }
+    });
+    (port, rx, task)
+}
+
+pub const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+
+pub fn fnv(mut h: u64, data: &[u8]) -> u64 {
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Writes `len` pattern bytes to 127.0.0.1:`port` as fast as possible, then half-closes.
+/// Returns the (bytes, hash) the receiving end should report.
+pub async fn blast(port: u16, len: usize, seed: u64) -> std::io::Result<(u64, u64)> {
+    let data = pattern(len, seed);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await?;
+    for chunk in data.chunks(256 * 1024) {
+        c.write_all(chunk).await?;
+    }
+    c.shutdown().await?;
+    // Keep the socket until the peer closes, so the tunnel is not torn down early.
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(60), c.read(&mut sink)).await;
+    Ok((len as u64, fnv(FNV_OFFSET, &data)))
+}

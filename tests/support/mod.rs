@@ -1,0 +1,34 @@
+//! Shared test infrastructure for the tunnel's integration tests.
+//!
+//! Every integration test file pulls this in with `mod support;`. Not every test uses every
+//! helper, so dead-code warnings are silenced for the whole module tree.
+//!
+//! - [`sshd`]: a real OpenSSH `sshd` on 127.0.0.1, owned and killed by the test.
+//! - [`vendor_server`]: an in-process russh server playing the vendor, for fine control.
+//! - [`targets`]: local TCP services (echo, sink, silent, closed port, HTTP).
+//!
+//! Everything listens on loopback only; every wait is bounded.
+#![allow(dead_code)]
+
+pub mod inproc;
+pub mod sshd;
+pub mod targets;
+pub mod vendor_server;
+
+use std::path::{Path, PathBuf};
+
+/// A port that was free a moment ago on 127.0.0.1 (the kernel picked it; we released it).
+/// Another process may grab it before the caller binds it; callers that can retry should.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A fresh 2048-bit RSA identity for the agent, written with the agent's own code
+/// (`dir/private-key.pem`, mode 0400). Returns the private key path and the OpenSSH public line
+/// (`ssh-rsa AAAA... test`) to put in an authorized_keys file.
+pub fn agent_key(dir: &Path) -> (PathBuf, String) {
+    let key = agent::ssh::keys::generate_rsa(2048, "test").expect("generate RSA test key");
+    let written = agent::ssh::keys::write_keypair(dir, &key, false).expect("write test key pair");
+    (written.private_path, written.public_line)
+}

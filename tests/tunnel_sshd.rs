@@ -1,0 +1,346 @@
+//! `agent run` against the real OpenSSH sshd, started by each test on 127.0.0.1 with its own
+//! config, host key and authorized_keys. A missing sshd fails these tests (scripts/test.sh
+//! installs it).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use agent::tunnel::state::ForwardState;
+use support::inproc::{Fwd, blast, config_yaml, echo_exact, hashing_sink, start_agent};
+use support::sshd::{Sshd, signal};
+use support::targets;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const READY: Duration = Duration::from_secs(20);
+const MIB: usize = 1024 * 1024;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: std::path::PathBuf,
+    sshd: Sshd,
+}
+
+fn setup(extra_sshd_config: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let sshd = Sshd::start_with(&public, extra_sshd_config);
+    Setup { dir, key, sshd }
+}
+
+impl Setup {
+    fn yaml(&self, pin: &str, forwards: &[Fwd], extra: &str) -> String {
+        config_yaml(
+            &[self.sshd.port],
+            pin,
+            &self.sshd.user(),
+            &self.key,
+            forwards,
+            extra,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_work_against_openssh_byte_exact_and_in_parallel() {
+    let s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let (http_port, _http) = targets::http_hello("hello from gitlab").await;
+    let (r1, r2) = (support::free_port(), support::free_port());
+    // Pin by key line here (the other tests pin by fingerprint).
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_line,
+            &[Fwd("echo", r1, echo_port), Fwd("gitlab", r2, http_port)],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+
+    let mut c = TcpStream::connect(("127.0.0.1", r2)).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(resp.ends_with("hello from gitlab"), "{resp}");
+
+    echo_exact(r1, 64 * MIB, 11, Duration::from_secs(120))
+        .await
+        .unwrap();
+
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100u64 {
+        set.spawn(echo_exact(r1, 32 * 1024, 500 + i, Duration::from_secs(60)));
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(agent.snapshot().reconnects, 0);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_host_key_and_unauthorized_key_are_clear_errors() {
+    let s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+
+    let wrong = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(wrong, &[Fwd("echo", remote, echo_port)], ""),
+    );
+    let snap = agent
+        .wait_for(READY, "rejecting the host key", |s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|(c, _)| c == "host_key_mismatch")
+        })
+        .await;
+    let msg = snap.last_error.unwrap().1;
+    assert!(
+        msg.contains(&s.sshd.host_key_fingerprint) && msg.contains(wrong),
+        "{msg}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", remote)).await.is_err(),
+        "port forwarded despite a wrong host key"
+    );
+    agent.stop().await;
+
+    s.sshd.set_authorized_key(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN+Wjn4+4Fcvl2JlKpggT+wCRxpSvtqqpVrQrKN1/A22 other",
+    );
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("echo", remote, echo_port)],
+            "",
+        ),
+    );
+    let snap = agent
+        .wait_for(READY, "auth rejected", |s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|(c, _)| c == "auth_rejected")
+        })
+        .await;
+    let msg = snap.last_error.unwrap().1;
+    assert!(
+        msg.contains(&s.sshd.user()) && msg.contains("SHA256:"),
+        "{msg}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_held_on_the_server_is_reported_then_granted_when_freed() {
+    let s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let squatter = TcpListener::bind(("127.0.0.1", remote)).await.unwrap();
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("held", remote, echo_port)],
+            "",
+        ),
+    );
+    let snap = agent
+        .wait_for(READY, "reporting the refusal", |s| {
+            matches!(s.forwards[0].state, ForwardState::Refused(_))
+        })
+        .await;
+    assert!(snap.connected_via.is_some() && !snap.ready());
+    drop(squatter);
+    agent.wait_ready(READY).await;
+    echo_exact(remote, MIB, 12, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(agent.snapshot().reconnects, 0);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_reads_does_not_stall_openssh_forwards() {
+    let s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let (sink_port, _sink) = targets::sink_never_reads().await;
+    let (stuck, live) = (support::free_port(), support::free_port());
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("stuck", stuck, sink_port), Fwd("live", live, echo_port)],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    let flood = tokio::spawn(async move {
+        let mut c = TcpStream::connect(("127.0.0.1", stuck)).await.unwrap();
+        let chunk = vec![1u8; MIB];
+        for _ in 0..64 {
+            if c.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        worst = worst.max(
+            echo_exact(live, 4, i, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "second forward delayed by {worst:?}"
+    );
+    echo_exact(live, 64 * MIB, 13, Duration::from_secs(120))
+        .await
+        .unwrap();
+    flood.abort();
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_come_back_after_sshd_is_killed_and_restarted() {
+    let mut s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("echo", remote, echo_port)],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    s.sshd.kill();
+    agent
+        .wait_for(READY, "noticing the loss", |s| s.connected_via.is_none())
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.sshd.restart();
+    let back = Instant::now();
+    agent.wait_ready(READY).await;
+    echo_exact(remote, MIB, 14, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let snap = agent.snapshot();
+    assert!(snap.reconnects >= 1);
+    eprintln!("ready again {:?} after sshd restarted", back.elapsed());
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_under_multichannel_load_against_openssh_keeps_the_connection() {
+    // The agent renews keys every MiB and sshd every second, while six channels stream toward
+    // the agent and one echoes. Unpatched russh 0.65.1 dropped the connection here every time
+    // (Error::Pending at the first agent-initiated rekey with >2 busy channels).
+    let s = setup("RekeyLimit 64M 1");
+    let (sink_port, mut reports, _sink) = hashing_sink().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (up, back) = (support::free_port(), support::free_port());
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("up", up, sink_port), Fwd("back", back, echo_port)],
+            "limits: { rekey_after: 1MiB }",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        set.spawn(blast(up, 64 * MIB, 600 + i));
+    }
+    let echo = tokio::spawn(echo_exact(back, 32 * MIB, 699, Duration::from_secs(180)));
+    let mut sent = Vec::new();
+    while let Some(r) = set.join_next().await {
+        sent.push(r.unwrap().unwrap());
+    }
+    echo.await.unwrap().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(30), reports.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    sent.sort();
+    got.sort();
+    assert_eq!(sent, got, "bytes lost or changed");
+    let snap = agent.snapshot();
+    assert_eq!(
+        snap.reconnects, 0,
+        "connection dropped during rekey: {:?}",
+        snap.last_error
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_and_releases_the_server_port() {
+    let s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let file = s.dir.path().join("agent.yaml");
+    std::fs::write(
+        &file,
+        s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("echo", remote, echo_port)],
+            "",
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["-c", file.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + READY;
+    while echo_exact(remote, 16, 1, Duration::from_secs(2))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "tunnel never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = Instant::now();
+    signal(child.id() as i32, "TERM");
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "agent did not exit within 3 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    // The forward was cancelled: sshd no longer listens there.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while TcpStream::connect(("127.0.0.1", remote)).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "server still listens on {remote}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

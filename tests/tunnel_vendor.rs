@@ -1,0 +1,464 @@
+//! `agent run` against an in-process russh server playing the vendor: the cases that need fine
+//! control over what the server does (deny a forward, open channels the agent never asked for,
+//! rekey on demand). tests/tunnel_sshd.rs repeats the essentials against real OpenSSH.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agent::tunnel::state::ForwardState;
+use support::inproc::{Fwd, config_yaml, echo_exact, start_agent};
+use support::targets;
+use support::vendor_server::{ProbeChannel, VendorOptions, VendorServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const READY: Duration = Duration::from_secs(15);
+const MIB: usize = 1024 * 1024;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: std::path::PathBuf,
+    server: VendorServer,
+}
+
+async fn setup(opts: VendorOptions) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let server = VendorServer::start(VendorOptions {
+        authorized_keys: vec![public],
+        ..opts
+    })
+    .await;
+    Setup { dir, key, server }
+}
+
+impl Setup {
+    fn yaml(&self, forwards: &[Fwd], extra: &str) -> String {
+        config_yaml(
+            &[self.server.port],
+            &self.server.host_key_fingerprint,
+            "acme",
+            &self.key,
+            forwards,
+            extra,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_forwards_carry_exact_bytes_and_many_parallel_connections() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (http_port, _http) = targets::http_hello("hello from jira").await;
+    let (r1, r2) = (support::free_port(), support::free_port());
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &[Fwd("echo", r1, echo_port), Fwd("jira", r2, http_port)],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    assert_eq!(s.server.granted().len(), 2);
+
+    // HTTP through the second forward.
+    let mut c = TcpStream::connect(("127.0.0.1", r2)).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with("hello from jira"),
+        "{resp}"
+    );
+
+    // 64 MiB each way, byte-exact.
+    echo_exact(r1, 64 * MIB, 1, Duration::from_secs(120))
+        .await
+        .unwrap();
+
+    // 100 connections at once.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100u64 {
+        set.spawn(echo_exact(r1, 64 * 1024, 100 + i, Duration::from_secs(60)));
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(agent.snapshot().reconnects, 0);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_from_a_closed_and_from_a_silent_port() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (silent_port, _silent) = targets::silent().await;
+    let closed = targets::closed_port();
+    let remote = support::free_port();
+    let yaml = config_yaml(
+        &[closed, silent_port, s.server.port],
+        &s.server.host_key_fingerprint,
+        "acme",
+        &s.key,
+        &[Fwd("echo", remote, echo_port)],
+        "",
+    )
+    // A silent port costs one handshake bound; keep it short.
+    .replace("handshake: 3s", "handshake: 1s");
+    let started = Instant::now();
+    let agent = start_agent(s.dir.path(), &yaml);
+    let snap = agent.wait_ready(READY).await;
+    assert!(
+        snap.connected_via
+            .unwrap()
+            .contains(&format!(":{}", s.server.port))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "fallback took {:?}",
+        started.elapsed()
+    );
+    echo_exact(remote, 1024, 7, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_host_key_forwards_nothing_and_says_which_key() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let wrong = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+    let yaml = config_yaml(
+        &[s.server.port],
+        wrong,
+        "acme",
+        &s.key,
+        &[Fwd("echo", support::free_port(), echo_port)],
+        "",
+    );
+    let agent = start_agent(s.dir.path(), &yaml);
+    let snap = agent
+        .wait_for(READY, "rejecting the server", |s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|(c, _)| c == "host_key_mismatch")
+        })
+        .await;
+    let msg = &snap.last_error.unwrap().1;
+    assert!(
+        msg.contains(&s.server.host_key_fingerprint),
+        "offered key not named: {msg}"
+    );
+    assert!(msg.contains(wrong), "expected pin not named: {msg}");
+    assert!(snap.connected_via.is_none());
+    assert!(
+        s.server.granted().is_empty(),
+        "a forward was requested from an untrusted server"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_key_is_reported_with_fingerprint_and_user() {
+    let s = setup(VendorOptions::default()).await;
+    s.server.set_authorized_keys(&[]).unwrap();
+    let (echo_port, _echo) = targets::echo().await;
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(&[Fwd("echo", support::free_port(), echo_port)], ""),
+    );
+    let snap = agent
+        .wait_for(READY, "auth rejected", |s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|(c, _)| c == "auth_rejected")
+        })
+        .await;
+    let msg = snap.last_error.unwrap().1;
+    let fp = agent::ssh::keys::load_identity(&s.key)
+        .unwrap()
+        .fingerprint();
+    assert!(msg.contains(&fp) && msg.contains("acme"), "{msg}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_forward_is_reported_not_ready_and_granted_once_freed() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (ok_port, held_port) = (support::free_port(), support::free_port());
+    s.server.deny_port(held_port);
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &[
+                Fwd("ok", ok_port, echo_port),
+                Fwd("held", held_port, echo_port),
+            ],
+            "",
+        ),
+    );
+    let snap = agent
+        .wait_for(READY, "showing the refusal", |s| {
+            s.forwards
+                .iter()
+                .any(|f| matches!(f.state, ForwardState::Refused(_)))
+                && s.forwards.iter().any(|f| f.state == ForwardState::Granted)
+        })
+        .await;
+    assert!(!snap.ready(), "ready while a forward is refused");
+    // The granted forward works while the other is refused.
+    echo_exact(ok_port, 4096, 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    s.server.allow_port(held_port);
+    agent.wait_ready(READY).await;
+    echo_exact(held_port, 4096, 4, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.snapshot().reconnects,
+        0,
+        "retries must happen on the same connection"
+    );
+    agent.stop().await;
+}
+
+/// A TCP listener that counts connections: proof that the agent never dialed it.
+async fn counting_listener() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((c, _)) = l.accept().await {
+            n2.fetch_add(1, Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    (port, n, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrequested_channels_and_types_are_rejected_without_dialing() {
+    let s = setup(VendorOptions::default()).await;
+    let (target, dials, _t) = counting_listener().await;
+    let remote = support::free_port();
+    let agent = start_agent(s.dir.path(), &s.yaml(&[Fwd("svc", remote, target)], ""));
+    agent.wait_ready(READY).await;
+
+    let probes = [
+        ProbeChannel::Session,
+        ProbeChannel::X11,
+        ProbeChannel::DirectTcpip {
+            host: "127.0.0.1".into(),
+            port: target,
+        },
+        ProbeChannel::ForwardedTcpip {
+            addr: "127.0.0.1".into(),
+            port: remote.wrapping_add(1),
+        },
+        ProbeChannel::ForwardedTcpip {
+            addr: "10.0.0.1".into(),
+            port: remote,
+        },
+    ];
+    for p in probes {
+        let r = s.server.open_channel(p.clone()).await;
+        assert!(r.is_err(), "agent accepted {p:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        dials.load(Ordering::SeqCst),
+        0,
+        "the agent dialed a target for a rejected channel"
+    );
+    // The granted forward itself does reach the target.
+    let _ = TcpStream::connect(("127.0.0.1", remote)).await.unwrap();
+    agent
+        .wait_for(READY, "dialing for the real forward", |_| {
+            dials.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    assert_eq!(agent.snapshot().reconnects, 0);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_down_rejects_that_connection_only() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (down_remote, up_remote) = (support::free_port(), support::free_port());
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &[
+                Fwd("down", down_remote, targets::closed_port()),
+                Fwd("up", up_remote, echo_port),
+            ],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", down_remote))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a connection to a down target must be closed");
+    }
+    echo_exact(up_remote, MIB, 9, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let snap = agent.snapshot();
+    assert!(snap.ready() && snap.reconnects == 0, "{snap:#?}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_reads_does_not_delay_another_forward() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (sink_port, _sink) = targets::sink_never_reads().await;
+    let (stuck, live) = (support::free_port(), support::free_port());
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &[Fwd("stuck", stuck, sink_port), Fwd("live", live, echo_port)],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+
+    // Push 64 MiB toward the target that never reads (the agent caps and closes it).
+    let flood = tokio::spawn(async move {
+        let mut c = TcpStream::connect(("127.0.0.1", stuck)).await.unwrap();
+        let chunk = vec![7u8; MIB];
+        for _ in 0..64 {
+            if c.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meanwhile a small echo on the other forward answers quickly, repeatedly.
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let took = echo_exact(live, 4, i, Duration::from_secs(5))
+            .await
+            .unwrap();
+        worst = worst.max(took);
+    }
+    // A round trip is ~1 ms here; 100 ms leaves room for a loaded CI machine, not for a stall.
+    assert!(
+        worst < Duration::from_millis(100),
+        "second forward delayed by {worst:?}"
+    );
+    flood.abort();
+    assert_eq!(agent.snapshot().reconnects, 0);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_echo_through_one_forward_completes() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(s.dir.path(), &s.yaml(&[Fwd("echo", remote, echo_port)], ""));
+    agent.wait_ready(READY).await;
+    for seed in 0..3 {
+        echo_exact(remote, 64 * MIB, 50 + seed, Duration::from_secs(120))
+            .await
+            .unwrap();
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekeys_on_both_sides_under_multichannel_load_keep_the_connection() {
+    // Both ends renew keys every few MiB while six channels stream toward the agent at once:
+    // russh 0.65.1 unpatched dropped the connection here (Error::Pending).
+    let s = setup(VendorOptions {
+        rekey_bytes: Some(3 * MIB as u64),
+        ..Default::default()
+    })
+    .await;
+    let (sink_port, mut reports, _sink) = support::inproc::hashing_sink().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (up, back) = (support::free_port(), support::free_port());
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &[Fwd("up", up, sink_port), Fwd("back", back, echo_port)],
+            "limits: { rekey_after: 1MiB }",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        set.spawn(support::inproc::blast(up, 32 * MIB, 300 + i));
+    }
+    let echo = tokio::spawn(echo_exact(back, 16 * MIB, 399, Duration::from_secs(120)));
+    let mut sent = Vec::new();
+    while let Some(r) = set.join_next().await {
+        sent.push(r.unwrap().unwrap());
+    }
+    echo.await.unwrap().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(30), reports.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    sent.sort();
+    got.sort();
+    assert_eq!(sent, got, "bytes lost or changed");
+    let snap = agent.snapshot();
+    assert_eq!(
+        snap.reconnects, 0,
+        "connection dropped during rekey: {:?}",
+        snap.last_error
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_cancels_forwards_and_releases_the_port() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(s.dir.path(), &s.yaml(&[Fwd("echo", remote, echo_port)], ""));
+    agent.wait_ready(READY).await;
+    let t = Instant::now();
+    agent.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.server.granted().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "server still holds {:?}",
+            s.server.granted()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
