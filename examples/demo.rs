@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             .run(identity, async {
                 let _ = stop_rx.await;
             })
-            .await;
+            .await
     });
 
     let deadline = Instant::now() + STEP;
@@ -107,7 +107,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     tokio::time::timeout(STEP, running)
         .await
-        .context("agent did not stop")??;
+        .context("agent did not stop")??
+        .context("agent failed to start")?;
     server.shutdown();
     std::fs::remove_dir_all(&dir).ok();
     if !status.contains("200") || !body.contains("hello from your on-prem service") {

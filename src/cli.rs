@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
 use crate::exit;
 
 #[derive(Debug, Parser)]
@@ -103,26 +102,18 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 })
             }
         },
-        Command::Check { .. } => not_built("check"),
-        Command::Run => match Config::load(&cli.config) {
-            Ok((config, identity)) => {
-                crate::logging::init(&config.log);
-                let runtime = match tokio::runtime::Runtime::new() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!("error: cannot start the async runtime: {e}");
-                        return exit::code(exit::FAILURE);
-                    }
-                };
-                let agent = crate::run::Agent::new(config);
-                runtime.block_on(agent.run(identity, crate::run::termination_signal()));
-                // Connection tasks still draining must not hold the exit past the promised seconds.
-                runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-                exit::code(exit::OK)
-            }
-            Err(e) => config_error(&e),
-        },
-        Command::Health => not_built("health"),
+        Command::Check {
+            json,
+            timeout,
+            host,
+        } => crate::check::main(&crate::check::Options {
+            config: cli.config.clone(),
+            host,
+            timeout,
+            json,
+        }),
+        Command::Run => crate::run::main(&cli.config),
+        Command::Health => crate::admin::client::main(&cli.config),
     }
 }
 
@@ -130,9 +121,4 @@ pub fn dispatch(cli: Cli) -> ExitCode {
 pub fn config_error(e: &crate::config::ConfigError) -> ExitCode {
     eprintln!("error: invalid configuration\n{e}");
     exit::code(exit::USAGE)
-}
-
-fn not_built(what: &str) -> ExitCode {
-    eprintln!("error: `agent {what}` is not built yet in this version; nothing was done");
-    exit::code(exit::FAILURE)
 }

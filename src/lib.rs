@@ -7,6 +7,8 @@
 //! to nothing else.
 //!
 //! Layout:
+//! - [`admin`]: the /healthz, /readyz, /metrics endpoint and `agent health`, its client.
+//! - [`check`]: `agent check`, the pre-launch probe of every hop.
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session, the channel
@@ -18,6 +20,8 @@
 //! - [`exit`]: the exit codes every subcommand shares.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod exit;

@@ -1,29 +1,91 @@
-//! `agent run`: the long-running tunnel, stopped by SIGINT or SIGTERM.
+//! `agent run`: the long-running tunnel with its admin endpoint, stopped by SIGINT or SIGTERM,
+//! reloaded by SIGHUP.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tracing::info;
+use tokio::sync::mpsc;
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::ssh::keys::Identity;
+use crate::tunnel::reload::Reload;
 use crate::tunnel::state::TunnelState;
 use crate::tunnel::supervisor;
+
+/// How often the liveness ticker proves the runtime still schedules tasks.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A running agent's state, readable while it runs (health endpoints, tests).
 pub struct Agent {
     pub config: Config,
     pub state: Arc<TunnelState>,
+    reload_tx: mpsc::Sender<Reload>,
+    reload_rx: Mutex<Option<mpsc::Receiver<Reload>>>,
+}
+
+/// Why `agent run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "admin.listen {addr}: cannot listen: {source} (another agent on this host? set admin.listen to another port, or \"off\")"
+    )]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl Agent {
     pub fn new(config: Config) -> Self {
         let state = TunnelState::new(&config.forwards);
-        Self { config, state }
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        Self {
+            config,
+            state,
+            reload_tx,
+            reload_rx: Mutex::new(Some(reload_rx)),
+        }
+    }
+
+    /// Hands the running agent a new configuration (what SIGHUP does after validating the file).
+    pub async fn reload(&self, config: Config, identity: Identity) {
+        let _ = self.reload_tx.send(Reload { config, identity }).await;
+    }
+
+    /// A handle for reloading from another task.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tx: self.reload_tx.clone(),
+            file: self.config.file.clone(),
+        }
     }
 
     /// Holds the tunnel until `shutdown` resolves, then cancels the forwards and disconnects.
-    pub async fn run(&self, identity: Identity, shutdown: impl Future<Output = ()>) {
+    /// Starts the admin endpoint first when `admin.listen` is set. Call once.
+    pub async fn run(
+        &self,
+        identity: Identity,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartError> {
+        let admin = match self.config.admin_listen {
+            Some(addr) => Some(
+                crate::admin::serve(addr, self.state.clone())
+                    .await
+                    .map_err(|source| StartError::Admin { addr, source })?,
+            ),
+            None => None,
+        };
+        let state = self.state.clone();
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                state.beat();
+            }
+        });
         info!(
             version = env!("CARGO_PKG_VERSION"),
             config = %self.config.file.display(),
@@ -32,8 +94,60 @@ impl Agent {
             forwards = self.config.forwards.len(),
             "agent starting"
         );
-        supervisor::supervise(&self.config, identity, self.state.clone(), shutdown).await;
+        let reloads = self
+            .reload_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| mpsc::channel(1).1);
+        supervisor::supervise(
+            self.config.clone(),
+            identity,
+            self.state.clone(),
+            reloads,
+            shutdown,
+        )
+        .await;
+        ticker.abort();
+        if let Some(a) = admin {
+            a.abort();
+        }
         info!("agent stopped");
+        Ok(())
+    }
+}
+
+/// Re-reads agent.yaml and hands it to the agent; an invalid file is reported and ignored.
+#[derive(Clone)]
+pub struct Reloader {
+    tx: mpsc::Sender<Reload>,
+    file: PathBuf,
+}
+
+impl Reloader {
+    pub async fn reload_from_file(&self) {
+        info!(config = %self.file.display(), "reloading configuration");
+        match Config::load(&self.file) {
+            Ok((config, identity)) => {
+                let _ = self.tx.send(Reload { config, identity }).await;
+            }
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    error!("reload rejected, keeping the running configuration: {line}");
+                }
+            }
+        }
+    }
+
+    /// Reloads on every SIGHUP until the process ends.
+    pub async fn on_sighup(self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            self.reload_from_file().await;
+        }
     }
 }
 
@@ -50,5 +164,38 @@ pub async fn termination_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
+    }
+}
+
+/// `agent run` from the command line: exit 0 after a signal-driven stop, 2 on a config error,
+/// 1 when the agent cannot start.
+pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
+    use crate::exit;
+    let (config, identity) = match Config::load(config_file) {
+        Ok(loaded) => loaded,
+        Err(e) => return crate::cli::config_error(&e),
+    };
+    crate::logging::init(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
+    let agent = Agent::new(config);
+    let result = runtime.block_on(async {
+        tokio::spawn(agent.reloader().on_sighup());
+        agent.run(identity, termination_signal()).await
+    });
+    // Connection tasks still draining must not hold the exit past the promised seconds.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(()) => exit::code(exit::OK),
+        Err(e) => {
+            error!("{e}");
+            eprintln!("error: {e}");
+            exit::code(exit::FAILURE)
+        }
     }
 }

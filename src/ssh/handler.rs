@@ -19,6 +19,7 @@ use super::error::{HandlerError, describe_russh};
 use super::hostkey::{self, HostKeyPin, HostKeyVerdict};
 use crate::tunnel::budget::ConnBudget;
 use crate::tunnel::conn::{self, ConnContext};
+use crate::tunnel::pump::pump;
 
 /// What the host-key check needs to know about the server being dialed.
 #[derive(Debug, Clone)]
@@ -67,7 +68,7 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let from = format!("{originator_address}:{originator_port}");
-        let Some(forward) = self.ctx.state.route(connected_address, connected_port) else {
+        let Some(route) = self.ctx.state.route(connected_address, connected_port) else {
             warn!(address = connected_address, port = connected_port, from = %from,
                 "rejected forwarded connection for a port this agent did not request");
             reply
@@ -75,9 +76,11 @@ impl russh::client::Handler for ClientHandler {
                 .await;
             return Ok(());
         };
+        let forward = route.forward.clone();
         let Ok(permit) = self.ctx.slots.clone().try_acquire_owned() else {
             warn!(forward = %forward.name, from = %from, max = self.ctx.limits.max_connections,
                 "rejected forwarded connection: limits.max_connections reached");
+            route.metrics.rejected.inc();
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
@@ -87,19 +90,27 @@ impl russh::client::Handler for ClientHandler {
         tokio::spawn(
             async move {
                 let _permit = permit;
+                let meter = route.metrics;
                 let tcp = match conn::dial_target(&forward, ctx.target_connect).await {
                     Ok(tcp) => tcp,
                     Err(e) => {
                         warn!(error = %e, "target unreachable; connection refused to the vendor");
+                        meter.rejected.inc();
                         reply.reject(ChannelOpenFailure::ConnectFailed).await;
                         return;
                     }
                 };
                 reply.accept().await;
+                meter.opened.inc();
+                meter.open.inc();
                 let budget =
                     ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
                 let (inbound, sink) = channel::adapt(channel, budget.clone());
-                let report = crate::tunnel::pump::pump(tcp, inbound, sink, budget).await;
+                let report = pump(tcp, inbound, sink, budget, &meter, route.removed).await;
+                meter.open.dec();
+                if report.end.is_failure() {
+                    meter.failed.inc();
+                }
                 conn::log_end(&report);
             }
             .instrument(span),

@@ -6,4 +6,5 @@ pub mod error;
 pub mod handler;
 pub mod hostkey;
 pub mod keys;
+pub mod probe;
 pub mod session;

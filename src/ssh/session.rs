@@ -22,7 +22,7 @@ use crate::tunnel::conn::ConnContext;
 
 /// AES-GCM first: ~1.5x faster than ChaCha20 in russh on x86 (aes128-gcm is not in russh's
 /// default list and must be named).
-const CIPHERS: &[cipher::Name] = &[
+pub(crate) const CIPHERS: &[cipher::Name] = &[
     cipher::AES_128_GCM,
     cipher::AES_256_GCM,
     cipher::CHACHA20_POLY1305,
@@ -260,7 +260,10 @@ fn keep_worst(worst: &mut Option<SshError>, e: SshError) {
 
 /// When every pin is a full key line, ask only for those algorithms: a server with both RSA and
 /// Ed25519 keys would otherwise offer the one that was not pinned.
-fn pinned_algorithms(pins: &[HostKeyPin], has_known_hosts: bool) -> Option<Vec<Algorithm>> {
+pub(crate) fn pinned_algorithms(
+    pins: &[HostKeyPin],
+    has_known_hosts: bool,
+) -> Option<Vec<Algorithm>> {
     if has_known_hosts || pins.is_empty() {
         return None;
     }

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use rand::RngExt;
 
-/// Growth per failed attempt. Gentler than doubling so that a server back after a few seconds
-/// is found within about two seconds, while a long outage still backs off to `max`.
+/// Growth per failed attempt. Gentler than doubling, and only after the first few attempts, so
+/// that a server back after a few seconds is found within about two seconds, while a long outage
+/// still backs off to `max`.
 const FACTOR: f64 = 1.5;
+const ATTEMPTS_BEFORE_GROWTH: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -37,7 +39,8 @@ impl Backoff {
     }
 
     fn nominal(&self) -> Duration {
-        let grown = self.initial.as_secs_f64() * FACTOR.powi(self.attempt.min(64) as i32);
+        let steps = self.attempt.saturating_sub(ATTEMPTS_BEFORE_GROWTH).min(64);
+        let grown = self.initial.as_secs_f64() * FACTOR.powi(steps as i32);
         Duration::from_secs_f64(grown.min(self.max.as_secs_f64()))
     }
 

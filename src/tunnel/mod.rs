@@ -4,6 +4,8 @@
 pub mod backoff;
 pub mod budget;
 pub mod conn;
+pub mod metrics;
 pub mod pump;
+pub mod reload;
 pub mod state;
 pub mod supervisor;

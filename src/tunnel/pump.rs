@@ -13,8 +13,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
 
 use super::budget::{ConnBudget, Overflow};
+use super::metrics::ForwardMetrics;
 
 /// Read size toward the vendor: 64 KiB cut CPU per byte by ~20% against tokio's 8 KiB default.
 const READ_CHUNK: usize = 64 * 1024;
@@ -48,6 +50,18 @@ pub enum End {
     Overflow(Overflow),
     /// The SSH session went away (reconnect or shutdown).
     SessionLost,
+    /// The forward was removed from agent.yaml (reload).
+    Removed,
+}
+
+impl End {
+    /// Whether this ending counts as a failed connection in the metrics.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            End::TargetError(_) | End::Overflow(_) | End::SessionLost
+        )
+    }
 }
 
 impl std::fmt::Display for End {
@@ -58,6 +72,7 @@ impl std::fmt::Display for End {
             End::TargetError(e) => write!(f, "target error: {e}"),
             End::Overflow(o) => write!(f, "closed: {o}"),
             End::SessionLost => write!(f, "ssh session lost"),
+            End::Removed => write!(f, "forward removed from the configuration"),
         }
     }
 }
@@ -71,12 +86,15 @@ pub struct PumpReport {
     pub end: End,
 }
 
-/// Pumps until both directions are done or one fails; a failure ends both.
+/// Pumps until both directions are done or one fails; a failure ends both, and so does the
+/// forward's removal.
 pub async fn pump<S: ChannelSink>(
     tcp: TcpStream,
     mut inbound: UnboundedReceiver<Inbound>,
     sink: Arc<S>,
     budget: Arc<ConnBudget>,
+    meter: &ForwardMetrics,
+    mut removed: watch::Receiver<bool>,
 ) -> PumpReport {
     let started = Instant::now();
     let (mut rd, mut wr) = tcp.into_split();
@@ -95,6 +113,7 @@ pub async fn pump<S: ChannelSink>(
                         return Err(End::TargetError(format!("write: {e}")));
                     }
                     to_target.fetch_add(n, Ordering::Relaxed);
+                    meter.to_target.inc_by(n);
                 }
                 Inbound::Eof => {
                     let _ = wr.shutdown().await;
@@ -118,6 +137,7 @@ pub async fn pump<S: ChannelSink>(
                 }
                 Ok(n) => {
                     from_target.fetch_add(n as u64, Ordering::Relaxed);
+                    meter.from_target.inc_by(n as u64);
                     if sink.send(buf.split().freeze()).await.is_err() {
                         return Err(End::SessionLost);
                     }
@@ -132,6 +152,12 @@ pub async fn pump<S: ChannelSink>(
     let mut end = End::Complete;
     while !(down_done && up_done) {
         tokio::select! {
+            r = removed.wait_for(|gone| *gone) => {
+                // An error means the forward's state is gone too: treat it as removed.
+                let _ = r;
+                end = End::Removed;
+                break;
+            }
             r = &mut down, if !down_done => {
                 down_done = true;
                 if let Err(e) = r {

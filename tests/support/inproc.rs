@@ -58,6 +58,7 @@ pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
                 let _ = rx.await;
             })
             .await
+            .expect("agent failed to start");
     });
     RunningAgent {
         state,

@@ -1,0 +1,122 @@
+//! `agent health`: asks a running agent's `/readyz`. Needs no shell or curl, so the container's
+//! HEALTHCHECK can run it in a scratch image.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ReadyReport;
+
+/// The whole exchange must fit in this; a health check that hangs is worse than one that fails.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_RESPONSE: u64 = 1 << 20;
+
+#[derive(Debug)]
+pub enum Health {
+    Ready(ReadyReport),
+    NotReady(ReadyReport),
+    Unreachable(String),
+}
+
+/// Where to reach an agent listening on `listen` (a wildcard bind is reached on loopback).
+pub fn connect_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+pub async fn check(listen: SocketAddr) -> Health {
+    let addr = connect_addr(listen);
+    match tokio::time::timeout(HEALTH_TIMEOUT, fetch(addr)).await {
+        Err(_) => Health::Unreachable(format!(
+            "no answer from {addr} within {}s",
+            HEALTH_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Health::Unreachable(format!("{addr}: {e}")),
+        Ok(Ok((status, body))) => match serde_json::from_str::<ReadyReport>(&body) {
+            Ok(r) if status == 200 && r.ready => Health::Ready(r),
+            Ok(r) => Health::NotReady(r),
+            Err(e) => Health::Unreachable(format!(
+                "{addr} answered HTTP {status} but not an agent's /readyz ({e})"
+            )),
+        },
+    }
+}
+
+async fn fetch(addr: SocketAddr) -> std::io::Result<(u16, String)> {
+    let mut conn = TcpStream::connect(addr).await?;
+    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut raw = Vec::new();
+    (&mut conn).take(MAX_RESPONSE).read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
+        })?;
+    Ok((status, body.to_string()))
+}
+
+/// `agent health`: exit 0 ready, 1 not ready (printing why), 2 unreachable or no endpoint.
+pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
+    use crate::exit;
+    let text = match std::fs::read_to_string(config_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: cannot read: {e}", config_file.display());
+            return exit::code(exit::USAGE);
+        }
+    };
+    let config = match crate::config::Config::parse(config_file, &text) {
+        Ok(c) => c,
+        Err(e) => return crate::cli::config_error(&e),
+    };
+    let Some(listen) = config.admin_listen else {
+        eprintln!(
+            "error: admin.listen is \"off\" in {}: there is no endpoint to ask",
+            config_file.display()
+        );
+        return exit::code(exit::USAGE);
+    };
+    let health = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(check(listen)),
+        Err(e) => Health::Unreachable(format!("cannot start the async runtime: {e}")),
+    };
+    match health {
+        Health::Ready(r) => {
+            let names: Vec<&str> = r.forwards.iter().map(|f| f.name.as_str()).collect();
+            println!(
+                "ready: {} forward(s) up via {} ({})",
+                names.len(),
+                r.via.unwrap_or_default(),
+                names.join(", ")
+            );
+            exit::code(exit::OK)
+        }
+        Health::NotReady(r) => {
+            println!("not ready:");
+            for reason in &r.reasons {
+                println!("  - {reason}");
+            }
+            exit::code(exit::FAILURE)
+        }
+        Health::Unreachable(why) => {
+            eprintln!(
+                "error: cannot reach the agent's admin endpoint: {why} (is `agent run` running with this config?)"
+            );
+            exit::code(exit::USAGE)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `agent check`: the pre-launch probe. Runs every step it can, even after a failure, and reports
+//! one row per step (PASS / WARN / FAIL / SKIP), what was tried, how long it took and, for WARN
+//! and FAIL, one line of remediation.
+//!
+//! Steps, in report order:
+//! 1. the config parses and validates (one row per problem) — [`local`];
+//! 2. the identity: exists, private, readable, type and size, fingerprint — [`local`];
+//! 3. DNS for the server and each target — [`server`], [`targets`];
+//! 4. TCP to the server on each configured port, each reported separately — [`server`];
+//! 5. SSH: banner, key exchange, host key against the pins, public-key auth — [`server`]
+//!    (russh details in `crate::ssh::probe`);
+//! 6. a trial remote forward for every forward, cancelled at once — [`forward`];
+//! 7. each target: TCP connect, and TLS handshake and certificate if it speaks TLS —
+//!    [`targets`], [`tls`];
+//! 8. the proxy, as its own hop: not yet (see [`proxy_steps`]).
+//!
+//! Exit code: 0 nothing failed, 1 something failed, 2 the config could not be read or validated
+//! (or `HOST` is not a host name). `agent check HOST[:PORT]` needs no config: DNS, TCP, banner
+//! and host key of the vendor's server, plus the lines to paste into `server.host_keys`.
+
+mod forward;
+mod local;
+pub mod report;
+mod server;
+mod targets;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::values;
+use crate::exit;
+use local::Plan;
+use report::{Report, Row, Status};
+
+/// What `agent check` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// agent.yaml (ignored when `host` is given).
+    pub config: PathBuf,
+    /// `agent check HOST[:PORT]`: first contact, no config.
+    pub host: Option<String>,
+    /// Bound for every network wait.
+    pub timeout: Duration,
+    /// Print one JSON document instead of the table.
+    pub json: bool,
+}
+
+/// The command: runs the check, prints the report, returns its exit code.
+pub fn main(opts: &Options) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
+    let report = runtime.block_on(check(opts));
+    if opts.json {
+        print!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    // A DNS lookup that timed out still occupies a blocking thread; do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    exit::code(report.exit_code)
+}
+
+/// Runs every step and returns the rows; prints nothing.
+pub async fn check(opts: &Options) -> Report {
+    match &opts.host {
+        Some(host) => first_contact(host, opts.timeout).await,
+        None => with_config(opts).await,
+    }
+}
+
+async fn with_config(opts: &Options) -> Report {
+    let step = local::config_step(&opts.config);
+    let mut rows = step.rows;
+    let plan = step.plan;
+    let identity = match &plan.identity {
+        Some(path) => {
+            let (id_rows, identity) = local::identity_step(path);
+            rows.extend(id_rows);
+            identity
+        }
+        None => {
+            rows.push(Row::skip(
+                "identity",
+                "identity",
+                "the config could not be read",
+            ));
+            None
+        }
+    };
+    rows.extend(proxy_steps(&plan));
+    let (server, targets) = tokio::join!(
+        server::server_steps(&plan, identity.as_ref(), opts.timeout),
+        targets::target_steps(&plan, opts.timeout)
+    );
+    rows.extend(server.rows);
+    rows.extend(targets);
+    Report::new(
+        Some(opts.config.display().to_string()),
+        opts.timeout,
+        rows,
+        server.offered,
+        step.unusable,
+    )
+}
+
+/// `agent check HOST` / `HOST:PORT`: DNS, TCP, banner and host key only.
+async fn first_contact(arg: &str, timeout: Duration) -> Report {
+    let (host, ports) = match parse_host(arg) {
+        Ok(hp) => hp,
+        Err(e) => {
+            let row = Row::problem(
+                "config",
+                arg,
+                Status::Fail,
+                e,
+                "give the vendor's server as HOST or HOST:PORT, e.g. `agent check tunnel.vendor.example`",
+            );
+            return Report::new(None, timeout, vec![row], vec![], true);
+        }
+    };
+    let plan = Plan {
+        host: Some(host),
+        ports,
+        first_contact: true,
+        ..Plan::default()
+    };
+    let found = server::server_steps(&plan, None, timeout).await;
+    Report::new(None, timeout, found.rows, found.offered, false)
+}
+
+/// `tunnel.example` -> ports 22 and 443; `tunnel.example:2222`, `[::1]:22`, `::1`.
+fn parse_host(arg: &str) -> Result<(String, Vec<u16>), String> {
+    let arg = arg.trim();
+    let bare_v6 = arg.parse::<std::net::Ipv6Addr>().is_ok();
+    if arg.contains(':') && !bare_v6 {
+        let (h, p) = values::host_port(arg)?;
+        return Ok((h, vec![p]));
+    }
+    let host = arg.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+        return Err(format!("\"{arg}\" is not a host name or address"));
+    }
+    Ok((host.to_string(), crate::config::DEFAULT_PORTS.to_vec()))
+}
+
+/// Step 8, the proxy hop. agent.yaml cannot name a proxy yet (the proxy issue adds it); when it
+/// can, this returns one row for reaching the proxy itself (DNS, TCP, authentication), and
+/// `server::server_steps` dials the server ports through it (one `CONNECT host:port` per port,
+/// each reported in the `tcp` rows) before handing the tunnelled stream to the SSH probe.
+fn proxy_steps(_plan: &Plan) -> Vec<Row> {
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_argument_forms() {
+        assert_eq!(
+            parse_host("tunnel.example").unwrap(),
+            ("tunnel.example".into(), vec![22, 443])
+        );
+        assert_eq!(
+            parse_host("tunnel.example:2222").unwrap(),
+            ("tunnel.example".into(), vec![2222])
+        );
+        assert_eq!(parse_host("[::1]:22").unwrap(), ("::1".into(), vec![22]));
+        assert_eq!(parse_host("::1").unwrap(), ("::1".into(), vec![22, 443]));
+        assert!(parse_host("ssh://x").is_err());
+        assert!(parse_host("a b").is_err());
+    }
+}

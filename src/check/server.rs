@@ -1,0 +1,498 @@
+//! Steps 3-6 for the vendor's server: DNS, TCP to each configured port, SSH (banner, key
+//! exchange, host key against the pins, authentication) and a trial of every forward.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use super::local::{Plan, join, plural};
+use super::report::{OfferedHostKey, Row, Status};
+use crate::ssh::hostkey::describe_pins;
+use crate::ssh::keys::Identity;
+use crate::ssh::probe::{AuthFailure, HandshakeEnd, ProbeSession, ServerProbe};
+
+/// What the server steps found.
+#[derive(Default)]
+pub struct ServerFindings {
+    pub rows: Vec<Row>,
+    pub offered: Vec<OfferedHostKey>,
+}
+
+/// One TCP attempt per port, over every address until one connects.
+struct PortTry {
+    port: u16,
+    stream: Option<(TcpStream, SocketAddr)>,
+    failures: Vec<(SocketAddr, io::Error)>,
+    elapsed: Duration,
+}
+
+/// Runs DNS, TCP, SSH and trial forwards for the plan's server, each wait bounded by `timeout`.
+pub async fn server_steps(
+    plan: &Plan,
+    identity: Option<&Identity>,
+    timeout: Duration,
+) -> ServerFindings {
+    let mut out = ServerFindings::default();
+    let Some(host) = plan.host.clone() else {
+        out.rows.push(Row::skip(
+            "dns",
+            "server.host",
+            "no usable server.host in the config",
+        ));
+        return out;
+    };
+    let started = Instant::now();
+    let ips = match resolve(&host, timeout).await {
+        Ok((ips, detail)) => {
+            out.rows
+                .push(Row::pass("dns", &host, detail).took(started.elapsed()));
+            ips
+        }
+        Err(e) => {
+            out.rows.push(
+                Row::problem("dns", &host, Status::Fail, e, format!(
+                    "check server.host with the vendor, and that this machine (inside the container: its network) resolves public names: `getent hosts {host}`"
+                ))
+                .took(started.elapsed()),
+            );
+            skip_rest(&mut out.rows, plan, "the server's name did not resolve");
+            return out;
+        }
+    };
+
+    // Step 4: every port, each reported separately.
+    let mut tries = Vec::new();
+    for &port in &plan.ports {
+        tries.push(connect_port(&ips, port, timeout).await);
+    }
+    let open: Vec<u16> = tries
+        .iter()
+        .filter(|t| t.stream.is_some())
+        .map(|t| t.port)
+        .collect();
+    for t in &tries {
+        out.rows.push(tcp_row(&host, t, &open, plan, timeout));
+    }
+    if open.is_empty() {
+        skip_rest(&mut out.rows, plan, "no TCP connection to any server port");
+        return out;
+    }
+
+    // Step 5: banner, key exchange and host key on every open port.
+    let probe = ServerProbe::new(&host, plan.pins.clone(), plan.known_hosts.clone());
+    let mut shakes = Vec::new();
+    for t in tries {
+        if let Some((stream, _)) = t.stream {
+            let started = Instant::now();
+            let hs = probe.handshake(stream, t.port, timeout).await;
+            shakes.push((t.port, hs, started.elapsed()));
+        }
+    }
+    let kex_ports: Vec<u16> = shakes
+        .iter()
+        .filter(|(_, hs, _)| hs.offered.is_some())
+        .map(|(p, _, _)| *p)
+        .collect();
+    let mut session: Option<(u16, ProbeSession)> = None;
+    for (port, hs, took) in shakes {
+        let server = format!("{host}:{port}");
+        out.rows
+            .push(ssh_row(&server, &hs, &kex_ports, took, timeout));
+        match &hs.offered {
+            Some(k) => {
+                out.rows.push(host_key_row(&server, k, plan));
+                out.offered.push(OfferedHostKey {
+                    server: server.clone(),
+                    algorithm: k.algorithm.clone(),
+                    fingerprint: k.fingerprint.clone(),
+                    key: k.line.clone(),
+                    trusted: k.trusted,
+                });
+            }
+            None => out.rows.push(Row::skip(
+                "host-key",
+                &server,
+                "the SSH handshake did not get that far",
+            )),
+        }
+        if let HandshakeEnd::Trusted(s) = hs.end {
+            if session.is_none() {
+                session = Some((port, s));
+            } else {
+                s.close(timeout).await;
+            }
+        }
+    }
+    if plan.first_contact {
+        return out;
+    }
+
+    // Step 5 (end): public-key authentication, on the first port the agent would use.
+    let authenticated = match session {
+        None if kex_ports.is_empty() => {
+            skip_rest(&mut out.rows, plan, "no SSH handshake completed");
+            return out;
+        }
+        None => {
+            skip_rest(
+                &mut out.rows,
+                plan,
+                "no port offered a trusted host key (the agent never logs in to an unverified server)",
+            );
+            return out;
+        }
+        Some((port, mut s)) => {
+            let ok = auth_row(&mut out.rows, plan, identity, &host, port, &mut s, timeout).await;
+            if ok { Ok(s) } else { Err(s) }
+        }
+    };
+    // Step 6: a trial of every forward, cancelled at once.
+    match authenticated {
+        Ok(s) => {
+            let mut agent_running = None;
+            for f in &plan.forwards {
+                let started = Instant::now();
+                let trial = s
+                    .trial_forward(&f.remote_addr, f.remote_port, timeout)
+                    .await;
+                let row = super::forward::forward_row(f, plan, trial, &mut agent_running).await;
+                out.rows.push(row.took(started.elapsed()));
+            }
+            s.close(timeout).await;
+        }
+        Err(s) => {
+            s.close(timeout).await;
+            for f in &plan.forwards {
+                out.rows.push(Row::skip(
+                    "forward",
+                    super::forward::label(f),
+                    "needs an authenticated session",
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Resolves `host` (an address is used as it is) within `timeout`; returns the addresses and a
+/// line listing them.
+pub async fn resolve(host: &str, timeout: Duration) -> Result<(Vec<IpAddr>, String), String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok((vec![ip], format!("{ip} is an address; nothing to look up")));
+    }
+    let lookup = tokio::net::lookup_host((host, 0));
+    let addrs = match tokio::time::timeout(timeout, lookup).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return Err(format!("cannot resolve {host}: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "DNS lookup for {host} got no answer within {}",
+                secs(timeout)
+            ));
+        }
+    };
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for a in addrs {
+        if !ips.contains(&a.ip()) {
+            ips.push(a.ip());
+        }
+    }
+    if ips.is_empty() {
+        return Err(format!("{host} resolved to no address"));
+    }
+    let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+    Ok((ips.clone(), format!("resolves to {}", list.join(", "))))
+}
+
+async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for ip in ips {
+        let addr = SocketAddr::new(*ip, port);
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return PortTry {
+                    port,
+                    stream: Some((s, addr)),
+                    failures,
+                    elapsed: started.elapsed(),
+                };
+            }
+            Ok(Err(e)) => failures.push((addr, e)),
+            Err(_) => failures.push((
+                addr,
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {}", secs(timeout)),
+                ),
+            )),
+        }
+    }
+    PortTry {
+        port,
+        stream: None,
+        failures,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration) -> Row {
+    let target = format!("{host}:{}", t.port);
+    let failed: Vec<String> = t
+        .failures
+        .iter()
+        .map(|(a, e)| format!("{a}: {e}"))
+        .collect();
+    if let Some((_, addr)) = &t.stream {
+        let mut detail = format!("connected to {addr}");
+        if !failed.is_empty() {
+            detail.push_str(&format!(" (failed first: {})", failed.join("; ")));
+        }
+        if let Some(limit) = plan.timeouts.map(|t| t.connect)
+            && t.elapsed > limit
+        {
+            return Row::problem(
+                "tcp",
+                target,
+                Status::Warn,
+                format!(
+                    "{detail}, but only after {}: the agent gives up after timeouts.connect = {}",
+                    secs(t.elapsed),
+                    secs(limit)
+                ),
+                "raise timeouts.connect in agent.yaml, or find out why connecting is this slow",
+            )
+            .took(t.elapsed);
+        }
+        return Row::pass("tcp", target, detail).took(t.elapsed);
+    }
+    let timed_out = t
+        .failures
+        .iter()
+        .any(|(_, e)| e.kind() == io::ErrorKind::TimedOut);
+    let detail = format!("no connection: {}", failed.join("; "));
+    let (status, fix) = match open.first() {
+        Some(working) => (
+            Status::Warn,
+            format!(
+                "nothing to do while port {working} works (the agent uses it by itself); to use port {} too, allow outbound TCP to {target} in your firewall",
+                t.port
+            ),
+        ),
+        None if timed_out => (
+            Status::Fail,
+            format!(
+                "allow outbound TCP from this machine to {host} on port{} {} (a firewall seems to drop it silently; --timeout was {})",
+                plural(plan.ports.len()),
+                join(&plan.ports),
+                secs(timeout)
+            ),
+        ),
+        None => (
+            Status::Fail,
+            format!(
+                "{target} refused the connection: check server.host and server.ports with the vendor, or whether a firewall rejects outbound TCP to it"
+            ),
+        ),
+    };
+    let detail = match open.first() {
+        Some(w) => format!("{detail}; port {w} works, the agent will use it"),
+        None => detail,
+    };
+    Row::problem("tcp", target, status, detail, fix).took(t.elapsed)
+}
+
+fn ssh_row(
+    server: &str,
+    hs: &crate::ssh::probe::Handshake,
+    kex_ports: &[u16],
+    took: Duration,
+    timeout: Duration,
+) -> Row {
+    let banner = hs
+        .banner
+        .as_deref()
+        .map(|b| format!("banner \"{b}\""))
+        .unwrap_or_else(|| "no banner".into());
+    if hs.offered.is_some() {
+        return Row::pass("ssh", server, format!("{banner}; key exchange done")).took(took);
+    }
+    let status = if kex_ports.is_empty() {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    let also = match kex_ports.first() {
+        Some(p) => format!(" The agent can use port {p} instead."),
+        None => String::new(),
+    };
+    let (detail, fix) = match (&hs.banner, &hs.other_bytes, &hs.end) {
+        (None, Some(other), _) => (
+            format!("the port answered, but not with SSH: \"{other}\""),
+            format!(
+                "something else listens at {server} (a web server, or a proxy intercepting the connection): check the port with the vendor and your network team.{also}"
+            ),
+        ),
+        (None, None, HandshakeEnd::TimedOut) => (
+            format!(
+                "accepted TCP but sent no SSH banner within {}",
+                secs(timeout)
+            ),
+            format!(
+                "this port is not an SSH server, or a firewall or proxy holds the connection: check the port with the vendor, and ask your network team about interception of outbound {server}.{also}"
+            ),
+        ),
+        (None, None, end) => (
+            format!("closed the connection without an SSH banner{}", reason(end)),
+            format!(
+                "the server or a firewall drops the connection: check the port with the vendor and your network team.{also}"
+            ),
+        ),
+        (Some(_), _, HandshakeEnd::TimedOut) => (
+            format!(
+                "{banner}, but the key exchange did not finish within {}",
+                secs(timeout)
+            ),
+            format!(
+                "something on the path may interfere with SSH (deep packet inspection, MTU); try again, and send this output to the vendor if it persists.{also}"
+            ),
+        ),
+        (Some(_), _, end) => (
+            format!("{banner}, but the key exchange failed{}", reason(end)),
+            format!(
+                "the server and the agent share no algorithm, or the connection was cut: send this output to the vendor.{also}"
+            ),
+        ),
+    };
+    Row::problem("ssh", server, status, detail, fix).took(took)
+}
+
+fn reason(end: &HandshakeEnd) -> String {
+    match end {
+        HandshakeEnd::Failed(e) => format!(": {e}"),
+        _ => String::new(),
+    }
+}
+
+fn host_key_row(server: &str, k: &crate::ssh::probe::OfferedKey, plan: &Plan) -> Row {
+    let offered = format!("{} {}", k.algorithm, k.fingerprint);
+    if k.trusted {
+        return Row::pass("host-key", server, format!("{offered} is pinned"));
+    }
+    if plan.first_contact {
+        return Row::pass(
+            "host-key",
+            server,
+            format!("{offered} offered; nothing is pinned yet (see below how to pin it)"),
+        );
+    }
+    if plan.pins.is_empty() && plan.known_hosts.is_none() {
+        return Row::problem(
+            "host-key",
+            server,
+            Status::Warn,
+            format!("{offered} offered; not compared: no pin could be read from the config"),
+            "fix server.host_keys, then pin this fingerprint once the vendor has confirmed it",
+        );
+    }
+    Row::problem(
+        "host-key",
+        server,
+        Status::Fail,
+        format!(
+            "the server offered {offered}, which matches none of the pins ({})",
+            describe_pins(&plan.pins, plan.known_hosts.as_deref())
+        ),
+        format!(
+            "ask the vendor over another channel (phone, ticket) whether {} is their key; if so add it to server.host_keys, if not something intercepts the connection: do not run the agent",
+            k.fingerprint
+        ),
+    )
+}
+
+async fn auth_row(
+    rows: &mut Vec<Row>,
+    plan: &Plan,
+    identity: Option<&Identity>,
+    host: &str,
+    port: u16,
+    session: &mut ProbeSession,
+    timeout: Duration,
+) -> bool {
+    let (Some(user), Some(identity)) = (plan.user.as_deref(), identity) else {
+        let why = if plan.user.is_none() {
+            "no usable server.user in the config"
+        } else {
+            "the identity could not be loaded"
+        };
+        rows.push(Row::skip("auth", format!("{host}:{port}"), why));
+        return false;
+    };
+    let target = format!("{user}@{host}:{port}");
+    let fp = identity.fingerprint();
+    let started = Instant::now();
+    let result = session.authenticate(user, identity, timeout).await;
+    let took = started.elapsed();
+    let row = match result {
+        Ok(()) => Row::pass(
+            "auth",
+            target,
+            format!("the server accepted key {fp} for user \"{user}\""),
+        ),
+        Err(AuthFailure::Rejected { methods }) => Row::problem(
+            "auth",
+            target,
+            Status::Fail,
+            format!(
+                "the server rejected key {fp} for user \"{user}\" (it would accept: {})",
+                if methods.is_empty() {
+                    "nothing more".into()
+                } else {
+                    methods.join(", ")
+                }
+            ),
+            format!(
+                "send the public key (keys/public-key.pem, fingerprint {fp}) to the vendor and ask them to install it for user \"{user}\"; or check server.user"
+            ),
+        ),
+        Err(AuthFailure::TimedOut) => Row::problem(
+            "auth",
+            target,
+            Status::Fail,
+            format!("no answer to authentication within {}", secs(timeout)),
+            "try again; if it persists, send this output to the vendor",
+        ),
+        Err(AuthFailure::Failed(e)) => Row::problem(
+            "auth",
+            target,
+            Status::Fail,
+            format!("authentication failed: {e}"),
+            "send this output to the vendor",
+        ),
+    };
+    let ok = row.status == Status::Pass;
+    rows.push(row.took(took));
+    ok
+}
+
+/// Rows for the server steps that could not run.
+fn skip_rest(rows: &mut Vec<Row>, plan: &Plan, why: &str) {
+    if plan.first_contact {
+        return;
+    }
+    let host = plan.host.clone().unwrap_or_else(|| "server".into());
+    if !rows.iter().any(|r| r.step == "auth") {
+        rows.push(Row::skip("auth", host, why));
+    }
+    for f in &plan.forwards {
+        rows.push(Row::skip("forward", super::forward::label(f), why));
+    }
+}
+
+/// `2s`, `500ms`, `1.5s`.
+pub fn secs(d: Duration) -> String {
+    super::report::duration(d.as_millis() as u64)
+}

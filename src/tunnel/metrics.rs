@@ -1,0 +1,188 @@
+//! Prometheus metrics, served as text on the admin endpoint's /metrics.
+//!
+//! Session-level values are updated by `TunnelState`'s methods (the single place that records a
+//! state change), per-connection counters by the connection task and the pump.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabel {
+    pub forward: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: String,
+}
+
+/// The counters one forwarded connection updates.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardMetrics {
+    pub opened: Counter,
+    pub rejected: Counter,
+    pub failed: Counter,
+    pub to_target: Counter,
+    pub from_target: Counter,
+    pub open: Gauge,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) connected: Gauge,
+    pub(crate) connected_since: Gauge<f64, AtomicU64>,
+    pub(crate) ready: Gauge,
+    pub(crate) reconnects: Counter,
+    pub(crate) errors: Family<ClassLabel, Counter>,
+    pub(crate) last_error: Family<ClassLabel, Gauge>,
+    pub(crate) handshake_seconds: Histogram,
+    pub(crate) forward_granted: Family<ForwardLabel, Gauge>,
+    opened: Family<ForwardLabel, Counter>,
+    rejected: Family<ForwardLabel, Counter>,
+    failed: Family<ForwardLabel, Counter>,
+    to_target: Family<ForwardLabel, Counter>,
+    from_target: Family<ForwardLabel, Counter>,
+    open: Family<ForwardLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agent");
+        let build: Family<BuildLabel, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("build_info", "Agent version", build);
+        let m = Self {
+            connected: Gauge::default(),
+            connected_since: Gauge::default(),
+            ready: Gauge::default(),
+            reconnects: Counter::default(),
+            errors: Family::default(),
+            last_error: Family::default(),
+            handshake_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            forward_granted: Family::default(),
+            opened: Family::default(),
+            rejected: Family::default(),
+            failed: Family::default(),
+            to_target: Family::default(),
+            from_target: Family::default(),
+            open: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connected",
+            "1 while an authenticated SSH session is up",
+            m.connected.clone(),
+        );
+        registry.register(
+            "connected_since_seconds",
+            "Unix time the current session came up (0 when disconnected)",
+            m.connected_since.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when connected and every forward is granted",
+            m.ready.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Sessions lost after having been established",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "connection_errors",
+            "Failed connection attempts and lost sessions, by class",
+            m.errors.clone(),
+        );
+        registry.register(
+            "last_error",
+            "1 for the class of the most recent error",
+            m.last_error.clone(),
+        );
+        registry.register(
+            "handshake_duration_seconds",
+            "TCP connect to authenticated session",
+            m.handshake_seconds.clone(),
+        );
+        registry.register(
+            "forward_granted",
+            "1 while the server grants the forward",
+            m.forward_granted.clone(),
+        );
+        registry.register(
+            "forward_channels_opened",
+            "Vendor connections served",
+            m.opened.clone(),
+        );
+        registry.register(
+            "forward_channels_rejected",
+            "Vendor connections refused (target unreachable or connection limit)",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "forward_channels_failed",
+            "Vendor connections that ended in an error (target reset, buffer cap)",
+            m.failed.clone(),
+        );
+        registry.register(
+            "forward_bytes_to_target",
+            "Bytes from the vendor written to the target",
+            m.to_target.clone(),
+        );
+        registry.register(
+            "forward_bytes_from_target",
+            "Bytes from the target sent to the vendor",
+            m.from_target.clone(),
+        );
+        registry.register(
+            "forward_channels_open",
+            "Vendor connections open now",
+            m.open.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Handles to one forward's counters (created at zero on first use).
+    pub fn forward(&self, name: &str) -> ForwardMetrics {
+        let l = ForwardLabel {
+            forward: name.to_string(),
+        };
+        ForwardMetrics {
+            opened: self.opened.get_or_create(&l).clone(),
+            rejected: self.rejected.get_or_create(&l).clone(),
+            failed: self.failed.get_or_create(&l).clone(),
+            to_target: self.to_target.get_or_create(&l).clone(),
+            from_target: self.from_target.get_or_create(&l).clone(),
+            open: self.open.get_or_create(&l).clone(),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

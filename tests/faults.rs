@@ -1,0 +1,433 @@
+//! The fault suite: the agent's state stays true (and visible on /readyz and through
+//! `agent health`) while real OpenSSH sshd misbehaves, and it recovers on its own.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent::admin::client::{Health, check};
+use agent::tunnel::state::ForwardState;
+use support::inproc::{Fwd, config_yaml, echo_exact, start_agent};
+use support::sshd::{Sshd, signal};
+use support::targets;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const READY: Duration = Duration::from_secs(20);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: std::path::PathBuf,
+    sshd: Sshd,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let sshd = Sshd::start(&public);
+    Setup { dir, key, sshd }
+}
+
+impl Setup {
+    /// agent.yaml with the admin endpoint on `admin` (a free loopback port).
+    fn yaml(&self, forwards: &[Fwd], admin: u16, extra: &str) -> String {
+        config_yaml(
+            &[self.sshd.port],
+            &self.sshd.host_key_fingerprint,
+            &self.sshd.user(),
+            &self.key,
+            forwards,
+            extra,
+        )
+        .replace(
+            "admin: { listen: \"off\" }",
+            &format!("admin: {{ listen: \"127.0.0.1:{admin}\" }}"),
+        )
+    }
+}
+
+fn admin_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+async fn ready(port: u16) -> bool {
+    matches!(check(admin_addr(port)).await, Health::Ready(_))
+}
+
+/// Sessions lost so far, as /readyz reports them.
+async fn reconnects(port: u16) -> Option<u64> {
+    match check(admin_addr(port)).await {
+        Health::Ready(r) | Health::NotReady(r) => Some(r.reconnects),
+        Health::Unreachable(_) => None,
+    }
+}
+
+async fn wait_until(within: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "not {what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs `agent -c FILE run` as a child process (stopped by the guard, by PID).
+struct AgentProcess(Child);
+
+impl AgentProcess {
+    fn start(file: &Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(["-c", file.to_str().unwrap(), "run"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start agent");
+        Self(child)
+    }
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_is_noticed_port_held_reported_and_ready_after_it_dies() {
+    let s = setup();
+    let (echo_port, _echo) = targets::echo().await;
+    let (remote, admin) = (support::free_port(), support::free_port());
+    let yaml = s
+        .yaml(&[Fwd("echo", remote, echo_port)], admin, "")
+        .replace(
+            "keepalive: { interval: 2s, max_missed: 2 }",
+            "keepalive: { interval: 1s, max_missed: 2 }",
+        );
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    assert!(ready(admin).await);
+
+    let frozen = s.sshd.session_pids();
+    assert!(!frozen.is_empty());
+    for pid in &frozen {
+        signal(*pid, "STOP");
+    }
+    let froze_at = Instant::now();
+    agent
+        .wait_for(Duration::from_secs(10), "noticing the frozen server", |s| {
+            s.connected_via.is_none()
+        })
+        .await;
+    // interval x (max_missed + 1) = 3 s, plus scheduling slack.
+    assert!(
+        froze_at.elapsed() < Duration::from_secs(6),
+        "took {:?} to notice",
+        froze_at.elapsed()
+    );
+
+    // The agent reconnects, but the frozen session still holds the port: connected, not ready.
+    let snap = agent
+        .wait_for(READY, "reconnected with the port held", |s| {
+            s.connected_via.is_some() && matches!(s.forwards[0].state, ForwardState::Refused(_))
+        })
+        .await;
+    assert!(!snap.ready());
+    match check(admin_addr(admin)).await {
+        Health::NotReady(r) => assert!(r.reasons.iter().any(|x| x.contains("refused")), "{r:?}"),
+        other => panic!("readyz should say not ready: {other:?}"),
+    }
+
+    for pid in &frozen {
+        signal(*pid, "KILL");
+    }
+    agent.wait_ready(READY).await;
+    echo_exact(remote, 4096, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_remote_port_is_not_ready_through_agent_health_until_freed() {
+    let s = setup();
+    let (echo_port, _echo) = targets::echo().await;
+    let (remote, admin) = (support::free_port(), support::free_port());
+    let squatter = TcpListener::bind(("127.0.0.1", remote)).await.unwrap();
+    let file = s.dir.path().join("agent.yaml");
+    std::fs::write(&file, s.yaml(&[Fwd("jira", remote, echo_port)], admin, "")).unwrap();
+    let _agent = start_agent(s.dir.path(), &std::fs::read_to_string(&file).unwrap());
+
+    let health = |expect: i32| {
+        let file = file.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_agent"))
+                    .args(["-c", file.to_str().unwrap(), "health"])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            (
+                out.status.code() == Some(expect),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+            )
+        }
+    };
+    let mut last = String::new();
+    wait_until(READY, "reported not ready with the reason", async || {
+        let (ok, out) = health(1).await;
+        last = out;
+        ok && last.contains("jira") && last.contains("refused")
+    })
+    .await;
+    assert!(last.contains("not ready"), "{last}");
+    drop(squatter);
+    wait_until(READY, "ready through `agent health`", async || {
+        health(0).await.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sshd_restarts_ready_again_within_two_seconds_and_not_ready_between() {
+    let mut s = setup();
+    let (echo_port, _echo) = targets::echo().await;
+    let (remote, admin) = (support::free_port(), support::free_port());
+    let yaml = s
+        .yaml(&[Fwd("echo", remote, echo_port)], admin, "")
+        .replace(
+            "reconnect: { initial: 200ms, max: 2s }",
+            "reconnect: { initial: 1s, max: 60s }",
+        );
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    s.sshd.kill();
+    wait_until(
+        Duration::from_secs(5),
+        "not ready after the kill",
+        async || !ready(admin).await,
+    )
+    .await;
+    for _ in 0..10 {
+        assert!(!ready(admin).await, "ready while sshd is down");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    s.sshd.restart();
+    let listening = Instant::now();
+    wait_until(Duration::from_secs(10), "ready after restart", async || {
+        ready(admin).await
+    })
+    .await;
+    let took = listening.elapsed();
+    // The target is 2 s (reconnect.initial 1 s, jittered, growth only after three attempts);
+    // a little slack for a loaded CI machine.
+    assert!(
+        took < Duration::from_millis(2600),
+        "ready {took:?} after sshd was listening again"
+    );
+    echo_exact(remote, 4096, 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_agent_takes_over_when_the_active_one_is_killed() {
+    let s = setup();
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let (admin_a, admin_b) = (support::free_port(), support::free_port());
+    let file_a = s.dir.path().join("active.yaml");
+    std::fs::write(
+        &file_a,
+        s.yaml(&[Fwd("echo", remote, echo_port)], admin_a, ""),
+    )
+    .unwrap();
+    let active = AgentProcess::start(&file_a);
+    wait_until(READY, "active ready", async || ready(admin_a).await).await;
+
+    let standby_dir = tempfile::tempdir().unwrap();
+    let standby = start_agent(
+        standby_dir.path(),
+        &s.yaml(&[Fwd("echo", remote, echo_port)], admin_b, ""),
+    );
+    let snap = standby
+        .wait_for(READY, "standby connected with its forward refused", |s| {
+            s.connected_via.is_some() && matches!(s.forwards[0].state, ForwardState::Refused(_))
+        })
+        .await;
+    assert!(!snap.ready());
+    assert!(!ready(admin_b).await);
+
+    signal(active.pid(), "KILL");
+    let killed = Instant::now();
+    standby.wait_ready(Duration::from_secs(20)).await;
+    eprintln!(
+        "standby ready {:?} after the active agent was killed",
+        killed.elapsed()
+    );
+    echo_exact(remote, 64 * 1024, 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop(active);
+    standby.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_reconnects_leak_neither_memory_nor_file_descriptors() {
+    let s = setup();
+    let (echo_port, _echo) = targets::echo().await;
+    let (remote, admin) = (support::free_port(), support::free_port());
+    let file = s.dir.path().join("agent.yaml");
+    let yaml = s
+        .yaml(&[Fwd("echo", remote, echo_port)], admin, "")
+        .replace(
+            "reconnect: { initial: 200ms, max: 2s }",
+            "reconnect: { initial: 20ms, max: 100ms }",
+        );
+    std::fs::write(&file, yaml).unwrap();
+    let agent = AgentProcess::start(&file);
+    let cycle = async || {
+        wait_until(READY, "ready", async || ready(admin).await).await;
+        echo_exact(remote, 1024, 4, Duration::from_secs(10))
+            .await
+            .unwrap();
+    };
+    cycle().await;
+    let kill_sessions = || {
+        for pid in s.sshd.session_pids() {
+            signal(pid, "KILL");
+        }
+    };
+    let reconnect_once = async || {
+        let before = reconnects(admin).await.unwrap();
+        kill_sessions();
+        wait_until(READY, "the loss counted", async || {
+            reconnects(admin).await.unwrap() > before
+        })
+        .await;
+        cycle().await;
+    };
+    // Warm up: allocator pools, lazily built tables.
+    for _ in 0..10 {
+        reconnect_once().await;
+    }
+    let (rss0, fds0) = (agent.rss_kib(), agent.fds());
+    for _ in 0..200 {
+        reconnect_once().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss1, fds1) = (agent.rss_kib(), agent.fds());
+    eprintln!("RSS {rss0} -> {rss1} KiB, fds {fds0} -> {fds1}");
+    assert!(
+        rss1 < rss0 + 2048,
+        "RSS grew from {rss0} to {rss1} KiB over 200 reconnects"
+    );
+    assert_eq!(fds1, fds0, "file descriptors leaked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_and_removes_forwards_without_dropping_another_forwards_connection() {
+    let s = setup();
+    let (echo_port, _echo) = targets::echo().await;
+    let (keep, drop_me, add, admin) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let file = s.dir.path().join("agent.yaml");
+    std::fs::write(
+        &file,
+        s.yaml(
+            &[
+                Fwd("keep", keep, echo_port),
+                Fwd("gone", drop_me, echo_port),
+            ],
+            admin,
+            "",
+        ),
+    )
+    .unwrap();
+    let agent = AgentProcess::start(&file);
+    wait_until(READY, "ready", async || ready(admin).await).await;
+
+    // A long-lived connection through the forward that stays.
+    let mut conn = TcpStream::connect(("127.0.0.1", keep)).await.unwrap();
+    let mut buf = [0u8; 5];
+    conn.write_all(b"hello").await.unwrap();
+    conn.read_exact(&mut buf).await.unwrap();
+    // And one through the forward that goes.
+    let mut doomed = TcpStream::connect(("127.0.0.1", drop_me)).await.unwrap();
+    doomed.write_all(b"x").await.unwrap();
+    doomed.read_exact(&mut buf[..1]).await.unwrap();
+
+    // An invalid file is rejected and the running configuration kept.
+    std::fs::write(&file, "server: [").unwrap();
+    signal(agent.pid(), "HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ready(admin).await,
+        "an invalid reload broke the running agent"
+    );
+
+    std::fs::write(
+        &file,
+        s.yaml(
+            &[Fwd("keep", keep, echo_port), Fwd("new", add, echo_port)],
+            admin,
+            "",
+        ),
+    )
+    .unwrap();
+    signal(agent.pid(), "HUP");
+    wait_until(READY, "the new forward granted", async || {
+        match check(admin_addr(admin)).await {
+            Health::Ready(r) => {
+                r.forwards
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    == ["keep", "new"]
+            }
+            _ => false,
+        }
+    })
+    .await;
+    echo_exact(add, 4096, 5, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The removed forward's port is closed on the server, and its connection was closed.
+    wait_until(
+        Duration::from_secs(5),
+        "the removed port closed",
+        async || TcpStream::connect(("127.0.0.1", drop_me)).await.is_err(),
+    )
+    .await;
+    let n = tokio::time::timeout(Duration::from_secs(5), doomed.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the removed forward's connection is still open");
+    // The connection of the forward that stayed was not touched.
+    conn.write_all(b"again").await.unwrap();
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"again");
+    drop(agent);
+}
