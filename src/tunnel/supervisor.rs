@@ -190,7 +190,7 @@ async fn hold(
                 _ = &mut *shutdown => return Ended::Shutdown,
             };
             let span =
-                info_span!("forward", name = %f.name, remote = %f.remote(), target = %f.target());
+                info_span!("forward", forward = %f.name, remote = %f.remote(), target = %f.target());
             let _g = span.enter();
             match result {
                 Ok(()) => {
