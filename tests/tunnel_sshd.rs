@@ -344,3 +344,52 @@ async fn sigterm_exits_zero_and_releases_the_server_port() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_blocked_on_the_window_end_when_the_session_dies() {
+    let mut s = setup("");
+    // A target that writes forever toward vendor-side clients that never read: sshd stops
+    // granting window, so the agent's sends wait for window that will never come.
+    let spew = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let spew_port = spew.local_addr().unwrap().port();
+    let _spewer = tokio::spawn(async move {
+        while let Ok((mut c, _)) = spew.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0u8; 64 * 1024];
+                while c.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    let remote = support::free_port();
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("spew", remote, spew_port)],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    let mut idle_clients = Vec::new();
+    for _ in 0..3 {
+        idle_clients.push(TcpStream::connect(("127.0.0.1", remote)).await.unwrap());
+    }
+    let open = |n: u32| format!("agent_forward_channels_open{{forward=\"spew\"}} {n}");
+    agent
+        .wait_for(READY, "three open connections", |_| {
+            agent.state.metrics.encode().contains(&open(3))
+        })
+        .await;
+    // Let every window fill up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.sshd.kill();
+    agent
+        .wait_for(
+            Duration::from_secs(5),
+            "connections of the dead session closed",
+            |_| agent.state.metrics.encode().contains(&open(0)),
+        )
+        .await;
+    drop(idle_clients);
+    agent.stop().await;
+}

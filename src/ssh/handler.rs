@@ -19,7 +19,7 @@ use super::error::{HandlerError, describe_russh};
 use super::hostkey::{self, HostKeyPin, HostKeyVerdict};
 use crate::tunnel::budget::ConnBudget;
 use crate::tunnel::conn::{self, ConnContext};
-use crate::tunnel::pump::pump;
+use crate::tunnel::pump::{pump, stop_signal};
 
 /// What the host-key check needs to know about the server being dialed.
 #[derive(Debug, Clone)]
@@ -85,6 +85,7 @@ impl russh::client::Handler for ClientHandler {
             return Ok(());
         };
         let ctx = self.ctx.clone();
+        let session_closed = self.closed.subscribe();
         let span =
             info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
         tokio::spawn(
@@ -106,7 +107,8 @@ impl russh::client::Handler for ClientHandler {
                 let budget =
                     ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
                 let (inbound, sink) = channel::adapt(channel, budget.clone());
-                let report = pump(tcp, inbound, sink, budget, &meter, route.removed).await;
+                let stop = stop_signal(route.removed, session_closed);
+                let report = pump(tcp, inbound, sink, budget, &meter, stop).await;
                 meter.open.dec();
                 if report.end.is_failure() {
                     meter.failed.inc();

@@ -86,15 +86,15 @@ pub struct PumpReport {
     pub end: End,
 }
 
-/// Pumps until both directions are done or one fails; a failure ends both, and so does the
-/// forward's removal.
+/// Pumps until both directions are done or one fails; a failure ends both, and so does `stop`
+/// (the forward removed by a reload, or the SSH session gone) with the ending it returns.
 pub async fn pump<S: ChannelSink>(
     tcp: TcpStream,
     mut inbound: UnboundedReceiver<Inbound>,
     sink: Arc<S>,
     budget: Arc<ConnBudget>,
     meter: &ForwardMetrics,
-    mut removed: watch::Receiver<bool>,
+    stop: impl Future<Output = End>,
 ) -> PumpReport {
     let started = Instant::now();
     let (mut rd, mut wr) = tcp.into_split();
@@ -147,15 +147,13 @@ pub async fn pump<S: ChannelSink>(
         }
     };
 
-    tokio::pin!(down, up);
+    tokio::pin!(down, up, stop);
     let (mut down_done, mut up_done) = (false, false);
     let mut end = End::Complete;
     while !(down_done && up_done) {
         tokio::select! {
-            r = removed.wait_for(|gone| *gone) => {
-                // An error means the forward's state is gone too: treat it as removed.
-                let _ = r;
-                end = End::Removed;
+            e = &mut stop => {
+                end = e;
                 break;
             }
             r = &mut down, if !down_done => {
@@ -180,5 +178,28 @@ pub async fn pump<S: ChannelSink>(
         from_target: from_target.load(Ordering::Relaxed),
         duration: started.elapsed(),
         end,
+    }
+}
+
+/// Resolves when the forward is removed by a reload or its SSH session ends (the session's
+/// watch is set to a reason, or its sender is dropped with the session).
+pub async fn stop_signal(
+    mut removed: watch::Receiver<bool>,
+    mut session: watch::Receiver<Option<String>>,
+) -> End {
+    let session_gone = async {
+        loop {
+            if session.borrow_and_update().is_some() || session.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = removed.wait_for(|gone| *gone) => {
+            // An error means the forward's state is gone with the agent: same outcome.
+            let _ = r;
+            End::Removed
+        }
+        _ = session_gone => End::SessionLost,
     }
 }
