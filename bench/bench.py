@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""The agent against `ssh -R` on this machine, same run, interleaved (bench/run.sh calls this).
+
+Everything stays on 127.0.0.1: a private sshd with its own config and keys, iperf3 and an echo
+service as the targets. For each repetition, each tunnel (the agent, then ssh -R, same cipher)
+is started, measured and stopped in turn, so both see the same machine noise. Medians and the
+agent/ssh ratio per row are printed; every raw number goes to a JSON file.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "target/release/agent"
+LOADGEN = ROOT / "target/release/examples/loadgen"
+CIPHER = "aes128-gcm@openssh.com"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def mem_kib(pid, key):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def stop(proc, sig=signal.SIGTERM, timeout=5):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Sshd:
+    def __init__(self, work, pubkey):
+        self.port = free_port()
+        hk = work / "host_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hk)], check=True)
+        (work / "authorized_keys").write_text(pubkey)
+        cfg = work / "sshd_config"
+        cfg.write_text(f"""ListenAddress 127.0.0.1:{self.port}
+HostKey {hk}
+PidFile {work}/sshd.pid
+AuthorizedKeysFile {work}/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding remote
+GatewayPorts no
+Ciphers {CIPHER}
+MaxStartups 100:30:200
+LogLevel ERROR
+""")
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)], stderr=open(work / "sshd.log", "w"))
+        if not wait_port(self.port):
+            sys.exit("sshd did not start; see " + str(work / "sshd.log"))
+        self.host_key_line = " ".join((work / "host_key.pub").read_text().split()[:2])
+        known = work / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{self.port} {self.host_key_line}\n")
+        self.known_hosts = known
+
+    def close(self):
+        stop(self.proc)
+
+
+class Tunnel:
+    """A running tunnel (agent or ssh -R) with forwards iperf (r1) and echo (r2)."""
+
+    def __init__(self, kind, work, sshd, key, iperf_port, echo_port):
+        self.kind = kind
+        self.r1, self.r2 = free_port(), free_port()
+        user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        if kind == "agent":
+            cfg = work / "agent.yaml"
+            cfg.write_text(f"""server:
+  host: 127.0.0.1
+  ports: [{sshd.port}]
+  user: {user}
+  host_keys: ["{sshd.host_key_line}"]
+identity: {key}
+forwards:
+  - {{ name: iperf, remote: "127.0.0.1:{self.r1}", target: "127.0.0.1:{iperf_port}" }}
+  - {{ name: echo, remote: "127.0.0.1:{self.r2}", target: "127.0.0.1:{echo_port}" }}
+admin: {{ listen: "off" }}
+log: {{ level: warn }}
+""")
+            cmd = [str(AGENT), "-c", str(cfg), "run"]
+        else:
+            cmd = ["ssh", "-N", "-T", "-c", CIPHER, "-i", str(key), "-p", str(sshd.port),
+                   "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+                   "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                   "-R", f"127.0.0.1:{self.r1}:127.0.0.1:{iperf_port}",
+                   "-R", f"127.0.0.1:{self.r2}:127.0.0.1:{echo_port}",
+                   f"{user}@127.0.0.1"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / f"{kind}.log", "a"))
+        if not (wait_port(self.r1) and wait_port(self.r2)):
+            stop(self.proc)
+            sys.exit(f"{kind} tunnel did not come up; see {work}/{kind}.log")
+
+    def close(self):
+        stop(self.proc)
+
+
+def iperf(port, seconds, reverse, parallel):
+    cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J", "-P", str(parallel)]
+    if reverse:
+        cmd.append("-R")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    data = json.loads(out.stdout)
+    if "error" in data:
+        raise RuntimeError(data["error"])
+    end = data["end"]["sum_received"]
+    return end["bits_per_second"] / 1e9, end["bytes"]
+
+
+def loadgen(*args, timeout=600):
+    out = subprocess.run([str(LOADGEN), *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip())
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(t, args):
+    """One repetition of every case on tunnel `t`; returns {row: value}."""
+    row = {}
+    pid = t.proc.pid
+    time.sleep(2)
+    row["idle RSS MiB"] = mem_kib(pid, "VmRSS") / 1024
+    for reverse, direction in ((False, "to service"), (True, "from service")):
+        for par in (1, 8):
+            c0 = cpu_seconds(pid)
+            gbps, nbytes = iperf(t.r1, args.seconds, reverse, par)
+            c1 = cpu_seconds(pid)
+            row[f"Gbit/s {direction}, {par} stream{'s' if par > 1 else ''}"] = gbps
+            if par == 1:
+                row[f"CPU s/GB {direction}"] = (c1 - c0) / (nbytes / 1e9)
+    rr = loadgen("rr", "--port", str(t.r2), "--count", str(args.rr_count))
+    row["RTT p50 us (64 B)"] = rr["p50_us"]
+    row["RTT p99 us (64 B)"] = rr["p99_us"]
+    conn = loadgen("connect", "--port", str(t.r2), "--count", str(args.connect_count))
+    row["new connection p50 ms"] = conn["p50_ms"]
+    row["new connection p99 ms"] = conn["p99_ms"]
+    if args.conns:
+        many = loadgen("many", "--port", str(t.r2), "--conns", str(args.conns), "--rounds", "3")
+        row[f"{args.conns} conns: lost"] = args.conns - many["echoed_ok"]
+        row["peak RSS MiB (VmHWM)"] = mem_kib(pid, "VmHWM") / 1024
+        time.sleep(3)
+        row["RSS after conns MiB"] = mem_kib(pid, "VmRSS") / 1024
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--runs", type=int, default=5, help="repetitions per tunnel (interleaved)")
+    p.add_argument("--seconds", type=int, default=10, help="iperf3 duration per case")
+    p.add_argument("--rr-count", type=int, default=1000)
+    p.add_argument("--connect-count", type=int, default=100)
+    p.add_argument("--conns", type=int, default=10000, help="concurrent connections case (0 to skip)")
+    p.add_argument("--out", default=str(ROOT / "bench/results"))
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
+    keys = work / "keys"
+    subprocess.run([str(AGENT), "keygen", "--out-dir", str(keys), "--bits", "2048"], check=True, capture_output=True)
+    key = keys / "private-key.pem"
+    sshd = Sshd(work, (keys / "public-key.pem").read_text())
+    iperf_srv = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port := free_port())],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    echo_srv = subprocess.Popen([str(LOADGEN), "echo"], stdout=subprocess.PIPE, text=True)
+    echo_port = json.loads(echo_srv.stdout.readline())["port"]
+    wait_port(iperf_port)
+    results = {"agent": [], "ssh": []}
+    try:
+        for run in range(args.runs):
+            for kind in ("agent", "ssh"):
+                print(f"run {run + 1}/{args.runs}: {kind}", file=sys.stderr, flush=True)
+                t = Tunnel(kind, work, sshd, key, iperf_port, echo_port)
+                try:
+                    results[kind].append(measure(t, args))
+                finally:
+                    t.close()
+    finally:
+        for proc in (echo_srv, iperf_srv):
+            stop(proc)
+        sshd.close()
+
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+    machine = f"{os.cpu_count()} cores, {cpu}"
+    stamp = time.strftime("%Y-%m-%d")
+    rows = list(results["agent"][0].keys())
+    lines = [f"Benchmark {stamp} on {machine}; {args.runs} interleaved runs, medians; cipher {CIPHER}", "",
+             "| case | agent | ssh -R | agent / ssh |", "|---|---|---|---|"]
+    for r in rows:
+        a = statistics.median(x[r] for x in results["agent"])
+        s = statistics.median(x[r] for x in results["ssh"])
+        ratio = f"{a / s:.2f}" if s else "-"
+        lines.append(f"| {r} | {a:.2f} | {s:.2f} | {ratio} |")
+    table = "\n".join(lines)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / f"raw-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    raw.write_text(json.dumps({"date": stamp, "machine": machine, "args": vars(args), "results": results}, indent=1))
+    (out / "latest.md").write_text(table + "\n")
+    print(f"\nraw numbers: {raw}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

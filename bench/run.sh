@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The agent against `ssh -R` on this machine: throughput both ways (1 and 8 streams), CPU per GB,
+# 64-byte RTT, new-connection time, 10,000 concurrent connections, idle and peak memory.
+# Loopback only. Installs what it needs on Debian/Ubuntu. Options go to bench/bench.py
+# (e.g. `bench/run.sh --runs 3 --seconds 5 --conns 2000` for a quick look).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v iperf3 >/dev/null || need+=(iperf3)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# 10,000 connections need more than the usual 1024 descriptors per process.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+cargo build --release --locked --bin agent --example loadgen
+exec python3 bench/bench.py "$@"
