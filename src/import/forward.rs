@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn every_form_ssh_accepts() {
         let f = tcp("5000:jira.acme.com:443");
-        assert_eq!((f.remote(), f.target()), ("5000".into(), "jira.acme.com:443".into()));
+        assert_eq!(
+            (f.remote(), f.target()),
+            ("5000".into(), "jira.acme.com:443".into())
+        );
         assert_eq!(tcp("*:5000:h:443").remote(), "*:5000");
         assert_eq!(tcp(":5000:h:443").remote(), "*:5000");
         assert_eq!(tcp("[::1]:5000:h:443").remote(), "[::1]:5000");
@@ -200,7 +203,15 @@ mod tests {
 
     #[test]
     fn malformed() {
-        for spec in ["", "a:b:c:d:e", "5000:h:https", "70000:h:1", "5000:h:0", "[::1:5000:h:1", "5000::443"] {
+        for spec in [
+            "",
+            "a:b:c:d:e",
+            "5000:h:https",
+            "70000:h:1",
+            "5000:h:0",
+            "[::1:5000:h:1",
+            "5000::443",
+        ] {
             assert!(parse_remote(spec).is_err(), "{spec}");
         }
     }

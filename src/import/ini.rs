@@ -149,7 +149,9 @@ pub fn parse(text: &str) -> Result<Vec<Section>, Vec<IniError>> {
                 entry = None;
                 errors.push(IniError {
                     line: n,
-                    message: format!("`{value}` is not `key = value`; supervisord rejects this line"),
+                    message: format!(
+                        "`{value}` is not `key = value`; supervisord rejects this line"
+                    ),
                 });
             }
         }

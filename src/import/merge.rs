@@ -5,32 +5,12 @@
 use std::path::Path;
 
 use super::forward::RemoteForward;
+pub use super::hostkeys::{HostKeyHistory, get_pin_steps};
+pub use super::keepalive::KeepalivePlan;
 use super::names;
 use super::ssh_args::{SshCommand, Written};
-use super::{ImportError, Note, Options, Origin, Severity};
+use super::{ImportError, Note, Options, Origin, Severity, hostkeys, keepalive};
 use crate::ssh::hostkey::HostKeyPin;
-
-/// ssh's default `ServerAliveCountMax`.
-const SSH_ALIVE_COUNT: u32 = 3;
-
-/// What the old setup did about the server's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeyHistory {
-    /// `StrictHostKeyChecking=no`: any key was accepted.
-    Disabled(String),
-    /// `accept-new`: the first key seen was trusted.
-    FirstSeen(String),
-    /// Checked against known_hosts (the files named, or ssh's default).
-    KnownHosts(Vec<String>),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeepalivePlan {
-    /// interval seconds, max missed, and where the values came from.
-    Set(u64, u32, String),
-    /// The old tunnel sent none (unset, or 0); the agent's defaults apply.
-    Default(String),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedForward {
@@ -62,7 +42,7 @@ pub struct Plan {
     pub connect_timeout: Option<Written<u64>>,
 }
 
-fn at(o: &Origin) -> Vec<(usize, String)> {
+pub(super) fn at(o: &Origin) -> Vec<(usize, String)> {
     vec![(o.line, o.label())]
 }
 
@@ -134,8 +114,20 @@ pub fn plan(
         return Err(errors);
     }
     let split = "import each group of programs into its own agent.yaml (and run one agent per file), or remove the outdated programs";
-    same(&cmds, |c| (c.host.value.to_ascii_lowercase(), c.host.how.clone()), "servers", split, &mut errors);
-    same(&cmds, |c| (c.user.value.clone(), c.user.how.clone()), "users", split, &mut errors);
+    same(
+        &cmds,
+        |c| (c.host.value.to_ascii_lowercase(), c.host.how.clone()),
+        "servers",
+        split,
+        &mut errors,
+    );
+    same(
+        &cmds,
+        |c| (c.user.value.clone(), c.user.how.clone()),
+        "users",
+        split,
+        &mut errors,
+    );
     same(
         &cmds,
         |c| match &c.port {
@@ -193,14 +185,19 @@ pub fn plan(
         notes.push(Note {
             severity: Severity::Info,
             at: Vec::new(),
-            message: format!("forward names are the program names without the `{p}` they all start with"),
+            message: format!(
+                "forward names are the program names without the `{p}` they all start with"
+            ),
         });
     }
     for (idx, wanted) in &named.renamed {
         notes.push(Note {
             severity: Severity::Warning,
             at: at(&planned[*idx].0),
-            message: format!("forward name {wanted} was taken; this one is called {}", named.names[*idx]),
+            message: format!(
+                "forward name {wanted} was taken; this one is called {}",
+                named.names[*idx]
+            ),
         });
     }
     let forwards: Vec<PlannedForward> = planned
@@ -211,7 +208,10 @@ pub fn plan(
                 notes.push(Note {
                     severity: Severity::Info,
                     at: at(o),
-                    message: format!("-R {}: an empty bind address means all interfaces, written as *:{}", f.spec, f.port),
+                    message: format!(
+                        "-R {}: an empty bind address means all interfaces, written as *:{}",
+                        f.spec, f.port
+                    ),
                 });
             }
             PlannedForward {
@@ -260,110 +260,9 @@ pub fn plan(
         Some(_) => {}
     }
 
-    // Host key checking.
-    let disabled = cmds.iter().find_map(|c| {
-        c.strict_host_keys
-            .as_ref()
-            .filter(|s| s.value == "no")
-            .map(|s| (c, s.how.clone()))
-    });
-    let first_seen = cmds.iter().find_map(|c| {
-        c.strict_host_keys
-            .as_ref()
-            .filter(|s| s.value == "accept-new")
-            .map(|s| (c, s.how.clone()))
-    });
-    let mut known_hosts_files: Vec<String> = Vec::new();
-    for c in &cmds {
-        for f in &c.known_hosts_files {
-            if !known_hosts_files.contains(f) && f != "/dev/null" && !f.eq_ignore_ascii_case("none") {
-                known_hosts_files.push(f.clone());
-            }
-        }
-    }
-    let host = &first.host.value;
-    let get_pin = get_pin_steps(host, port);
-    let (history, severity, message) = match (disabled, first_seen) {
-        (Some((c, how)), _) => (
-            HostKeyHistory::Disabled(how.clone()),
-            at(&c.origin),
-            if host_keys.is_empty() {
-                format!("{how}: the old tunnel accepted ANY server key, so anyone in the network path could have posed as the vendor. The agent refuses to connect without a pinned key: server.host_keys is REQUIRED and left empty. {get_pin}")
-            } else {
-                format!("{how}: the old tunnel accepted ANY server key; the agent now accepts only the --host-key you gave. Make sure you confirmed it with the vendor over another channel")
-            },
-        ),
-        (None, Some((c, how))) => (
-            HostKeyHistory::FirstSeen(how.clone()),
-            at(&c.origin),
-            if host_keys.is_empty() {
-                format!("{how}: the old tunnel trusted whatever key it saw first. The agent needs the key pinned: server.host_keys is REQUIRED and left empty. {get_pin}")
-            } else {
-                format!("{how}: replaced by the --host-key you gave")
-            },
-        ),
-        (None, None) => (
-            HostKeyHistory::KnownHosts(known_hosts_files.clone()),
-            Vec::new(),
-            if host_keys.is_empty() {
-                format!("the old tunnel checked the server against {}; the agent needs the key pinned: server.host_keys is REQUIRED and left empty. {get_pin}", describe_known_hosts(&known_hosts_files))
-            } else {
-                "the server's key is pinned from --host-key".to_string()
-            },
-        ),
-    };
-    notes.push(Note {
-        severity: match (&history, host_keys.is_empty()) {
-            (_, true) => Severity::Attention,
-            (HostKeyHistory::Disabled(_), false) => Severity::Warning,
-            _ => Severity::Info,
-        },
-        at: severity,
-        message,
-    });
-
-    // Keepalive and connect timeout: the first command's, with a warning when others differ.
-    let alive = |c: &SshCommand| {
-        (
-            c.alive_interval.as_ref().map(|w| w.value),
-            c.alive_count.as_ref().map(|w| w.value),
-        )
-    };
-    for c in &cmds[1..] {
-        if alive(c) != alive(first) {
-            notes.push(Note {
-                severity: Severity::Warning,
-                at: at(&c.origin),
-                message: format!("its ServerAlive settings differ from {}'s; the agent has one keepalive setting and uses {}'s", first.origin.label(), first.origin.label()),
-            });
-        }
-    }
-    let keepalive = match alive(first) {
-        (Some(i), count) if i > 0 => {
-            let (n, count_how) = match count {
-                Some(0) => {
-                    notes.push(Note {
-                        severity: Severity::Warning,
-                        at: at(&first.origin),
-                        message: "ServerAliveCountMax=0 dropped the link at the first silent interval; the closest the agent does is max_missed: 1".into(),
-                    });
-                    (1, "ServerAliveCountMax=0".to_string())
-                }
-                Some(n) => (n, format!("ServerAliveCountMax={n}")),
-                None => (SSH_ALIVE_COUNT, format!("ServerAliveCountMax unset: ssh's default {SSH_ALIVE_COUNT}")),
-            };
-            KeepalivePlan::Set(i, n, format!("ServerAliveInterval={i}, {count_how}"))
-        }
-        (Some(_), _) => KeepalivePlan::Default("ServerAliveInterval=0 turned ssh's keepalives off".into()),
-        (None, _) => KeepalivePlan::Default("no ServerAliveInterval: ssh sent no keepalives, so a dead link could go unnoticed for a long time".into()),
-    };
-    if let KeepalivePlan::Default(why) = &keepalive {
-        notes.push(Note {
-            severity: Severity::Info,
-            at: Vec::new(),
-            message: format!("{why}; the agent always sends them: its default keepalive (every 15s of silence, dead after 3 missed) applies"),
-        });
-    }
+    let (host_key_history, known_hosts_files) =
+        hostkeys::plan(&cmds, &host_keys, &first.host.value, port, notes);
+    let keepalive = keepalive::plan(&cmds, notes);
     let connect_timeout = first.connect_timeout.clone().filter(|t| t.value > 0);
 
     Ok(Plan {
@@ -375,29 +274,11 @@ pub fn plan(
         port_how,
         identity,
         host_keys,
-        host_key_history: history,
+        host_key_history,
         known_hosts_files,
         forwards,
         stripped_prefix: named.stripped_prefix,
         keepalive,
         connect_timeout,
     })
-}
-
-/// How to obtain the fingerprint for `host`, in one sentence.
-pub fn get_pin_steps(host: &str, port: u16) -> String {
-    let check = if port == 22 || port == 443 {
-        format!("`agent check {host}` prints it")
-    } else {
-        format!("`ssh-keyscan -p {port} {host} | ssh-keygen -lf -` prints it")
-    };
-    format!("Get the server's fingerprint ({check}), confirm it with the vendor over another channel, then run the import again with --host-key SHA256:... (or add it under server.host_keys)")
-}
-
-fn describe_known_hosts(files: &[String]) -> String {
-    if files.is_empty() {
-        "the user's ~/.ssh/known_hosts".into()
-    } else {
-        files.join(", ")
-    }
 }

@@ -2,13 +2,14 @@
 //! a file of plain `ssh`/`autossh` command lines, into an equivalent, commented agent.yaml.
 //!
 //! The pipeline, one job per file:
-//! - [`ini`] and [`supervisord`] read supervisord.conf; [`textfile`] reads command lines; both
-//!   yield [`Source`]s (one command each, with its line and program name).
+//! - [`ini`], [`supervisord`] and [`expand`] read supervisord.conf; [`textfile`] reads command
+//!   lines; both yield [`Source`]s (one command each, with its line and program name).
 //! - [`words`] splits a command into words as supervisord or a shell would.
 //! - [`ssh_args`] reads ssh/autossh options (`getopt` exactly as ssh does), with [`forward`] for
-//!   `-R` specs and [`ssh_options`] for `-o Keyword=Value`.
+//!   `-R` specs, [`ssh_options`] for `-o Keyword=Value`, [`destination`] for user@host, and
+//!   [`dropped`] for everything the agent does not do (each reported with why).
 //! - [`merge`] checks every command agrees on one server and builds the [`merge::Plan`];
-//!   [`names`] names the forwards.
+//!   [`names`] names the forwards, [`hostkeys`] and [`keepalive`] map those settings.
 //! - [`render`] writes the YAML with comments; [`verify`] proves it is a valid agent.yaml that
 //!   says what the plan says; [`command`] is the CLI entry point.
 //!
@@ -16,8 +17,13 @@
 //! cannot be carried over safely is an [`ImportError`] naming the file and line.
 
 pub mod command;
+pub mod destination;
+pub mod dropped;
+pub mod expand;
 pub mod forward;
+pub mod hostkeys;
 pub mod ini;
+pub mod keepalive;
 pub mod merge;
 pub mod names;
 pub mod render;
@@ -162,20 +168,30 @@ impl Imported {
 /// otherwise one ssh/autossh command per line. Returns every error at once.
 pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Vec<ImportError>> {
     let mut notes = Vec::new();
-    let sources = if ini::looks_like_ini(text) {
-        supervisord::sources(file, text, &mut notes)?
+    let (sources, mut errors) = if ini::looks_like_ini(text) {
+        supervisord::sources(file, text, &mut notes)
     } else {
-        textfile::sources(text, &mut notes)?
+        textfile::sources(text, &mut notes)
     };
     let mut commands = Vec::new();
-    let mut errors = Vec::new();
     for source in &sources {
+        let exe = source.words.first().map(String::as_str).unwrap_or_default();
+        if let (Some(program), None) = (&source.origin.program, ssh_args::tool_of(exe)) {
+            // supervisord may run other things too; say so loudly rather than fail or guess.
+            notes.push(Note {
+                severity: Severity::Attention,
+                at: vec![(source.origin.line, program.clone())],
+                message: format!("[program:{program}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand"),
+            });
+            continue;
+        }
         match ssh_args::parse(source) {
             Ok(c) => commands.push(c),
             Err(mut e) => errors.append(&mut e),
         }
     }
     if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
         return Err(errors);
     }
     let plan = merge::plan(file, &commands, options, &mut notes)?;

@@ -75,17 +75,16 @@ pub fn name(inputs: &[Input]) -> Named {
     let mut used = HashSet::new();
     let mut renamed = Vec::new();
     for (idx, i) in inputs.iter().enumerate() {
-        let mut base = match i.program.map(sanitize) {
+        // Several forwards of one program share its name, so each gets its port; names from
+        // target hosts differ already, and get a port only when they collide.
+        let (base, shared) = match i.program.map(sanitize) {
             Some(p) if !p.is_empty() => match &stripped_prefix {
-                Some(prefix) => p[prefix.len()..].to_string(),
-                None => p,
+                Some(prefix) => (p[prefix.len()..].to_string(), i.siblings > 1),
+                None => (p, i.siblings > 1),
             },
-            _ => from_target(i.forward),
+            _ => (from_target(i.forward), false),
         };
-        if base.is_empty() {
-            base = format!("port-{}", i.forward.port);
-        }
-        let wanted = if i.siblings > 1 && !base.ends_with(&format!("-{}", i.forward.port)) {
+        let wanted = if shared && !base.ends_with(&format!("-{}", i.forward.port)) {
             format!("{base}-{}", i.forward.port)
         } else {
             base
@@ -164,7 +163,10 @@ mod tests {
         assert_eq!(n, ["jira", "sonarqube"]);
         assert_eq!(p.as_deref(), Some("access-"));
         // One program: nothing is "common", the name stays whole.
-        assert_eq!(names(&[(Some("ACCESS_JIRA"), 5000, "j", 1)]).0, ["access-jira"]);
+        assert_eq!(
+            names(&[(Some("ACCESS_JIRA"), 5000, "j", 1)]).0,
+            ["access-jira"]
+        );
         // Stripping would leave an empty or duplicate name: keep the prefix.
         let (n, p) = names(&[(Some("ACCESS"), 1, "a", 1), (Some("ACCESS_X"), 2, "b", 1)]);
         assert_eq!((n, p), (vec!["access".into(), "access-x".into()], None));
@@ -172,7 +174,10 @@ mod tests {
 
     #[test]
     fn several_forwards_per_program_and_command_lines() {
-        let (n, _) = names(&[(Some("Tunnels"), 5000, "j", 2), (Some("Tunnels"), 5001, "s", 2)]);
+        let (n, _) = names(&[
+            (Some("Tunnels"), 5000, "j", 2),
+            (Some("Tunnels"), 5001, "s", 2),
+        ]);
         assert_eq!(n, ["tunnels-5000", "tunnels-5001"]);
         let (n, _) = names(&[
             (None, 5000, "jira.acme.com", 1),
@@ -180,6 +185,11 @@ mod tests {
             (None, 5002, "jira.other.com", 1),
         ]);
         assert_eq!(n, ["jira", "port-5001", "jira-5002"]);
+        let (n, _) = names(&[
+            (None, 5000, "jira.acme.com", 2),
+            (None, 5001, "git.acme.com", 2),
+        ]);
+        assert_eq!(n, ["jira", "git"]);
         assert_eq!(sanitize("__Git.Lab__"), "git-lab");
     }
 }

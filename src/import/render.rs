@@ -18,7 +18,8 @@ pub fn scalar(text: &str) -> String {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
         && text
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/@+-".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "._/@+-:".contains(c))
+        && !text.ends_with(':')
         && !reserved.contains(&text.to_ascii_lowercase().as_str());
     if plain {
         text.to_string()
@@ -120,7 +121,7 @@ pub fn render_with(plan: &Plan, pins_override: Option<&[String]>) -> String {
             &mut y,
             "  ",
             &format!(
-                "REQUIRED, NOT SET YET. {history} The agent refuses to connect until the server's key is pinned here.\n{}:\n  host_keys: [\"SHA256:...\"]",
+                "REQUIRED, NOT SET YET. {history} The agent refuses to connect until the server's key is pinned here:\n{}\n  host_keys: [\"SHA256:...\"]",
                 get_pin_steps(&plan.host.value, plan.ports[0])
             ),
         );
@@ -239,11 +240,15 @@ mod tests {
     #[test]
     fn scalars() {
         assert_eq!(scalar("tunnel.vendor.example"), "tunnel.vendor.example");
-        assert_eq!(scalar("/etc/armorcode/private-key.pem"), "/etc/armorcode/private-key.pem");
+        assert_eq!(
+            scalar("/etc/armorcode/private-key.pem"),
+            "/etc/armorcode/private-key.pem"
+        );
         assert_eq!(scalar("127.0.0.1"), "\"127.0.0.1\"");
         assert_eq!(scalar("no"), "\"no\"");
         assert_eq!(scalar("~/.ssh/id_rsa"), "\"~/.ssh/id_rsa\"");
         assert_eq!(scalar("a \"b\""), "\"a \\\"b\\\"\"");
-        assert_eq!(scalar("jira.acme.com:443"), "\"jira.acme.com:443\"");
+        assert_eq!(scalar("jira.acme.com:443"), "jira.acme.com:443");
+        assert_eq!(scalar("[fd00::5]:443"), "\"[fd00::5]:443\"");
     }
 }

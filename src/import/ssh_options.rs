@@ -2,163 +2,11 @@
 //! parser reads a line: keyword case-insensitive, separated by whitespace or one `=`. Each
 //! keyword is either carried into agent.yaml or reported with why it was dropped.
 
-use super::Severity::{self, *};
+use super::Severity::*;
+use super::dropped;
 use super::forward::{self, Parsed};
 use super::ssh_args::{Builder, Written, set_once};
 use super::words::{self, Dialect};
-
-/// Keywords with no counterpart, grouped by the reason given.
-const DROPPED: &[(&[&str], Severity, &str)] = &[
-    (
-        &[
-            "batchmode",
-            "passwordauthentication",
-            "pubkeyauthentication",
-            "kbdinteractiveauthentication",
-            "challengeresponseauthentication",
-            "preferredauthentications",
-            "identitiesonly",
-            "gssapiauthentication",
-            "gssapidelegatecredentials",
-            "hostbasedauthentication",
-            "numberofpasswordprompts",
-            "addkeystoagent",
-            "identityagent",
-            "certificatefile",
-        ],
-        Info,
-        "the agent signs in with its one key file and never prompts",
-    ),
-    (
-        &[
-            "ciphers",
-            "macs",
-            "kexalgorithms",
-            "hostkeyalgorithms",
-            "pubkeyacceptedalgorithms",
-            "pubkeyacceptedkeytypes",
-            "casignaturealgorithms",
-            "hostbasedacceptedalgorithms",
-            "requiredrsasize",
-            "fingerprinthash",
-        ],
-        Info,
-        "the agent negotiates its own modern algorithms",
-    ),
-    (
-        &[
-            "hostkeyalias",
-            "checkhostip",
-            "verifyhostkeydns",
-            "updatehostkeys",
-            "hashknownhosts",
-            "visualhostkey",
-            "knownhostscommand",
-            "revokedhostkeys",
-            "globalknownhostsfile",
-        ],
-        Info,
-        "the agent checks the server against the keys pinned in server.host_keys",
-    ),
-    (
-        &["forwardagent", "forwardx11", "forwardx11trusted", "forwardx11timeout"],
-        Info,
-        "the agent never forwards an ssh-agent or X11, by design",
-    ),
-    (
-        &["controlmaster", "controlpath", "controlpersist"],
-        Info,
-        "the agent holds its own single connection",
-    ),
-    (
-        &["tcpkeepalive"],
-        Info,
-        "the agent detects dead links with SSH keepalives (keepalive)",
-    ),
-    (
-        &["connectionattempts"],
-        Info,
-        "the agent retries forever, with backoff (reconnect)",
-    ),
-    (&["compression"], Info, "the agent does not compress"),
-    (
-        &["loglevel", "logverbose", "syslogfacility"],
-        Info,
-        "the agent logs to stdout; set log.level for more or less detail",
-    ),
-    (
-        &["gatewayports"],
-        Info,
-        "it only affects local (-L) forwards; the vendor-side address is each forward's `remote`",
-    ),
-    (
-        &["rekeylimit"],
-        Info,
-        "the agent renews session keys after limits.rekey_after (1GiB by default)",
-    ),
-    (
-        &["addressfamily"],
-        Info,
-        "the agent tries every address of the server, IPv6 and IPv4",
-    ),
-    (
-        &[
-            "requesttty",
-            "sessiontype",
-            "stdinnull",
-            "forkafterauthentication",
-            "escapechar",
-            "enableescapecommandline",
-            "ipqos",
-            "obscurekeystroketiming",
-            "tag",
-            "sendenv",
-            "setenv",
-            "canonicalizehostname",
-            "canonicaldomains",
-            "canonicalizefallbacklocal",
-            "canonicalizemaxdots",
-            "canonicalizepermittedcnames",
-            "permitremoteopen",
-            "streamlocalbindmask",
-            "streamlocalbindunlink",
-            "nohostauthenticationforlocalhost",
-            "securitykeyprovider",
-            "pkcs11provider",
-            "xauthlocation",
-            "channeltimeout",
-            "hostbasedkeytypes",
-            "warnweakcrypto",
-        ],
-        Info,
-        "it has no meaning for the agent",
-    ),
-    (
-        &["localforward", "dynamicforward"],
-        Warning,
-        "a local forward let this machine reach into the vendor's network; the agent only exposes the services you list",
-    ),
-    (
-        &["bindaddress", "bindinterface"],
-        Warning,
-        "the agent lets the operating system choose the source address",
-    ),
-    (
-        &["remotecommand", "localcommand", "permitlocalcommand"],
-        Warning,
-        "the agent never runs commands",
-    ),
-    (
-        &["tunnel", "tunneldevice"],
-        Warning,
-        "the agent does not forward tun devices",
-    ),
-    (
-        &["include"],
-        Warning,
-        "the ssh config files it names were NOT read; copy any settings that matter onto the command line",
-    ),
-];
 
 /// A port for `-p` / `Port`: 1-65535.
 pub fn port(text: &str) -> Result<u16, String> {
@@ -273,7 +121,18 @@ pub fn apply(b: &mut Builder, text: &str) -> Result<(), String> {
             };
             set_once(&mut b.strict_host_keys, v.to_string(), how, "StrictHostKeyChecking")?;
         }
-        "userknownhostsfile" => b.known_hosts_files.extend(values),
+        "userknownhostsfile" => {
+            let real: Vec<&String> = values
+                .iter()
+                .filter(|f| *f != "/dev/null" && !f.eq_ignore_ascii_case("none"))
+                .collect();
+            if real.is_empty() {
+                b.note(Info, format!("{how} dropped: ssh remembered no server key at all"));
+            } else {
+                b.note(Info, format!("{how}: the agent checks the server against server.host_keys; it can also read that file as server.known_hosts (see the comment in agent.yaml)"));
+            }
+            b.known_hosts_files.extend(values);
+        }
         "exitonforwardfailure" => {
             b.exit_on_forward_failure_seen = true;
             if yes_no(&value, &how)? {
@@ -295,7 +154,7 @@ pub fn apply(b: &mut Builder, text: &str) -> Result<(), String> {
             Attention,
             format!("{how} dropped: the old tunnel reached the server through it; the agent dials the server directly. Make sure this machine can reach it directly before switching"),
         ),
-        _ => match DROPPED.iter().find(|(keys, _, _)| keys.contains(&lower.as_str())) {
+        _ => match dropped::OPTIONS.iter().find(|(keys, _, _)| keys.contains(&lower.as_str())) {
             Some((_, severity, why)) => b.note(*severity, format!("{how} dropped: {why}")),
             None => b.note(
                 Warning,
@@ -312,7 +171,12 @@ mod tests {
 
     #[test]
     fn option_forms() {
-        for text in ["ServerAliveInterval=30", "ServerAliveInterval 30", "serveraliveinterval = 30", "ServerAliveInterval=\"30\""] {
+        for text in [
+            "ServerAliveInterval=30",
+            "ServerAliveInterval 30",
+            "serveraliveinterval = 30",
+            "ServerAliveInterval=\"30\"",
+        ] {
             let mut b = Builder::default();
             apply(&mut b, text).unwrap();
             assert_eq!(b.alive_interval.unwrap().value, 30, "{text}");

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::expand::{environment, expand};
 use super::ini::{self, Section};
 use super::words::{self, Dialect};
 use super::{ImportError, Note, Origin, Severity, Source};
@@ -33,16 +34,18 @@ const PROCESS_KEYS: &[&str] = &[
     "process_name",
 ];
 
-pub fn sources(
-    file: &Path,
-    text: &str,
-    notes: &mut Vec<Note>,
-) -> Result<Vec<Source>, Vec<ImportError>> {
-    let sections = ini::parse(text).map_err(|errs| {
-        errs.into_iter()
-            .map(|e| ImportError::at(e.line, e.message, None))
-            .collect::<Vec<_>>()
-    })?;
+/// The programs that could be read, and an error for each one that could not.
+pub fn sources(file: &Path, text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, Vec<ImportError>) {
+    let sections = match ini::parse(text) {
+        Ok(s) => s,
+        Err(errs) => {
+            let errors = errs
+                .into_iter()
+                .map(|e| ImportError::at(e.line, e.message, None))
+                .collect();
+            return (Vec::new(), errors);
+        }
+    };
     let here = std::path::absolute(file)
         .ok()
         .and_then(|p| p.parent().map(|d| d.display().to_string()))
@@ -88,11 +91,7 @@ pub fn sources(
             ),
         });
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    (out, errors)
 }
 
 /// One `[program:NAME]`; `Ok(None)` when it is reported and skipped.
@@ -131,7 +130,9 @@ fn program(
                     note(
                         Severity::Warning,
                         e.line,
-                        format!("numprocs={n} ran the same command {n} times; imported once (the copies could never hold the same remote port anyway)"),
+                        format!(
+                            "numprocs={n} ran the same command {n} times; imported once (the copies could never hold the same remote port anyway)"
+                        ),
                     );
                 }
                 n
@@ -147,12 +148,18 @@ fn program(
         None => 1,
     };
     if let Some(e) = s.get("autostart")
-        && matches!(e.value.trim().to_ascii_lowercase().as_str(), "false" | "no" | "off" | "0")
+        && matches!(
+            e.value.trim().to_ascii_lowercase().as_str(),
+            "false" | "no" | "off" | "0"
+        )
     {
         note(
             Severity::Warning,
             e.line,
-            format!("autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)", e.value.trim()),
+            format!(
+                "autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)",
+                e.value.trim()
+            ),
         );
         return Ok(None);
     }
@@ -202,7 +209,10 @@ fn program(
         note(
             Severity::Info,
             e.line,
-            format!("user={}: supervisord ran the program as that user; run the agent as {} too (it does not switch users)", e.value, e.value),
+            format!(
+                "user={}: supervisord ran the program as that user; run the agent as {} too (it does not switch users)",
+                e.value, e.value
+            ),
         );
     }
     let dropped: Vec<&str> = s
@@ -220,11 +230,21 @@ fn program(
         note(
             Severity::Info,
             s.line,
-            format!("supervisord process settings dropped ({}): the agent reconnects forever on its own and logs to stdout", dropped.join(", ")),
+            format!(
+                "supervisord process settings dropped ({}): the agent reconnects forever on its own and logs to stdout",
+                dropped.join(", ")
+            ),
         );
     }
     for e in &s.entries {
-        let known = ["command", "numprocs", "numprocs_start", "directory", "environment", "user"];
+        let known = [
+            "command",
+            "numprocs",
+            "numprocs_start",
+            "directory",
+            "environment",
+            "user",
+        ];
         if !known.contains(&e.key.as_str()) && !dropped.contains(&e.key.as_str()) {
             note(
                 Severity::Warning,
@@ -246,114 +266,4 @@ fn program(
         directory,
         local_user: s.get("user").map(|e| e.value.trim().to_string()),
     }))
-}
-
-/// supervisord's `%(name)s` expansion of a value. Only what import can know is expanded.
-pub fn expand(value: &str, program: &str, numprocs: u32, here: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('%') {
-            out.push('%');
-            rest = r;
-            continue;
-        }
-        let Some((name, r)) = after
-            .strip_prefix('(')
-            .and_then(|a| a.split_once(")s"))
-            .filter(|(n, _)| !n.contains(['(', ')', '%']))
-        else {
-            return Err(format!(
-                "has a lone `%` that supervisord cannot expand (it fails on this too); write `%%` for a literal %: {value}"
-            ));
-        };
-        match name {
-            "program_name" | "group_name" => out.push_str(program),
-            "process_num" => out.push('0'),
-            "numprocs" => out.push_str(&numprocs.to_string()),
-            "here" => out.push_str(here),
-            n if n.starts_with("ENV_") => {
-                return Err(format!(
-                    "uses %({n})s, which supervisord took from its own environment; import cannot know its value"
-                ));
-            }
-            n => {
-                return Err(format!(
-                    "uses %({n})s, which depends on the machine supervisord ran on"
-                ));
-            }
-        }
-        rest = r;
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// `environment=KEY="val",KEY2=val2`.
-fn environment(value: &str, line: usize) -> Result<Vec<(String, String)>, ImportError> {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut quote = None;
-    for c in value.chars() {
-        match (quote, c) {
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            (Some(q), c) if c == q => {
-                quote = None;
-                cur.push(c);
-            }
-            (None, ',') => parts.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    parts.push(cur);
-    let mut out = Vec::new();
-    for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = p.split_once('=') else {
-            return Err(ImportError::at(
-                line,
-                format!("environment= entry `{p}` is not KEY=value"),
-                None,
-            ));
-        };
-        let v = v.trim();
-        let v = words::split(v, Dialect::Shlex)
-            .ok()
-            .and_then(|w| (w.len() == 1).then(|| w[0].text.clone()))
-            .unwrap_or_else(|| v.to_string());
-        out.push((k.trim().to_string(), v));
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expansions() {
-        assert_eq!(
-            expand("a %(program_name)s %(here)s/k 100%%", "P", 1, "/etc/x").unwrap(),
-            "a P /etc/x/k 100%"
-        );
-        assert!(expand("%(ENV_HOME)s", "P", 1, "/").unwrap_err().contains("ENV_HOME"));
-        assert!(expand("ControlPath=%h", "P", 1, "/").unwrap_err().contains("%%"));
-    }
-
-    #[test]
-    fn environment_pairs() {
-        let e = environment("AUTOSSH_GATETIME=0, A=\"x,y\"", 3).unwrap();
-        assert_eq!(
-            e,
-            [
-                ("AUTOSSH_GATETIME".to_string(), "0".to_string()),
-                ("A".to_string(), "x,y".to_string())
-            ]
-        );
-        assert_eq!(environment("nonsense", 3).unwrap_err().line, Some(3));
-    }
 }

@@ -6,7 +6,8 @@
 use super::words::{self, Dialect};
 use super::{ImportError, Note, Origin, Severity, Source};
 
-pub fn sources(text: &str, notes: &mut Vec<Note>) -> Result<Vec<Source>, Vec<ImportError>> {
+/// The commands that could be read, and an error for each line that could not.
+pub fn sources(text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, Vec<ImportError>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (first, logical) in logical_lines(text) {
@@ -39,11 +40,7 @@ pub fn sources(text: &str, notes: &mut Vec<Note>) -> Result<Vec<Source>, Vec<Imp
             Err(e) => errors.push(ImportError::at(first + e.line, e.message, None)),
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    (out, errors)
 }
 
 /// Groups physical lines into commands: a line ending in an odd number of backslashes goes on
@@ -110,7 +107,8 @@ mod tests {
     fn continuations_comments_and_prefixes() {
         let text = "# tunnels\n\nAUTOSSH_GATETIME=0 autossh -M 0 \\\n  -R 1:h:2 \\\n  u@s\nExecStart=/usr/bin/ssh -R 3:h:4 u@s # note\n";
         let mut notes = Vec::new();
-        let s = sources(text, &mut notes).unwrap();
+        let (s, e) = sources(text, &mut notes);
+        assert!(e.is_empty(), "{e:?}");
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].origin.line, 3);
         assert_eq!(s[0].env, [("AUTOSSH_GATETIME".into(), "0".into())]);
@@ -122,9 +120,9 @@ mod tests {
     #[test]
     fn errors_name_the_physical_line() {
         let mut notes = Vec::new();
-        let e = sources("ssh -N \\\n  -R \"1:h:2 u@s\n", &mut notes).unwrap_err();
+        let e = sources("ssh -N \\\n  -R \"1:h:2 u@s\n", &mut notes).1;
         assert_eq!(e[0].line, Some(2));
-        let e = sources("ssh u@s\nssh -i $KEY u@s\n", &mut notes).unwrap_err();
+        let e = sources("ssh u@s\nssh -i $KEY u@s\n", &mut notes).1;
         assert_eq!(e[0].line, Some(2));
     }
 }

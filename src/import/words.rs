@@ -155,10 +155,9 @@ pub fn split(text: &str, dialect: Dialect) -> Result<Vec<Word>, SplitError> {
         }
     }
     match state {
-        State::Single | State::Double => Err(err(
-            "has a quote that is never closed".into(),
-            quote_line,
-        )),
+        State::Single | State::Double => {
+            Err(err("has a quote that is never closed".into(), quote_line))
+        }
         State::Word => {
             words.push(Word {
                 text: cur,
@@ -193,7 +192,11 @@ mod tests {
     use super::*;
 
     fn words(text: &str, d: Dialect) -> Vec<String> {
-        split(text, d).unwrap().into_iter().map(|w| w.text).collect()
+        split(text, d)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.text)
+            .collect()
     }
 
     #[test]
