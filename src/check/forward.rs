@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::local::Plan;
+use super::plan::Plan;
 use super::report::{Row, Status};
 use crate::config::Forward;
 use crate::ssh::probe::TrialForward;
@@ -48,7 +48,6 @@ pub async fn forward_row(
             if agent_running.is_none() {
                 *agent_running = Some(admin_answers(plan.admin_listen).await);
             }
-            let held = "the port is held: by an `agent run` already connected with this config (expected while it runs), by an earlier session the server has not timed out yet, or by another program on the vendor's server";
             if *agent_running == Some(true) {
                 let admin = plan.admin_listen.map(|a| a.to_string()).unwrap_or_default();
                 Row::problem(
@@ -66,7 +65,7 @@ pub async fn forward_row(
                     label(f),
                     Status::Fail,
                     format!(
-                        "the server refused to listen on {remote}: {held}, or it is not permitted for user \"{user}\""
+                        "the server refused to listen on {remote}: the port is held (by an `agent run` already connected with this config, an earlier session the server has not timed out yet, or another program), or not permitted for user \"{user}\""
                     ),
                     format!(
                         "if an agent runs elsewhere with this config, that is expected: stop it to test; otherwise ask the vendor to free or permit port {} for user \"{user}\"",

@@ -3,11 +3,11 @@
 //! and FAIL, one line of remediation.
 //!
 //! Steps, in report order:
-//! 1. the config parses and validates (one row per problem) — [`local`];
-//! 2. the identity: exists, private, readable, type and size, fingerprint — [`local`];
+//! 1. the config parses and validates (one row per problem) — [`plan`];
+//! 2. the identity: exists, private, readable, type and size, fingerprint — [`identity`];
 //! 3. DNS for the server and each target — [`server`], [`targets`];
 //! 4. TCP to the server on each configured port, each reported separately — [`server`];
-//! 5. SSH: banner, key exchange, host key against the pins, public-key auth — [`server`]
+//! 5. SSH: banner, key exchange, host key against the pins, public-key auth — [`ssh`]
 //!    (russh details in `crate::ssh::probe`);
 //! 6. a trial remote forward for every forward, cancelled at once — [`forward`];
 //! 7. each target: TCP connect, and TLS handshake and certificate if it speaks TLS —
@@ -19,9 +19,12 @@
 //! and host key of the vendor's server, plus the lines to paste into `server.host_keys`.
 
 mod forward;
-mod local;
+mod identity;
+mod net;
+mod plan;
 pub mod report;
 mod server;
+mod ssh;
 mod targets;
 mod tls;
 
@@ -31,7 +34,7 @@ use std::time::Duration;
 
 use crate::config::values;
 use crate::exit;
-use local::Plan;
+use plan::Plan;
 use report::{Report, Row, Status};
 
 /// What `agent check` was asked to do.
@@ -76,12 +79,12 @@ pub async fn check(opts: &Options) -> Report {
 }
 
 async fn with_config(opts: &Options) -> Report {
-    let step = local::config_step(&opts.config);
+    let step = plan::config_step(&opts.config);
     let mut rows = step.rows;
     let plan = step.plan;
     let identity = match &plan.identity {
         Some(path) => {
-            let (id_rows, identity) = local::identity_step(path);
+            let (id_rows, identity) = identity::identity_step(path);
             rows.extend(id_rows);
             identity
         }

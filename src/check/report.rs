@@ -223,10 +223,13 @@ impl Report {
             self.count(Status::Pass),
             self.count(Status::Skip),
         );
-        let verdict = match self.exit_code {
-            exit::OK if warn == 0 => "ready",
-            exit::OK => "ready, with warnings",
-            exit::USAGE => "the configuration must be fixed first",
+        let verdict = match (self.exit_code, self.config.is_some()) {
+            (exit::OK, false) => "the server is reachable",
+            (exit::OK, true) if warn == 0 => "ready",
+            (exit::OK, true) => "ready, with warnings",
+            (exit::USAGE, true) => "the configuration must be fixed first",
+            (exit::USAGE, false) => "nothing was checked",
+            (_, false) => "the server is not reachable",
             _ => "not ready",
         };
         let _ = writeln!(
@@ -243,7 +246,7 @@ impl Report {
 pub fn duration(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", ms as f64 / 1000.0)

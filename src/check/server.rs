@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::local::{Plan, join, plural};
+use super::net::{io_text, resolve, secs};
+use super::plan::{Plan, join, plural};
 use super::report::{OfferedHostKey, Row, Status};
-use crate::ssh::hostkey::describe_pins;
+use super::ssh::{auth_row, host_key_row, ssh_row};
 use crate::ssh::keys::Identity;
-use crate::ssh::probe::{AuthFailure, HandshakeEnd, ProbeSession, ServerProbe};
+use crate::ssh::probe::{HandshakeEnd, ProbeSession, ServerProbe};
 
 /// What the server steps found.
 #[derive(Default)]
@@ -176,36 +177,6 @@ pub async fn server_steps(
     out
 }
 
-/// Resolves `host` (an address is used as it is) within `timeout`; returns the addresses and a
-/// line listing them.
-pub async fn resolve(host: &str, timeout: Duration) -> Result<(Vec<IpAddr>, String), String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok((vec![ip], format!("{ip} is an address; nothing to look up")));
-    }
-    let lookup = tokio::net::lookup_host((host, 0));
-    let addrs = match tokio::time::timeout(timeout, lookup).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => return Err(format!("cannot resolve {host}: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "DNS lookup for {host} got no answer within {}",
-                secs(timeout)
-            ));
-        }
-    };
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for a in addrs {
-        if !ips.contains(&a.ip()) {
-            ips.push(a.ip());
-        }
-    }
-    if ips.is_empty() {
-        return Err(format!("{host} resolved to no address"));
-    }
-    let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
-    Ok((ips.clone(), format!("resolves to {}", list.join(", "))))
-}
-
 async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
     let started = Instant::now();
     let mut failures = Vec::new();
@@ -244,7 +215,7 @@ fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration
     let failed: Vec<String> = t
         .failures
         .iter()
-        .map(|(a, e)| format!("{a}: {e}"))
+        .map(|(a, e)| format!("{a}: {}", io_text(e)))
         .collect();
     if let Some((_, addr)) = &t.stream {
         let mut detail = format!("connected to {addr}");
@@ -273,7 +244,7 @@ fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration
         .failures
         .iter()
         .any(|(_, e)| e.kind() == io::ErrorKind::TimedOut);
-    let detail = format!("no connection: {}", failed.join("; "));
+    let detail = format!("no connection to {}", failed.join("; "));
     let (status, fix) = match open.first() {
         Some(working) => (
             Status::Warn,
@@ -294,7 +265,12 @@ fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration
         None => (
             Status::Fail,
             format!(
-                "{target} refused the connection: check server.host and server.ports with the vendor, or whether a firewall rejects outbound TCP to it"
+                "{target} refused the connection: check the server's name and port{} with the vendor, or whether a firewall rejects outbound TCP to it",
+                if plan.first_contact {
+                    ""
+                } else {
+                    " (server.host, server.ports)"
+                }
             ),
         ),
     };
@@ -304,180 +280,6 @@ fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration
     };
     Row::problem("tcp", target, status, detail, fix).took(t.elapsed)
 }
-
-fn ssh_row(
-    server: &str,
-    hs: &crate::ssh::probe::Handshake,
-    kex_ports: &[u16],
-    took: Duration,
-    timeout: Duration,
-) -> Row {
-    let banner = hs
-        .banner
-        .as_deref()
-        .map(|b| format!("banner \"{b}\""))
-        .unwrap_or_else(|| "no banner".into());
-    if hs.offered.is_some() {
-        return Row::pass("ssh", server, format!("{banner}; key exchange done")).took(took);
-    }
-    let status = if kex_ports.is_empty() {
-        Status::Fail
-    } else {
-        Status::Warn
-    };
-    let also = match kex_ports.first() {
-        Some(p) => format!(" The agent can use port {p} instead."),
-        None => String::new(),
-    };
-    let (detail, fix) = match (&hs.banner, &hs.other_bytes, &hs.end) {
-        (None, Some(other), _) => (
-            format!("the port answered, but not with SSH: \"{other}\""),
-            format!(
-                "something else listens at {server} (a web server, or a proxy intercepting the connection): check the port with the vendor and your network team.{also}"
-            ),
-        ),
-        (None, None, HandshakeEnd::TimedOut) => (
-            format!(
-                "accepted TCP but sent no SSH banner within {}",
-                secs(timeout)
-            ),
-            format!(
-                "this port is not an SSH server, or a firewall or proxy holds the connection: check the port with the vendor, and ask your network team about interception of outbound {server}.{also}"
-            ),
-        ),
-        (None, None, end) => (
-            format!("closed the connection without an SSH banner{}", reason(end)),
-            format!(
-                "the server or a firewall drops the connection: check the port with the vendor and your network team.{also}"
-            ),
-        ),
-        (Some(_), _, HandshakeEnd::TimedOut) => (
-            format!(
-                "{banner}, but the key exchange did not finish within {}",
-                secs(timeout)
-            ),
-            format!(
-                "something on the path may interfere with SSH (deep packet inspection, MTU); try again, and send this output to the vendor if it persists.{also}"
-            ),
-        ),
-        (Some(_), _, end) => (
-            format!("{banner}, but the key exchange failed{}", reason(end)),
-            format!(
-                "the server and the agent share no algorithm, or the connection was cut: send this output to the vendor.{also}"
-            ),
-        ),
-    };
-    Row::problem("ssh", server, status, detail, fix).took(took)
-}
-
-fn reason(end: &HandshakeEnd) -> String {
-    match end {
-        HandshakeEnd::Failed(e) => format!(": {e}"),
-        _ => String::new(),
-    }
-}
-
-fn host_key_row(server: &str, k: &crate::ssh::probe::OfferedKey, plan: &Plan) -> Row {
-    let offered = format!("{} {}", k.algorithm, k.fingerprint);
-    if k.trusted {
-        return Row::pass("host-key", server, format!("{offered} is pinned"));
-    }
-    if plan.first_contact {
-        return Row::pass(
-            "host-key",
-            server,
-            format!("{offered} offered; nothing is pinned yet (see below how to pin it)"),
-        );
-    }
-    if plan.pins.is_empty() && plan.known_hosts.is_none() {
-        return Row::problem(
-            "host-key",
-            server,
-            Status::Warn,
-            format!("{offered} offered; not compared: no pin could be read from the config"),
-            "fix server.host_keys, then pin this fingerprint once the vendor has confirmed it",
-        );
-    }
-    Row::problem(
-        "host-key",
-        server,
-        Status::Fail,
-        format!(
-            "the server offered {offered}, which matches none of the pins ({})",
-            describe_pins(&plan.pins, plan.known_hosts.as_deref())
-        ),
-        format!(
-            "ask the vendor over another channel (phone, ticket) whether {} is their key; if so add it to server.host_keys, if not something intercepts the connection: do not run the agent",
-            k.fingerprint
-        ),
-    )
-}
-
-async fn auth_row(
-    rows: &mut Vec<Row>,
-    plan: &Plan,
-    identity: Option<&Identity>,
-    host: &str,
-    port: u16,
-    session: &mut ProbeSession,
-    timeout: Duration,
-) -> bool {
-    let (Some(user), Some(identity)) = (plan.user.as_deref(), identity) else {
-        let why = if plan.user.is_none() {
-            "no usable server.user in the config"
-        } else {
-            "the identity could not be loaded"
-        };
-        rows.push(Row::skip("auth", format!("{host}:{port}"), why));
-        return false;
-    };
-    let target = format!("{user}@{host}:{port}");
-    let fp = identity.fingerprint();
-    let started = Instant::now();
-    let result = session.authenticate(user, identity, timeout).await;
-    let took = started.elapsed();
-    let row = match result {
-        Ok(()) => Row::pass(
-            "auth",
-            target,
-            format!("the server accepted key {fp} for user \"{user}\""),
-        ),
-        Err(AuthFailure::Rejected { methods }) => Row::problem(
-            "auth",
-            target,
-            Status::Fail,
-            format!(
-                "the server rejected key {fp} for user \"{user}\" (it would accept: {})",
-                if methods.is_empty() {
-                    "nothing more".into()
-                } else {
-                    methods.join(", ")
-                }
-            ),
-            format!(
-                "send the public key (keys/public-key.pem, fingerprint {fp}) to the vendor and ask them to install it for user \"{user}\"; or check server.user"
-            ),
-        ),
-        Err(AuthFailure::TimedOut) => Row::problem(
-            "auth",
-            target,
-            Status::Fail,
-            format!("no answer to authentication within {}", secs(timeout)),
-            "try again; if it persists, send this output to the vendor",
-        ),
-        Err(AuthFailure::Failed(e)) => Row::problem(
-            "auth",
-            target,
-            Status::Fail,
-            format!("authentication failed: {e}"),
-            "send this output to the vendor",
-        ),
-    };
-    let ok = row.status == Status::Pass;
-    rows.push(row.took(took));
-    ok
-}
-
 /// Rows for the server steps that could not run.
 fn skip_rest(rows: &mut Vec<Row>, plan: &Plan, why: &str) {
     if plan.first_contact {
@@ -490,9 +292,4 @@ fn skip_rest(rows: &mut Vec<Row>, plan: &Plan, why: &str) {
     for f in &plan.forwards {
         rows.push(Row::skip("forward", super::forward::label(f), why));
     }
-}
-
-/// `2s`, `500ms`, `1.5s`.
-pub fn secs(d: Duration) -> String {
-    super::report::duration(d.as_millis() as u64)
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::local::Plan;
+use super::net::{io_text, resolve, secs};
+use super::plan::Plan;
 use super::report::{Row, Status};
-use super::server::{resolve, secs};
 use super::tls;
 use crate::config::Forward;
 use crate::tunnel::conn::dial_target;
@@ -110,7 +110,7 @@ async fn target(f: &Forward, timeout: Duration, limit: Option<Duration>) -> Vec<
                 "target",
                 label(f),
                 Status::Fail,
-                format!("cannot connect: {e}"),
+                format!("cannot connect: {}", io_text(&e)),
                 fix,
             );
             return vec![row.took(started.elapsed())];

@@ -56,7 +56,7 @@ pub async fn probe(stream: TcpStream, host: &str, bound: Duration) -> TlsOutcome
     match tokio::time::timeout(bound, connector.connect(name, stream)).await {
         Err(_) => TlsOutcome::NotTls(format!(
             "no TLS answer within {}: a plain TCP service",
-            super::server::secs(bound)
+            super::net::secs(bound)
         )),
         Ok(Ok(tls)) => {
             let took = started.elapsed();

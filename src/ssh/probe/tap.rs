@@ -1,0 +1,126 @@
+//! A TCP stream wrapper that keeps the first bytes the server sends: its SSH banner, or
+//! whatever a non-SSH service on that port answers instead.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::lock;
+
+/// The first bytes the server sent, kept to show its banner (or what it sent instead).
+#[derive(Default)]
+pub(super) struct Tap {
+    bytes: Vec<u8>,
+}
+
+/// Enough for a banner line plus any pre-banner text; more is not kept.
+const TAP_LIMIT: usize = 1024;
+
+impl Tap {
+    fn record(&mut self, data: &[u8]) {
+        let room = TAP_LIMIT.saturating_sub(self.bytes.len());
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    pub(super) fn banner(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.bytes);
+        text.split_inclusive('\n')
+            .find(|l| l.starts_with("SSH-") && l.ends_with('\n'))
+            .map(|l| l.trim_end().to_string())
+    }
+
+    pub(super) fn other_bytes(&self) -> Option<String> {
+        if self.bytes.is_empty() || self.banner().is_some() {
+            return None;
+        }
+        let shown: String = String::from_utf8_lossy(&self.bytes[..self.bytes.len().min(60)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        Some(shown.trim().to_string())
+    }
+}
+
+/// A TCP stream that copies what it reads into a [`Tap`].
+pub(super) struct Tapped {
+    pub(super) inner: TcpStream,
+    pub(super) tap: Arc<Mutex<Tap>>,
+}
+
+impl AsyncRead for Tapped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let mut tap = lock(&self.tap);
+            if tap.bytes.len() < TAP_LIMIT {
+                tap.record(&buf.filled()[before..]);
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tapped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_is_the_ssh_line_even_after_other_lines() {
+        let mut tap = Tap::default();
+        tap.record(b"hello there\r\nSSH-2.0-OpenSSH_9.2p1 Debian\r\n\0\0\0");
+        assert_eq!(
+            tap.banner().as_deref(),
+            Some("SSH-2.0-OpenSSH_9.2p1 Debian")
+        );
+        assert_eq!(tap.other_bytes(), None);
+    }
+
+    #[test]
+    fn non_ssh_answer_is_shown() {
+        let mut tap = Tap::default();
+        tap.record(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        assert_eq!(tap.banner(), None);
+        assert_eq!(
+            tap.other_bytes().as_deref(),
+            Some("HTTP/1.1 400 Bad Request")
+        );
+    }
+}

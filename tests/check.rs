@@ -1,0 +1,805 @@
+//! `agent check` through the binary, against the real OpenSSH sshd and local targets started by
+//! each test on 127.0.0.1: every step's PASS and FAIL path, exit codes 0/1/2, the JSON shape and
+//! the first-contact mode `agent check HOST:PORT`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::inproc::{Fwd, config_yaml, start_agent};
+use support::sshd::Sshd;
+use support::targets;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// Upper bound for one `agent check` run in these tests (each uses --timeout 2s).
+const RUN_BOUND: Duration = Duration::from_secs(60);
+const WRONG_PIN: &str = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    sshd: Sshd,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let sshd = Sshd::start(&public);
+    Setup { dir, key, sshd }
+}
+
+impl Setup {
+    /// Writes agent.yaml for `ports`, pinned to `pin`, and returns its path.
+    fn config(&self, ports: &[u16], pin: &str, forwards: &[Fwd]) -> PathBuf {
+        let yaml = config_yaml(ports, pin, &self.sshd.user(), &self.key, forwards, "");
+        let path = self.dir.path().join("agent.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    fn good_config(&self, forwards: &[Fwd]) -> PathBuf {
+        self.config(&[self.sshd.port], &self.sshd.host_key_fingerprint, forwards)
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    took: Duration,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs the binary with `args`, bounded by [`RUN_BOUND`].
+async fn agent(args: &[&str]) -> Run {
+    let started = Instant::now();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(args)
+        .env_remove("AGENT_CONFIG")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(RUN_BOUND, child)
+        .await
+        .expect("agent check did not finish in time")
+        .expect("run agent");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+/// `agent check -c CONFIG --timeout 2s --json`.
+async fn check_json(config: &Path) -> (i32, Value) {
+    let run = agent(&[
+        "check",
+        "-c",
+        config.to_str().unwrap(),
+        "--timeout",
+        "2s",
+        "--json",
+    ])
+    .await;
+    let json = run.json();
+    (run.code, json)
+}
+
+fn rows<'a>(report: &'a Value, step: &str) -> Vec<&'a Value> {
+    report["rows"]
+        .as_array()
+        .expect("rows array")
+        .iter()
+        .filter(|r| r["step"] == step)
+        .collect()
+}
+
+/// The only row of `step` (panics, showing the report, if there is not exactly one).
+fn row<'a>(report: &'a Value, step: &str) -> &'a Value {
+    let found = rows(report, step);
+    assert_eq!(found.len(), 1, "expected one {step} row in {report:#}");
+    found[0]
+}
+
+fn status(r: &Value) -> &str {
+    r["status"].as_str().unwrap_or("?")
+}
+
+fn detail(r: &Value) -> &str {
+    r["detail"].as_str().unwrap_or("")
+}
+
+fn fix(r: &Value) -> &str {
+    r["fix"].as_str().unwrap_or("")
+}
+
+fn assert_status(r: &Value, expected: &str) {
+    assert_eq!(status(r), expected, "row: {r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_passes_against_openssh_and_the_json_is_stable() {
+    let s = setup();
+    let (http, _http) = targets::http_hello("hi").await;
+    let remote = support::free_port();
+    let config = s.good_config(&[Fwd("web", remote, http)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["status"], "PASS", "{report:#}");
+    assert_eq!(report["exit_code"], 0);
+    assert_eq!(report["config"], config.to_str().unwrap());
+    assert_eq!(report["timeout_ms"], 2000);
+
+    // Every row has exactly the documented fields, with the documented types.
+    for r in report["rows"].as_array().unwrap() {
+        let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["detail", "duration_ms", "fix", "status", "step", "target"],
+            "{r:#}"
+        );
+        assert!(r["duration_ms"].is_u64() && r["step"].is_string() && r["target"].is_string());
+        assert!(
+            ["PASS", "WARN", "FAIL", "SKIP"].contains(&status(r)),
+            "{r:#}"
+        );
+        assert!(r["fix"].is_null() || r["fix"].is_string());
+    }
+    let steps: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "config", "identity", "dns", "tcp", "ssh", "host-key", "auth", "forward", "dns",
+            "target"
+        ],
+        "{report:#}"
+    );
+    for r in report["rows"].as_array().unwrap() {
+        assert_status(r, "PASS");
+    }
+
+    let identity = agent::ssh::keys::load_identity(&s.key).unwrap();
+    assert!(
+        detail(row(&report, "identity")).contains(&identity.fingerprint()),
+        "{report:#}"
+    );
+    assert!(
+        detail(row(&report, "ssh")).contains("SSH-2.0-OpenSSH"),
+        "{report:#}"
+    );
+    assert!(detail(row(&report, "host-key")).contains(&s.sshd.host_key_fingerprint));
+    assert!(detail(row(&report, "auth")).contains(&identity.fingerprint()));
+    assert!(
+        detail(row(&report, "target")).contains("not TLS"),
+        "{report:#}"
+    );
+    let offered = &report["offered_host_keys"][0];
+    assert_eq!(offered["fingerprint"], s.sshd.host_key_fingerprint.as_str());
+    assert_eq!(offered["key"], s.sshd.host_key_line.as_str());
+    assert_eq!(offered["trusted"], true);
+
+    // The trial forward was cancelled at once (sshd logged the cancel request, not just the
+    // disconnect), and the port is free on the server again.
+    let log = s.sshd.log();
+    assert!(
+        log.contains("rtype tcpip-forward") && log.contains("rtype cancel-tcpip-forward"),
+        "no forward request and cancel in the sshd log:\n{log}"
+    );
+    TcpListener::bind(("127.0.0.1", remote))
+        .await
+        .expect("trial forward still holds the remote port after the check");
+
+    // The table says the same, one line per step.
+    let run = agent(&["check", "-c", config.to_str().unwrap(), "--timeout", "2s"]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("PASS  auth"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("0 failed, 0 warnings, 10 passed"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_warns_when_another_works_and_fails_when_none_does() {
+    let s = setup();
+    let (http, _http) = targets::http_hello("hi").await;
+    let closed = targets::closed_port();
+    let forwards = [Fwd("web", support::free_port(), http)];
+
+    let config = s.config(
+        &[closed, s.sshd.port],
+        &s.sshd.host_key_fingerprint,
+        &forwards,
+    );
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 0, "{report:#}");
+    let tcp = rows(&report, "tcp");
+    assert_eq!(tcp.len(), 2, "{report:#}");
+    assert_status(tcp[0], "WARN");
+    assert!(
+        detail(tcp[0]).contains(&format!("port {} works", s.sshd.port)),
+        "{report:#}"
+    );
+    assert!(
+        fix(tcp[0]).contains(&format!("port {}", s.sshd.port)),
+        "{report:#}"
+    );
+    assert_status(tcp[1], "PASS");
+    assert_status(row(&report, "auth"), "PASS");
+
+    let config = s.config(&[closed], &s.sshd.host_key_fingerprint, &forwards);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    assert_status(row(&report, "tcp"), "FAIL");
+    assert!(fix(row(&report, "tcp")).contains("refused"), "{report:#}");
+    assert!(rows(&report, "ssh").is_empty(), "{report:#}");
+    assert_status(row(&report, "auth"), "SKIP");
+    assert_status(row(&report, "forward"), "SKIP");
+    // The targets are still checked.
+    assert_status(row(&report, "target"), "PASS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_port_fails_within_the_timeout() {
+    let s = setup();
+    let (silent, _silent) = targets::silent().await;
+    let config = s.config(
+        &[silent],
+        &s.sshd.host_key_fingerprint,
+        &[Fwd("web", 5000, 9)],
+    );
+    let run = agent(&[
+        "check",
+        "-c",
+        config.to_str().unwrap(),
+        "--timeout",
+        "2s",
+        "--json",
+    ])
+    .await;
+    let report = run.json();
+    assert_eq!(run.code, 1, "{report:#}");
+    assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
+    assert_status(row(&report, "tcp"), "PASS");
+    let ssh = row(&report, "ssh");
+    assert_status(ssh, "FAIL");
+    assert!(detail(ssh).contains("no SSH banner within 2s"), "{ssh:#}");
+    assert!(ssh["duration_ms"].as_u64().unwrap() >= 1900, "{ssh:#}");
+    assert!(!fix(ssh).is_empty());
+    assert_status(row(&report, "host-key"), "SKIP");
+    assert_status(row(&report, "auth"), "SKIP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_host_key_fails_and_still_shows_the_offered_fingerprint() {
+    let s = setup();
+    let forwards = [Fwd("web", support::free_port(), 9)];
+    let config = s.config(&[s.sshd.port], WRONG_PIN, &forwards);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    let hk = row(&report, "host-key");
+    assert_status(hk, "FAIL");
+    assert!(
+        detail(hk).contains(&s.sshd.host_key_fingerprint) && detail(hk).contains(WRONG_PIN),
+        "{hk:#}"
+    );
+    assert!(fix(hk).contains("server.host_keys"), "{hk:#}");
+    assert_status(row(&report, "ssh"), "PASS");
+    // Never log in to a server that is not verified.
+    assert_status(row(&report, "auth"), "SKIP");
+    assert_status(row(&report, "forward"), "SKIP");
+    assert_eq!(
+        report["offered_host_keys"][0]["fingerprint"],
+        s.sshd.host_key_fingerprint.as_str()
+    );
+    assert!(
+        !s.sshd.log().contains("Accepted publickey"),
+        "the check authenticated to an untrusted server"
+    );
+
+    let run = agent(&["check", "-c", config.to_str().unwrap(), "--timeout", "2s"]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains(&format!("- \"{}\"", s.sshd.host_key_fingerprint)),
+        "no line to paste:\n{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_server_does_not_know_fails_auth_with_its_fingerprint() {
+    let s = setup();
+    s.sshd.set_authorized_key(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN+Wjn4+4Fcvl2JlKpggT+wCRxpSvtqqpVrQrKN1/A22 other",
+    );
+    let config = s.good_config(&[Fwd("web", support::free_port(), 9)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    assert_status(row(&report, "host-key"), "PASS");
+    let auth = row(&report, "auth");
+    assert_status(auth, "FAIL");
+    let fp = agent::ssh::keys::load_identity(&s.key)
+        .unwrap()
+        .fingerprint();
+    assert!(
+        detail(auth).contains(&fp) && detail(auth).contains(&s.sshd.user()),
+        "{auth:#}"
+    );
+    assert!(fix(auth).contains("public-key.pem"), "{auth:#}");
+    assert_status(row(&report, "forward"), "SKIP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_port_held_on_the_server_fails_its_forward_only() {
+    let s = setup();
+    let (http, _http) = targets::http_hello("hi").await;
+    let (held, free) = (support::free_port(), support::free_port());
+    let _squatter = TcpListener::bind(("127.0.0.1", held)).await.unwrap();
+    let config = s.good_config(&[Fwd("held", held, http), Fwd("free", free, http)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    let fw = rows(&report, "forward");
+    assert_eq!(fw.len(), 2);
+    assert_status(fw[0], "FAIL");
+    assert!(
+        detail(fw[0]).contains(&format!("127.0.0.1:{held}")),
+        "{:#}",
+        fw[0]
+    );
+    assert!(fix(fw[0]).contains("agent"), "{:#}", fw[0]);
+    assert!(fix(fw[0]).contains(&held.to_string()), "{:#}", fw[0]);
+    assert_status(fw[1], "PASS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_holding_the_port_is_named_and_not_disturbed() {
+    let s = setup();
+    let (echo, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let running = start_agent(
+        s.dir.path(),
+        &config_yaml(
+            &[s.sshd.port],
+            &s.sshd.host_key_fingerprint,
+            &s.sshd.user(),
+            &s.key,
+            &[Fwd("echo", remote, echo)],
+            "",
+        ),
+    );
+    running.wait_ready(Duration::from_secs(20)).await;
+    let (code, report) = check_json(&s.dir.path().join("agent.yaml")).await;
+    assert_eq!(code, 1, "{report:#}");
+    let fw = row(&report, "forward");
+    assert_status(fw, "FAIL");
+    assert!(fix(fw).contains("agent"), "{fw:#}");
+
+    // When something answers at the config's admin.listen (as a local agent's endpoint does),
+    // the refusal is explained by it: a warning, not a failure.
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let yaml = std::fs::read_to_string(s.dir.path().join("agent.yaml"))
+        .unwrap()
+        .replace(
+            "admin: { listen: \"off\" }",
+            &format!("admin: {{ listen: \"{}\" }}", admin.local_addr().unwrap()),
+        );
+    let with_admin = s.dir.path().join("with-admin.yaml");
+    std::fs::write(&with_admin, yaml).unwrap();
+    let (code, report) = check_json(&with_admin).await;
+    assert_eq!(code, 0, "{report:#}");
+    let fw = row(&report, "forward");
+    assert_status(fw, "WARN");
+    assert!(
+        detail(fw).contains("an agent is running on this machine"),
+        "{fw:#}"
+    );
+
+    // The running agent still serves the port.
+    assert!(running.snapshot().ready());
+    support::inproc::echo_exact(remote, 4096, 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_down_fails_with_a_fix() {
+    let s = setup();
+    let down = targets::closed_port();
+    let config = s.good_config(&[Fwd("jira", support::free_port(), down)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    let t = row(&report, "target");
+    assert_status(t, "FAIL");
+    assert!(detail(t).contains("cannot connect"), "{t:#}");
+    assert!(fix(t).contains(&format!("127.0.0.1:{down}")), "{t:#}");
+    // The forward itself is fine; only the target is down.
+    assert_status(row(&report, "forward"), "PASS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_plain_target_is_tcp_ok_not_tls_within_a_short_bound() {
+    let s = setup();
+    let (silent, _silent) = targets::silent().await;
+    let config = s.good_config(&[Fwd("db", support::free_port(), silent)]);
+    let run = agent(&["check", "-c", config.to_str().unwrap(), "--json"]).await;
+    let report = run.json();
+    assert_eq!(run.code, 0, "{report:#}");
+    let t = row(&report, "target");
+    assert_status(t, "PASS");
+    assert!(detail(t).contains("not TLS"), "{t:#}");
+    assert!(rows(&report, "tls").is_empty(), "{report:#}");
+    // Default --timeout is 10s; the TLS wait is bounded shorter.
+    assert!(run.took < Duration::from_secs(9), "took {:?}", run.took);
+}
+
+/// Makes a self-signed certificate with openssl (`days` may be -1 for an expired one).
+fn make_cert(dir: &Path, name: &str, days: i32) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}-key.pem"));
+    let cert = dir.join(format!("{name}-cert.pem"));
+    let ok = if days > 0 {
+        std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test",
+            ])
+            .args(["-days", &days.to_string(), "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl")
+            .status
+            .success()
+    } else {
+        let csr = dir.join(format!("{name}.csr"));
+        let a = std::process::Command::new("openssl")
+            .args([
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test", "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .output()
+            .expect("run openssl");
+        // An extension makes it X.509 v3, which rustls requires of a server certificate.
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, "basicConstraints=CA:FALSE\n").unwrap();
+        let b = std::process::Command::new("openssl")
+            .args(["x509", "-req", "-days", &days.to_string(), "-extfile"])
+            .arg(&ext)
+            .arg("-in")
+            .arg(&csr)
+            .arg("-signkey")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        a.status.success() && b.status.success()
+    };
+    assert!(ok, "openssl could not make a test certificate");
+    (cert, key)
+}
+
+/// A TLS service on 127.0.0.1 answering every connection with a short HTTP response.
+async fn tls_target(cert: &Path, key: &Path) -> (u16, AbortOnDrop) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_file(cert).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let Ok((tcp, _)) = listener.accept().await else {
+                break;
+            };
+            let acceptor = acceptor.clone();
+            conns.spawn(async move {
+                let accept = acceptor.accept(tcp);
+                if let Ok(Ok(mut tls)) = tokio::time::timeout(Duration::from_secs(5), accept).await
+                {
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (port, AbortOnDrop(task))
+}
+
+/// Stops a test service when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_tls_target_warns_and_an_expired_one_fails() {
+    let s = setup();
+    let (cert, key) = make_cert(s.dir.path(), "fresh", 30);
+    let (fresh, _fresh) = tls_target(&cert, &key).await;
+    let config = s.good_config(&[Fwd("gitlab", support::free_port(), fresh)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(
+        code, 0,
+        "a self-signed certificate is a warning, not a failure: {report:#}"
+    );
+    assert_eq!(report["status"], "WARN");
+    assert_status(row(&report, "target"), "PASS");
+    let tls = row(&report, "tls");
+    assert_status(tls, "WARN");
+    let d = detail(tls);
+    assert!(
+        d.contains("self-signed") && d.contains("CN=test") && d.contains("TLS 1.3"),
+        "{tls:#}"
+    );
+    assert!(
+        d.contains("(29 days)") || d.contains("(30 days)"),
+        "{tls:#}"
+    );
+    assert!(!d.contains("EXPIRED"), "{tls:#}");
+    assert!(fix(tls).contains("trust"), "{tls:#}");
+
+    let (cert, key) = make_cert(s.dir.path(), "old", -1);
+    let (old, _old) = tls_target(&cert, &key).await;
+    let config = s.good_config(&[Fwd("gitlab", support::free_port(), old)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    let tls = row(&report, "tls");
+    assert_status(tls, "FAIL");
+    assert!(detail(tls).contains("EXPIRED"), "{tls:#}");
+    assert!(fix(tls).contains("renew"), "{tls:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_contact_needs_no_config_and_prints_the_pin() {
+    let s = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("127.0.0.1:{}", s.sshd.port);
+    // No agent.yaml anywhere: -c points at nothing, and it does not matter.
+    let missing = dir.path().join("agent.yaml");
+    let run = agent(&[
+        "check",
+        "-c",
+        missing.to_str().unwrap(),
+        "--timeout",
+        "2s",
+        &host,
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("SSH-2.0-OpenSSH"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("- \"{}\"", s.sshd.host_key_fingerprint)),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("auth"), "{}", run.stdout);
+
+    let run = agent(&["check", "--timeout", "2s", "--json", &host]).await;
+    let report = run.json();
+    assert_eq!(run.code, 0, "{report:#}");
+    assert!(report["config"].is_null());
+    assert_status(row(&report, "host-key"), "PASS");
+    assert_eq!(
+        report["offered_host_keys"][0]["key"],
+        s.sshd.host_key_line.as_str()
+    );
+
+    let closed = format!("127.0.0.1:{}", targets::closed_port());
+    let run = agent(&["check", "--timeout", "2s", &closed]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let run = agent(&["check", "http://x/"]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_lists_every_problem_exits_2_and_still_probes_the_server() {
+    let s = setup();
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  ports: [{}]\n  user: {}\n  host_keys: [\"{}\"]\n  hostkeys: x\nidentity: {}\nforwards:\n  - {{ name: Bad_Name, remote: 5000, target: \"http://jira\" }}\n",
+        s.sshd.port,
+        s.sshd.user(),
+        s.sshd.host_key_fingerprint,
+        s.key.display()
+    );
+    let config = s.dir.path().join("agent.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 2, "{report:#}");
+    assert_eq!(report["exit_code"], 2);
+    let problems = rows(&report, "config");
+    assert!(!problems.is_empty(), "{report:#}");
+    for p in &problems {
+        assert_status(p, "FAIL");
+        assert!(!fix(p).is_empty(), "{p:#}");
+    }
+    // What does not depend on the broken parts still runs.
+    assert_status(row(&report, "identity"), "PASS");
+    assert_status(row(&report, "tcp"), "PASS");
+    assert_status(row(&report, "host-key"), "PASS");
+
+    // Validation errors (not YAML errors): every one of them is a row.
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  ports: [{}]\n  host_keys: [\"SHA256:nope\"]\nforwards:\n  - {{ name: Bad_Name, remote: 5000, target: \"http://jira\" }}\n",
+        s.sshd.port
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 2, "{report:#}");
+    let problems = rows(&report, "config");
+    assert!(
+        problems.len() >= 4,
+        "user, host_keys, name, target: {report:#}"
+    );
+    let targets: Vec<&str> = problems
+        .iter()
+        .filter_map(|p| p["target"].as_str())
+        .collect();
+    assert!(
+        targets.iter().any(|t| t.ends_with("server.user")),
+        "{targets:?}"
+    );
+    assert!(
+        targets.iter().any(|t| t.contains("host_keys")),
+        "{targets:?}"
+    );
+
+    let run = agent(&[
+        "check",
+        "-c",
+        s.dir.path().join("nope.yaml").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stdout.contains("FAIL  config"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weak_or_exposed_identity_fails_but_the_network_steps_still_run() {
+    let s = setup();
+    let weak = s.dir.path().join("weak.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&weak)
+        .arg("1024")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    set_mode(&weak, 0o400);
+    let yaml = config_yaml(
+        &[s.sshd.port],
+        &s.sshd.host_key_fingerprint,
+        &s.sshd.user(),
+        &weak,
+        &[Fwd("web", 5000, 9)],
+        "",
+    );
+    let config = s.dir.path().join("weak.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    let id = row(&report, "identity");
+    assert_status(id, "FAIL");
+    assert!(
+        detail(id).contains("RSA 1024") && detail(id).contains("SHA256:"),
+        "{id:#}"
+    );
+    assert!(fix(id).contains("agent keygen"), "{id:#}");
+
+    // Readable by others: FAIL with the chmod to run; the server is still probed.
+    set_mode(&s.key, 0o644);
+    let (code, report) = check_json(&s.good_config(&[Fwd("web", 5000, 9)])).await;
+    assert_eq!(code, 1, "{report:#}");
+    let id = row(&report, "identity");
+    assert_status(id, "FAIL");
+    assert!(fix(id).contains("chmod 400"), "{id:#}");
+    assert_status(row(&report, "host-key"), "PASS");
+    assert_status(row(&report, "auth"), "SKIP");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs `sh pre-launch-check.sh ARGS` in `cwd` with `env`; returns (exit code, stdout).
+async fn wrapper(script: &Path, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg(script)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("AGENT_BIN")
+        .env_remove("AGENT_IMAGE")
+        .env_remove("AGENT_CONFIG")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(RUN_BOUND, cmd.output())
+        .await
+        .expect("wrapper did not finish in time")
+        .expect("run sh");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrapper_script_passes_exit_codes_through_and_falls_back_to_the_image() {
+    let s = setup();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pre-launch-check.sh");
+    let bin = [("AGENT_BIN", env!("CARGO_BIN_EXE_agent"))];
+    let cwd = s.dir.path();
+    let server = format!("127.0.0.1:{}", s.sshd.port);
+    let (code, out) = wrapper(&script, cwd, &bin, &["--timeout", "2s", &server]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&s.sshd.host_key_fingerprint), "{out}");
+    let closed = format!("127.0.0.1:{}", targets::closed_port());
+    let (code, out) = wrapper(&script, cwd, &bin, &["--timeout", "2s", &closed]).await;
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = wrapper(&script, cwd, &bin, &["-c", "missing.yaml"]).await;
+    assert_eq!(code, 2, "{out}");
+
+    // No binary beside the script nor on PATH: the image runs, with a stand-in for podman
+    // that prints its arguments and exits 3.
+    let work = cwd.join("work");
+    let fake = cwd.join("fakebin");
+    std::fs::create_dir_all(work.join("keys")).unwrap();
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(work.join("agent.yaml"), "server: {}\n").unwrap();
+    std::fs::copy(&script, work.join("pre-launch-check.sh")).unwrap();
+    let podman = fake.join("podman");
+    std::fs::write(&podman, "#!/bin/sh\necho \"podman $*\"\nexit 3\n").unwrap();
+    set_mode(&podman, 0o755);
+    let path = format!("{}:/usr/bin:/bin", fake.display());
+    let (code, out) = wrapper(
+        &work.join("pre-launch-check.sh"),
+        &work,
+        &[("PATH", &path)],
+        &["--json"],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    let w = work.display();
+    assert_eq!(
+        out.trim(),
+        format!(
+            "podman run --rm --pull=never --network host -v {w}/agent.yaml:/etc/agent/agent.yaml:ro,Z -v {w}/keys:/etc/agent/keys:ro,Z localhost/agent:latest check -c /etc/agent/agent.yaml --json"
+        )
+    );
+}
