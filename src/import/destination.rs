@@ -44,7 +44,7 @@ pub fn finish(
         Some(u) => u,
         None => match &source.local_user {
             Some(local) => {
-                b.note(Severity::Info, format!("no user in the command: ssh logged in as the local user supervisord ran it as (user={local}), so the user is {local}"));
+                b.note(Severity::Info, format!("no user in the command: ssh logged in as the local user supervisord ran it as (user={local}), so the user is {local} (unless an ssh config file set User)"));
                 Written {
                     value: local.clone(),
                     how: format!("user={local}"),

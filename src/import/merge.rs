@@ -224,6 +224,11 @@ pub fn plan(
         })
         .collect();
 
+    notes.push(Note {
+        severity: Severity::Info,
+        at: Vec::new(),
+        message: "ssh also read ~/.ssh/config and /etc/ssh/ssh_config, which import cannot see: if they set User, Port, IdentityFile, ProxyCommand or ServerAlive* for this server, compare them with agent.yaml".into(),
+    });
     // Server port, and 443 as the fallback.
     let (port, port_how) = match &first.port {
         Some(p) => (p.value, p.how.clone()),
