@@ -396,6 +396,20 @@ fn server_alive_settings_map_to_keepalive() {
 }
 
 #[test]
+fn connect_timeout_maps_and_disagreements_are_said() {
+    let text = conf(&[
+        "ssh -N -o ConnectTimeout=20 -R 5000:j:443 -i /k u@s",
+        "ssh -N -o ConnectTimeout=5 -R 5001:g:443 -i /k u@s",
+    ]);
+    let imported = import_text("t.conf", &text, &[PIN]).unwrap();
+    assert_eq!(config(&imported).timeouts.connect, Duration::from_secs(20));
+    assert!(has(
+        &notes(&imported, Severity::Warning),
+        "ConnectTimeout differs from P0's"
+    ));
+}
+
+#[test]
 fn plain_command_lines_with_continuations_env_and_several_forwards() {
     let imported = import_fixture("commands.txt", &[PIN]).unwrap();
     let c = config(&imported);

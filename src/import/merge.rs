@@ -268,6 +268,20 @@ pub fn plan(
     let (host_key_history, known_hosts_files) =
         hostkeys::plan(&cmds, &host_keys, &first.host.value, port, notes);
     let keepalive = keepalive::plan(&cmds, notes);
+    let timeout = |c: &SshCommand| c.connect_timeout.as_ref().map(|t| t.value);
+    for c in &cmds[1..] {
+        if timeout(c) != timeout(first) {
+            notes.push(Note {
+                severity: Severity::Warning,
+                at: at(&c.origin),
+                message: format!(
+                    "its ConnectTimeout differs from {}'s; the agent has one and uses {}'s",
+                    first.origin.label(),
+                    first.origin.label()
+                ),
+            });
+        }
+    }
     let connect_timeout = first.connect_timeout.clone().filter(|t| t.value > 0);
 
     Ok(Plan {
