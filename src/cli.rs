@@ -63,6 +63,24 @@ pub enum Command {
     Run,
     /// Ask the running agent whether it is ready (exit 0), not ready (1) or unreachable (2).
     Health,
+    /// Turn the old supervisord.conf (autossh programs) or ssh command lines into agent.yaml.
+    ///
+    /// Exit 0: written. 1: written, but it needs an edit first (e.g. the host key pin; every
+    /// ATTENTION line says what). 2: nothing written (bad input, output exists).
+    Import {
+        /// supervisord.conf, or a text file with one ssh/autossh command per line.
+        input: PathBuf,
+        /// Write agent.yaml here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The vendor server's key, as `SHA256:...` or an OpenSSH public key line (repeatable).
+        /// `agent check HOST` prints it; confirm it with the vendor.
+        #[arg(long = "host-key", value_name = "PIN")]
+        host_keys: Vec<String>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {
@@ -114,6 +132,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         }),
         Command::Run => crate::run::main(&cli.config),
         Command::Health => crate::admin::client::main(&cli.config),
+        Command::Import {
+            input,
+            output,
+            host_keys,
+            force,
+        } => crate::import::command::main(&input, output.as_deref(), &host_keys, force),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`check`]: `agent check`, the pre-launch probe of every hop.
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
+//! - [`import`]: `agent import`, supervisord.conf / autossh command lines -> agent.yaml.
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session, the channel
 //!   handler and the channel adapter.
 //! - [`tunnel`]: russh-free tunnel logic: pump, byte budgets, state, reconnect supervisor.
@@ -25,6 +26,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod import;
 pub mod keygen;
 pub mod logging;
 pub mod run;

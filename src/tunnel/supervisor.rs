@@ -189,8 +189,7 @@ async fn hold(
                 r = session.request_forward(&f, timeout) => r,
                 _ = &mut *shutdown => return Ended::Shutdown,
             };
-            let span =
-                info_span!("forward", forward = %f.name, remote = %f.remote(), target = %f.target());
+            let span = info_span!("forward", forward = %f.name, remote = %f.remote(), target = %f.target());
             let _g = span.enter();
             match result {
                 Ok(()) => {
