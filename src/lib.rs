@@ -12,6 +12,7 @@
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
 //! - [`import`]: `agent import`, supervisord.conf / autossh command lines -> agent.yaml.
+//! - [`proxy`]: reaching the server through an HTTP CONNECT or SOCKS5 egress proxy (russh-free).
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session, the channel
 //!   handler and the channel adapter.
 //! - [`tunnel`]: russh-free tunnel logic: pump, byte budgets, state, reconnect supervisor.
@@ -29,6 +30,7 @@ pub mod exit;
 pub mod import;
 pub mod keygen;
 pub mod logging;
+pub mod proxy;
 pub mod run;
 pub mod ssh;
 pub mod tunnel;

@@ -163,8 +163,8 @@ async fn every_step_passes_against_openssh_and_the_json_is_stable() {
     assert_eq!(
         steps,
         [
-            "config", "identity", "dns", "tcp", "ssh", "host-key", "auth", "forward", "dns",
-            "target"
+            "config", "identity", "proxy", "dns", "tcp", "ssh", "host-key", "auth", "forward",
+            "dns", "target"
         ],
         "{report:#}"
     );
@@ -208,7 +208,7 @@ async fn every_step_passes_against_openssh_and_the_json_is_stable() {
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(run.stdout.contains("PASS  auth"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("0 failed, 0 warnings, 10 passed"),
+        run.stdout.contains("0 failed, 0 warnings, 11 passed"),
         "{}",
         run.stdout
     );

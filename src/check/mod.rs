@@ -12,7 +12,9 @@
 //! 6. a trial remote forward for every forward, cancelled at once — [`forward`];
 //! 7. each target: TCP connect, and TLS handshake and certificate if it speaks TLS —
 //!    [`targets`], [`tls`];
-//! 8. the proxy, as its own hop: not yet (see [`proxy_steps`]).
+//! 8. the proxy, as its own hop (reported before the server): which one (password masked) and
+//!    why, whether it accepts TCP; the server ports are then requested through it, each in its
+//!    `tcp` row — [`proxy`].
 //!
 //! Exit code: 0 nothing failed, 1 something failed, 2 the config could not be read or validated
 //! (or `HOST` is not a host name). `agent check HOST[:PORT]` needs no config: DNS, TCP, banner
@@ -22,6 +24,7 @@ mod forward;
 mod identity;
 mod net;
 mod plan;
+mod proxy;
 pub mod report;
 mod server;
 mod ssh;
@@ -97,7 +100,7 @@ async fn with_config(opts: &Options) -> Report {
             None
         }
     };
-    rows.extend(proxy_steps(&plan));
+    rows.extend(proxy::proxy_steps(&plan, opts.timeout).await);
     let (server, targets) = tokio::join!(
         server::server_steps(&plan, identity.as_ref(), opts.timeout),
         targets::target_steps(&plan, opts.timeout)
@@ -129,13 +132,16 @@ async fn first_contact(arg: &str, timeout: Duration) -> Report {
         }
     };
     let plan = Plan {
+        proxy: proxy::ProxyPlan::from_field(None, &host),
         host: Some(host),
         ports,
         first_contact: true,
         ..Plan::default()
     };
+    let mut rows = proxy::proxy_steps(&plan, timeout).await;
     let found = server::server_steps(&plan, None, timeout).await;
-    Report::new(None, timeout, found.rows, found.offered, false)
+    rows.extend(found.rows);
+    Report::new(None, timeout, rows, found.offered, false)
 }
 
 /// `tunnel.example` -> ports 22 and 443; `tunnel.example:2222`, `[::1]:22`, `::1`.
@@ -151,14 +157,6 @@ fn parse_host(arg: &str) -> Result<(String, Vec<u16>), String> {
         return Err(format!("\"{arg}\" is not a host name or address"));
     }
     Ok((host.to_string(), crate::config::DEFAULT_PORTS.to_vec()))
-}
-
-/// Step 8, the proxy hop. agent.yaml cannot name a proxy yet (the proxy issue adds it); when it
-/// can, this returns one row for reaching the proxy itself (DNS, TCP, authentication), and
-/// `server::server_steps` dials the server ports through it (one `CONNECT host:port` per port,
-/// each reported in the `tcp` rows) before handing the tunnelled stream to the SSH probe.
-fn proxy_steps(_plan: &Plan) -> Vec<Row> {
-    Vec::new()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_yaml::Value;
 
+use super::proxy::ProxyPlan;
 use super::report::{Row, Status};
 use crate::config::{self, Config, Forward, Timeouts, values};
 use crate::ssh::hostkey::HostKeyPin;
@@ -28,6 +29,8 @@ pub struct Plan {
     pub timeouts: Option<Timeouts>,
     /// `agent check HOST`: nothing is pinned yet, and that is expected.
     pub first_contact: bool,
+    /// Direct or through which proxy, as the agent would connect.
+    pub proxy: ProxyPlan,
 }
 
 impl Plan {
@@ -43,6 +46,7 @@ impl Plan {
             admin_listen: c.admin_listen,
             timeouts: Some(c.timeouts),
             first_contact: false,
+            proxy: ProxyPlan::from_config(&c.proxy, &c.server.host),
         }
     }
 }
@@ -184,6 +188,10 @@ fn lenient_plan(file: &Path, text: &str) -> Plan {
         Some(a) => a.parse().ok(),
         None => config::DEFAULT_ADMIN.parse().ok(),
     };
+    let proxy = ProxyPlan::from_field(
+        text_of(&v["proxy"]).as_deref(),
+        host.as_deref().unwrap_or_default(),
+    );
     Plan {
         host,
         ports,
@@ -195,6 +203,7 @@ fn lenient_plan(file: &Path, text: &str) -> Plan {
         admin_listen,
         timeouts: None,
         first_contact: false,
+        proxy,
     }
 }
 

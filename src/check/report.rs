@@ -32,7 +32,8 @@ impl Status {
 /// One step: what was tried, how it went, how long it took, and (WARN/FAIL) how to fix it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// `config`, `identity`, `dns`, `tcp`, `ssh`, `host-key`, `auth`, `forward`, `target`, `tls`.
+    /// `config`, `identity`, `proxy`, `dns`, `tcp`, `ssh`, `host-key`, `auth`, `forward`, `target`,
+    /// `tls`.
     pub step: &'static str,
     /// What the step was about: a file, `host:port`, a forward.
     pub target: String,

@@ -9,8 +9,10 @@ use tokio::net::TcpStream;
 
 use super::net::{io_text, resolve, secs};
 use super::plan::{Plan, join, plural};
+use super::proxy::{ProxyPlan, tunnel_ports, tunnel_rows};
 use super::report::{OfferedHostKey, Row, Status};
 use super::ssh::{auth_row, host_key_row, ssh_row};
+use crate::proxy::Scheme;
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{HandshakeEnd, ProbeSession, ServerProbe};
 
@@ -44,39 +46,73 @@ pub async fn server_steps(
         ));
         return out;
     };
-    let started = Instant::now();
-    let ips = match resolve(&host, timeout).await {
-        Ok((ips, detail)) => {
-            out.rows
-                .push(Row::pass("dns", &host, detail).took(started.elapsed()));
-            ips
-        }
-        Err(e) => {
-            out.rows.push(
-                Row::problem("dns", &host, Status::Fail, e, format!(
-                    "check server.host with the vendor, and that this machine (inside the container: its network) resolves public names: `getent hosts {host}`"
-                ))
-                .took(started.elapsed()),
-            );
-            skip_rest(&mut out.rows, plan, "the server's name did not resolve");
-            return out;
+    if let ProxyPlan::Invalid(_) = &plan.proxy {
+        let why =
+            "the proxy setting is invalid, so the server cannot be reached as the agent would";
+        out.rows.push(Row::skip("tcp", &host, why));
+        skip_rest(&mut out.rows, plan, why);
+        return out;
+    }
+    // Through an http:// or socks5h:// proxy the proxy resolves the name, not this machine.
+    let proxy = plan.proxy.proxy().cloned();
+    let ips = if let Some(url) = proxy.as_ref().filter(|u| u.scheme != Scheme::Socks5) {
+        out.rows.push(Row::skip(
+            "dns",
+            &host,
+            format!("the proxy {url} resolves the server name"),
+        ));
+        Vec::new()
+    } else {
+        let started = Instant::now();
+        match resolve(&host, timeout).await {
+            Ok((ips, detail)) => {
+                out.rows
+                    .push(Row::pass("dns", &host, detail).took(started.elapsed()));
+                ips
+            }
+            Err(e) => {
+                out.rows.push(
+                    Row::problem("dns", &host, Status::Fail, e, format!(
+                        "check server.host with the vendor, and that this machine (inside the container: its network) resolves public names: `getent hosts {host}`"
+                    ))
+                    .took(started.elapsed()),
+                );
+                skip_rest(&mut out.rows, plan, "the server's name did not resolve");
+                return out;
+            }
         }
     };
 
-    // Step 4: every port, each reported separately.
-    let mut tries = Vec::new();
-    for &port in &plan.ports {
-        tries.push(connect_port(&ips, port, timeout).await);
-    }
-    let open: Vec<u16> = tries
-        .iter()
-        .filter(|t| t.stream.is_some())
-        .map(|t| t.port)
-        .collect();
-    for t in &tries {
-        out.rows.push(tcp_row(&host, t, &open, plan, timeout));
-    }
-    if open.is_empty() {
+    // Step 4: every port, each reported separately (through the proxy when there is one).
+    let streams: Vec<(u16, TcpStream)> = match &proxy {
+        Some(url) => {
+            let tries = tunnel_ports(url, &host, &plan.ports, timeout).await;
+            out.rows.extend(tunnel_rows(&host, url, &tries, plan));
+            tries
+                .into_iter()
+                .filter_map(|t| Some((t.port, t.stream?)))
+                .collect()
+        }
+        None => {
+            let mut tries = Vec::new();
+            for &port in &plan.ports {
+                tries.push(connect_port(&ips, port, timeout).await);
+            }
+            let open: Vec<u16> = tries
+                .iter()
+                .filter(|t| t.stream.is_some())
+                .map(|t| t.port)
+                .collect();
+            for t in &tries {
+                out.rows.push(tcp_row(&host, t, &open, plan, timeout));
+            }
+            tries
+                .into_iter()
+                .filter_map(|t| Some((t.port, t.stream?.0)))
+                .collect()
+        }
+    };
+    if streams.is_empty() {
         skip_rest(&mut out.rows, plan, "no TCP connection to any server port");
         return out;
     }
@@ -84,12 +120,10 @@ pub async fn server_steps(
     // Step 5: banner, key exchange and host key on every open port.
     let probe = ServerProbe::new(&host, plan.pins.clone(), plan.known_hosts.clone());
     let mut shakes = Vec::new();
-    for t in tries {
-        if let Some((stream, _)) = t.stream {
-            let started = Instant::now();
-            let hs = probe.handshake(stream, t.port, timeout).await;
-            shakes.push((t.port, hs, started.elapsed()));
-        }
+    for (port, stream) in streams {
+        let started = Instant::now();
+        let hs = probe.handshake(stream, port, timeout).await;
+        shakes.push((port, hs, started.elapsed()));
     }
     let kex_ports: Vec<u16> = shakes
         .iter()

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::proxy::ProxyConfig;
 use crate::ssh::hostkey::HostKeyPin;
 use crate::ssh::keys::{self, Identity};
 
@@ -26,6 +27,8 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// `proxy:`, or the environment's proxy as read at load time. Debug masks the password.
+    pub proxy: ProxyConfig,
 }
 
 #[derive(Debug, Clone)]

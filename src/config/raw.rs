@@ -26,6 +26,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// `http://[user:pass@]host:port`, `socks5://...`, `socks5h://...`, or `none`; absent: the
+    /// environment (HTTPS_PROXY, ALL_PROXY, NO_PROXY).
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +162,7 @@ pub const FIELDS: &[&str] = &[
     "log",
     "limits",
     "timeouts",
+    "proxy",
     "host",
     "ports",
     "user",

@@ -399,6 +399,16 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
         },
     };
 
+    // proxy: the field, or the environment when it is absent
+    let proxy = crate::proxy::ProxyConfig::from_field(
+        raw.proxy.as_deref(),
+        &crate::proxy::ProxyEnv::from_process(),
+    )
+    .unwrap_or_else(|e| {
+        p.add(e.field, e.message, e.fix);
+        crate::proxy::ProxyConfig::Off
+    });
+
     // admin and log
     let admin_listen = match raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN).trim() {
         "off" => None,
@@ -462,5 +472,6 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
         log: LogConfig { format, level },
         limits,
         timeouts,
+        proxy,
     })
 }

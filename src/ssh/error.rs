@@ -1,6 +1,7 @@
 //! Why a connection attempt or a live session failed, in the classes callers branch on:
 //! retry soon (network), retry slowly and loudly (host key, auth), or report per forward.
 
+use crate::proxy::ProxyError;
 use crate::ssh::hostkey::HostKeyVerdict;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum SshError {
     AuthRejected { user: String, fingerprint: String },
     #[error("SSH protocol error: {0}")]
     Protocol(String),
+    /// The proxy hop failed; its class says how (`proxy_unreachable`, `proxy_auth_rejected`...).
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 impl SshError {
@@ -32,7 +36,7 @@ impl SshError {
         matches!(
             self,
             SshError::HostKeyMismatch { .. } | SshError::AuthRejected { .. }
-        )
+        ) || matches!(self, SshError::Proxy(p) if p.is_permanent())
     }
 
     /// Short, stable label for logs and metrics.
@@ -43,6 +47,7 @@ impl SshError {
             SshError::HostKeyMismatch { .. } => "host_key_mismatch",
             SshError::AuthRejected { .. } => "auth_rejected",
             SshError::Protocol(_) => "protocol",
+            SshError::Proxy(p) => p.class(),
         }
     }
 
@@ -54,6 +59,7 @@ impl SshError {
             SshError::Protocol(_) => 2,
             SshError::HandshakeTimeout { .. } => 1,
             SshError::Network { .. } => 0,
+            SshError::Proxy(p) => p.severity(),
         }
     }
 }

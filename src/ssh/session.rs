@@ -18,6 +18,7 @@ use super::handler::{ClientHandler, HostCheck};
 use super::hostkey::{HostKeyPin, describe_pins};
 use super::keys::Identity;
 use crate::config::{Config, Forward};
+use crate::proxy::{self, ProxyUrl, Route};
 use crate::tunnel::conn::ConnContext;
 
 /// AES-GCM first: ~1.5x faster than ChaCha20 in russh on x86 (aes128-gcm is not in russh's
@@ -45,6 +46,8 @@ pub struct Dialer {
     pub known_hosts: Option<std::path::PathBuf>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// Direct, or through which proxy (decided once, from `proxy:` or the environment).
+    pub route: Route,
     ssh_config: Arc<client::Config>,
 }
 
@@ -76,6 +79,11 @@ impl Dialer {
             limits,
             ..client::Config::default()
         };
+        let route = config.proxy.route(&config.server.host);
+        info!(server = %config.server.host, "reaching the server {route}");
+        for entry in config.proxy.ignored_no_proxy_entries() {
+            warn!(%entry, "NO_PROXY entry has a port: like curl, the agent ignores such entries (list the host without the port)");
+        }
         Self {
             host: config.server.host.clone(),
             ports: config.server.ports.clone(),
@@ -85,6 +93,7 @@ impl Dialer {
             known_hosts: config.server.known_hosts.clone(),
             connect_timeout: config.timeouts.connect,
             handshake_timeout: config.timeouts.handshake,
+            route,
             ssh_config: Arc::new(ssh_config),
         }
     }
@@ -104,6 +113,23 @@ impl Dialer {
         let mut worst: Option<SshError> = None;
         for port in ports {
             let target = format!("{}:{}", self.host, port);
+            if let Some(proxy) = self.route.proxy() {
+                // Every port through the proxy; the server name is resolved by the proxy
+                // (http://, socks5h://) or by `proxy::connect` (socks5://).
+                match self.connect_proxied(ctx.clone(), port, proxy).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => {
+                        info!(server = %target, error = %e, "connection attempt through the proxy failed");
+                        let proxy_down = matches!(&e, SshError::Proxy(p) if p.ends_ladder());
+                        keep_worst(&mut worst, e);
+                        if proxy_down {
+                            // The proxy itself failed: no other port can do better through it.
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             let addrs = match tokio::time::timeout(
                 self.connect_timeout,
                 tokio::net::lookup_host((self.host.as_str(), port)),
@@ -146,6 +172,29 @@ impl Dialer {
         Err(worst.unwrap_or_else(|| SshError::Network {
             target: self.host.clone(),
             reason: "no port to try".into(),
+        }))
+    }
+
+    async fn connect_proxied(
+        &self,
+        ctx: Arc<ConnContext>,
+        port: u16,
+        proxy: &ProxyUrl,
+    ) -> Result<Session, SshError> {
+        let tunnel = proxy::connect(proxy, &self.host, port, self.connect_timeout).await?;
+        let target = match tunnel.server_addr {
+            Some(addr) => format!("{}:{} ({addr}) via {proxy}", self.host, port),
+            None => format!("{}:{} via {proxy}", self.host, port),
+        };
+        let _ = tunnel.stream.set_nodelay(true);
+        tokio::time::timeout(
+            self.handshake_timeout,
+            self.handshake(ctx, tunnel.stream, port, target.clone()),
+        )
+        .await
+        .unwrap_or(Err(SshError::HandshakeTimeout {
+            target,
+            secs: self.handshake_timeout.as_secs(),
         }))
     }
 

@@ -1,0 +1,280 @@
+//! HTTP CONNECT (RFC 9110 §9.3.6) with optional Basic authentication (RFC 7617).
+//!
+//! The response head is read one byte at a time, so nothing past its blank line is consumed:
+//! the SSH server's banner often arrives in the same TCP segment as the proxy's `200`, and it
+//! must still be in the socket for the SSH handshake.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::error::ProxyError;
+use super::url::ProxyUrl;
+
+/// A response head longer than this is not from a proxy worth talking to.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Asks the proxy on `stream` to open a tunnel to `target` (`host:port`, `[v6]:port`). On
+/// success the stream carries the tunnel, positioned at its first byte.
+pub async fn connect<S>(stream: &mut S, proxy: &ProxyUrl, target: &str) -> Result<(), ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let shown = proxy.to_string();
+    let protocol = |reason: String| ProxyError::Protocol {
+        proxy: shown.clone(),
+        reason,
+    };
+    stream
+        .write_all(request(proxy, target).as_bytes())
+        .await
+        .map_err(|e| protocol(format!("sending CONNECT failed: {e}")))?;
+    let head = read_head(stream).await.map_err(protocol)?;
+    let (status, reason) = status_line(&head).map_err(protocol)?;
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let said = format!("{status} {reason}").trim_end().to_string();
+    let schemes = auth_schemes(&head);
+    Err(match status {
+        // 407 is the proxy's "authenticate"; tinyproxy answers a wrong password with 401.
+        401 | 407 => {
+            let detail = if schemes.is_empty() || schemes.iter().any(|s| s == "basic") {
+                format!(" ({status})")
+            } else {
+                format!(
+                    " ({status}; it asks for {}, and the agent supports only Basic: ask for a Basic-auth account or for the agent's host to be exempted)",
+                    schemes.join(", ")
+                )
+            };
+            if proxy.user.is_none() {
+                ProxyError::AuthRequired {
+                    proxy: shown,
+                    scheme: proxy.scheme.as_str(),
+                    address: proxy.address(),
+                    detail,
+                }
+            } else {
+                ProxyError::AuthRejected {
+                    proxy: shown,
+                    detail,
+                }
+            }
+        }
+        // 502/504: the proxy could not reach the server; squid answers 503 for a refused
+        // connection and tinyproxy "500 Unable to connect".
+        502..=504 => ProxyError::TargetUnreachable {
+            proxy: shown,
+            target: target.to_string(),
+            reason: said,
+        },
+        500 if reason.to_ascii_lowercase().contains("connect") => ProxyError::TargetUnreachable {
+            proxy: shown,
+            target: target.to_string(),
+            reason: said,
+        },
+        _ => ProxyError::Refused {
+            proxy: shown,
+            target: target.to_string(),
+            reason: said,
+        },
+    })
+}
+
+fn request(proxy: &ProxyUrl, target: &str) -> String {
+    let mut req = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: agent/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(user) = &proxy.user {
+        let pass = proxy.password.as_ref().map_or("", |p| p.expose());
+        req.push_str("Proxy-Authorization: Basic ");
+        req.push_str(&base64(format!("{user}:{pass}").as_bytes()));
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// Reads up to and including the blank line that ends the head, and not one byte more.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, String> {
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte).await {
+            Ok(0) if head.is_empty() => {
+                return Err("it closed the connection without answering the CONNECT".into());
+            }
+            Ok(0) => return Err("it closed the connection in the middle of its answer".into()),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(format!("reading its answer failed: {e}")),
+        }
+        if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
+            return Ok(String::from_utf8_lossy(&head).into_owned());
+        }
+        if head.len() >= MAX_HEAD {
+            return Err(format!(
+                "its answer has no end of headers in {MAX_HEAD} bytes"
+            ));
+        }
+    }
+}
+
+/// `HTTP/1.1 403 Forbidden` -> (403, "Forbidden").
+fn status_line(head: &str) -> Result<(u16, String), String> {
+    let line = head.lines().next().unwrap_or_default().trim_end();
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(code) if version.starts_with("HTTP/") && (100..600).contains(&code) => {
+            Ok((code, parts.next().unwrap_or_default().to_string()))
+        }
+        _ => {
+            let shown: String = line.chars().take(60).collect();
+            Err(format!(
+                "not an HTTP proxy response: {shown:?} (is it an HTTP proxy? for a SOCKS proxy write socks5h://)"
+            ))
+        }
+    }
+}
+
+/// The lowercase scheme names of every `Proxy-Authenticate` (or `WWW-Authenticate`) header.
+fn auth_schemes(head: &str) -> Vec<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| {
+            let name = name.trim();
+            name.eq_ignore_ascii_case("proxy-authenticate")
+                || name.eq_ignore_ascii_case("www-authenticate")
+        })
+        .filter_map(|(_, v)| v.split_whitespace().next())
+        .map(|s| s.trim_end_matches(',').to_ascii_lowercase())
+        .collect()
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> shift & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    fn url(text: &str) -> ProxyUrl {
+        ProxyUrl::parse(text).unwrap()
+    }
+
+    /// Runs CONNECT against a scripted proxy that answers `answer` in one write, and returns
+    /// the result, the request it saw, and what the client could read afterwards.
+    async fn against(proxy: &str, answer: &[u8]) -> (Result<(), ProxyError>, String, Vec<u8>) {
+        let (mut client, mut server) = duplex(64 * 1024);
+        let answer = answer.to_vec();
+        let fake = tokio::spawn(async move {
+            let req = read_head(&mut server).await.unwrap();
+            server.write_all(&answer).await.unwrap();
+            drop(server);
+            req
+        });
+        let r = connect(&mut client, &url(proxy), "tunnel.example:22").await;
+        let req = fake.await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        (r, req, rest)
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ];
+        for (plain, enc) in cases {
+            assert_eq!(base64(plain.as_bytes()), enc);
+        }
+        assert_eq!(
+            base64(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_head_stay_in_the_stream() {
+        let answer = b"HTTP/1.1 200 Connection established\r\n\r\nSSH-2.0-OpenSSH_9.2\r\n\0\x01";
+        let (r, req, rest) = against("http://p:1", answer).await;
+        r.unwrap();
+        assert!(
+            req.starts_with("CONNECT tunnel.example:22 HTTP/1.1\r\nHost: tunnel.example:22\r\n")
+        );
+        assert!(!req.contains("Proxy-Authorization"));
+        assert_eq!(rest, b"SSH-2.0-OpenSSH_9.2\r\n\0\x01");
+        let (r, _, rest) = against("http://p:1", b"HTTP/1.0 200 OK\nX: y\n\nSSH").await;
+        r.unwrap();
+        assert_eq!(rest, b"SSH");
+    }
+
+    #[tokio::test]
+    async fn basic_credentials_are_sent_decoded() {
+        let (r, req, _) = against(
+            "http://Aladdin:open%20sesame@p:1",
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        )
+        .await;
+        r.unwrap();
+        assert!(
+            req.contains("Proxy-Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n"),
+            "{req}"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_refusal_names_its_hop() {
+        let cases: [(&str, &[u8], &str); 9] = [
+            ("http://p:1", b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=x\r\n\r\n", "proxy_auth_required"),
+            ("http://u:pw@p:1", b"HTTP/1.1 407 Nope\r\n\r\n", "proxy_auth_rejected"),
+            ("http://u:pw@p:1", b"HTTP/1.0 401 Unauthorized\r\n\r\n", "proxy_auth_rejected"),
+            ("http://p:1", b"HTTP/1.1 403 Forbidden\r\n\r\n<html>", "proxy_refused"),
+            ("http://p:1", b"HTTP/1.1 405 Method Not Allowed\r\n\r\n", "proxy_refused"),
+            ("http://p:1", b"HTTP/1.1 502 Bad Gateway\r\n\r\n", "proxy_target_unreachable"),
+            ("http://p:1", b"HTTP/1.0 500 Unable to connect\r\n\r\n", "proxy_target_unreachable"),
+            ("http://p:1", b"SSH-2.0-OpenSSH\r\n\r\n", "proxy_protocol"),
+            ("http://p:1", b"HTTP/1.1 200 OK\r\n", "proxy_protocol"),
+        ];
+        for (proxy, answer, class) in cases {
+            let e = against(proxy, answer).await.0.unwrap_err();
+            assert_eq!(e.class(), class, "{e}");
+            if class == "proxy_refused" || class == "proxy_target_unreachable" {
+                assert!(e.to_string().contains("tunnel.example:22"), "{e}");
+            }
+        }
+        let e = against(
+            "http://p:1",
+            b"HTTP/1.1 407 x\r\nProxy-Authenticate: NTLM\r\nProxy-Authenticate: Negotiate\r\n\r\n",
+        )
+        .await
+        .0
+        .unwrap_err();
+        assert!(e.to_string().contains("ntlm, negotiate"), "{e}");
+        assert!(e.to_string().contains("http://USER:PASSWORD@p:1"), "{e}");
+    }
+}
