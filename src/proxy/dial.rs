@@ -1,0 +1,188 @@
+//! Opening the tunnel: TCP to the proxy, then the CONNECT or SOCKS5 request, each bounded.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::error::ProxyError;
+use super::http;
+use super::socks::{self, Destination};
+use super::url::{ProxyUrl, Scheme};
+
+/// A TCP stream to the server through the proxy, positioned at the server's first byte.
+#[derive(Debug)]
+pub struct Tunnel {
+    pub stream: TcpStream,
+    /// The server address the agent resolved and sent (socks5:// only).
+    pub server_addr: Option<SocketAddr>,
+}
+
+/// Opens a tunnel to `host:port` through `proxy`. The TCP connect to the proxy and the
+/// CONNECT / SOCKS5 handshake are each bounded by `timeout`.
+pub async fn connect(
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Tunnel, ProxyError> {
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    debug!(%proxy, %target, "asking the proxy for a tunnel");
+    match proxy.scheme {
+        Scheme::Http => {
+            let mut stream = dial(proxy, timeout).await?;
+            bounded(
+                proxy,
+                &target,
+                timeout,
+                http::connect(&mut stream, proxy, &target),
+            )
+            .await?;
+            Ok(Tunnel {
+                stream,
+                server_addr: None,
+            })
+        }
+        Scheme::Socks5h => {
+            let dest = Destination::Name(host.to_string(), port);
+            let stream = dial(proxy, timeout).await?;
+            let stream = bounded(
+                proxy,
+                &target,
+                timeout,
+                socks::connect(stream, proxy, &dest),
+            )
+            .await?;
+            Ok(Tunnel {
+                stream,
+                server_addr: None,
+            })
+        }
+        Scheme::Socks5 => {
+            let resolve = tokio::net::lookup_host((host, port));
+            let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, resolve).await {
+                Ok(Ok(a)) => a.collect(),
+                Ok(Err(e)) => return Err(resolve_error(host, e.to_string())),
+                Err(_) => return Err(resolve_error(host, "DNS lookup timed out".into())),
+            };
+            let mut last = resolve_error(host, "no address".into());
+            for addr in addrs {
+                let dest = Destination::Addr(addr);
+                let stream = dial(proxy, timeout).await?;
+                match bounded(
+                    proxy,
+                    &target,
+                    timeout,
+                    socks::connect(stream, proxy, &dest),
+                )
+                .await
+                {
+                    Ok(stream) => {
+                        return Ok(Tunnel {
+                            stream,
+                            server_addr: Some(addr),
+                        });
+                    }
+                    Err(e) if e.ends_ladder() => return Err(e),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+fn resolve_error(host: &str, reason: String) -> ProxyError {
+    ProxyError::Resolve {
+        host: host.to_string(),
+        reason,
+    }
+}
+
+/// TCP to the proxy: every address of its name, each connect bounded by `timeout` (also used
+/// by `agent check` to report the proxy's own reachability).
+pub async fn dial(proxy: &ProxyUrl, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    let unreachable = |reason: String| ProxyError::Unreachable {
+        proxy: proxy.to_string(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+        timeout,
+        tokio::net::lookup_host((proxy.host.as_str(), proxy.port)),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a.collect(),
+        Ok(Err(e)) => return Err(unreachable(format!("DNS lookup of the proxy failed: {e}"))),
+        Err(_) => return Err(unreachable("DNS lookup of the proxy timed out".into())),
+    };
+    let mut reason = String::from("its name resolved to no address");
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => reason = format!("{e} ({addr})"),
+            Err(_) => {
+                reason = format!(
+                    "TCP connect to {addr} timed out after {}s",
+                    timeout.as_secs_f32()
+                )
+            }
+        }
+    }
+    Err(unreachable(reason))
+}
+
+/// Bounds a handshake with the proxy by `timeout`.
+async fn bounded<T>(
+    proxy: &ProxyUrl,
+    target: &str,
+    timeout: Duration,
+    handshake: impl Future<Output = Result<T, ProxyError>>,
+) -> Result<T, ProxyError> {
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProxyError::Timeout {
+                proxy: proxy.to_string(),
+                target: target.to_string(),
+                secs: timeout.as_secs().max(1),
+                kind: match proxy.scheme {
+                    Scheme::Http => "HTTP",
+                    Scheme::Socks5 | Scheme::Socks5h => "SOCKS5",
+                },
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_proxy_port_is_unreachable_and_named() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = ProxyUrl::parse(&format!("http://u:pw@127.0.0.1:{port}")).unwrap();
+        let e = connect(&url, "tunnel.example", 22, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), "proxy_unreachable");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("http://u:****@127.0.0.1:{port}")),
+            "{text}"
+        );
+        assert!(!text.contains("pw@"), "{text}");
+    }
+}
