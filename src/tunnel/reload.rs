@@ -16,7 +16,8 @@ pub struct Plan {
     pub added: Vec<Forward>,
     /// Names of forwards gone from the file, and changed ones (re-added under `added`).
     pub removed: Vec<String>,
-    /// The server, identity, keepalive, timeouts or limits changed: a new session is needed.
+    /// The server, proxy, identity, keepalive, timeouts or limits changed: a new session is
+    /// needed.
     pub reconnect: bool,
     /// Settings that only a restart applies (logging, admin endpoint).
     pub needs_restart: Vec<&'static str>,
@@ -36,6 +37,7 @@ pub fn plan(old: &Config, old_identity: &Identity, new: &Reload) -> Plan {
         }
     }
     let server_changed = old.server.host != n.server.host
+        || old.proxy != n.proxy
         || old.server.ports != n.server.ports
         || old.server.user != n.server.user
         || old.server.host_keys != n.server.host_keys
@@ -58,4 +60,74 @@ pub fn plan(old: &Config, old_identity: &Identity, new: &Reload) -> Plan {
         p.needs_restart.push("admin.listen");
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(forwards: &str, extra: &str) -> Config {
+        let text = format!(
+            "server: {{ host: vendor.example, user: acme, host_keys: [\"SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8\"] }}\nforwards:\n{forwards}{extra}"
+        );
+        Config::parse(Path::new("/etc/agent/agent.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn forwards_are_diffed_and_session_changes_reconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::ssh::keys::generate_rsa(2048, "t").unwrap();
+        let written = crate::ssh::keys::write_keypair(dir.path(), &key, false).unwrap();
+        let identity = crate::ssh::keys::load_identity(&written.private_path).unwrap();
+        let a = "  - { name: a, remote: 5000, target: \"a:1\" }\n";
+        let b = "  - { name: b, remote: 5001, target: \"b:1\" }\n";
+        let b2 = "  - { name: b, remote: 5001, target: \"b:2\" }\n";
+        let c = "  - { name: c, remote: 5002, target: \"c:1\" }\n";
+        let old = config(&format!("{a}{b}"), "");
+
+        let same = Reload {
+            config: config(&format!("{a}{b}"), ""),
+            identity: identity.clone(),
+        };
+        assert_eq!(plan(&old, &identity, &same), Plan::default());
+
+        let p = plan(
+            &old,
+            &identity,
+            &Reload {
+                config: config(&format!("{a}{b2}{c}"), ""),
+                identity: identity.clone(),
+            },
+        );
+        assert_eq!(p.removed, vec!["b".to_string()]);
+        assert_eq!(
+            p.added.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert!(!p.reconnect);
+
+        let proxied = config(&format!("{a}{b}"), "proxy: http://proxy.example:3128\n");
+        assert!(
+            plan(
+                &old,
+                &identity,
+                &Reload {
+                    config: proxied,
+                    identity: identity.clone()
+                }
+            )
+            .reconnect
+        );
+        let logged = config(&format!("{a}{b}"), "log: { format: json }\n");
+        let p = plan(
+            &old,
+            &identity,
+            &Reload {
+                config: logged,
+                identity: identity.clone(),
+            },
+        );
+        assert!(!p.reconnect && p.needs_restart == ["log"]);
+    }
 }

@@ -26,7 +26,7 @@ pub fn config_yaml(
     extra: &str,
 ) -> String {
     let mut y = format!(
-        "server:\n  host: 127.0.0.1\n  ports: {ports:?}\n  user: {user}\n  host_keys: [\"{pin}\"]\nidentity: {}\nadmin: {{ listen: \"off\" }}\nkeepalive: {{ interval: 2s, max_missed: 2 }}\nreconnect: {{ initial: 200ms, max: 2s }}\ntimeouts: {{ connect: 2s, handshake: 3s, target_connect: 2s }}\nforwards:\n",
+        "server:\n  host: 127.0.0.1\n  ports: {ports:?}\n  user: {user}\n  host_keys: [\"{pin}\"]\nidentity: {}\nproxy: none\nadmin: {{ listen: \"off\" }}\nkeepalive: {{ interval: 2s, max_missed: 2 }}\nreconnect: {{ initial: 200ms, max: 2s }}\ntimeouts: {{ connect: 2s, handshake: 3s, target_connect: 2s }}\nforwards:\n",
         key.display()
     );
     for Fwd(name, remote, target) in forwards {
