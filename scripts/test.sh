@@ -28,4 +28,6 @@ fi
 # sshd refuses to start without its privilege-separation directory.
 [ -d /run/sshd ] || { [ "$(id -u)" = 0 ] && mkdir -p /run/sshd || sudo mkdir -p /run/sshd; }
 
-cargo test --locked "$@"
+# Unit and integration tests (the crate has no doc tests; leaving them out keeps the last summary
+# line a real one).
+cargo test --locked --lib --bins --tests "$@"
