@@ -176,7 +176,14 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
         Err(e) => return crate::cli::config_error(&e),
     };
     crate::logging::init(&config.log);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The SSH session is one task; a few workers for the per-connection pumps are plenty, and
+    // every extra thread costs memory (stack, allocator arena, read buffer) on big hosts.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
