@@ -1,0 +1,371 @@
+//! examples/kubernetes: the fields that decide whether the agent actually works in a cluster,
+//! checked across files (a schema validator, run by .ci/kubernetes-validate.sh, checks each
+//! object's shape but not that the probes hit the port agent.yaml listens on, or that the key
+//! lands where agent.yaml looks for it). The ConfigMap's agent.yaml is validated by the agent's
+//! own parser, so the example cannot drift from the config contract.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use agent::config::{Config, LogFormat};
+use serde_yaml::Value;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kubernetes");
+const UID: i64 = 65532;
+
+fn load(name: &str) -> Value {
+    let path = Path::new(DIR).join(name);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `v` at a path of keys (`spec/template/spec`); list items by index (`containers/0`). Keys
+/// may contain dots (`data/agent.yaml`).
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for key in path.split('/') {
+        cur = match key.parse::<usize>() {
+            Ok(i) => cur.get(i),
+            Err(_) => cur.get(key),
+        }
+        .unwrap_or_else(|| panic!("missing `{path}` (at `{key}`)"));
+    }
+    cur
+}
+
+fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {
+    at(v, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("`{path}` is not a string"))
+}
+
+fn int_at(v: &Value, path: &str) -> i64 {
+    at(v, path)
+        .as_i64()
+        .unwrap_or_else(|| panic!("`{path}` is not an integer"))
+}
+
+fn seq<'a>(v: &'a Value, path: &str) -> &'a Vec<Value> {
+    at(v, path)
+        .as_sequence()
+        .unwrap_or_else(|| panic!("`{path}` is not a list"))
+}
+
+fn named<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter()
+        .find(|x| x.get("name").and_then(Value::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no entry named {name}"))
+}
+
+fn pod_spec(deployment: &Value) -> &Value {
+    at(deployment, "spec/template/spec")
+}
+
+/// Every container, init containers included.
+fn all_containers(deployment: &Value) -> Vec<&Value> {
+    let spec = pod_spec(deployment);
+    let mut all: Vec<&Value> = seq(spec, "containers").iter().collect();
+    if let Some(init) = spec.get("initContainers").and_then(Value::as_sequence) {
+        all.extend(init.iter());
+    }
+    all
+}
+
+fn agent_container(deployment: &Value) -> &Value {
+    named(seq(pod_spec(deployment), "containers"), "agent")
+}
+
+/// The ConfigMap's agent.yaml, parsed by the agent itself as if it sat at `AGENT_CONFIG`.
+fn agent_config(deployment: &Value) -> Config {
+    let configmap = load("configmap.yaml");
+    let text = str_at(&configmap, "data/agent.yaml");
+    Config::parse(&config_path(deployment), text)
+        .unwrap_or_else(|e| panic!("configmap.yaml agent.yaml is not a valid agent.yaml:\n{e}"))
+}
+
+fn config_path(deployment: &Value) -> PathBuf {
+    let env = seq(agent_container(deployment), "env");
+    PathBuf::from(str_at(named(env, "AGENT_CONFIG"), "value"))
+}
+
+/// "128Mi", "64M", "1Gi" -> bytes.
+fn quantity_bytes(q: &str) -> u64 {
+    let units: [(&str, u64); 6] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    for (suffix, factor) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().expect("quantity") * factor;
+        }
+    }
+    q.parse().expect("quantity")
+}
+
+/// The resolved mount path of volume `volume` in container `c` (and its subPath, if any).
+fn mount_of<'a>(c: &'a Value, volume: &str) -> (&'a str, Option<&'a str>) {
+    let m = seq(c, "volumeMounts")
+        .iter()
+        .find(|m| m.get("name").and_then(Value::as_str) == Some(volume))
+        .unwrap_or_else(|| panic!("container does not mount volume {volume}"));
+    (
+        str_at(m, "mountPath"),
+        m.get("subPath").and_then(Value::as_str),
+    )
+}
+
+#[test]
+fn two_replicas_active_and_standby_with_a_rollout_that_can_finish() {
+    let d = load("deployment.yaml");
+    assert_eq!(str_at(&d, "kind"), "Deployment");
+    assert_eq!(int_at(&d, "spec/replicas"), 2, "active + standby");
+    // Only one pod can be ready (the one holding the ports). A rolling update that must keep a
+    // ready pod (maxUnavailable < replicas) can never stop the old active one: it would hang.
+    assert_eq!(str_at(&d, "spec/strategy/type"), "RollingUpdate");
+    assert_eq!(int_at(&d, "spec/strategy/rollingUpdate/maxUnavailable"), 2);
+    assert_eq!(int_at(&d, "spec/strategy/rollingUpdate/maxSurge"), 2);
+    // ...and the old active pod keeps forwarding while the new ones connect.
+    let agent = agent_container(&d);
+    let sleep = int_at(agent, "lifecycle/preStop/sleep/seconds");
+    assert!(
+        sleep >= 10,
+        "preStop sleep {sleep}s is too short to let new pods connect"
+    );
+    let grace = int_at(pod_spec(&d), "terminationGracePeriodSeconds");
+    assert!(
+        grace >= sleep + 10,
+        "terminationGracePeriodSeconds {grace} must cover the preStop sleep ({sleep}s) and the agent's own stop"
+    );
+}
+
+#[test]
+fn restrictive_security_context_everywhere() {
+    let d = load("deployment.yaml");
+    let pod = at(pod_spec(&d), "securityContext");
+    assert_eq!(at(pod, "runAsNonRoot").as_bool(), Some(true));
+    assert_eq!(int_at(pod, "runAsUser"), UID, "the image's user");
+    assert_eq!(int_at(pod, "fsGroup"), UID, "makes the key Secret readable");
+    assert_eq!(str_at(pod, "seccompProfile/type"), "RuntimeDefault");
+    assert_eq!(
+        at(pod_spec(&d), "automountServiceAccountToken").as_bool(),
+        Some(false),
+        "the agent never talks to the API server"
+    );
+    for c in all_containers(&d) {
+        let name = str_at(c, "name");
+        let sc = at(c, "securityContext");
+        assert_eq!(
+            at(sc, "allowPrivilegeEscalation").as_bool(),
+            Some(false),
+            "{name}"
+        );
+        assert_eq!(
+            at(sc, "readOnlyRootFilesystem").as_bool(),
+            Some(true),
+            "{name}"
+        );
+        assert_eq!(at(sc, "runAsNonRoot").as_bool(), Some(true), "{name}");
+        let drop: Vec<&str> = seq(sc, "capabilities/drop")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(drop, ["ALL"], "{name}: capabilities/drop");
+        assert!(
+            sc.get("privileged").and_then(Value::as_bool) != Some(true),
+            "{name}"
+        );
+        if let Some(uid) = sc.get("runAsUser") {
+            assert_eq!(uid.as_i64(), Some(UID), "{name}");
+        }
+    }
+}
+
+#[test]
+fn probes_hit_the_admin_port_that_agent_yaml_listens_on() {
+    let d = load("deployment.yaml");
+    let config = agent_config(&d);
+    let listen = config
+        .admin_listen
+        .expect("admin.listen must not be \"off\": the probes need it");
+    assert!(
+        listen.ip().is_unspecified(),
+        "admin.listen {listen}: probes connect to the pod IP, so listen on 0.0.0.0 (127.0.0.1 only serves the container itself)"
+    );
+    let agent = agent_container(&d);
+    let ports: BTreeMap<&str, i64> = seq(agent, "ports")
+        .iter()
+        .map(|p| (str_at(p, "name"), int_at(p, "containerPort")))
+        .collect();
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = at(agent, &format!("{probe}/httpGet"));
+        assert_eq!(str_at(get, "path"), path, "{probe}");
+        let port = match at(get, "port") {
+            Value::Number(n) => n.as_i64().unwrap(),
+            Value::String(name) => *ports
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("{probe}: no container port named {name}")),
+            other => panic!("{probe}: port {other:?}"),
+        };
+        assert_eq!(
+            port,
+            i64::from(listen.port()),
+            "{probe} port vs agent.yaml admin.listen"
+        );
+    }
+}
+
+#[test]
+fn config_and_key_land_where_agent_yaml_expects_them() {
+    let d = load("deployment.yaml");
+    let spec = pod_spec(&d);
+    let agent = agent_container(&d);
+    let config = agent_config(&d);
+    assert_eq!(
+        config.log.format,
+        LogFormat::Json,
+        "one JSON object per line for log collectors"
+    );
+
+    // AGENT_CONFIG is exactly the file mounted from the ConfigMap's agent.yaml key.
+    let volumes = seq(spec, "volumes");
+    let config_volume = volumes
+        .iter()
+        .find(|v| v.get("configMap").is_some())
+        .expect("a configMap volume");
+    let configmap = load("configmap.yaml");
+    assert_eq!(
+        str_at(config_volume, "configMap/name"),
+        str_at(&configmap, "metadata/name")
+    );
+    let (mount, sub) = mount_of(agent, str_at(config_volume, "name"));
+    assert_eq!(sub, Some("agent.yaml"));
+    assert_eq!(Path::new(mount), config_path(&d), "AGENT_CONFIG vs mount");
+
+    // identity (relative to agent.yaml's folder) is in the volume the init container fills.
+    let keys = named(volumes, "keys");
+    assert_eq!(
+        str_at(keys, "emptyDir/medium"),
+        "Memory",
+        "keep the key off disk"
+    );
+    let (keys_mount, _) = mount_of(agent, "keys");
+    assert_eq!(
+        config.identity,
+        Path::new(keys_mount).join("private-key.pem"),
+        "agent.yaml identity vs the keys mount"
+    );
+
+    // The Secret: mode 0400, the name and key secret.yaml documents.
+    let secret = load("secret.yaml");
+    let secret_volume = volumes
+        .iter()
+        .find(|v| v.get("secret").is_some())
+        .expect("a secret volume");
+    assert_eq!(
+        str_at(secret_volume, "secret/secretName"),
+        str_at(&secret, "metadata/name")
+    );
+    // Kubernetes reads YAML 1.1, where `0400` is octal (256); serde_yaml reads YAML 1.2, where
+    // it is not a plain integer. Accept both spellings, as Kubernetes understands them.
+    let mode = match at(secret_volume, "secret/defaultMode") {
+        Value::Number(n) => n.as_i64().unwrap(),
+        Value::String(s) if s.starts_with('0') => i64::from_str_radix(s, 8).expect("octal mode"),
+        other => panic!("defaultMode {other:?}"),
+    };
+    assert_eq!(mode, 0o400, "defaultMode");
+    at(&secret, "stringData/private-key.pem");
+
+    // The init container copies Secret -> keys volume, never readable by group/others.
+    let init = named(seq(spec, "initContainers"), "install-key");
+    let (secret_mount, _) = mount_of(init, str_at(secret_volume, "name"));
+    let (init_keys_mount, _) = mount_of(init, "keys");
+    let script = seq(init, "command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(script.contains("umask 0377"), "{script}");
+    assert!(
+        script.contains(&format!("{secret_mount}/private-key.pem"))
+            && script.contains(&format!("{init_keys_mount}/private-key.pem")),
+        "the init container must copy {secret_mount}/private-key.pem to {init_keys_mount}/private-key.pem: {script}"
+    );
+    let read_only = seq(agent, "volumeMounts")
+        .iter()
+        .all(|m| m.get("readOnly").and_then(Value::as_bool) == Some(true));
+    assert!(read_only, "the agent's mounts are all read-only");
+}
+
+#[test]
+fn resources_are_set_and_the_memory_limit_covers_the_buffer_budget() {
+    let d = load("deployment.yaml");
+    for c in all_containers(&d) {
+        let name = str_at(c, "name");
+        for kind in ["requests", "limits"] {
+            for res in ["cpu", "memory"] {
+                let set = c
+                    .get("resources")
+                    .and_then(|r| r.get(kind))
+                    .and_then(|r| r.get(res))
+                    .is_some();
+                assert!(set, "{name}: resources.{kind}.{res} is not set");
+            }
+        }
+    }
+    let agent = agent_container(&d);
+    let limit = quantity_bytes(str_at(agent, "resources/limits/memory"));
+    let request = quantity_bytes(str_at(agent, "resources/requests/memory"));
+    let config = agent_config(&d);
+    // Measured: ~15 MiB resident with 8 busy 64 MiB streams, plus whatever slow targets make the
+    // agent queue, bounded by limits.total_buffer. Below that the pod would be OOM-killed.
+    let needed = config.limits.total_buffer + (32 << 20);
+    assert!(
+        limit >= needed,
+        "memory limit {limit} B < limits.total_buffer {} B + 32 MiB",
+        config.limits.total_buffer
+    );
+    assert!(
+        request >= 16 << 20 && request <= limit,
+        "memory request {request} B"
+    );
+}
+
+#[test]
+fn images_are_pinned_and_kustomize_applies_everything_but_the_secret() {
+    let d = load("deployment.yaml");
+    for c in all_containers(&d) {
+        let image = str_at(c, "image");
+        let last = image.rsplit('/').next().unwrap();
+        let tag = last.split_once(':').map(|(_, t)| t);
+        assert!(
+            image.contains('@') || matches!(tag, Some(t) if t != "latest"),
+            "{image}: pin a version (no tag means latest)"
+        );
+    }
+    let k = load("kustomization.yaml");
+    let resources: Vec<&str> = seq(&k, "resources")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for f in ["configmap.yaml", "deployment.yaml"] {
+        assert!(resources.contains(&f), "kustomization.yaml lacks {f}");
+        assert!(Path::new(DIR).join(f).exists());
+    }
+    assert!(
+        !resources.contains(&"secret.yaml"),
+        "`kubectl apply -k` would overwrite the real key with the placeholder"
+    );
+    let agent_image = str_at(agent_container(&d), "image");
+    for img in seq(&k, "images") {
+        assert!(
+            agent_image.starts_with(&format!("{}:", str_at(img, "name"))),
+            "kustomization images[].name must match {agent_image}"
+        );
+        assert_ne!(str_at(img, "newTag"), "latest");
+    }
+}
