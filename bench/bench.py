@@ -138,16 +138,20 @@ log: {{ level: warn }}
         stop(self.proc)
 
 
-def iperf(port, seconds, reverse, parallel):
+def iperf(port, seconds, reverse, parallel, tries=3):
     cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J", "-P", str(parallel)]
     if reverse:
         cmd.append("-R")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    data = json.loads(out.stdout)
-    if "error" in data:
-        raise RuntimeError(data["error"])
-    end = data["end"]["sum_received"]
-    return end["bits_per_second"] / 1e9, end["bytes"]
+    for attempt in range(tries):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        data = json.loads(out.stdout)
+        if "error" not in data:
+            end = data["end"]["sum_received"]
+            return end["bits_per_second"] / 1e9, end["bytes"]
+        # The iperf3 server takes a moment to accept a new test after the previous one.
+        print(f"iperf3: {data['error']} (try {attempt + 1}/{tries})", file=sys.stderr)
+        time.sleep(2)
+    raise RuntimeError(data["error"])
 
 
 def loadgen(*args, timeout=600):
