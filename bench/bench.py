@@ -182,8 +182,12 @@ def measure(t, args):
     row["new connection p50 ms"] = conn["p50_ms"]
     row["new connection p99 ms"] = conn["p99_ms"]
     if args.conns:
-        many = loadgen("many", "--port", str(t.r2), "--conns", str(args.conns), "--rounds", "3")
-        row[f"{args.conns} conns: lost"] = args.conns - many["echoed_ok"]
+        try:
+            many = loadgen("many", "--port", str(t.r2), "--conns", str(args.conns), "--rounds", "3")
+            row[f"{args.conns} conns: lost"] = args.conns - many["echoed_ok"]
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print(f"{t.kind}: {args.conns} connections run failed: {e}", file=sys.stderr)
+            row[f"{args.conns} conns: lost"] = args.conns
         row["peak RSS MiB (VmHWM)"] = mem_kib(pid, "VmHWM") / 1024
         time.sleep(3)
         row["RSS after conns MiB"] = mem_kib(pid, "VmRSS") / 1024

@@ -58,6 +58,9 @@ enum Mode {
     },
 }
 
+/// A connection that makes no progress for this long counts as lost instead of stalling the run.
+const PER_CONN: Duration = Duration::from_secs(60);
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -148,7 +151,12 @@ async fn main() -> anyhow::Result<()> {
                     let mut set = tokio::task::JoinSet::new();
                     for _ in chunk {
                         set.spawn(async move {
-                            let c = TcpStream::connect(("127.0.0.1", port)).await?;
+                            let c = tokio::time::timeout(
+                                PER_CONN,
+                                TcpStream::connect(("127.0.0.1", port)),
+                            )
+                            .await
+                            .map_err(|_| std::io::Error::other("connect timeout"))??;
                             c.set_nodelay(true)?;
                             Ok::<_, std::io::Error>(c)
                         });
@@ -165,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
                 let mut failed = 0usize;
                 let mut set = tokio::task::JoinSet::new();
                 for (i, mut c) in open.into_iter().enumerate() {
-                    set.spawn(async move {
+                    set.spawn(tokio::time::timeout(PER_CONN, async move {
                         let mut buf = [0u8; 16];
                         for r in 0..rounds {
                             let msg = format!("{:08}-{:06}\n", i, r);
@@ -178,11 +186,11 @@ async fn main() -> anyhow::Result<()> {
                             return Err(std::io::Error::other("data after EOF"));
                         }
                         Ok::<_, std::io::Error>(())
-                    });
+                    }));
                 }
                 while let Some(r) = set.join_next().await {
                     match r {
-                        Ok(Ok(())) => ok += 1,
+                        Ok(Ok(Ok(()))) => ok += 1,
                         _ => failed += 1,
                     }
                 }
