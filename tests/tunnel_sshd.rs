@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use agent::tunnel::state::ForwardState;
-use support::inproc::{Fwd, blast, config_yaml, echo_exact, hashing_sink, start_agent};
+use support::inproc::{Fwd, config_yaml, echo_exact, hashing_sink, start_agent};
 use support::sshd::{Sshd, signal};
 use support::targets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -262,28 +262,7 @@ async fn rekey_under_multichannel_load_against_openssh_keeps_the_connection() {
         ),
     );
     agent.wait_ready(READY).await;
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..6 {
-        set.spawn(blast(up, 64 * MIB, 600 + i));
-    }
-    let echo = tokio::spawn(echo_exact(back, 32 * MIB, 699, Duration::from_secs(180)));
-    let mut sent = Vec::new();
-    while let Some(r) = set.join_next().await {
-        sent.push(r.unwrap().unwrap());
-    }
-    echo.await.unwrap().unwrap();
-    let mut got = Vec::new();
-    for _ in 0..6 {
-        got.push(
-            tokio::time::timeout(Duration::from_secs(30), reports.recv())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    sent.sort();
-    got.sort();
-    assert_eq!(sent, got, "bytes lost or changed");
+    support::inproc::multichannel_load(up, back, &mut reports, 6, 64 * MIB, 32 * MIB).await;
     let snap = agent.snapshot();
     assert_eq!(
         snap.reconnects, 0,

@@ -407,28 +407,7 @@ async fn rekeys_on_both_sides_under_multichannel_load_keep_the_connection() {
         ),
     );
     agent.wait_ready(READY).await;
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..6 {
-        set.spawn(support::inproc::blast(up, 32 * MIB, 300 + i));
-    }
-    let echo = tokio::spawn(echo_exact(back, 16 * MIB, 399, Duration::from_secs(120)));
-    let mut sent = Vec::new();
-    while let Some(r) = set.join_next().await {
-        sent.push(r.unwrap().unwrap());
-    }
-    echo.await.unwrap().unwrap();
-    let mut got = Vec::new();
-    for _ in 0..6 {
-        got.push(
-            tokio::time::timeout(Duration::from_secs(30), reports.recv())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    sent.sort();
-    got.sort();
-    assert_eq!(sent, got, "bytes lost or changed");
+    support::inproc::multichannel_load(up, back, &mut reports, 6, 32 * MIB, 16 * MIB).await;
     let snap = agent.snapshot();
     assert_eq!(
         snap.reconnects, 0,

@@ -261,6 +261,8 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
         });
     } else if body.contains("missing field") {
         fix = Some("add it; see examples/agent.yaml".into());
+    } else if body.contains("duplicate field") {
+        fix = Some("the field is written twice in the same section: keep one".into());
     } else if body.contains("invalid type") {
         fix = Some("check the value's type against the README's agent.yaml reference".into());
     } else if body.contains("invalid value") {
