@@ -50,11 +50,6 @@ impl Agent {
         }
     }
 
-    /// Hands the running agent a new configuration (what SIGHUP does after validating the file).
-    pub async fn reload(&self, config: Config, identity: Identity) {
-        let _ = self.reload_tx.send(Reload { config, identity }).await;
-    }
-
     /// A handle for reloading from another task.
     pub fn reloader(&self) -> Reloader {
         Reloader {

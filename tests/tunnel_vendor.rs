@@ -343,25 +343,8 @@ async fn a_target_that_never_reads_does_not_delay_another_forward() {
     );
     agent.wait_ready(READY).await;
 
-    // Push 64 MiB toward the target that never reads (the agent caps and closes it).
-    let flood = tokio::spawn(async move {
-        let mut c = TcpStream::connect(("127.0.0.1", stuck)).await.unwrap();
-        let chunk = vec![7u8; MIB];
-        for _ in 0..64 {
-            if c.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // Meanwhile a small echo on the other forward answers quickly, repeatedly.
-    let mut worst = Duration::ZERO;
-    for i in 0..20 {
-        let took = echo_exact(live, 4, i, Duration::from_secs(5))
-            .await
-            .unwrap();
-        worst = worst.max(took);
-    }
+    // The agent caps and closes the stuck connection; the other forward must not wait.
+    let (worst, flood) = support::inproc::worst_echo_while_flooding(stuck, live).await;
     // A round trip is ~1 ms here; 100 ms leaves room for a loaded CI machine, not for a stall.
     assert!(
         worst < Duration::from_millis(100),

@@ -130,8 +130,14 @@ impl TunnelState {
         r
     }
 
+    /// Reads the state; the derived metrics only change with the state, so reads skip them
+    /// (`route` runs for every vendor connection).
+    fn read<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub fn snapshot(&self) -> Snapshot {
-        self.with(|s| s.clone())
+        self.read(|s| s.clone())
     }
 
     pub fn connected(&self, via: String, handshake: Duration) {
@@ -217,7 +223,7 @@ impl TunnelState {
 
     /// The granted forward the server means by (`address`, `port`) in a forwarded-tcpip open.
     pub fn route(&self, address: &str, port: u32) -> Option<Route> {
-        let f = self.with(|s| {
+        let f = self.read(|s| {
             s.forwards
                 .iter()
                 .find(|f| {

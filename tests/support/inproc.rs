@@ -278,3 +278,29 @@ pub async fn multichannel_load(
     got.sort();
     assert_eq!(sent, got, "bytes lost or changed");
 }
+
+/// Floods forward `stuck` (whose target never reads) with 64 MiB from a background task, then
+/// times 20 small echoes through forward `live`. Returns the slowest echo and the flood task
+/// (abort it when done).
+pub async fn worst_echo_while_flooding(stuck: u16, live: u16) -> (Duration, JoinHandle<()>) {
+    let flood = tokio::spawn(async move {
+        let mut c = TcpStream::connect(("127.0.0.1", stuck))
+            .await
+            .expect("connect to the stuck forward");
+        let chunk = vec![7u8; 1024 * 1024];
+        for _ in 0..64 {
+            if c.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let took = echo_exact(live, 4, i, Duration::from_secs(5))
+            .await
+            .expect("echo on the live forward");
+        worst = worst.max(took);
+    }
+    (worst, flood)
+}
