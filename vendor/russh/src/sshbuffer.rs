@@ -387,7 +387,8 @@ impl PacketBytesWriter {
 /// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    /// `Bytes` so that channel data can be handed out as a slice of it, without a copy.
+    pub buffer: bytes::Bytes,
     pub seqn: Wrapping<u32>,
 }
 

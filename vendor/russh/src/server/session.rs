@@ -478,16 +478,16 @@ impl Session {
             let mut decomp = Vec::new();
             Ok(IncomingSshPacket {
                 #[allow(clippy::indexing_slicing)] // length checked
-                buffer: enc.decompress.decompress(
+                buffer: bytes::Bytes::copy_from_slice(enc.decompress.decompress(
                     &buffer.buffer[5..],
                     &mut decomp,
-                )?.into(),
+                )?),
                 seqn: buffer.seqn,
             })
         } else {
             Ok(IncomingSshPacket {
                 #[allow(clippy::indexing_slicing)] // length checked
-                buffer: buffer.buffer[5..].into(),
+                buffer: bytes::Bytes::copy_from_slice(&buffer.buffer[5..]),
                 seqn: buffer.seqn,
             })
         }
