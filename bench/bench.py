@@ -167,6 +167,9 @@ def measure(t, args):
     pid = t.proc.pid
     time.sleep(2)
     row["idle RSS MiB"] = mem_kib(pid, "VmRSS") / 1024
+    # RSS counts the program's code pages too (clean, shared, reclaimable); this is the memory
+    # the process itself dirtied: heap, stacks, relocated data.
+    row["idle private (anon) MiB"] = mem_kib(pid, "RssAnon") / 1024
     for reverse, direction in ((False, "to service"), (True, "from service")):
         for par in (1, 8):
             c0 = cpu_seconds(pid)
@@ -189,7 +192,7 @@ def measure(t, args):
             print(f"{t.kind}: {args.conns} connections run failed: {e}", file=sys.stderr)
             row[f"{args.conns} conns: lost"] = args.conns
         row["peak RSS MiB (VmHWM)"] = mem_kib(pid, "VmHWM") / 1024
-        time.sleep(3)
+        time.sleep(5)
         row["RSS after conns MiB"] = mem_kib(pid, "VmRSS") / 1024
     return row
 

@@ -654,8 +654,9 @@ async fn vendor_restarts_on_same_port_with_same_host_key() {
         (second.port, second.host_key_line.as_str()),
         (port, host_key_line.as_str())
     );
-    // `connect` pins second.host_key_line, which equals the first one.
-    connect(&second, key, None)
+    // `connect` pins second.host_key_line, which equals the first one. The client is kept:
+    // dropping it ends the session, racing the count below.
+    let _reconnected = connect(&second, key, None)
         .await
         .expect("reconnect to the restarted server");
     assert!(eventually(STEP, || second.session_count() == 1).await);
