@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""One throughput case, with CPU per GB of every process in the path, optionally under perf.
+
+    cargo build --profile profiling --bin agent
+    AGENT_BIN=target/profiling/agent python3 bench/profile.py --direction to --perf /tmp/agent.data
+    perf report -i /tmp/agent.data --no-children --sort symbol
+
+Toward the service, sshd is the busiest process, so what the agent makes sshd do (reads,
+window updates, wake-ups) matters as much as the agent's own CPU: both are printed.
+Uses the same private sshd, iperf3 target and tunnels as bench.py (loopback only).
+"""
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import bench
+
+
+def children(pid):
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return kids
+
+
+def tree_cpu(pid):
+    """CPU seconds of `pid` and its children (sshd: listener + per-session processes)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            total += bench.cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tunnel", choices=("agent", "ssh"), default="agent")
+    p.add_argument("--direction", choices=("to", "from"), default="to", help="toward the service or from it")
+    p.add_argument("--seconds", type=int, default=6)
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--perf", metavar="FILE", help="record the tunnel process with perf into FILE")
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="agent-profile-"))
+    keys = work / "keys"
+    subprocess.run([str(bench.AGENT), "keygen", "--out-dir", str(keys), "--bits", "2048"], check=True, capture_output=True)
+    sshd = bench.Sshd(work, (keys / "public-key.pem").read_text())
+    iperf_port = bench.free_port()
+    iperf_srv = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bench.wait_port(iperf_port)
+    tunnel = bench.Tunnel(args.tunnel, work, sshd, keys / "private-key.pem", iperf_port, iperf_port)
+    perf = None
+    try:
+        time.sleep(1)
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "--call-graph", "dwarf,16384",
+                                     "-o", args.perf, "-p", str(tunnel.proc.pid)], stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        before = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid))
+        gbps, nbytes = bench.iperf(tunnel.r1, args.seconds, args.direction == "from", args.parallel)
+        after = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid))
+    finally:
+        if perf:
+            bench.stop(perf, sig=2, timeout=30)
+        tunnel.close()
+        bench.stop(iperf_srv)
+        sshd.close()
+    gb = nbytes / 1e9
+    own, sshd_cpu, target = ((a - b) / gb for a, b in zip(after, before))
+    print(f"{args.tunnel}, {args.direction} the service, {args.parallel} stream(s): {gbps:.2f} Gbit/s; "
+          f"CPU s/GB: {args.tunnel} {own:.3f}, sshd {sshd_cpu:.3f}, iperf3 server {target:.3f}")
+
+
+if __name__ == "__main__":
+    main()
