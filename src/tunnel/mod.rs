@@ -2,6 +2,7 @@
 //! that routes channels and answers health questions, and the reconnecting supervisor.
 
 pub mod backoff;
+mod batch;
 pub mod budget;
 pub mod conn;
 pub mod metrics;
