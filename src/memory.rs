@@ -19,7 +19,7 @@ use std::time::Duration;
 const TRIM_THRESHOLD: i32 = 4 << 20;
 
 /// How often [`release_after_closes`] looks for closed connections.
-pub const RELEASE_CHECK: Duration = Duration::from_secs(2);
+const RELEASE_CHECK: Duration = Duration::from_secs(2);
 
 /// Forwarded connections closed since the process started.
 static CONNECTIONS_CLOSED: AtomicU64 = AtomicU64::new(0);

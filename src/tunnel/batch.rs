@@ -15,13 +15,6 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Bytes still to write.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Batch {
     pub fn push(&mut self, chunk: Bytes) {
         // An empty CHANNEL_DATA is legal; queued, it would make `chunk()` empty while bytes
         // remain, and a writer that loops on `chunk()` would spin.
@@ -29,11 +22,6 @@ impl Batch {
             self.len += chunk.len();
             self.chunks.push_back(chunk);
         }
-    }
-
-    pub fn clear(&mut self) {
-        self.chunks.clear();
-        self.len = 0;
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -138,7 +138,7 @@ pub async fn pump<S: ChannelSink>(
             match ev {
                 Inbound::Data(data) => {
                     batch.push(data);
-                    while batch.len() < WRITE_BATCH {
+                    while batch.remaining() < WRITE_BATCH {
                         match inbound.try_recv() {
                             Ok(Inbound::Data(more)) => batch.push(more),
                             Ok(other) => {
@@ -148,9 +148,9 @@ pub async fn pump<S: ChannelSink>(
                             Err(_) => break,
                         }
                     }
-                    let n = batch.len() as u64;
+                    let n = batch.remaining() as u64;
+                    // Empties the batch on success; on error the connection ends.
                     let res = wr.write_all_buf(&mut batch).await;
-                    batch.clear();
                     budget.give(n);
                     if let Err(e) = res {
                         return Err(End::TargetError(format!("write: {e}")));
