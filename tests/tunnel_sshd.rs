@@ -199,6 +199,35 @@ async fn a_target_that_never_reads_does_not_stall_openssh_forwards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_slower_than_openssh_gets_every_byte_at_its_own_pace() {
+    // sshd sends as fast as the window allows; the window comes back only as the target reads
+    // (~16 MB/s here), so 24 MiB pass a 4 MiB per-connection cap without closing anything.
+    let s = setup("");
+    let (sink_port, mut reports, _sink) =
+        support::inproc::paced_hashing_sink(Some(Duration::from_millis(2))).await;
+    let remote = support::free_port();
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &s.sshd.host_key_fingerprint,
+            &[Fwd("slow", remote, sink_port)],
+            "limits: { connection_buffer: 4MiB }",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    let sent = support::inproc::blast(remote, 24 * MIB, 62).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), reports.recv())
+        .await
+        .expect("the slow target finished in time")
+        .expect("sink running");
+    assert_eq!(
+        got, sent,
+        "bytes lost or changed on the way to a slow target"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_come_back_after_sshd_is_killed_and_restarted() {
     let mut s = setup("");
     let (echo_port, _echo) = targets::echo().await;

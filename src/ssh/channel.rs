@@ -1,6 +1,6 @@
 //! Adapts a russh channel to the pump: a drain task that empties the channel at once into a
 //! budgeted queue (so russh's session loop never waits on a slow target), and a sink for bytes
-//! going back to the vendor.
+//! going back to the vendor and for the window the target's writes give back.
 
 use std::sync::Arc;
 
@@ -19,6 +19,14 @@ pub struct RusshSink {
 impl ChannelSink for RusshSink {
     async fn send(&self, data: Bytes) -> Result<(), ()> {
         self.wr.data_bytes(data).await.map_err(|_| ())
+    }
+
+    async fn consumed(&self, bytes: u64) {
+        // A batch is at most a few hundred KiB; a channel that is gone needs no window.
+        let _ = self
+            .wr
+            .consumed(u32::try_from(bytes).unwrap_or(u32::MAX))
+            .await;
     }
 
     async fn eof(&self) {

@@ -32,7 +32,9 @@ pub(crate) const CIPHERS: &[cipher::Name] = &[
     cipher::AES_128_CTR,
 ];
 
-/// Per-channel receive window: 2 MiB measured best (32 MiB made sshd far slower).
+/// Per-channel receive window: 2 MiB measured best (32 MiB made sshd far slower). It is
+/// reopened only for bytes the target has taken (`window_on_consume`), so this is also the most
+/// a well-behaved server can have waiting in the agent for one connection.
 const WINDOW: u32 = 2 * 1024 * 1024;
 
 /// Bytes read from the SSH socket at once (russh then takes its packets from this buffer).
@@ -76,7 +78,11 @@ impl Dialer {
             ))),
             keepalive_interval: Some(config.keepalive.interval),
             keepalive_max: config.keepalive.max_missed as usize,
-            window_size: WINDOW,
+            // Never grant more than limits.connection_buffer: then only a server that ignores
+            // the window can fill a connection's budget.
+            window_size: WINDOW
+                .min(u32::try_from(config.limits.connection_buffer).unwrap_or(u32::MAX)),
+            window_on_consume: true,
             nodelay: true,
             preferred,
             limits,

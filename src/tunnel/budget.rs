@@ -1,10 +1,13 @@
 //! Byte budgets for data received from the vendor but not yet written to a target.
 //!
-//! russh re-opens the SSH window as data arrives, not as it is consumed, and its session loop
-//! stalls every channel if one channel's queue is full. So each channel is drained at once into
-//! an unbounded queue, and these counters bound that queue instead: a connection whose target
-//! stops reading is closed when it passes its own cap, or when all connections together pass the
-//! total cap. Nothing else is slowed.
+//! russh's session loop stalls every channel if one channel's queue is full, so each channel is
+//! drained at once into an unbounded queue, and these counters bound that queue instead. The SSH
+//! window is reopened only for bytes the target has taken (`window_on_consume`), and it is never
+//! larger than the per-connection cap, so a server that keeps to the protocol cannot fill a
+//! connection's budget: a slow target just slows its own sender. What the caps still stop is a
+//! server that sends past the window (that connection is closed), and very many slow targets at
+//! once passing the total cap (the connection that would pass it is closed). Nothing else is
+//! slowed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +44,7 @@ impl std::fmt::Display for Overflow {
         match self {
             Overflow::Connection { cap } => write!(
                 f,
-                "target not reading: {cap} bytes queued for it (limits.connection_buffer)"
+                "{cap} bytes queued for the target, past the SSH window the server was given (limits.connection_buffer)"
             ),
             Overflow::Total { cap } => write!(
                 f,

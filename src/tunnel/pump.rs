@@ -57,6 +57,8 @@ pub enum Inbound {
 pub trait ChannelSink: Send + Sync + 'static {
     /// Sends data, waiting for the peer's window; Err once the channel is gone.
     fn send(&self, data: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
+    /// The target took `bytes` more of the vendor's data: the vendor may send that much again.
+    fn consumed(&self, bytes: u64) -> impl Future<Output = ()> + Send;
     fn eof(&self) -> impl Future<Output = ()> + Send;
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
@@ -155,6 +157,7 @@ pub async fn pump<S: ChannelSink>(
                     if let Err(e) = res {
                         return Err(End::TargetError(format!("write: {e}")));
                     }
+                    sink.consumed(n).await;
                     to_target.fetch_add(n, Ordering::Relaxed);
                     meter.to_target.inc_by(n);
                 }

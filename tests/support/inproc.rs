@@ -198,6 +198,18 @@ pub async fn hashing_sink() -> (
     tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
     JoinHandle<()>,
 ) {
+    paced_hashing_sink(None).await
+}
+
+/// [`hashing_sink`] that, with `pause`, reads at most 32 KiB at a time and sleeps `pause`
+/// after each read: a target slower than any sender on loopback.
+pub async fn paced_hashing_sink(
+    pause: Option<Duration>,
+) -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
+    JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind sink");
@@ -207,7 +219,7 @@ pub async fn hashing_sink() -> (
         while let Ok((mut conn, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 256 * 1024];
+                let mut buf = vec![0u8; if pause.is_some() { 32 } else { 256 } * 1024];
                 let (mut n, mut h) = (0u64, FNV_OFFSET);
                 while let Ok(k) = conn.read(&mut buf).await {
                     if k == 0 {
@@ -215,6 +227,9 @@ pub async fn hashing_sink() -> (
                     }
                     n += k as u64;
                     h = fnv(h, &buf[..k]);
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 let _ = tx.send((n, h));
             });

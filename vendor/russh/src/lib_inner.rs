@@ -512,6 +512,9 @@ pub(crate) struct ChannelParams {
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,
     pending_close: bool,
+    /// Window-on-consume: bytes the application consumed that the peer has not been given back
+    /// as window yet (see `Encrypted::consumed`).
+    consumed: u32,
 }
 
 impl ChannelParams {

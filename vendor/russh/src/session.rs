@@ -350,6 +350,47 @@ impl Encrypted {
         Ok(false)
     }
 
+    /// Window-on-consume: counts `len` received bytes against the channel's window without
+    /// reopening it; the window comes back through [`Self::consumed`].
+    pub(crate) fn take_window(&mut self, channel: ChannelId, len: usize) {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            // Bytes past the window are the peer's fault (RFC 4254 5.2); count what was granted.
+            channel.sender_window_size = channel
+                .sender_window_size
+                .saturating_sub(u32::try_from(len).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// Window-on-consume: the application took `bytes` of this channel's data. They are given
+    /// back to the peer once the peer is down to half its window (so the peer never stalls
+    /// while the application keeps up) or once a quarter of the window is owed (so adjusts stay
+    /// a few per window, like OpenSSH's).
+    pub(crate) fn consumed(
+        &mut self,
+        channel: ChannelId,
+        bytes: u32,
+        target: u32,
+    ) -> Result<(), crate::Error> {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            return Ok(());
+        };
+        // Never grant more than `target` in total, whatever the application reports.
+        let room = target.saturating_sub(channel.sender_window_size);
+        channel.consumed = channel.consumed.saturating_add(bytes).min(room);
+        let owed = channel.consumed;
+        if owed == 0 || (channel.sender_window_size >= target / 2 && owed < target / 4) {
+            return Ok(());
+        }
+        push_packet!(self.write, {
+            self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+            channel.recipient_channel.encode(&mut self.write)?;
+            owed.encode(&mut self.write)?;
+        });
+        channel.sender_window_size += owed;
+        channel.consumed = 0;
+        Ok(())
+    }
+
     fn flush_channel(
         write: &mut Vec<u8>,
         channel: &mut ChannelParams,
@@ -798,6 +839,7 @@ impl Encrypted {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    consumed: 0,
                 });
                 return ChannelId(self.last_channel_id.0);
             }
@@ -927,6 +969,7 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            consumed: 0,
         }
     }
 
@@ -981,6 +1024,7 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            consumed: 0,
         }
     }
 

@@ -33,6 +33,11 @@ pub enum ChannelMsg {
     },
     Eof,
     Close,
+    /// (client only) The application consumed this many bytes of the channel's data: with
+    /// `client::Config::window_on_consume`, the peer's window is reopened only by these.
+    Consumed {
+        bytes: u32,
+    },
     /// (client only)
     RequestPty {
         want_reply: bool,
@@ -406,6 +411,11 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
 
     pub async fn eof(&self) -> Result<(), Error> {
         self.send_msg(ChannelMsg::Eof).await
+    }
+
+    /// Reports `bytes` of received data as consumed (see [`ChannelMsg::Consumed`]).
+    pub async fn consumed(&self, bytes: u32) -> Result<(), Error> {
+        self.send_msg(ChannelMsg::Consumed { bytes }).await
     }
 
     pub async fn exit_status(&self, exit_status: u32) -> Result<(), Error> {

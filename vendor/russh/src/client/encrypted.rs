@@ -607,9 +607,12 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                let on_consume = self.common.config.window_on_consume;
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if on_consume {
+                        enc.take_window(channel_num, data.len());
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {
@@ -634,9 +637,12 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                let on_consume = self.common.config.window_on_consume;
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if on_consume {
+                        enc.take_window(channel_num, data.len());
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {
@@ -866,6 +872,7 @@ impl Session {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    consumed: 0,
                 };
 
                 let (channel, channel_ref) = Channel::new(

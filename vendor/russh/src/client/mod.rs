@@ -1781,6 +1781,11 @@ impl Session {
                 self.agent_forward(id, want_reply)?
             }
             Msg::Channel(id, ChannelMsg::Close) => self.close(id)?,
+            Msg::Channel(id, ChannelMsg::Consumed { bytes }) => {
+                if self.common.config.window_on_consume {
+                    self.consumed(id, bytes)?
+                }
+            }
             Msg::Rekey => self.initiate_rekey()?,
             Msg::AwaitExtensionInfo {
                 extension_name,
@@ -2750,6 +2755,10 @@ pub struct Config {
     pub gex: GexParams,
     /// If active, invoke `set_nodelay(true)` on the ssh socket; disabled by default (i.e. Nagle's algorithm is active).
     pub nodelay: bool,
+    /// Reopen a channel's window only for the bytes the application reports consumed
+    /// (`ChannelWriteHalf::consumed`), not as data arrives: the peer can then never have more
+    /// than `window_size` bytes waiting in this process per channel. Off by default.
+    pub window_on_consume: bool,
 }
 
 impl Default for Config {
@@ -2772,6 +2781,7 @@ impl Default for Config {
             anonymous: false,
             gex: Default::default(),
             nodelay: false,
+            window_on_consume: false,
         }
     }
 }

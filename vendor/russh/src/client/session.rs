@@ -537,6 +537,16 @@ impl Session {
         }
     }
 
+    /// Window-on-consume: gives the peer window back for `bytes` the application consumed.
+    pub fn consumed(&mut self, channel: ChannelId, bytes: u32) -> Result<(), crate::Error> {
+        let target = self.common.config.window_size;
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.consumed(channel, bytes, target)
+        } else {
+            unreachable!()
+        }
+    }
+
     pub fn close(&mut self, channel: ChannelId) -> Result<(), crate::Error> {
         if let Some(ref mut enc) = self.common.encrypted {
             enc.close(channel)
