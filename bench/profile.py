@@ -6,7 +6,9 @@
     perf report -i /tmp/agent.data --no-children --sort symbol
 
 Toward the service, sshd is the busiest process, so what the agent makes sshd do (reads,
-window updates, wake-ups) matters as much as the agent's own CPU: both are printed.
+window updates, wake-ups) matters as much as the agent's own CPU: both are printed, with the
+tunnel's sleeps (voluntary context switches) and the machine's cross-CPU wake-up interrupts
+(CAL in /proc/interrupts) per GB.
 Uses the same private sshd, iperf3 target and tunnels as bench.py (loopback only).
 """
 import argparse
@@ -40,6 +42,25 @@ def tree_cpu(pid):
     return total
 
 
+def sleeps(pid):
+    """Voluntary context switches of every thread of `pid`: how often it went to sleep."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+def call_ipis():
+    """Function-call interrupts on all CPUs: mostly wake-ups of a task on another CPU."""
+    for line in Path("/proc/interrupts").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "CAL:":
+            return sum(int(f) for f in fields[1:] if f.isdigit())
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tunnel", choices=("agent", "ssh"), default="agent")
@@ -65,9 +86,11 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "--call-graph", "dwarf,16384",
                                      "-o", args.perf, "-p", str(tunnel.proc.pid)], stderr=subprocess.DEVNULL)
             time.sleep(0.5)
-        before = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid))
+        before = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
+                  sleeps(tunnel.proc.pid), call_ipis())
         gbps, nbytes = bench.iperf(tunnel.r1, args.seconds, args.direction == "from", args.parallel)
-        after = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid))
+        after = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
+                 sleeps(tunnel.proc.pid), call_ipis())
     finally:
         if perf:
             bench.stop(perf, sig=2, timeout=30)
@@ -75,9 +98,10 @@ def main():
         bench.stop(iperf_srv)
         sshd.close()
     gb = nbytes / 1e9
-    own, sshd_cpu, target = ((a - b) / gb for a, b in zip(after, before))
+    own, sshd_cpu, target, slept, ipis = ((a - b) / gb for a, b in zip(after, before))
     print(f"{args.tunnel}, {args.direction} the service, {args.parallel} stream(s): {gbps:.2f} Gbit/s; "
-          f"CPU s/GB: {args.tunnel} {own:.3f}, sshd {sshd_cpu:.3f}, iperf3 server {target:.3f}")
+          f"CPU s/GB: {args.tunnel} {own:.3f}, sshd {sshd_cpu:.3f}, iperf3 server {target:.3f}; "
+          f"per GB: {args.tunnel} slept {slept:.0f} times, cross-CPU wake-up IPIs {ipis:.0f}")
 
 
 if __name__ == "__main__":
