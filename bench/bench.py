@@ -248,9 +248,10 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / f"raw-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    raw.write_text(json.dumps({"date": stamp, "machine": machine, "args": vars(args), "results": results}, indent=1))
+    raw.write_text(json.dumps({"date": stamp, "machine": machine, "agent_binary": str(AGENT), "args": vars(args),
+                               "results": results}, indent=1))
     (out / "latest.md").write_text(table + "\n")
-    print(f"\nraw numbers: {raw}", file=sys.stderr)
+    print(f"\nagent binary: {AGENT}\nraw numbers: {raw}", file=sys.stderr)
 
 
 if __name__ == "__main__":
