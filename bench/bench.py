@@ -233,7 +233,12 @@ def main():
         sshd.close()
 
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
-    machine = f"{os.cpu_count()} cores, {cpu}"
+    # sshd's congestion control decides how it paces toward the tunnel (see README Performance).
+    try:
+        cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    except OSError:
+        cc = "unknown"
+    machine = f"{os.cpu_count()} cores, {cpu}, TCP congestion control {cc}"
     stamp = time.strftime("%Y-%m-%d")
     rows = list(results["agent"][0].keys())
     lines = [f"Benchmark {stamp} on {machine}; {args.runs} interleaved runs, medians; cipher {CIPHER}", "",
