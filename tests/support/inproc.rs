@@ -263,6 +263,25 @@ pub async fn blast(port: u16, len: usize, seed: u64) -> std::io::Result<(u64, u6
     Ok((len as u64, fnv(FNV_OFFSET, &data)))
 }
 
+/// Sends `len` pattern bytes through forward `port` to a hashing sink and waits up to `within`
+/// for the sink's report; panics unless every byte arrived unchanged.
+pub async fn send_exact(
+    port: u16,
+    reports: &mut tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
+    len: usize,
+    seed: u64,
+    within: Duration,
+) {
+    let sent = blast(port, len, seed)
+        .await
+        .expect("send through the forward");
+    let got = tokio::time::timeout(within, reports.recv())
+        .await
+        .expect("the target reported in time")
+        .expect("sink running");
+    assert_eq!(got, sent, "bytes lost or changed on the way to the target");
+}
+
 /// Several channels at once: `streams` one-way transfers of `len` bytes to the hashing sink
 /// behind forward `up` (its reports in `reports`) and one echo of `echo_len` through `back`.
 /// Panics unless every byte arrived unchanged.
