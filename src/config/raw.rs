@@ -127,7 +127,8 @@ pub struct RawLog {
     expecting = "a mapping with connection_buffer, total_buffer, max_connections"
 )]
 pub struct RawLimits {
-    /// Bytes buffered toward one slow target before that connection is closed.
+    /// Bytes held for one connection's target; the SSH window granted is never larger, so only
+    /// a server that ignores the window reaches it (that connection is then closed).
     pub connection_buffer: Option<String>,
     /// Bytes buffered toward all targets together before new data closes the connection it is for.
     pub total_buffer: Option<String>,
