@@ -5,10 +5,11 @@
     AGENT_BIN=target/profiling/agent python3 bench/profile.py --direction to --perf /tmp/agent.data
     perf report -i /tmp/agent.data --no-children --sort symbol
 
-Toward the service, sshd is the busiest process, so what the agent makes sshd do (reads,
-window updates, wake-ups) matters as much as the agent's own CPU: both are printed, with the
-tunnel's sleeps (voluntary context switches) and the machine's cross-CPU wake-up interrupts
-(CAL in /proc/interrupts) per GB.
+Toward the service, sshd is the busiest process, so what the agent makes sshd do matters as
+much as the agent's own CPU: both are printed, with the tunnel's sleeps (voluntary context
+switches) and the machine's cross-CPU wake-up interrupts (CAL in /proc/interrupts) per GB.
+The sleeps did not turn out to explain sshd's extra cost; the TCP congestion control did
+(README, "Performance").
 Uses the same private sshd, iperf3 target and tunnels as bench.py (loopback only).
 """
 import argparse
