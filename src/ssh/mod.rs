@@ -8,3 +8,4 @@ pub mod hostkey;
 pub mod keys;
 pub mod probe;
 pub mod session;
+pub mod transport;
