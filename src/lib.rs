@@ -14,7 +14,8 @@
 //! - [`import`]: `agent import`, supervisord.conf / autossh command lines -> agent.yaml.
 //! - [`proxy`]: reaching the server through an HTTP CONNECT or SOCKS5 egress proxy (russh-free).
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session, the channel
-//!   handler and the channel adapter.
+//!   handler and the channel adapter, plus the TCP transport under the session (read-ahead,
+//!   quick ACKs).
 //! - [`tunnel`]: russh-free tunnel logic: pump, byte budgets, state, reconnect supervisor.
 //! - [`run`]: `agent run`, the long-running entry point with signal handling.
 //! - [`keygen`]: `agent keygen`.
