@@ -10,18 +10,55 @@ const ORDER_FILE: &str = "link/hot-symbols.txt";
 
 fn main() {
     println!("cargo:rerun-if-changed={ORDER_FILE}");
+    println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-env-changed=AGENT_LINK_ORDER");
-    if order_applies() {
-        let file = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join(ORDER_FILE);
-        if file.is_file() {
-            println!(
-                "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-                file.display()
-            );
-            // Names from another toolchain or lockfile are expected, and harmless.
-            println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
-        }
+    if !order_applies() {
+        return;
     }
+    let root = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).to_path_buf();
+    let file = root.join(ORDER_FILE);
+    let Ok(order) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    println!(
+        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+        file.display()
+    );
+    // Names from another toolchain or lockfile are expected, and harmless.
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    if let Some(stale) = staleness(&order, &root) {
+        println!(
+            "cargo:warning={ORDER_FILE} was made for {stale}: the release binary idles ~3 MiB \
+             larger until you run bench/hot-symbols.sh and commit the result"
+        );
+    }
+}
+
+/// What changed since the file was generated (its header names the rustc and Cargo.lock).
+fn staleness(order: &str, root: &Path) -> Option<String> {
+    let field = |name: &str| {
+        order
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name).map(str::trim))
+            .unwrap_or("")
+    };
+    let rustc = rustc_version().unwrap_or_default();
+    if field("# rustc:") != rustc {
+        return Some(format!("another compiler ({})", field("# rustc:")));
+    }
+    let lock = std::fs::read(root.join("Cargo.lock")).unwrap_or_default();
+    if field("# Cargo.lock fnv1a64:") != format!("{:016x}", fnv1a64(&lock)) {
+        return Some("another Cargo.lock".into());
+    }
+    None
+}
+
+/// 64-bit FNV-1a, as bench/hot_symbols.py computes it (no hashing crate for one checksum).
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Only where the linker is known to be lld: rustc >= 1.90 links x86_64-unknown-linux-gnu with
@@ -46,11 +83,16 @@ fn order_applies() -> bool {
     rustc_minor().is_some_and(|minor| minor >= 90)
 }
 
-/// The `90` of `rustc 1.90.0 (...)`.
-fn rustc_minor() -> Option<u32> {
+/// `rustc 1.95.0 (59807616e 2026-04-14)`.
+fn rustc_version() -> Option<String> {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let out = Command::new(rustc).arg("--version").output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
+    Some(String::from_utf8(out.stdout).ok()?.trim().to_string())
+}
+
+/// The `90` of `rustc 1.90.0 (...)`.
+fn rustc_minor() -> Option<u32> {
+    let text = rustc_version()?;
     let version = text.split_whitespace().nth(1)?;
     let mut parts = version.split('.');
     (parts.next()? == "1").then_some(())?;
