@@ -55,7 +55,7 @@ def echo_server():
 
 
 def functions(dump):
-    """Function names in a callgrind dump (uncompressed names), in first-seen order."""
+    """Function names in a callgrind dump (uncompressed names)."""
     seen = {}
     for line in dump.read_text().splitlines():
         if line.startswith("fn="):
@@ -139,8 +139,9 @@ log: {{ level: info }}
     dumps = sorted(work.glob(CALLGRIND_OUT + ".*")) + [dump]
     if len(dumps) != 2 or not all(d.exists() for d in dumps):
         sys.exit(f"expected two callgrind dumps in {work}, found {[d.name for d in dumps]}")
-    idle = functions(dumps[0])
-    names = list(dict.fromkeys(idle + functions(dumps[1])))
+    # Sorted within each group, so that a regenerated file diffs by what changed.
+    idle = sorted(set(functions(dumps[0])))
+    names = idle + sorted(set(functions(dumps[1])) - set(idle))
     out.write_text(header() + "\n".join(names) + "\n")
     print(f"{out}: {len(idle)} functions run idle, {len(names) - len(idle)} more by forwarded connections")
 
