@@ -1,5 +1,5 @@
 //! Release builds for x86_64 Linux hand link/hot-symbols.txt to the linker, so the code an idle
-//! agent runs sits together and the kernel maps ~2 MiB of code instead of ~5.7 (idle resident
+//! agent runs sits together and the kernel maps ~3 MiB of code instead of ~5.9 (idle resident
 //! size; bench/hot_symbols.py explains and regenerates the file). Everything else is untouched.
 
 use std::env;
