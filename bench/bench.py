@@ -100,27 +100,35 @@ LogLevel ERROR
         stop(self.proc)
 
 
+def login_user():
+    return os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+
+
+def agent_yaml(sshd, key, forwards, extra=""):
+    """agent.yaml for `sshd`: forwards is {name: (remote port, target port)}, all on 127.0.0.1."""
+    lines = [f"""server:
+  host: 127.0.0.1
+  ports: [{sshd.port}]
+  user: {login_user()}
+  host_keys: ["{sshd.host_key_line}"]
+identity: {key}
+forwards:"""]
+    for name, (remote, target) in forwards.items():
+        lines.append(f'  - {{ name: {name}, remote: "127.0.0.1:{remote}", target: "127.0.0.1:{target}" }}')
+    return "\n".join(lines) + "\n" + extra
+
+
 class Tunnel:
     """A running tunnel (agent or ssh -R) with forwards iperf (r1) and echo (r2)."""
 
     def __init__(self, kind, work, sshd, key, iperf_port, echo_port):
         self.kind = kind
         self.r1, self.r2 = free_port(), free_port()
-        user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        user = login_user()
         if kind == "agent":
             cfg = work / "agent.yaml"
-            cfg.write_text(f"""server:
-  host: 127.0.0.1
-  ports: [{sshd.port}]
-  user: {user}
-  host_keys: ["{sshd.host_key_line}"]
-identity: {key}
-forwards:
-  - {{ name: iperf, remote: "127.0.0.1:{self.r1}", target: "127.0.0.1:{iperf_port}" }}
-  - {{ name: echo, remote: "127.0.0.1:{self.r2}", target: "127.0.0.1:{echo_port}" }}
-admin: {{ listen: "off" }}
-log: {{ level: warn }}
-""")
+            cfg.write_text(agent_yaml(sshd, key, {"iperf": (self.r1, iperf_port), "echo": (self.r2, echo_port)},
+                                      'admin: { listen: "off" }\nlog: { level: warn }\n'))
             cmd = [str(AGENT), "-c", str(cfg), "run"]
         else:
             cmd = ["ssh", "-N", "-T", "-c", CIPHER, "-i", str(key), "-p", str(sshd.port),

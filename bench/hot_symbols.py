@@ -93,20 +93,11 @@ def main():
     sshd = bench.Sshd(work, (keys / "public-key.pem").read_text())
     echo_port = echo_server()
     remote, admin = bench.free_port(), bench.free_port()
-    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     cfg = work / "agent.yaml"
-    cfg.write_text(f"""server:
-  host: 127.0.0.1
-  ports: [{sshd.port}]
-  user: {user}
-  host_keys: ["{sshd.host_key_line}"]
-identity: {keys / "private-key.pem"}
-forwards:
-  - {{ name: echo, remote: "127.0.0.1:{remote}", target: "127.0.0.1:{echo_port}" }}
-admin: {{ listen: "127.0.0.1:{admin}" }}
-keepalive: {{ interval: 1s, max_missed: 5 }}
-log: {{ level: info }}
-""")
+    cfg.write_text(bench.agent_yaml(sshd, keys / "private-key.pem", {"echo": (remote, echo_port)},
+                                    f'admin: {{ listen: "127.0.0.1:{admin}" }}\n'
+                                    "keepalive: { interval: 1s, max_missed: 5 }\n"
+                                    "log: { level: info }\n"))
     dump = work / CALLGRIND_OUT
     agent = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", "--compress-strings=no",
