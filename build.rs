@@ -12,7 +12,8 @@ fn main() {
     println!("cargo:rerun-if-changed={ORDER_FILE}");
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-env-changed=AGENT_LINK_ORDER");
-    if !order_applies() {
+    let rustc = rustc_version().unwrap_or_default();
+    if !order_applies(&rustc) {
         return;
     }
     let root = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).to_path_buf();
@@ -26,7 +27,7 @@ fn main() {
     );
     // Names from another toolchain or lockfile are expected, and harmless.
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
-    if let Some(stale) = staleness(&order, &root) {
+    if let Some(stale) = staleness(&order, &root, &rustc) {
         println!(
             "cargo:warning={ORDER_FILE} was made for {stale}: the release binary idles ~3 MiB \
              larger until you run bench/hot-symbols.sh and commit the result"
@@ -35,7 +36,7 @@ fn main() {
 }
 
 /// What changed since the file was generated (its header names the rustc and Cargo.lock).
-fn staleness(order: &str, root: &Path) -> Option<String> {
+fn staleness(order: &str, root: &Path, rustc: &str) -> Option<String> {
     let field = |name: &str| {
         order
             .lines()
@@ -43,7 +44,6 @@ fn staleness(order: &str, root: &Path) -> Option<String> {
             .find_map(|l| l.strip_prefix(name).map(str::trim))
             .unwrap_or("")
     };
-    let rustc = rustc_version().unwrap_or_default();
     if field("# rustc:") != rustc {
         return Some(format!("another compiler ({})", field("# rustc:")));
     }
@@ -64,7 +64,7 @@ fn fnv1a64(data: &[u8]) -> u64 {
 /// Only where the linker is known to be lld: rustc >= 1.90 links x86_64-unknown-linux-gnu with
 /// its bundled lld unless told otherwise (a GNU ld would reject the option). Release only.
 /// `AGENT_LINK_ORDER=off` turns it off for any other setup.
-fn order_applies() -> bool {
+fn order_applies(rustc: &str) -> bool {
     let var = |k: &str| env::var(k).unwrap_or_default();
     if var("AGENT_LINK_ORDER") == "off"
         || var("TARGET") != "x86_64-unknown-linux-gnu"
@@ -80,7 +80,7 @@ fn order_applies() -> bool {
     if env::vars().any(|(k, _)| k.starts_with("CARGO_TARGET_") && k.ends_with("_LINKER")) {
         return false;
     }
-    rustc_minor().is_some_and(|minor| minor >= 90)
+    rustc_minor(rustc).is_some_and(|minor| minor >= 90)
 }
 
 /// `rustc 1.95.0 (59807616e 2026-04-14)`.
@@ -91,9 +91,8 @@ fn rustc_version() -> Option<String> {
 }
 
 /// The `90` of `rustc 1.90.0 (...)`.
-fn rustc_minor() -> Option<u32> {
-    let text = rustc_version()?;
-    let version = text.split_whitespace().nth(1)?;
+fn rustc_minor(rustc: &str) -> Option<u32> {
+    let version = rustc.split_whitespace().nth(1)?;
     let mut parts = version.split('.');
     (parts.next()? == "1").then_some(())?;
     parts.next()?.parse().ok()

@@ -17,4 +17,5 @@ target=x86_64-unknown-linux-gnu
 # names this exact build links.
 RUSTFLAGS='-C target-feature=+crt-static' \
   cargo rustc --release --locked --target "$target" --bin agent -- -C strip=none
+cargo build --release --locked --example loadgen
 AGENT_BIN="$PWD/target/$target/release/agent" python3 bench/hot_symbols.py link/hot-symbols.txt

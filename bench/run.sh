@@ -17,7 +17,7 @@ fi
 # 10,000 connections need more than the usual 1024 descriptors per process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # Measure the binary that ships: static glibc, built as the Containerfile builds it (the dynamic
-# build maps ~1 MiB more of shared libraries: idle RSS 8.2 MiB against 7.1).
+# build maps ~1 MiB more of shared libraries).
 target="$(uname -m)-unknown-linux-gnu"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" --bin agent
 cargo build --release --locked --example loadgen
