@@ -5,12 +5,14 @@
 //! knows nothing of russh; `ssh::channel` adapts a russh channel to it.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -31,16 +33,23 @@ thread_local! {
 }
 
 /// Waits for the target to have data and returns exactly what was read (empty at EOF).
-async fn read_chunk(rd: &OwnedReadHalf) -> std::io::Result<Bytes> {
-    loop {
-        rd.readable().await?;
-        let read = SCRATCH
-            .with_borrow_mut(|buf| rd.try_read(buf).map(|n| Bytes::copy_from_slice(&buf[..n])));
-        match read {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
+///
+/// Reads through `poll_read`, not `readable()` + `try_read`: a read that returns less than the
+/// buffer tells tokio the socket is drained, so the next call waits for epoll instead of making
+/// one more `recvfrom` that fails with EAGAIN (one syscall saved per request on interactive
+/// traffic). The scratch buffer is borrowed only inside one poll.
+async fn read_chunk(rd: &mut OwnedReadHalf) -> std::io::Result<Bytes> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|buf| {
+            let mut read = ReadBuf::new(buf);
+            match Pin::new(&mut *rd).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(read.filled()))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
 }
 
 /// What arrives from the vendor for this connection, in order.
@@ -121,7 +130,7 @@ pub async fn pump<S: ChannelSink>(
     stop: impl Future<Output = End>,
 ) -> PumpReport {
     let started = Instant::now();
-    let (rd, mut wr) = tcp.into_split();
+    let (mut rd, mut wr) = tcp.into_split();
     // Shared by both directions' futures and read after either ends early.
     let to_target = AtomicU64::new(0);
     let from_target = AtomicU64::new(0);
@@ -174,7 +183,7 @@ pub async fn pump<S: ChannelSink>(
 
     let up = async {
         loop {
-            match read_chunk(&rd).await {
+            match read_chunk(&mut rd).await {
                 Ok(chunk) if chunk.is_empty() => {
                     sink.eof().await;
                     return Ok(());
