@@ -2,9 +2,9 @@
 """The agent against `ssh -R` on this machine, same run, interleaved (bench/run.sh calls this).
 
 Everything stays on 127.0.0.1: a private sshd with its own config and keys, iperf3 and an echo
-service as the targets. For each repetition, each tunnel (the agent, then ssh -R, same cipher)
-is started, measured and stopped in turn, so both see the same machine noise. Medians and the
-agent/ssh ratio per row are printed; every raw number goes to a JSON file.
+service as the targets. For each repetition, each tunnel (the agent and ssh -R, same cipher) is
+started, measured and stopped in turn, which goes first alternating, so both see the same machine
+noise. Medians and the agent/ssh ratio per row are printed; every raw number goes to a JSON file.
 """
 import argparse
 import json
@@ -46,6 +46,34 @@ def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick
+
+
+def descendants(pid):
+    """Every process below `pid` (sshd: the per-session processes, also a non-root user's child)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_cpu(pid):
+    """CPU seconds of `pid` and every process below it that is still running."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
+    return total
 
 
 def mem_kib(pid, key):
@@ -169,7 +197,7 @@ def loadgen(*args, timeout=600):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(t, args):
+def measure(t, sshd, args):
     """One repetition of every case on tunnel `t`; returns {row: value}."""
     row = {}
     pid = t.proc.pid
@@ -180,12 +208,19 @@ def measure(t, args):
     row["idle private (anon) MiB"] = mem_kib(pid, "RssAnon") / 1024
     for reverse, direction in ((False, "to service"), (True, "from service")):
         for par in (1, 8):
-            c0 = cpu_seconds(pid)
+            c0, s0 = cpu_seconds(pid), tree_cpu(sshd.proc.pid)
             gbps, nbytes = iperf(t.r1, args.seconds, reverse, par)
-            c1 = cpu_seconds(pid)
+            c1, s1 = cpu_seconds(pid), tree_cpu(sshd.proc.pid)
             row[f"Gbit/s {direction}, {par} stream{'s' if par > 1 else ''}"] = gbps
             if par == 1:
                 row[f"CPU s/GB {direction}"] = (c1 - c0) / (nbytes / 1e9)
+            if par == 1 and not reverse:
+                # Toward the service the server encrypts every byte in one process: how busy it
+                # was says whether the server, not the tunnel client, set the speed.
+                row["sshd CPU s/GB to service"] = (s1 - s0) / (nbytes / 1e9)
+                # iperf3's own test time (without its setup), from what it moved and its rate.
+                seconds = nbytes * 8 / (gbps * 1e9)
+                row["sshd % of a core, to service"] = 100 * (s1 - s0) / seconds
     rr = loadgen("rr", "--port", str(t.r2), "--count", str(args.rr_count))
     row["RTT p50 us (64 B)"] = rr["p50_us"]
     row["RTT p99 us (64 B)"] = rr["p99_us"]
@@ -228,11 +263,12 @@ def main():
     results = {"agent": [], "ssh": []}
     try:
         for run in range(args.runs):
-            for kind in ("agent", "ssh"):
+            # Alternate which tunnel goes first, so neither always meets a cold machine.
+            for kind in ("agent", "ssh") if run % 2 == 0 else ("ssh", "agent"):
                 print(f"run {run + 1}/{args.runs}: {kind}", file=sys.stderr, flush=True)
                 t = Tunnel(kind, work, sshd, key, iperf_port, echo_port)
                 try:
-                    results[kind].append(measure(t, args))
+                    results[kind].append(measure(t, sshd, args))
                 finally:
                     t.close()
     finally:

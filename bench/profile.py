@@ -21,28 +21,6 @@ from pathlib import Path
 import bench
 
 
-def children(pid):
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            pass
-    return kids
-
-
-def tree_cpu(pid):
-    """CPU seconds of `pid` and its children (sshd: listener + per-session processes)."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        try:
-            total += bench.cpu_seconds(p)
-        except OSError:
-            pass
-    return total
-
-
 def sleeps(pid):
     """Voluntary context switches of every thread of `pid`: how often it went to sleep."""
     total = 0
@@ -87,10 +65,10 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "--call-graph", "dwarf,16384",
                                      "-o", args.perf, "-p", str(tunnel.proc.pid)], stderr=subprocess.DEVNULL)
             time.sleep(0.5)
-        before = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
+        before = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
                   sleeps(tunnel.proc.pid), call_ipis())
         gbps, nbytes = bench.iperf(tunnel.r1, args.seconds, args.direction == "from", args.parallel)
-        after = (bench.cpu_seconds(tunnel.proc.pid), tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
+        after = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
                  sleeps(tunnel.proc.pid), call_ipis())
     finally:
         if perf:
