@@ -8,7 +8,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -42,11 +41,9 @@ async fn read_chunk(rd: &mut OwnedReadHalf) -> std::io::Result<Bytes> {
     std::future::poll_fn(|cx| {
         SCRATCH.with_borrow_mut(|buf| {
             let mut read = ReadBuf::new(buf);
-            match Pin::new(&mut *rd).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(read.filled()))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
+            Pin::new(&mut *rd)
+                .poll_read(cx, &mut read)
+                .map_ok(|()| Bytes::copy_from_slice(read.filled()))
         })
     })
     .await
