@@ -6,8 +6,9 @@
     perf report -i /tmp/agent.data --no-children --sort symbol
 
 Toward the service, sshd is the busiest process, so what the agent makes sshd do matters as
-much as the agent's own CPU: both are printed, with the tunnel's sleeps (voluntary context
-switches) and the machine's cross-CPU wake-up interrupts (CAL in /proc/interrupts) per GB.
+much as the agent's own CPU: both are printed, with the sleeps (voluntary context switches) of
+the tunnel and of sshd, and the machine's cross-CPU wake-up interrupts (CAL in /proc/interrupts)
+per GB. sshd sleeping almost never means it never waited for the tunnel.
 The sleeps did not turn out to explain sshd's extra cost; the TCP congestion control did
 (README, "Performance").
 Uses the same private sshd, iperf3 target and tunnels as bench.py (loopback only).
@@ -29,6 +30,11 @@ def sleeps(pid):
             if line.startswith("voluntary_ctxt_switches:"):
                 total += int(line.split()[1])
     return total
+
+
+def sshd_sleeps(pid):
+    """Sleeps of sshd and every session process below it."""
+    return sum(sleeps(p) for p in [pid] + bench.descendants(pid) if Path(f"/proc/{p}").exists())
 
 
 def call_ipis():
@@ -66,10 +72,10 @@ def main():
                                      "-o", args.perf, "-p", str(tunnel.proc.pid)], stderr=subprocess.DEVNULL)
             time.sleep(0.5)
         before = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
-                  sleeps(tunnel.proc.pid), call_ipis())
+                  sleeps(tunnel.proc.pid), call_ipis(), sshd_sleeps(sshd.proc.pid))
         gbps, nbytes = bench.iperf(tunnel.r1, args.seconds, args.direction == "from", args.parallel)
         after = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
-                 sleeps(tunnel.proc.pid), call_ipis())
+                 sleeps(tunnel.proc.pid), call_ipis(), sshd_sleeps(sshd.proc.pid))
     finally:
         if perf:
             bench.stop(perf, sig=2, timeout=30)
@@ -77,10 +83,10 @@ def main():
         bench.stop(iperf_srv)
         sshd.close()
     gb = nbytes / 1e9
-    own, sshd_cpu, target, slept, ipis = ((a - b) / gb for a, b in zip(after, before))
+    own, sshd_cpu, target, slept, ipis, sshd_slept = ((a - b) / gb for a, b in zip(after, before))
     print(f"{args.tunnel}, {args.direction} the service, {args.parallel} stream(s): {gbps:.2f} Gbit/s; "
           f"CPU s/GB: {args.tunnel} {own:.3f}, sshd {sshd_cpu:.3f}, iperf3 server {target:.3f}; "
-          f"per GB: {args.tunnel} slept {slept:.0f} times, cross-CPU wake-up IPIs {ipis:.0f}")
+          f"per GB: {args.tunnel} slept {slept:.0f} times, sshd {sshd_slept:.0f}, cross-CPU wake-up IPIs {ipis:.0f}")
 
 
 if __name__ == "__main__":
