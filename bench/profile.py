@@ -22,6 +22,9 @@ from pathlib import Path
 import bench
 
 
+SYSCALLS = ("read", "recvfrom", "write", "writev", "sendto", "epoll_wait", "poll", "ppoll")
+
+
 def sleeps(pid):
     """Voluntary context switches of every thread of `pid`: how often it went to sleep."""
     total = 0
@@ -53,6 +56,7 @@ def main():
     p.add_argument("--seconds", type=int, default=6)
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--perf", metavar="FILE", help="record the tunnel process with perf into FILE")
+    p.add_argument("--syscalls", action="store_true", help="count the tunnel's I/O syscalls per GB (perf stat)")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="agent-profile-"))
@@ -71,11 +75,19 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "--call-graph", "dwarf,16384",
                                      "-o", args.perf, "-p", str(tunnel.proc.pid)], stderr=subprocess.DEVNULL)
             time.sleep(0.5)
+        counting = None
+        if args.syscalls:
+            counting = subprocess.Popen(["perf", "stat", "-x,", "-o", str(work / "syscalls.csv"),
+                                         "-e", ",".join(f"syscalls:sys_enter_{c}" for c in SYSCALLS),
+                                         "-p", str(tunnel.proc.pid)], stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         before = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
                   sleeps(tunnel.proc.pid), call_ipis(), sshd_sleeps(sshd.proc.pid))
         gbps, nbytes = bench.iperf(tunnel.r1, args.seconds, args.direction == "from", args.parallel)
         after = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
                  sleeps(tunnel.proc.pid), call_ipis(), sshd_sleeps(sshd.proc.pid))
+        if counting:
+            bench.stop(counting, sig=2, timeout=30)
     finally:
         if perf:
             bench.stop(perf, sig=2, timeout=30)
@@ -87,6 +99,14 @@ def main():
     print(f"{args.tunnel}, {args.direction} the service, {args.parallel} stream(s): {gbps:.2f} Gbit/s; "
           f"CPU s/GB: {args.tunnel} {own:.3f}, sshd {sshd_cpu:.3f}, iperf3 server {target:.3f}; "
           f"per GB: {args.tunnel} slept {slept:.0f} times, sshd {sshd_slept:.0f}, cross-CPU wake-up IPIs {ipis:.0f}")
+    if args.syscalls:
+        counts = {}
+        for line in (work / "syscalls.csv").read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].isdigit():
+                counts[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
+        print("syscalls per GB (whole run, not only the transfer): " +
+              ", ".join(f"{name} {n / gb:.0f}" for name, n in sorted(counts.items()) if n))
 
 
 if __name__ == "__main__":
