@@ -101,7 +101,10 @@ def main():
           f"per GB: {args.tunnel} slept {slept:.0f} times, sshd {sshd_slept:.0f}, cross-CPU wake-up IPIs {ipis:.0f}")
     if args.syscalls:
         counts = {}
-        for line in (work / "syscalls.csv").read_text().splitlines():
+        csv = work / "syscalls.csv"
+        if not csv.exists():
+            raise SystemExit("perf stat wrote no counts: syscall tracepoints need root or kernel.perf_event_paranoid <= -1")
+        for line in csv.read_text().splitlines():
             fields = line.split(",")
             if len(fields) > 2 and fields[0].isdigit():
                 counts[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
