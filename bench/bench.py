@@ -65,15 +65,20 @@ def descendants(pid):
     return found
 
 
-def tree_cpu(pid):
-    """CPU seconds of `pid` and every process below it that is still running."""
-    total = 0.0
+def tree_sum(pid, per_process):
+    """`per_process(p)` summed over `pid` and every process below it that is still running."""
+    total = 0
     for p in [pid, *descendants(pid)]:
         try:
-            total += cpu_seconds(p)
+            total += per_process(p)
         except OSError:
             pass
     return total
+
+
+def tree_cpu(pid):
+    """CPU seconds of `pid` and every process below it that is still running."""
+    return tree_sum(pid, cpu_seconds)
 
 
 def mem_kib(pid, key):

@@ -35,11 +35,6 @@ def sleeps(pid):
     return total
 
 
-def sshd_sleeps(pid):
-    """Sleeps of sshd and every session process below it."""
-    return sum(sleeps(p) for p in [pid] + bench.descendants(pid) if Path(f"/proc/{p}").exists())
-
-
 def call_ipis():
     """Function-call interrupts on all CPUs: mostly wake-ups of a task on another CPU."""
     for line in Path("/proc/interrupts").read_text().splitlines():
@@ -82,10 +77,10 @@ def main():
                                          "-p", str(tunnel.proc.pid)], stderr=subprocess.DEVNULL)
             time.sleep(0.5)
         before = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
-                  sleeps(tunnel.proc.pid), call_ipis(), sshd_sleeps(sshd.proc.pid))
+                  sleeps(tunnel.proc.pid), call_ipis(), bench.tree_sum(sshd.proc.pid, sleeps))
         gbps, nbytes = bench.iperf(tunnel.r1, args.seconds, args.direction == "from", args.parallel)
         after = (bench.cpu_seconds(tunnel.proc.pid), bench.tree_cpu(sshd.proc.pid), bench.cpu_seconds(iperf_srv.pid),
-                 sleeps(tunnel.proc.pid), call_ipis(), sshd_sleeps(sshd.proc.pid))
+                 sleeps(tunnel.proc.pid), call_ipis(), bench.tree_sum(sshd.proc.pid, sleeps))
         if counting:
             bench.stop(counting, sig=2, timeout=30)
     finally:
