@@ -52,9 +52,8 @@ pub fn ready_report(s: &Snapshot) -> ReadyReport {
             let reason = match &f.state {
                 ForwardState::Granted => None,
                 ForwardState::Refused(why) => Some(why.clone()),
-                ForwardState::Pending if connected => {
-                    Some("requested, waiting for the server".into())
-                }
+                ForwardState::Requested => Some("requested, waiting for the server".into()),
+                ForwardState::Pending if connected => Some("not requested yet".into()),
                 ForwardState::Pending => Some("no session".into()),
             };
             if connected && let Some(r) = &reason {

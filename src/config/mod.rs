@@ -31,7 +31,29 @@ pub struct Config {
     pub proxy: ProxyConfig,
 }
 
-#[derive(Debug, Clone)]
+/// What one SSH session is built from: any change to it needs a new session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    pub server: Server,
+    pub proxy: ProxyConfig,
+    pub keepalive: Keepalive,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+impl Config {
+    pub fn session(&self) -> SessionSettings {
+        SessionSettings {
+            server: self.server.clone(),
+            proxy: self.proxy.clone(),
+            keepalive: self.keepalive,
+            limits: self.limits,
+            timeouts: self.timeouts,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub host: String,
     pub ports: Vec<u16>,
@@ -64,13 +86,13 @@ impl Forward {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
     pub interval: Duration,
     pub max_missed: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reconnect {
     pub initial: Duration,
     pub max: Duration,
@@ -82,13 +104,13 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub connection_buffer: u64,
     pub total_buffer: u64,
@@ -97,7 +119,7 @@ pub struct Limits {
     pub rekey_after: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub handshake: Duration,

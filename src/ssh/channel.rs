@@ -1,16 +1,42 @@
-//! Adapts a russh channel to the pump: a drain task that empties the channel at once into a
-//! budgeted queue (so russh's session loop never waits on a slow target), and a sink for bytes
-//! going back to the vendor and for the window the target's writes give back.
+//! Adapts a russh channel to the tunnel core: the unanswered open ([`Incoming`]), a drain task
+//! that empties the channel at once into a budgeted queue (so russh's session loop never waits
+//! on a slow target), and a sink for bytes going back to the vendor and for the window the
+//! target's writes give back.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use russh::client::Msg;
-use russh::{Channel, ChannelMsg, ChannelWriteHalf};
+use russh::client::{ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use crate::tunnel::budget::ConnBudget;
+use crate::tunnel::conn::{IncomingChannel, Rejection};
 use crate::tunnel::pump::{ChannelSink, Inbound};
+
+/// A `forwarded-tcpip` channel the server opened, with the handle that answers it.
+pub struct Incoming {
+    pub channel: Channel<Msg>,
+    pub reply: ChannelOpenHandle,
+}
+
+impl IncomingChannel for Incoming {
+    type Sink = RusshSink;
+
+    async fn accept(self, budget: Arc<ConnBudget>) -> (UnboundedReceiver<Inbound>, Arc<RusshSink>) {
+        self.reply.accept().await;
+        adapt(self.channel, budget)
+    }
+
+    async fn reject(self, why: Rejection) {
+        let code = match why {
+            Rejection::NotListed => ChannelOpenFailure::AdministrativelyProhibited,
+            Rejection::ConnectionLimit => ChannelOpenFailure::ResourceShortage,
+            Rejection::TargetUnreachable => ChannelOpenFailure::ConnectFailed,
+        };
+        self.reply.reject(code).await;
+    }
+}
 
 pub struct RusshSink {
     wr: ChannelWriteHalf<Msg>,

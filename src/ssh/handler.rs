@@ -3,7 +3,8 @@
 //! is served, and only ever to the target configured for it.
 //!
 //! Callbacks run inside russh's session loop, so none of them awaits network I/O or calls
-//! `Handle` methods: the target dial and the pump run in spawned tasks.
+//! `Handle` methods: a forwarded connection is handed to [`crate::tunnel::conn::open`], which
+//! answers at once or runs the target dial and the pump in a task of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,14 +13,12 @@ use russh::client::{DisconnectReason, Msg, Session};
 use russh::keys::PublicKeyOrCertificate;
 use russh::{Channel, ChannelOpenFailure};
 use tokio::sync::watch;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
 use super::channel;
 use super::error::{HandlerError, describe_russh};
 use super::hostkey::{self, HostKeyPin, HostKeyVerdict};
-use crate::tunnel::budget::ConnBudget;
 use crate::tunnel::conn::{self, ConnContext};
-use crate::tunnel::pump::{pump, stop_signal};
 
 /// What the host-key check needs to know about the server being dialed.
 #[derive(Debug, Clone)]
@@ -68,56 +67,17 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let from = format!("{originator_address}:{originator_port}");
-        let Some(route) = self.ctx.state.route(connected_address, connected_port) else {
-            warn!(address = connected_address, port = connected_port, from = %from,
-                "rejected forwarded connection for a port this agent did not request");
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        let forward = route.forward.clone();
-        let Ok(permit) = self.ctx.slots.clone().try_acquire_owned() else {
-            warn!(forward = %forward.name, from = %from, max = self.ctx.limits.max_connections,
-                "rejected forwarded connection: limits.max_connections reached");
-            route.metrics.rejected.inc();
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
-        };
-        let ctx = self.ctx.clone();
-        let session_closed = self.closed.subscribe();
-        let span =
-            info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let meter = route.metrics;
-                let tcp = match conn::dial_target(&forward, ctx.target_connect).await {
-                    Ok(tcp) => tcp,
-                    Err(e) => {
-                        warn!(error = %e, "target unreachable; connection refused to the vendor");
-                        meter.rejected.inc();
-                        reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                        return;
-                    }
-                };
-                reply.accept().await;
-                meter.opened.inc();
-                meter.open.inc();
-                let budget =
-                    ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
-                let (inbound, sink) = channel::adapt(channel, budget.clone());
-                let stop = stop_signal(route.removed, session_closed);
-                let report = pump(tcp, inbound, sink, budget, &meter, stop).await;
-                meter.open.dec();
-                if report.end.is_failure() {
-                    meter.failed.inc();
-                }
-                conn::log_end(&report);
-                crate::memory::note_connection_closed();
-            }
-            .instrument(span),
-        );
+        let incoming = channel::Incoming { channel, reply };
+        let session = self.closed.subscribe();
+        conn::open(
+            &self.ctx,
+            connected_address,
+            connected_port,
+            &from,
+            session,
+            incoming,
+        )
+        .await;
         Ok(())
     }
 

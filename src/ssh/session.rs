@@ -18,9 +18,10 @@ use super::handler::{ClientHandler, HostCheck};
 use super::hostkey::{HostKeyPin, describe_pins};
 use super::keys::Identity;
 use super::transport::transport;
-use crate::config::{Config, Forward};
+use crate::config::{Forward, SessionSettings};
 use crate::proxy::{self, ProxyUrl, Route};
 use crate::tunnel::conn::ConnContext;
+use crate::tunnel::reconcile::{ForwardError, ForwardPort};
 
 /// AES-GCM first: ~1.5x faster than ChaCha20 in russh on x86 (aes128-gcm is not in russh's
 /// default list and must be named).
@@ -55,7 +56,7 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    pub fn new(config: &Config, identity: Identity) -> Self {
+    pub fn new(config: &SessionSettings, identity: Identity) -> Self {
         let mut preferred = Preferred {
             cipher: Cow::Borrowed(CIPHERS),
             ..Preferred::default()
@@ -300,7 +301,7 @@ impl Dialer {
             });
         }
         Ok(Session {
-            handle,
+            handle: Arc::new(handle),
             via: target,
             port,
             closed: closed_rx,
@@ -347,59 +348,59 @@ pub(crate) fn pinned_algorithms(
     Some(algs)
 }
 
-/// Why the server did not grant a forward.
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error(
-        "the server refused it (the port is still held by an earlier connection, used by something else, or not permitted for this user)"
-    )]
-    Refused,
-    #[error("no answer from the server within {0}s")]
-    Timeout(u64),
-    #[error("the session is gone")]
-    SessionGone,
-}
-
 /// An authenticated session.
 pub struct Session {
-    handle: Handle<ClientHandler>,
+    handle: Arc<Handle<ClientHandler>>,
     /// "host:port (address)" this session runs over.
     pub via: String,
     pub port: u16,
     closed: watch::Receiver<Option<String>>,
 }
 
-impl Session {
-    /// Asks the server to listen on the forward's remote port. With a fixed port OpenSSH replies
-    /// without a port number (russh returns 0): the port asked for is the port granted.
-    pub async fn request_forward(
-        &self,
-        f: &Forward,
-        timeout: Duration,
-    ) -> Result<(), ForwardError> {
-        match tokio::time::timeout(
-            timeout,
-            self.handle
-                .tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port)),
-        )
-        .await
+/// The server side of remote forwarding, for the reconciler. With a fixed port OpenSSH
+/// replies without a port number (russh returns 0): the port asked for is the port granted.
+pub struct Forwarder(Arc<Handle<ClientHandler>>);
+
+impl ForwardPort for Forwarder {
+    async fn request(&self, f: &Forward) -> Result<(), ForwardError> {
+        match self
+            .0
+            .tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))
+            .await
         {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(russh::Error::RequestDenied)) => Err(ForwardError::Refused),
-            Ok(Err(_)) => Err(ForwardError::SessionGone),
-            Err(_) => Err(ForwardError::Timeout(timeout.as_secs())),
+            Ok(_) => Ok(()),
+            Err(russh::Error::RequestDenied) => Err(ForwardError::Refused),
+            Err(_) => Err(ForwardError::SessionGone),
         }
     }
 
-    /// Asks the server to stop listening, so the port is free for whoever connects next.
+    async fn cancel(&self, f: &Forward) -> Result<(), ForwardError> {
+        match self
+            .0
+            .cancel_tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(russh::Error::RequestDenied) => Err(ForwardError::Refused),
+            Err(_) => Err(ForwardError::SessionGone),
+        }
+    }
+}
+
+impl Session {
+    /// Requests and cancels forwards on this session (shared with the reconciler's tasks).
+    pub fn forwarder(&self) -> Arc<Forwarder> {
+        Arc::new(Forwarder(self.handle.clone()))
+    }
+
+    /// Asks the server to stop listening for `f`, bounded: at shutdown, so the port is free for
+    /// whoever connects next.
     pub async fn cancel_forward(&self, f: &Forward, timeout: Duration) {
-        let r = tokio::time::timeout(
-            timeout,
-            self.handle
-                .cancel_tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port)),
-        )
-        .await;
-        if !matches!(r, Ok(Ok(()))) {
+        let cancel = Forwarder(self.handle.clone());
+        if !matches!(
+            tokio::time::timeout(timeout, cancel.cancel(f)).await,
+            Ok(Ok(()))
+        ) {
             debug!(forward = %f.name, "cancel-tcpip-forward not acknowledged");
         }
     }

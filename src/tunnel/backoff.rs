@@ -1,7 +1,10 @@
-//! Exponential backoff with jitter between `reconnect.initial` and `reconnect.max`, reset by the
-//! caller once a session has stayed up (so one blip after a month of uptime retries fast).
+//! Exponential backoff with jitter between `reconnect.initial` and `reconnect.max`, and
+//! [`Redial`], which resets it once a session has stayed up (so one blip after a month of
+//! uptime retries fast).
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::RngExt;
 
@@ -49,9 +52,79 @@ impl Backoff {
     }
 }
 
+/// A session that lived this long resets the reconnect backoff.
+pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// When to dial the server again.
+#[derive(Debug)]
+pub struct Redial {
+    backoff: Backoff,
+    max: Duration,
+    up_since: Option<Instant>,
+}
+
+impl Redial {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            backoff: Backoff::new(initial, max),
+            max,
+            up_since: None,
+        }
+    }
+
+    /// A session is up.
+    pub fn connected(&mut self) {
+        self.up_since = Some(Instant::now());
+    }
+
+    /// The wait before the next attempt after a lost session or a failed attempt. A session
+    /// that stayed up [`STABLE_AFTER`] starts the backoff over.
+    pub fn after_failure(&mut self) -> Duration {
+        if self
+            .up_since
+            .take()
+            .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+        {
+            self.backoff.reset();
+        }
+        self.backoff.next_delay()
+    }
+
+    /// The wait after a failure that needs a human or the vendor (a rejected key, a host key
+    /// mismatch): slow, never a tight loop.
+    pub fn after_permanent_failure(&mut self) -> Duration {
+        self.up_since = None;
+        self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn redial_backs_off_and_a_stable_session_starts_it_over() {
+        let (initial, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let mut r = Redial::new(initial, max);
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            last = r.after_failure();
+        }
+        assert!(last > Duration::from_secs(20), "grew: {last:?}");
+        r.connected();
+        tokio::time::advance(STABLE_AFTER - Duration::from_secs(1)).await;
+        assert!(
+            r.after_failure() > Duration::from_secs(20),
+            "a session shorter than STABLE_AFTER does not reset the backoff"
+        );
+        r.connected();
+        tokio::time::advance(STABLE_AFTER).await;
+        assert!(
+            r.after_failure() <= initial,
+            "a stable session starts the backoff over"
+        );
+        assert_eq!(r.after_permanent_failure(), max);
+    }
 
     #[test]
     fn grows_caps_and_resets() {

@@ -1,17 +1,105 @@
-//! One forwarded connection, outside of SSH: dial the configured target, and log how it ended.
+//! One forwarded connection, outside of SSH: route the server's channel to a forward, take a
+//! connection slot, dial the configured target, answer the channel, pump, and log how it ended.
+//!
+//! The SSH layer hands each `forwarded-tcpip` open over as an [`IncomingChannel`] (it knows how
+//! to accept or reject it); everything else about the connection is decided here.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument, info, info_span, warn};
 
-use super::budget::TotalBudget;
-use super::pump::{End, PumpReport};
+use super::budget::{ConnBudget, TotalBudget};
+use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
 use super::state::TunnelState;
 use crate::config::{Forward, Limits};
+
+/// Why a channel the server opened is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No forward asked for on this session listens there.
+    NotListed,
+    /// `limits.max_connections` connections are open.
+    ConnectionLimit,
+    /// The target did not accept the connection.
+    TargetUnreachable,
+}
+
+/// A channel the server asked to open, not answered yet: the SSH layer's side of it.
+pub trait IncomingChannel: Send + 'static {
+    type Sink: ChannelSink;
+    /// Accepts the channel and returns its two ends: what the vendor sends, in order, charged
+    /// to `budget`; and where bytes for the vendor go.
+    fn accept(
+        self,
+        budget: Arc<ConnBudget>,
+    ) -> impl Future<Output = (UnboundedReceiver<Inbound>, Arc<Self::Sink>)> + Send;
+    fn reject(self, why: Rejection) -> impl Future<Output = ()> + Send;
+}
+
+/// Answers one `forwarded-tcpip` open for (`address`, `port`) from `from`. Decides at once
+/// whether the channel may be served; the target dial and the pump run in a task of their own,
+/// so the SSH session never waits on them. `session` ends the connection with the session.
+pub async fn open<C: IncomingChannel>(
+    ctx: &Arc<ConnContext>,
+    address: &str,
+    port: u32,
+    from: &str,
+    session: watch::Receiver<Option<String>>,
+    channel: C,
+) {
+    let Some(route) = ctx.state.route(address, port) else {
+        warn!(
+            address,
+            port, from, "rejected forwarded connection for a port this agent did not request"
+        );
+        channel.reject(Rejection::NotListed).await;
+        return;
+    };
+    let forward = route.forward.clone();
+    let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+        warn!(forward = %forward.name, from, max = ctx.limits.max_connections,
+            "rejected forwarded connection: limits.max_connections reached");
+        route.metrics.rejected.inc();
+        channel.reject(Rejection::ConnectionLimit).await;
+        return;
+    };
+    let ctx = ctx.clone();
+    let span = info_span!("conn", forward = %forward.name, from, target = %forward.target());
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let meter = route.metrics;
+            let tcp = match dial_target(&forward, ctx.target_connect).await {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    warn!(error = %e, "target unreachable; connection refused to the vendor");
+                    meter.rejected.inc();
+                    channel.reject(Rejection::TargetUnreachable).await;
+                    return;
+                }
+            };
+            let budget = ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
+            let (inbound, sink) = channel.accept(budget.clone()).await;
+            meter.opened.inc();
+            meter.open.inc();
+            let stop = Stop::new(route.closed, session);
+            let report = pump(tcp, inbound, sink, budget, &meter, stop).await;
+            meter.open.dec();
+            if report.end.is_failure() {
+                meter.failed.inc();
+            }
+            log_end(&report);
+            crate::memory::note_connection_closed();
+        }
+        .instrument(span),
+    );
+}
 
 /// What the SSH handler needs to serve forwarded connections.
 #[derive(Debug)]
@@ -64,23 +152,14 @@ pub async fn dial_target(forward: &Forward, timeout: Duration) -> io::Result<Tcp
         })
 }
 
-/// The one line per forwarded connection, in the current (connection) span.
+/// The one line per forwarded connection, in the current (connection) span: info when an end
+/// or the customer's configuration closed it, warn for a failure.
 pub fn log_end(report: &PumpReport) {
     let ms = report.duration.as_millis() as u64;
-    match &report.end {
-        End::Complete | End::VendorClosed => info!(
-            to_target = report.to_target,
-            from_target = report.from_target,
-            duration_ms = ms,
-            end = %report.end,
-            "connection closed"
-        ),
-        _ => warn!(
-            to_target = report.to_target,
-            from_target = report.from_target,
-            duration_ms = ms,
-            end = %report.end,
-            "connection closed"
-        ),
+    let (to_target, from_target, end) = (report.to_target, report.from_target, &report.end);
+    if end.is_failure() {
+        warn!(to_target, from_target, duration_ms = ms, end = end.class(), reason = %end, "connection closed");
+    } else {
+        info!(to_target, from_target, duration_ms = ms, end = end.class(), reason = %end, "connection closed");
     }
 }

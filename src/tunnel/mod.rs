@@ -1,5 +1,8 @@
-//! The tunnel, independent of russh: per-connection pump and byte budgets, the shared state
-//! that routes channels and answers health questions, and the reconnecting supervisor.
+//! The tunnel's core, independent of russh and of `crate::ssh`: the reconciler that makes the
+//! granted forwards equal the desired ones, the shared state that routes channels and answers
+//! health questions, one forwarded connection (route, dial, pump) and its byte budgets. The SSH
+//! layer implements this module's ports ([`reconcile::ForwardPort`], [`conn::IncomingChannel`],
+//! [`pump::ChannelSink`]); it never works the other way round.
 
 pub mod backoff;
 mod batch;
@@ -7,6 +10,5 @@ pub mod budget;
 pub mod conn;
 pub mod metrics;
 pub mod pump;
-pub mod reload;
+pub mod reconcile;
 pub mod state;
-pub mod supervisor;

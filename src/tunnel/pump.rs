@@ -69,40 +69,53 @@ pub trait ChannelSink: Send + Sync + 'static {
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
-/// How a forwarded connection ended, for its closing log line.
+/// How a forwarded connection ended, and who ended it, for its closing log line and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
-    /// Both sides finished cleanly.
-    Complete,
-    /// The vendor side closed the channel before sending EOF.
+    /// The vendor's side finished first (EOF or close), and the rest ended cleanly.
     VendorClosed,
+    /// The target finished first (EOF), and the rest ended cleanly.
+    TargetClosed,
+    /// The target's socket failed (reset, write or read error).
     TargetError(String),
-    Overflow(Overflow),
-    /// The SSH session went away (reconnect or shutdown).
+    /// The SSH session went away under the connection.
     SessionLost,
-    /// The forward was removed from agent.yaml (reload).
-    Removed,
+    /// A limit closed it (`limits.connection_buffer`, `limits.total_buffer`).
+    Limit(String),
+    /// The customer's side closed it: the forward left the desired set (a reload, later a
+    /// policy), with the reason.
+    Policy(String),
 }
 
 impl End {
-    /// Whether this ending counts as a failed connection in the metrics.
+    /// Whether this ending counts as a failed connection in the metrics: not when either end
+    /// simply finished, nor when the customer's configuration closed it.
     pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            End::TargetError(_) | End::Overflow(_) | End::SessionLost
-        )
+        matches!(self, End::TargetError(_) | End::Limit(_) | End::SessionLost)
+    }
+
+    /// A short stable name for logs and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            End::VendorClosed => "vendor_closed",
+            End::TargetClosed => "target_closed",
+            End::TargetError(_) => "target_error",
+            End::SessionLost => "session_lost",
+            End::Limit(_) => "limit",
+            End::Policy(_) => "policy",
+        }
     }
 }
 
 impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            End::Complete => write!(f, "complete"),
-            End::VendorClosed => write!(f, "closed by vendor side"),
+            End::VendorClosed => write!(f, "closed by the vendor side"),
+            End::TargetClosed => write!(f, "closed by the target"),
             End::TargetError(e) => write!(f, "target error: {e}"),
-            End::Overflow(o) => write!(f, "closed: {o}"),
             End::SessionLost => write!(f, "ssh session lost"),
-            End::Removed => write!(f, "forward removed from the configuration"),
+            End::Limit(why) => write!(f, "closed: {why}"),
+            End::Policy(why) => write!(f, "closed: {why}"),
         }
     }
 }
@@ -117,14 +130,14 @@ pub struct PumpReport {
 }
 
 /// Pumps until both directions are done or one fails; a failure ends both, and so does `stop`
-/// (the forward removed by a reload, or the SSH session gone) with the ending it returns.
+/// (the forward closed, or the SSH session gone) with the ending it gives.
 pub async fn pump<S: ChannelSink>(
     tcp: TcpStream,
     mut inbound: UnboundedReceiver<Inbound>,
     sink: Arc<S>,
     budget: Arc<ConnBudget>,
     meter: &ForwardMetrics,
-    stop: impl Future<Output = End>,
+    mut stop: Stop,
 ) -> PumpReport {
     let started = Instant::now();
     let (mut rd, mut wr) = tcp.into_split();
@@ -171,10 +184,11 @@ pub async fn pump<S: ChannelSink>(
                     let _ = wr.shutdown().await;
                     return Ok(());
                 }
-                Inbound::Overflow(o) => return Err(End::Overflow(o)),
+                Inbound::Overflow(o) => return Err(End::Limit(o.to_string())),
             }
         }
-        // The drain ended without EOF: the channel was closed or the session died.
+        // The drain ended without EOF: the vendor closed the channel (or the session died,
+        // which `stop` tells apart below).
         Err(End::VendorClosed)
     };
 
@@ -190,7 +204,8 @@ pub async fn pump<S: ChannelSink>(
                     from_target.fetch_add(n, Ordering::Relaxed);
                     meter.from_target.inc_by(n);
                     if sink.send(chunk).await.is_err() {
-                        return Err(End::SessionLost);
+                        // The channel is gone: closed by the vendor, unless the session is.
+                        return Err(End::VendorClosed);
                     }
                 }
                 Err(e) => return Err(End::TargetError(format!("read: {e}"))),
@@ -198,31 +213,47 @@ pub async fn pump<S: ChannelSink>(
         }
     };
 
-    tokio::pin!(down, up, stop);
+    tokio::pin!(down, up);
     let (mut down_done, mut up_done) = (false, false);
-    let mut end = End::Complete;
+    let mut end = None;
+    let mut cut = false;
     while !(down_done && up_done) {
         tokio::select! {
-            e = &mut stop => {
-                end = e;
+            e = stop.wait() => {
+                end = Some(e);
                 break;
             }
             r = &mut down, if !down_done => {
                 down_done = true;
-                if let Err(e) = r {
-                    end = e;
-                    break;
+                match r {
+                    Ok(()) if !up_done => end = Some(End::VendorClosed),
+                    Ok(()) => {}
+                    Err(e) => {
+                        (end, cut) = (Some(e), true);
+                        break;
+                    }
                 }
             }
             r = &mut up, if !up_done => {
                 up_done = true;
-                if let Err(e) = r {
-                    end = e;
-                    break;
+                match r {
+                    Ok(()) if !down_done => end = Some(End::TargetClosed),
+                    Ok(()) => {}
+                    Err(e) => {
+                        (end, cut) = (Some(e), true);
+                        break;
+                    }
                 }
             }
         }
     }
+    // A channel cut short "by the vendor" may really be the session or the configuration
+    // ending it.
+    let end = match end {
+        Some(End::VendorClosed) if cut => stop.now().unwrap_or(End::VendorClosed),
+        Some(e) => e,
+        None => End::VendorClosed,
+    };
     sink.close().await;
     PumpReport {
         to_target: to_target.load(Ordering::Relaxed),
@@ -232,25 +263,49 @@ pub async fn pump<S: ChannelSink>(
     }
 }
 
-/// Resolves when the forward is removed by a reload or its SSH session ends (the session's
-/// watch is set to a reason, or its sender is dropped with the session).
-pub async fn stop_signal(
-    mut removed: watch::Receiver<bool>,
-    mut session: watch::Receiver<Option<String>>,
-) -> End {
-    let session_gone = async {
-        loop {
-            if session.borrow_and_update().is_some() || session.changed().await.is_err() {
-                return;
+/// Why a connection must stop from outside it: its forward closed, or its SSH session ended.
+pub struct Stop {
+    forward: watch::Receiver<Option<String>>,
+    session: watch::Receiver<Option<String>>,
+}
+
+impl Stop {
+    /// `forward` changes to `Some(why)` when the forward is closed; `session` is set to a reason,
+    /// or its sender dropped, when the session ends.
+    pub fn new(
+        forward: watch::Receiver<Option<String>>,
+        session: watch::Receiver<Option<String>>,
+    ) -> Self {
+        Self { forward, session }
+    }
+
+    /// The ending if one has happened already, without waiting.
+    pub fn now(&self) -> Option<End> {
+        if let Some(why) = self.forward.borrow().clone() {
+            return Some(End::Policy(why));
+        }
+        let gone = self.session.borrow().is_some() || self.session.has_changed().is_err();
+        gone.then_some(End::SessionLost)
+    }
+
+    /// Resolves with the ending once the forward closes or the session ends.
+    pub async fn wait(&mut self) -> End {
+        let session_gone = async {
+            loop {
+                if self.session.borrow_and_update().is_some()
+                    || self.session.changed().await.is_err()
+                {
+                    return;
+                }
             }
+        };
+        tokio::select! {
+            r = self.forward.wait_for(|why| why.is_some()) => match r {
+                Ok(why) => End::Policy(why.clone().unwrap_or_default()),
+                // The forward's state is gone with the agent.
+                Err(_) => End::SessionLost,
+            },
+            _ = session_gone => End::SessionLost,
         }
-    };
-    tokio::select! {
-        r = removed.wait_for(|gone| *gone) => {
-            // An error means the forward's state is gone with the agent: same outcome.
-            let _ = r;
-            End::Removed
-        }
-        _ = session_gone => End::SessionLost,
     }
 }

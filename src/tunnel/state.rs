@@ -1,7 +1,8 @@
-//! What the agent knows about its tunnel right now: the session, and per forward whether the
-//! server granted it. The handler routes incoming channels from here (only granted forwards are
-//! reachable), health and metrics read it, and every change is made through its methods; there
-//! is no second copy to drift.
+//! What the agent knows about its tunnel right now: the session, and per forward how far the
+//! server has got with it. The handler routes incoming channels from here (only forwards asked
+//! for on the live session are reachable), health and metrics read it, and every change is made
+//! through its methods; there is no second copy to drift. The reconciler
+//! ([`super::reconcile`]) is the only writer of the per-forward states.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,10 @@ use crate::config::Forward;
 pub enum ForwardState {
     /// Not requested yet on the current session (or no session).
     Pending,
+    /// Asked for on the live session, answer not in yet. Its channels are served: a server
+    /// only opens `forwarded-tcpip` for a listener it granted, and it may open one in the same
+    /// packet batch as the grant, before the agent has read the answer.
+    Requested,
     Granted,
     /// The server said no; the reason says what to do about it.
     Refused(String),
@@ -25,6 +30,7 @@ impl ForwardState {
     pub fn label(&self) -> &'static str {
         match self {
             ForwardState::Pending => "pending",
+            ForwardState::Requested => "requested",
             ForwardState::Granted => "granted",
             ForwardState::Refused(_) => "refused",
         }
@@ -35,8 +41,9 @@ impl ForwardState {
 pub struct ForwardStatus {
     pub forward: Arc<Forward>,
     pub state: ForwardState,
-    /// Flipped to true when the forward is removed (reload): its open connections close.
-    closed: watch::Sender<bool>,
+    /// Set to why when the forward is closed (removed from the desired set): its open
+    /// connections close.
+    closed: watch::Sender<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -64,8 +71,8 @@ impl Snapshot {
 pub struct Route {
     pub forward: Arc<Forward>,
     pub metrics: ForwardMetrics,
-    /// Resolves (changes to true) when the forward is removed by a reload.
-    pub removed: watch::Receiver<bool>,
+    /// Changes to `Some(why)` when the forward is closed (removed from the desired set).
+    pub closed: watch::Receiver<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -87,7 +94,7 @@ fn status(f: &Forward) -> ForwardStatus {
     ForwardStatus {
         forward: Arc::new(f.clone()),
         state: ForwardState::Pending,
-        closed: watch::Sender::new(false),
+        closed: watch::Sender::new(None),
     }
 }
 
@@ -195,39 +202,56 @@ impl TunnelState {
         });
     }
 
-    pub fn set_forward(&self, name: &str, state: ForwardState) {
+    /// Sets the state of `forward`, if it is still the one under its name (a reload may have
+    /// replaced it while its request was in flight).
+    pub fn set_forward(&self, forward: &Forward, state: ForwardState) {
         self.with(|s| {
-            if let Some(f) = s.forwards.iter_mut().find(|f| f.forward.name == name) {
+            if let Some(f) = s.forwards.iter_mut().find(|f| *f.forward == *forward) {
                 f.state = state;
             }
         });
     }
 
-    /// Adds a forward (reload); it starts pending.
-    pub fn add_forward(&self, forward: &Forward) {
-        self.with(|s| s.forwards.push(status(forward)));
-    }
-
-    /// Removes a forward (reload): it stops routing at once and its open connections close.
-    pub fn remove_forward(&self, name: &str) {
+    /// Makes the list of forwards equal to `desired`, in its order: unchanged forwards keep
+    /// their state and connections; new or changed ones start pending; removed or changed ones
+    /// stop routing at once and their open connections close with `why`. Returns the forwards
+    /// that left the list.
+    pub fn set_forwards(&self, desired: &[Forward], why: &str) -> Vec<Arc<Forward>> {
         self.with(|s| {
-            if let Some(i) = s.forwards.iter().position(|f| f.forward.name == name) {
-                let f = s.forwards.remove(i);
-                f.closed.send_replace(true);
-                self.metrics.forward_granted.remove(&ForwardLabel {
-                    forward: name.into(),
-                });
-            }
-        });
+            let mut old = std::mem::take(&mut s.forwards);
+            s.forwards = desired
+                .iter()
+                .map(|f| match old.iter().position(|o| *o.forward == *f) {
+                    Some(i) => old.swap_remove(i),
+                    None => status(f),
+                })
+                .collect();
+            old.into_iter()
+                .map(|gone| {
+                    gone.closed.send_replace(Some(why.to_string()));
+                    if !s
+                        .forwards
+                        .iter()
+                        .any(|f| f.forward.name == gone.forward.name)
+                    {
+                        self.metrics.forward_granted.remove(&ForwardLabel {
+                            forward: gone.forward.name.clone(),
+                        });
+                    }
+                    gone.forward
+                })
+                .collect()
+        })
     }
 
-    /// The granted forward the server means by (`address`, `port`) in a forwarded-tcpip open.
+    /// The forward the server means by (`address`, `port`) in a forwarded-tcpip open: one
+    /// granted, or asked for, on the live session. Nothing else is reachable.
     pub fn route(&self, address: &str, port: u32) -> Option<Route> {
         let f = self.read(|s| {
             s.forwards
                 .iter()
                 .find(|f| {
-                    f.state == ForwardState::Granted
+                    matches!(f.state, ForwardState::Requested | ForwardState::Granted)
                         && u32::from(f.forward.remote_port) == port
                         && same_bind_address(&f.forward.remote_addr, address)
                 })
@@ -236,7 +260,7 @@ impl TunnelState {
         Some(Route {
             metrics: self.metrics.forward(&f.0.name),
             forward: f.0,
-            removed: f.1,
+            closed: f.1,
         })
     }
 
@@ -272,18 +296,31 @@ mod tests {
     }
 
     #[test]
-    fn routes_only_granted_forwards_by_address_and_port() {
-        let st = TunnelState::new(&[fwd("a", "localhost", 5000), fwd("b", "*", 5001)]);
+    fn routes_only_forwards_asked_for_on_the_session_by_address_and_port() {
+        let (a, b) = (fwd("a", "localhost", 5000), fwd("b", "*", 5001));
+        let st = TunnelState::new(&[a.clone(), b.clone()]);
         assert!(
             st.route("localhost", 5000).is_none(),
             "pending forwards are not routable"
         );
-        st.set_forward("a", ForwardState::Granted);
-        st.set_forward("b", ForwardState::Granted);
+        st.set_forward(&a, ForwardState::Requested);
+        assert_eq!(
+            st.route("localhost", 5000).unwrap().forward.name,
+            "a",
+            "a forward whose request is in flight is routable"
+        );
+        st.set_forward(&a, ForwardState::Granted);
+        st.set_forward(&b, ForwardState::Granted);
         assert_eq!(st.route("localhost", 5000).unwrap().forward.name, "a");
         assert!(st.route("127.0.0.2", 5000).is_none());
         assert!(st.route("localhost", 5002).is_none());
         assert_eq!(st.route("0.0.0.0", 5001).unwrap().forward.name, "b");
+        st.set_forward(&b, ForwardState::Refused("no".into()));
+        assert!(
+            st.route("0.0.0.0", 5001).is_none(),
+            "refused is not routable"
+        );
+        st.set_forward(&b, ForwardState::Granted);
         assert!(!st.snapshot().ready(), "not connected yet");
         st.connected("x:22".into(), Duration::from_millis(80));
         assert!(st.snapshot().ready());
@@ -303,15 +340,42 @@ mod tests {
     }
 
     #[test]
-    fn removing_a_forward_stops_routing_and_signals_its_connections() {
-        let st = TunnelState::new(&[fwd("a", "localhost", 5000)]);
-        st.set_forward("a", ForwardState::Granted);
-        let route = st.route("localhost", 5000).unwrap();
-        assert!(!*route.removed.borrow());
-        st.remove_forward("a");
-        assert!(*route.removed.borrow());
-        assert!(st.route("localhost", 5000).is_none());
-        st.add_forward(&fwd("c", "localhost", 5002));
-        assert_eq!(st.snapshot().forwards[0].forward.name, "c");
+    fn set_forwards_keeps_unchanged_ones_and_closes_removed_and_changed_ones() {
+        let (a, b, c) = (
+            fwd("a", "localhost", 5000),
+            fwd("b", "localhost", 5001),
+            fwd("c", "localhost", 5002),
+        );
+        let st = TunnelState::new(&[a.clone(), b.clone()]);
+        st.set_forward(&a, ForwardState::Granted);
+        st.set_forward(&b, ForwardState::Granted);
+        let route_a = st.route("localhost", 5000).unwrap();
+        let route_b = st.route("localhost", 5001).unwrap();
+        let b2 = Forward {
+            target_port: 81,
+            ..b.clone()
+        };
+        let gone = st.set_forwards(&[c.clone(), a.clone(), b2.clone()], "removed");
+        assert_eq!(gone.len(), 1);
+        assert_eq!(*gone[0], b, "the old definition of b left");
+        assert!(route_a.closed.borrow().is_none(), "a is untouched");
+        assert_eq!(route_b.closed.borrow().as_deref(), Some("removed"));
+        let snap = st.snapshot();
+        let names: Vec<_> = snap
+            .forwards
+            .iter()
+            .map(|f| f.forward.name.as_str())
+            .collect();
+        assert_eq!(names, ["c", "a", "b"], "the desired order");
+        assert_eq!(snap.forwards[1].state, ForwardState::Granted);
+        assert_eq!(snap.forwards[2].state, ForwardState::Pending);
+        assert_eq!(*snap.forwards[2].forward, b2);
+        st.set_forward(&b, ForwardState::Granted);
+        assert_eq!(
+            st.snapshot().forwards[2].state,
+            ForwardState::Pending,
+            "a late answer for the old definition does not touch the new one"
+        );
+        assert!(st.set_forwards(&[c, a, b2], "removed").is_empty());
     }
 }

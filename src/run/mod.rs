@@ -1,5 +1,9 @@
 //! `agent run`: the long-running tunnel with its admin endpoint, stopped by SIGINT or SIGTERM,
-//! reloaded by SIGHUP.
+//! reloaded by SIGHUP. [`supervisor`] holds the session; [`reload`] says what a new agent.yaml
+//! changes.
+
+pub mod reload;
+mod supervisor;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,9 +15,8 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::ssh::keys::Identity;
-use crate::tunnel::reload::Reload;
 use crate::tunnel::state::TunnelState;
-use crate::tunnel::supervisor;
+use reload::Reload;
 
 /// How often the liveness ticker proves the runtime still schedules tasks.
 const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -1,0 +1,242 @@
+//! Holds the tunnel for months: dial, hand the live session to the reconciler, and when the
+//! session dies for any reason, reconnect forever with backoff. A reloaded configuration is
+//! applied the same way whatever the agent is doing (dialing, connected, backing off): its
+//! forwards become the desired set, and a change to what a session is built from starts a new
+//! session at once.
+//!
+//! This loop sits above both halves of the agent: it drives `ssh` (dial, session) and `tunnel`
+//! (reconciler, state), which know nothing of each other beyond the ports `tunnel` defines.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::reload::{self, Reload};
+use crate::config::{Config, Forward};
+use crate::ssh::keys::Identity;
+use crate::ssh::session::{Dialer, Session};
+use crate::tunnel::backoff::Redial;
+use crate::tunnel::conn::ConnContext;
+use crate::tunnel::reconcile::{Reconciler, Timing};
+use crate::tunnel::state::{ForwardState, TunnelState};
+
+/// Budget for cancelling forwards and saying goodbye at shutdown.
+const GOODBYE: Duration = Duration::from_millis(1500);
+
+/// The agent's running configuration and what is derived from it.
+struct Running {
+    config: Config,
+    identity: Identity,
+    dialer: Dialer,
+    ctx: Arc<ConnContext>,
+    redial: Redial,
+    /// The desired set of forwards, read by the reconciler.
+    desired: watch::Sender<Vec<Forward>>,
+}
+
+impl Running {
+    fn new(config: Config, identity: Identity, state: &Arc<TunnelState>) -> Self {
+        Self {
+            dialer: Dialer::new(&config.session(), identity.clone()),
+            ctx: ConnContext::new(state.clone(), config.limits, config.timeouts.target_connect),
+            redial: Redial::new(config.reconnect.initial, config.reconnect.max),
+            desired: watch::Sender::new(config.forwards.clone()),
+            config,
+            identity,
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        Timing::new(self.config.timeouts.handshake)
+    }
+
+    /// Applies a reloaded configuration, the one way whatever the agent is doing. Returns
+    /// whether the session must be rebuilt (the caller ends it, if any, and dials at once).
+    fn apply(&mut self, new: Reload) -> bool {
+        let changes = reload::changes(&self.config, &self.identity, &new);
+        if !changes.needs_restart.is_empty() {
+            warn!(settings = ?changes.needs_restart, "these settings changed but apply only after a restart");
+        }
+        if changes.session {
+            self.dialer = Dialer::new(&new.config.session(), new.identity.clone());
+            self.ctx = ConnContext::new(
+                self.ctx.state.clone(),
+                new.config.limits,
+                new.config.timeouts.target_connect,
+            );
+        }
+        if changes.session || changes.reconnect {
+            self.redial = Redial::new(new.config.reconnect.initial, new.config.reconnect.max);
+        }
+        if changes.forwards {
+            self.desired.send_replace(new.config.forwards.clone());
+        }
+        self.config = new.config;
+        self.identity = new.identity;
+        info!(?changes, "configuration reloaded");
+        changes.session
+    }
+}
+
+enum Ended {
+    Shutdown,
+    Lost(String),
+    /// A reload changed what the session is built from.
+    Rebuild,
+}
+
+/// Runs until `shutdown` resolves; then cancels the forwards and disconnects.
+pub async fn supervise(
+    config: Config,
+    identity: Identity,
+    state: Arc<TunnelState>,
+    mut reloads: mpsc::Receiver<Reload>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut run = Running::new(config, identity, &state);
+    let mut reconciler = Reconciler::new(state.clone(), run.desired.subscribe(), run.timing());
+    let mut last_port = None;
+    tokio::pin!(shutdown);
+
+    for session_no in 1u64.. {
+        let span = info_span!("session", n = session_no, server = %run.config.server.host);
+        // Dial. The dial runs on its own copy of the dialer, so reloads keep applying meanwhile;
+        // one that changes the session's settings dials again with them.
+        let attempt = async {
+            let dialer = run.dialer.clone();
+            let ctx = run.ctx.clone();
+            info!(user = %run.config.server.user, ports = ?run.config.server.ports, "dialing");
+            let dial = dialer.connect(ctx, last_port);
+            tokio::pin!(dial);
+            loop {
+                tokio::select! {
+                    r = &mut dial => return Some(Ok(r)),
+                    _ = &mut shutdown => return None,
+                    _ = reconciler.without_session() => {}
+                    Some(new) = reloads.recv() => if run.apply(new) {
+                        return Some(Err(Redo));
+                    }
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let delay = match attempt {
+            None => return,
+            Some(Err(Redo)) => continue,
+            Some(Ok(Ok(mut session))) => {
+                let dialed = Instant::now();
+                last_port = Some(session.port);
+                span.in_scope(
+                    || info!(via = %session.via, "connected: host key verified, authenticated"),
+                );
+                state.connected(session.via.clone(), dialed.elapsed());
+                run.redial.connected();
+                reconciler.timing = run.timing();
+                let ended = hold(
+                    &mut session,
+                    &mut run,
+                    &mut reconciler,
+                    &mut reloads,
+                    &mut shutdown,
+                )
+                .instrument(span.clone())
+                .await;
+                let _g = span.enter();
+                match ended {
+                    Ended::Shutdown => {
+                        goodbye(session, &state).await;
+                        return;
+                    }
+                    Ended::Rebuild => {
+                        info!("configuration changed the session's settings: reconnecting");
+                        goodbye(session, &state).await;
+                        continue;
+                    }
+                    Ended::Lost(reason) => {
+                        warn!(%reason, "connection lost");
+                        state.disconnected("connection_lost", reason);
+                        run.redial.after_failure()
+                    }
+                }
+            }
+            Some(Ok(Err(e))) => {
+                let _g = span.enter();
+                state.set_error(e.class(), e.to_string());
+                if e.is_permanent() {
+                    error!(class = e.class(), "{e}");
+                    run.redial.after_permanent_failure()
+                } else {
+                    warn!(class = e.class(), "{e}");
+                    run.redial.after_failure()
+                }
+            }
+        };
+        span.in_scope(|| {
+            info!(
+                seconds = format!("{:.1}", delay.as_secs_f32()),
+                "backing off before reconnecting"
+            )
+        });
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                _ = &mut shutdown => return,
+                _ = reconciler.without_session() => {}
+                // A fixed configuration is tried at once, not after the rest of the backoff.
+                Some(new) = reloads.recv() => if run.apply(new) { break },
+            }
+        }
+    }
+}
+
+/// A reload asked for a new dial.
+struct Redo;
+
+/// Keeps the reconciler working on the live session until the session ends, the agent stops,
+/// or a reload needs a new session.
+async fn hold(
+    session: &mut Session,
+    run: &mut Running,
+    reconciler: &mut Reconciler,
+    reloads: &mut mpsc::Receiver<Reload>,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Ended {
+    let reconcile = reconciler.with_session(session.forwarder());
+    tokio::pin!(reconcile);
+    loop {
+        tokio::select! {
+            reason = session.closed() => return Ended::Lost(reason),
+            _ = &mut *shutdown => return Ended::Shutdown,
+            _ = &mut reconcile => {}
+            Some(new) = reloads.recv() => if run.apply(new) {
+                return Ended::Rebuild;
+            }
+        }
+    }
+}
+
+/// Frees the server-side ports for whoever connects next, then disconnects.
+async fn goodbye(session: Session, state: &TunnelState) {
+    info!("cancelling forwards and disconnecting");
+    let asked: Vec<Arc<Forward>> = state
+        .snapshot()
+        .forwards
+        .into_iter()
+        .filter(|f| matches!(f.state, ForwardState::Requested | ForwardState::Granted))
+        .map(|f| f.forward)
+        .collect();
+    let cancel_all = async {
+        for f in &asked {
+            session.cancel_forward(f, GOODBYE).await;
+        }
+    };
+    let _ = tokio::time::timeout(GOODBYE, cancel_all).await;
+    session.disconnect(GOODBYE).await;
+    state.disconnected("shutdown", "agent stopped".into());
+}

@@ -1,0 +1,500 @@
+//! The one place that makes what the server has granted equal what should be open.
+//!
+//! The *desired* set of forwards arrives on a watch channel (today the config's forwards; the
+//! customer's access policy will filter it). Without a session, the reconciler only keeps the
+//! agent's state listing that set. On a session it keeps, per desired forward, one task that
+//! asks the server for it, retries with backoff while it is refused, and cancels it on the
+//! server once it leaves the set; a request that times out is cancelled before it is retried,
+//! so a late grant cannot leave the port held by our own earlier request. A changed forward is
+//! asked for again only after its old definition is cancelled, so the two never race for one
+//! port.
+//!
+//! The server is reached through [`ForwardPort`], which the SSH session implements: this module
+//! knows nothing of russh, and tests drive it with a fake under paused time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::backoff::Backoff;
+use super::state::{ForwardState, TunnelState};
+use crate::config::Forward;
+
+/// Refused forwards are retried from this delay, growing to the cap.
+pub const FORWARD_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Kept short so a standby agent takes over soon after the active one's ports are released.
+pub const FORWARD_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// What an open connection of a forward that left the desired set is told.
+pub const REMOVED: &str = "the forward was removed from the configuration";
+
+/// Why the server did not grant a forward.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error(
+        "the server refused it (the port is still held by an earlier connection, used by something else, or not permitted for this user)"
+    )]
+    Refused,
+    #[error("no answer from the server within {}s", .0.as_secs_f32())]
+    Timeout(Duration),
+    #[error("the session is gone")]
+    SessionGone,
+}
+
+/// The server side of remote forwarding, as the reconciler needs it (the SSH session).
+/// Neither call needs its own timeout: the reconciler bounds both.
+pub trait ForwardPort: Send + Sync + 'static {
+    /// Asks the server to listen for `forward`; Ok once it granted it.
+    fn request(&self, forward: &Forward) -> impl Future<Output = Result<(), ForwardError>> + Send;
+    /// Asks the server to stop listening for `forward`.
+    fn cancel(&self, forward: &Forward) -> impl Future<Output = Result<(), ForwardError>> + Send;
+}
+
+/// Timings of the reconciler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Bound on each forward request and each cancel (`timeouts.handshake`).
+    pub request_timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Timing {
+    pub fn new(request_timeout: Duration) -> Self {
+        Self {
+            request_timeout,
+            retry_initial: FORWARD_RETRY_INITIAL,
+            retry_max: FORWARD_RETRY_MAX,
+        }
+    }
+}
+
+pub struct Reconciler {
+    state: Arc<TunnelState>,
+    desired: watch::Receiver<Vec<Forward>>,
+    pub timing: Timing,
+}
+
+/// A desired forward's task on the live session.
+struct Held {
+    forward: Arc<Forward>,
+    /// Set to false when the forward leaves the desired set: the task cancels it and ends.
+    wanted: watch::Sender<bool>,
+    /// Closed when the task has ended (its port is free for a new definition).
+    done: watch::Receiver<()>,
+}
+
+impl Reconciler {
+    pub fn new(
+        state: Arc<TunnelState>,
+        desired: watch::Receiver<Vec<Forward>>,
+        timing: Timing,
+    ) -> Self {
+        let mut r = Self {
+            state,
+            desired,
+            timing,
+        };
+        r.list_desired();
+        r
+    }
+
+    /// Makes the state list the desired set; connections of forwards that left it close.
+    fn list_desired(&mut self) -> Vec<Forward> {
+        let desired = self.desired.borrow_and_update().clone();
+        for gone in self.state.set_forwards(&desired, REMOVED) {
+            info!(forward = %gone.name, remote = %gone.remote(), "forward closed: {REMOVED}");
+        }
+        desired
+    }
+
+    /// While there is no session: keeps the state listing the desired set. Never returns; drop
+    /// it when a session starts.
+    pub async fn without_session(&mut self) {
+        loop {
+            if self.desired.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            self.list_desired();
+        }
+    }
+
+    /// On a live session: makes the forwards granted by `port` equal the desired set, and keeps
+    /// them so. Never returns; dropping it (the session ended) stops every forward's task.
+    pub async fn with_session<P: ForwardPort>(&mut self, port: Arc<P>) {
+        let mut held: HashMap<String, Held> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        loop {
+            let desired = self.list_desired();
+            // Leaving (or changed): cancel on the server. Their task ends by itself.
+            let mut leaving: Vec<(Arc<Forward>, watch::Receiver<()>)> = Vec::new();
+            held.retain(|_, h| {
+                let keep = desired.contains(&*h.forward);
+                if !keep {
+                    h.wanted.send_replace(false);
+                    leaving.push((h.forward.clone(), h.done.clone()));
+                }
+                keep
+            });
+            for f in &desired {
+                if held.contains_key(&f.name) {
+                    continue;
+                }
+                // A changed forward, or one taking over another's remote address, waits until
+                // the old request there is cancelled.
+                let after: Vec<watch::Receiver<()>> = leaving
+                    .iter()
+                    .filter(|(old, _)| old.name == f.name || same_remote(old, f))
+                    .map(|(_, done)| done.clone())
+                    .collect();
+                let forward = Arc::new(f.clone());
+                let (wanted, wanted_rx) = watch::channel(true);
+                let (done_tx, done) = watch::channel(());
+                let span = info_span!("forward", name = %f.name, remote = %f.remote(), target = %f.target());
+                tasks.spawn(
+                    hold_forward(
+                        port.clone(),
+                        forward.clone(),
+                        self.state.clone(),
+                        wanted_rx,
+                        after,
+                        self.timing,
+                        done_tx,
+                    )
+                    .instrument(span),
+                );
+                held.insert(
+                    f.name.clone(),
+                    Held {
+                        forward,
+                        wanted,
+                        done,
+                    },
+                );
+            }
+            while tasks.try_join_next().is_some() {}
+            if self.desired.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+fn same_remote(a: &Forward, b: &Forward) -> bool {
+    a.remote_port == b.remote_port && a.remote_addr.eq_ignore_ascii_case(&b.remote_addr)
+}
+
+/// One desired forward's life on one session: request it (routable while in flight), retry
+/// while refused, and cancel it once it is no longer wanted. `_done` is dropped when the task
+/// ends, however it ends, which frees the remote address for a successor.
+async fn hold_forward<P: ForwardPort>(
+    port: Arc<P>,
+    forward: Arc<Forward>,
+    state: Arc<TunnelState>,
+    mut wanted: watch::Receiver<bool>,
+    after: Vec<watch::Receiver<()>>,
+    timing: Timing,
+    _done: watch::Sender<()>,
+) {
+    for mut earlier in after {
+        // Resolves with an error once that task has ended.
+        while earlier.changed().await.is_ok() {}
+    }
+    let mut retry = Backoff::new(timing.retry_initial, timing.retry_max);
+    loop {
+        if !*wanted.borrow_and_update() {
+            return;
+        }
+        state.set_forward(&forward, ForwardState::Requested);
+        let outcome = tokio::time::timeout(timing.request_timeout, port.request(&forward))
+            .await
+            .unwrap_or(Err(ForwardError::Timeout(timing.request_timeout)));
+        match outcome {
+            Ok(()) if !*wanted.borrow() => {
+                cancel(&*port, &forward, timing).await;
+                return;
+            }
+            Ok(()) => {
+                info!("forward granted");
+                state.set_forward(&forward, ForwardState::Granted);
+                retry.reset();
+                // An error means the reconciler is gone: the session is ending, and the
+                // server drops the listener with it.
+                if wanted.wait_for(|w| !*w).await.is_ok() {
+                    cancel(&*port, &forward, timing).await;
+                }
+                return;
+            }
+            Err(ForwardError::SessionGone) => return,
+            Err(e @ ForwardError::Timeout(_)) => {
+                // A late grant of this request would hold the port against the retry.
+                warn!("forward request unanswered: {e}; cancelling it before retrying");
+                cancel(&*port, &forward, timing).await;
+                state.set_forward(&forward, ForwardState::Refused(e.to_string()));
+            }
+            Err(e) => {
+                error!("forward refused: {e}; the agent is NOT ready and keeps retrying");
+                state.set_forward(&forward, ForwardState::Refused(e.to_string()));
+            }
+        }
+        let delay = retry.next_delay();
+        info!(
+            seconds = format!("{:.1}", delay.as_secs_f32()),
+            "retrying the forward"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = wanted.wait_for(|w| !*w) => return,
+        }
+    }
+}
+
+async fn cancel<P: ForwardPort>(port: &P, forward: &Forward, timing: Timing) {
+    match tokio::time::timeout(timing.request_timeout, port.cancel(forward)).await {
+        Ok(Ok(())) => info!("forward cancelled on the server"),
+        // Refused: the server holds nothing for it (the request was never granted).
+        Ok(Err(_)) => {}
+        Err(_) => warn!(
+            seconds = timing.request_timeout.as_secs_f32(),
+            "the server did not answer the cancel in time"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Reply {
+        Grant,
+        Refuse,
+        /// Never answers (a server that lost the request, or answers very late).
+        Hang,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Call {
+        Request(String),
+        Cancel(String),
+    }
+
+    /// A server that answers each request from a script per remote port (granting by default)
+    /// and records every call in order.
+    #[derive(Default)]
+    struct FakeServer {
+        script: Mutex<HashMap<u16, VecDeque<Reply>>>,
+        calls: Mutex<Vec<Call>>,
+    }
+
+    impl FakeServer {
+        fn script(&self, port: u16, replies: &[Reply]) {
+            self.script
+                .lock()
+                .unwrap()
+                .insert(port, replies.iter().copied().collect());
+        }
+        fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn key(f: &Forward) -> String {
+        format!("{}:{}", f.remote_port, f.target_port)
+    }
+
+    impl ForwardPort for FakeServer {
+        async fn request(&self, f: &Forward) -> Result<(), ForwardError> {
+            self.calls.lock().unwrap().push(Call::Request(key(f)));
+            let reply = self
+                .script
+                .lock()
+                .unwrap()
+                .get_mut(&f.remote_port)
+                .and_then(VecDeque::pop_front)
+                .unwrap_or(Reply::Grant);
+            match reply {
+                Reply::Grant => Ok(()),
+                Reply::Refuse => Err(ForwardError::Refused),
+                Reply::Hang => std::future::pending().await,
+            }
+        }
+        async fn cancel(&self, f: &Forward) -> Result<(), ForwardError> {
+            self.calls.lock().unwrap().push(Call::Cancel(key(f)));
+            Ok(())
+        }
+    }
+
+    fn fwd(name: &str, port: u16, target_port: u16) -> Forward {
+        Forward {
+            name: name.into(),
+            remote_addr: "localhost".into(),
+            remote_port: port,
+            target_host: "127.0.0.1".into(),
+            target_port,
+        }
+    }
+
+    fn states(state: &TunnelState) -> Vec<(String, &'static str)> {
+        state
+            .snapshot()
+            .forwards
+            .iter()
+            .map(|f| (f.forward.name.clone(), f.state.label()))
+            .collect()
+    }
+
+    struct Rig {
+        state: Arc<TunnelState>,
+        desired: watch::Sender<Vec<Forward>>,
+        server: Arc<FakeServer>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    /// A reconciler on a live session with `server`, for `forwards`.
+    fn rig(forwards: Vec<Forward>, server: FakeServer) -> Rig {
+        let state = TunnelState::new(&[]);
+        let desired = watch::Sender::new(forwards);
+        let server = Arc::new(server);
+        let mut r = Reconciler::new(
+            state.clone(),
+            desired.subscribe(),
+            Timing::new(Duration::from_secs(15)),
+        );
+        let port = server.clone();
+        let task = tokio::spawn(async move { r.with_session(port).await });
+        Rig {
+            state,
+            desired,
+            server,
+            task,
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_every_forward_and_retries_a_refused_one_with_backoff() {
+        let server = FakeServer::default();
+        server.script(5001, &[Reply::Refuse, Reply::Refuse]);
+        let rig = rig(vec![fwd("a", 5000, 1), fwd("b", 5001, 1)], server);
+        settle().await;
+        assert_eq!(
+            states(&rig.state),
+            [("a".into(), "granted"), ("b".into(), "refused")]
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            rig.server.calls(),
+            [
+                Call::Request("5000:1".into()),
+                Call::Request("5001:1".into()),
+                Call::Request("5001:1".into()),
+            ],
+            "retried within the first backoff step (at most 1 s)"
+        );
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(states(&rig.state)[1].1, "granted");
+        let requests = rig.server.calls().len();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(
+            rig.server.calls().len(),
+            requests,
+            "granted forwards are left alone"
+        );
+        rig.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_request_is_routable_then_cancelled_before_it_is_retried() {
+        let server = FakeServer::default();
+        server.script(5000, &[Reply::Hang]);
+        let rig = rig(vec![fwd("a", 5000, 1)], server);
+        settle().await;
+        assert_eq!(states(&rig.state), [("a".into(), "requested")]);
+        assert!(
+            rig.state.route("localhost", 5000).is_some(),
+            "a forward whose request is in flight takes the server's channels"
+        );
+        tokio::time::sleep(Duration::from_secs(15) + Duration::from_millis(1100)).await;
+        assert_eq!(
+            rig.server.calls(),
+            [
+                Call::Request("5000:1".into()),
+                Call::Cancel("5000:1".into()),
+                Call::Request("5000:1".into()),
+            ]
+        );
+        assert_eq!(states(&rig.state), [("a".into(), "granted")]);
+        rig.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_and_changed_forwards_are_cancelled_before_their_port_is_asked_for_again() {
+        let server = FakeServer::default();
+        // b's first request is still in flight when b changes.
+        server.script(5001, &[Reply::Hang]);
+        let rig = rig(vec![fwd("a", 5000, 1), fwd("b", 5001, 1)], server);
+        settle().await;
+        let route_a = rig.state.route("localhost", 5000).unwrap();
+        rig.desired
+            .send_replace(vec![fwd("b", 5001, 2), fwd("c", 5002, 1)]);
+        settle().await;
+        assert_eq!(
+            route_a.closed.borrow().as_deref(),
+            Some(REMOVED),
+            "a's open connections are told to close"
+        );
+        assert!(rig.state.route("localhost", 5000).is_none());
+        assert!(
+            !rig.server.calls().contains(&Call::Request("5001:2".into())),
+            "the new b waits for the old one's request to end"
+        );
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        let calls = rig.server.calls();
+        let at = |c: &str| calls.iter().position(|x| *x == Call::Cancel(c.into()));
+        let asked = |c: &str| calls.iter().position(|x| *x == Call::Request(c.into()));
+        assert!(
+            at("5000:1").is_some(),
+            "a cancelled on the server: {calls:?}"
+        );
+        assert!(
+            at("5001:1").unwrap() < asked("5001:2").unwrap(),
+            "old b cancelled before the new b is asked for: {calls:?}"
+        );
+        assert!(asked("5002:1").is_some());
+        assert_eq!(
+            states(&rig.state),
+            [("b".into(), "granted"), ("c".into(), "granted")]
+        );
+        rig.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_session_the_state_follows_the_desired_set() {
+        let state = TunnelState::new(&[]);
+        let desired = watch::Sender::new(vec![fwd("a", 5000, 1)]);
+        let mut r = Reconciler::new(
+            state.clone(),
+            desired.subscribe(),
+            Timing::new(Duration::from_secs(15)),
+        );
+        assert_eq!(states(&state), [("a".into(), "pending")]);
+        let task = tokio::spawn(async move { r.without_session().await });
+        desired.send_replace(vec![fwd("b", 5001, 1)]);
+        settle().await;
+        assert_eq!(states(&state), [("b".into(), "pending")]);
+        task.abort();
+    }
+}
