@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use agent::tunnel::state::ForwardState;
 use support::inproc::{Fwd, config_yaml, echo_exact, start_agent};
 use support::targets;
-use support::vendor_server::{ProbeChannel, VendorOptions, VendorServer};
+use support::vendor_server::{EARLY_HELLO, ProbeChannel, VendorOptions, VendorServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -230,6 +230,47 @@ async fn refused_forward_is_reported_not_ready_and_granted_once_freed() {
         0,
         "retries must happen on the same connection"
     );
+    agent.stop().await;
+}
+
+/// A server that opens a waiting vendor client's channel in the same write as the grant: the
+/// agent asked for that port, so the channel is served even though its answer to the request
+/// is read in the same go. After every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_sent_together_with_the_grant_is_served_after_every_reconnect() {
+    let s = setup(VendorOptions {
+        open_on_grant: true,
+        ..VendorOptions::default()
+    })
+    .await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(s.dir.path(), &s.yaml(&[Fwd("echo", remote, echo_port)], ""));
+    for round in 1..=3usize {
+        agent
+            .wait_for(READY, "connected again", |snap| {
+                snap.ready() && snap.reconnects == round as u64 - 1
+            })
+            .await;
+        let want = EARLY_HELLO.repeat(round);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.server.early_echo() != want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&s.server.early_echo()),
+            String::from_utf8_lossy(&want),
+            "round {round}: the channel opened with the grant was not served end to end"
+        );
+        s.server.disconnect_all().await;
+    }
+    let metrics = agent.state.metrics.encode();
+    for refused in [
+        "agent_forward_channels_rejected_total{forward=\"echo\"} 0",
+        "agent_forward_channels_failed_total{forward=\"echo\"} 0",
+    ] {
+        assert!(metrics.contains(refused), "{refused} in:\n{metrics}");
+    }
     agent.stop().await;
 }
 

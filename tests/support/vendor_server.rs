@@ -59,7 +59,14 @@ pub struct VendorOptions {
     pub keepalive_max: Option<usize>,
     /// Host key to use (e.g. [`VendorServer::host_key`] of a previous instance); default: new ed25519.
     pub host_key: Option<PrivateKey>,
+    /// On every grant, open one `forwarded-tcpip` channel for it in the same write as the
+    /// REQUEST_SUCCESS (a vendor client was already waiting), send [`EARLY_HELLO`] and EOF on it
+    /// once the client accepts, and keep what comes back ([`VendorServer::early_echo`]).
+    pub open_on_grant: bool,
 }
+
+/// What the server sends on a channel it opened together with a grant.
+pub const EARLY_HELLO: &[u8] = b"the first vendor client after the grant\n";
 
 /// A channel the server asks the client to open, to check that the client refuses what it
 /// never requested.
@@ -96,6 +103,9 @@ struct Shared {
     denied_ports: Mutex<HashSet<u16>>,
     state: Mutex<State>,
     next_session: AtomicU64,
+    open_on_grant: bool,
+    /// Bytes received on the channels opened together with a grant.
+    early_echo: Mutex<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -197,6 +207,8 @@ impl VendorServer {
             denied_ports: Mutex::new(HashSet::new()),
             state: Mutex::new(State::default()),
             next_session: AtomicU64::new(1),
+            open_on_grant: opts.open_on_grant,
+            early_echo: Mutex::new(Vec::new()),
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(VendorServer {
@@ -340,6 +352,11 @@ impl VendorServer {
     }
 
     /// Stops accepting and closes every session and listener (same as dropping it).
+    /// What came back on the channels opened together with a grant (`open_on_grant`).
+    pub fn early_echo(&self) -> Vec<u8> {
+        lock(&self.shared.early_echo).clone()
+    }
+
     pub fn shutdown(self) {
         drop(self);
     }
@@ -422,6 +439,7 @@ async fn run_session(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         id,
         shared: shared.clone(),
         connections,
+        early: HashSet::new(),
     };
     let started = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -481,6 +499,8 @@ struct VendorHandler {
     id: u64,
     shared: Arc<Shared>,
     connections: Arc<Mutex<JoinSet<()>>>,
+    /// Channels opened together with a grant (`open_on_grant`), served from the callbacks.
+    early: HashSet<ChannelId>,
 }
 
 impl VendorHandler {
@@ -498,6 +518,32 @@ impl VendorHandler {
 
 impl server::Handler for VendorHandler {
     type Error = russh::Error;
+
+    async fn channel_open_confirmation(
+        &mut self,
+        id: ChannelId,
+        _max_packet_size: u32,
+        _window_size: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.early.contains(&id) {
+            session.data(id, Bytes::from_static(EARLY_HELLO))?;
+            session.eof(id)?;
+        }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.early.contains(&channel) {
+            lock(&self.shared.early_echo).extend_from_slice(data);
+        }
+        Ok(())
+    }
 
     async fn auth_publickey_offered(
         &mut self,
@@ -572,6 +618,17 @@ impl server::Handler for VendorHandler {
             "vendor server: session {} granted {address}:{actual}",
             self.id
         );
+        if self.shared.open_on_grant {
+            // The reply first, then the channel, both queued before the session loop writes:
+            // the client reads them in one go.
+            session.request_success();
+            match session.channel_open_forwarded_tcpip(address, actual.into(), "127.0.0.1", 40000) {
+                Ok(id) => {
+                    self.early.insert(id);
+                }
+                Err(e) => tracing::warn!("vendor server: early forwarded-tcpip: {e}"),
+            }
+        }
         Ok(true)
     }
 
