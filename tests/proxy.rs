@@ -390,6 +390,91 @@ async fn forwards_work_through_tinyproxy_with_and_without_basic_auth() {
     assert_no_password("the agent's logs", &logs);
 }
 
+/// Vendor clients connecting in a tight loop while the agent reconnects through tinyproxy to
+/// OpenSSH: once sshd listens for the forward again, every connection it accepts is served.
+/// (The agent used to refuse the first ones: sshd opened their channels before the agent had
+/// marked its own request granted.) Connections cut by the kill itself are not counted: the
+/// client pauses from just before each kill until the agent has noticed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_in_a_tight_loop_are_never_refused_after_the_grant_across_reconnects() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = setup();
+    let (echo, _echo) = targets::echo().await;
+    let proxy = ProxyProcess::tinyproxy("");
+    let remote = support::free_port();
+    let agent = s.agent(
+        &[s.sshd.port],
+        remote,
+        echo,
+        &format!("http://127.0.0.1:{}", proxy.port),
+    );
+    agent.wait_ready(READY).await;
+
+    let (paused, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let client = tokio::spawn({
+        let (paused, done) = (paused.clone(), done.clone());
+        async move {
+            let (mut served, mut refused) = (0u32, Vec::new());
+            for n in 0u32.. {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                if paused.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                // Not listening (between sessions) is fine: nothing was granted then.
+                let Ok(mut conn) = TcpStream::connect(("127.0.0.1", remote)).await else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                let ping = format!("ping {n}\n");
+                let mut back = vec![0u8; ping.len()];
+                let answered = async {
+                    conn.write_all(ping.as_bytes()).await?;
+                    conn.read_exact(&mut back).await
+                };
+                match tokio::time::timeout(Duration::from_secs(5), answered).await {
+                    Ok(Ok(_)) if back == ping.as_bytes() => served += 1,
+                    other => refused.push(format!("{ping:?}: {other:?}")),
+                }
+            }
+            (served, refused)
+        }
+    });
+    for round in 1..=3u64 {
+        paused.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for pid in s.sshd.session_pids() {
+            support::sshd::signal(pid, "KILL");
+        }
+        agent
+            .wait_for(READY, "noticing the loss", |snap| {
+                snap.connected_via.is_none()
+            })
+            .await;
+        paused.store(false, Ordering::SeqCst);
+        agent
+            .wait_for(READY, "ready again", |snap| {
+                snap.ready() && snap.reconnects >= round
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    let (served, refused) = client.await.unwrap();
+    assert!(
+        refused.is_empty(),
+        "{} connections accepted by sshd were not served ({served} were): {refused:?}",
+        refused.len()
+    );
+    assert!(served >= 3, "the loop got through: {served}");
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_work_through_microsocks_socks5_and_socks5h() {
     let s = setup();
