@@ -309,3 +309,7 @@ impl Stop {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pump_tests.rs"]
+mod tests;
