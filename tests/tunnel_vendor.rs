@@ -274,6 +274,86 @@ async fn a_channel_sent_together_with_the_grant_is_served_after_every_reconnect(
     agent.stop().await;
 }
 
+/// A reload while the agent backs off is applied at once: a fixed host-key pin connects now,
+/// not after the rest of `reconnect.max`; and the desired forwards are listed before any
+/// session exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_backoff_applies_at_once() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (r1, r2) = (support::free_port(), support::free_port());
+    let slow = |yaml: String| yaml.replace("max: 2s }", "max: 60s }");
+    let wrong_pin = s.yaml(&[Fwd("a", r1, echo_port)], "").replace(
+        &s.server.host_key_fingerprint,
+        "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8",
+    );
+    let agent = start_agent(s.dir.path(), &slow(wrong_pin));
+    agent
+        .wait_for(READY, "refusing the server's key", |snap| {
+            snap.last_error
+                .as_ref()
+                .is_some_and(|(class, _)| class == "host_key_mismatch")
+        })
+        .await;
+    // Now backing off for reconnect.max (60 s): a host-key mismatch needs a human.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(
+        s.dir.path().join("agent.yaml"),
+        slow(s.yaml(&[Fwd("a", r1, echo_port), Fwd("b", r2, echo_port)], "")),
+    )
+    .unwrap();
+    let reloaded = Instant::now();
+    agent.reloader.reload_from_file().await;
+    let names = |snap: &agent::tunnel::state::Snapshot| -> Vec<String> {
+        snap.forwards.iter().map(|f| f.forward.name.clone()).collect()
+    };
+    agent
+        .wait_for(Duration::from_secs(10), "ready with both forwards", |snap| {
+            snap.ready() && names(snap) == ["a", "b"]
+        })
+        .await;
+    assert!(
+        reloaded.elapsed() < Duration::from_secs(10),
+        "the fixed configuration waited for the backoff"
+    );
+    echo_exact(r2, 4096, 21, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
+}
+
+/// A reload that changes what the session is built from reconnects with it, and the forwards
+/// come back; one that changes only `reconnect.*` or nothing keeps the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_session_settings_reconnects_and_others_keep_the_session() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let yaml = s.yaml(&[Fwd("a", remote, echo_port)], "");
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    let file = s.dir.path().join("agent.yaml");
+
+    std::fs::write(&file, yaml.replace("max: 2s }", "max: 5s }")).unwrap();
+    agent.reloader.reload_from_file().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(agent.snapshot().reconnects, 0, "reconnect.* needs no new session");
+    assert!(agent.snapshot().ready());
+
+    std::fs::write(&file, yaml.replace("interval: 2s", "interval: 3s")).unwrap();
+    agent.reloader.reload_from_file().await;
+    agent
+        .wait_for(READY, "reconnected and ready", |snap| {
+            snap.reconnects == 1 && snap.ready()
+        })
+        .await;
+    echo_exact(remote, 4096, 22, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(s.server.session_count(), 1, "the old session was closed");
+    agent.stop().await;
+}
+
 /// A TCP listener that counts connections: proof that the agent never dialed it.
 async fn counting_listener() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::config::Config;
-use agent::run::Agent;
+use agent::run::{Agent, Reloader};
 use agent::tunnel::state::{Snapshot, TunnelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,6 +45,8 @@ pub fn config_yaml(
 
 pub struct RunningAgent {
     pub state: Arc<TunnelState>,
+    /// Re-reads the agent.yaml it was started from, as SIGHUP does.
+    pub reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -57,6 +59,7 @@ pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
         Config::load(&file).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
     let agent = Agent::new(config);
     let state = agent.state.clone();
+    let reloader = agent.reloader();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         agent
@@ -68,6 +71,7 @@ pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
     });
     RunningAgent {
         state,
+        reloader,
         stop: Some(tx),
         task,
     }
