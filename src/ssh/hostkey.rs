@@ -88,8 +88,12 @@ fn shorten(t: &str) -> String {
 /// The verdict on a key a server offered.
 #[derive(Debug, Clone)]
 pub struct HostKeyVerdict {
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
     pub offered: String,
+    /// e.g. `ssh-ed25519`.
     pub algorithm: String,
+    /// `ssh-ed25519 AAAA...`, without a comment: pinnable as it is.
+    pub line: String,
     pub trusted: bool,
 }
 
@@ -103,9 +107,12 @@ pub fn verify(
 ) -> HostKeyVerdict {
     let trusted = pins.iter().any(|p| p.matches(key))
         || known_hosts.is_some_and(|path| known_hosts_trusts(path, host, port, key));
+    let mut bare = key.clone();
+    bare.set_comment("");
     HostKeyVerdict {
         offered: key.fingerprint(HashAlg::Sha256).to_string(),
         algorithm: key.algorithm().as_str().to_string(),
+        line: bare.to_openssh().unwrap_or_default().trim().to_string(),
         trusted,
     }
 }

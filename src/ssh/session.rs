@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{HandlerError, SshError, describe_russh};
 use super::handler::{ClientHandler, HostCheck};
-use super::hostkey::{HostKeyPin, describe_pins};
+use super::hostkey::{HostKeyPin, HostKeyVerdict, describe_pins};
 use super::keys::Identity;
 use super::transport::transport;
 use crate::config::{Forward, SessionSettings};
@@ -57,24 +57,15 @@ pub struct Dialer {
 
 impl Dialer {
     pub fn new(config: &SessionSettings, identity: Identity) -> Self {
-        let mut preferred = Preferred {
-            cipher: Cow::Borrowed(CIPHERS),
-            ..Preferred::default()
-        };
-        if let Some(algs) = pinned_algorithms(
+        let preferred = preferred(
             &config.server.host_keys,
             config.server.known_hosts.is_some(),
-        ) {
-            preferred.key = Cow::Owned(algs);
-        }
+        );
         let mut limits = russh::Limits::default();
         limits.rekey_read_limit = config.limits.rekey_after as usize;
         limits.rekey_write_limit = config.limits.rekey_after as usize;
         let ssh_config = client::Config {
-            client_id: russh::SshId::Standard(Cow::Owned(format!(
-                "SSH-2.0-agent_{}",
-                env!("CARGO_PKG_VERSION")
-            ))),
+            client_id: client_id(""),
             keepalive_interval: Some(config.keepalive.interval),
             keepalive_max: config.keepalive.max_missed as usize,
             // Never grant more than limits.connection_buffer: then only a server that ignores
@@ -250,43 +241,24 @@ impl Dialer {
         port: u16,
         target: String,
     ) -> Result<Session, SshError> {
-        let (closed_tx, closed_rx) = watch::channel(None);
-        let handler = ClientHandler {
-            ctx,
-            host_check: HostCheck {
-                pins: self.pins.clone(),
-                known_hosts: self.known_hosts.clone(),
-                host: self.host.clone(),
-                port,
+        let check = HostCheck {
+            pins: self.pins.clone(),
+            known_hosts: self.known_hosts.clone(),
+            host: self.host.clone(),
+            port,
+        };
+        let (opened, closed) = open(self.ssh_config.clone(), transport(tcp), check, ctx).await;
+        let mut handle = opened.handle.map_err(|e| match e {
+            HandlerError::HostKey(verdict) => SshError::HostKeyMismatch {
+                target: target.clone(),
+                verdict,
+                expected: describe_pins(&self.pins, self.known_hosts.as_deref()),
             },
-            verdict: Default::default(),
-            closed: closed_tx,
-        };
-        let mut handle = client::connect_stream(self.ssh_config.clone(), transport(tcp), handler)
-            .await
-            .map_err(|e| match e {
-                HandlerError::HostKey(verdict) => SshError::HostKeyMismatch {
-                    target: target.clone(),
-                    verdict,
-                    expected: describe_pins(&self.pins, self.known_hosts.as_deref()),
-                },
-                HandlerError::Russh(e) => {
-                    SshError::Protocol(format!("{target}: {}", describe_russh(&e)))
-                }
-            })?;
-
-        let key = self.identity.key.clone();
-        let hash = if key.algorithm().is_rsa() {
-            // Never SHA-1 `ssh-rsa`: OpenSSH >= 8.8 refuses it. Without server-sig-algs, SHA-256.
-            match handle.best_supported_rsa_hash().await {
-                Ok(Some(Some(h))) => Some(h),
-                _ => Some(HashAlg::Sha256),
+            HandlerError::Russh(e) => {
+                SshError::Protocol(format!("{target}: {}", describe_russh(&e)))
             }
-        } else {
-            None
-        };
-        let auth = handle
-            .authenticate_publickey(self.user.clone(), PrivateKeyWithHashAlg::new(key, hash))
+        })?;
+        let auth = authenticate(&mut handle, &self.user, &self.identity)
             .await
             .map_err(|e| {
                 SshError::Protocol(format!(
@@ -304,9 +276,83 @@ impl Dialer {
             handle: Arc::new(handle),
             via: target,
             port,
-            closed: closed_rx,
+            closed,
         })
     }
+}
+
+/// `SSH-2.0-agent_VERSION` plus `suffix`, for the vendor's logs.
+pub(crate) fn client_id(suffix: &str) -> russh::SshId {
+    russh::SshId::Standard(Cow::Owned(format!(
+        "SSH-2.0-agent_{}{suffix}",
+        env!("CARGO_PKG_VERSION")
+    )))
+}
+
+/// What the agent offers in negotiation: its cipher order, and only the pinned host-key
+/// algorithms when every pin is a key line.
+pub(crate) fn preferred(pins: &[HostKeyPin], has_known_hosts: bool) -> Preferred {
+    let mut preferred = Preferred {
+        cipher: Cow::Borrowed(CIPHERS),
+        ..Preferred::default()
+    };
+    if let Some(algs) = pinned_algorithms(pins, has_known_hosts) {
+        preferred.key = Cow::Owned(algs);
+    }
+    preferred
+}
+
+/// A session after key exchange: the handle if the host key was trusted, and the verdict on
+/// the key the server offered either way.
+pub(crate) struct Opened {
+    pub handle: Result<Handle<ClientHandler>, HandlerError>,
+    pub verdict: Option<HostKeyVerdict>,
+}
+
+/// Banner, key exchange and host-key check on `stream`, with the handler that serves the
+/// session's channels from `ctx` (the probe passes a context with no forwards: it serves none).
+/// Also returns the watch that is set to the reason once the session ends.
+pub(crate) async fn open<S>(
+    config: Arc<client::Config>,
+    stream: S,
+    host_check: HostCheck,
+    ctx: Arc<ConnContext>,
+) -> (Opened, watch::Receiver<Option<String>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (closed_tx, closed_rx) = watch::channel(None);
+    let verdict: Arc<std::sync::Mutex<Option<HostKeyVerdict>>> = Arc::default();
+    let handler = ClientHandler {
+        ctx,
+        host_check,
+        verdict: verdict.clone(),
+        closed: closed_tx,
+    };
+    let handle = client::connect_stream(config, stream, handler).await;
+    let verdict = verdict.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    (Opened { handle, verdict }, closed_rx)
+}
+
+/// Public-key authentication as `user`. RSA signs with SHA-2, never SHA-1 `ssh-rsa` (OpenSSH
+/// >= 8.8 refuses it): the best the server lists, SHA-256 when it lists none.
+pub(crate) async fn authenticate(
+    handle: &mut Handle<ClientHandler>,
+    user: &str,
+    identity: &Identity,
+) -> Result<client::AuthResult, russh::Error> {
+    let key = identity.key.clone();
+    let hash = if key.algorithm().is_rsa() {
+        match handle.best_supported_rsa_hash().await {
+            Ok(Some(Some(h))) => Some(h),
+            _ => Some(HashAlg::Sha256),
+        }
+    } else {
+        None
+    };
+    handle
+        .authenticate_publickey(user.to_string(), PrivateKeyWithHashAlg::new(key, hash))
+        .await
 }
 
 fn keep_worst(worst: &mut Option<SshError>, e: SshError) {
@@ -363,27 +409,37 @@ pub struct Forwarder(Arc<Handle<ClientHandler>>);
 
 impl ForwardPort for Forwarder {
     async fn request(&self, f: &Forward) -> Result<(), ForwardError> {
-        match self
-            .0
-            .tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(russh::Error::RequestDenied) => Err(ForwardError::Refused),
-            Err(_) => Err(ForwardError::SessionGone),
-        }
+        request_forward(&self.0, &f.remote_addr, f.remote_port).await
     }
 
     async fn cancel(&self, f: &Forward) -> Result<(), ForwardError> {
-        match self
-            .0
-            .cancel_tcpip_forward(f.remote_addr.clone(), u32::from(f.remote_port))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(russh::Error::RequestDenied) => Err(ForwardError::Refused),
-            Err(_) => Err(ForwardError::SessionGone),
-        }
+        cancel_forward(&self.0, &f.remote_addr, f.remote_port).await
+    }
+}
+
+/// Asks the server to listen on `address:port` (`tcpip-forward`).
+pub(crate) async fn request_forward(
+    handle: &Handle<ClientHandler>,
+    address: &str,
+    port: u16,
+) -> Result<(), ForwardError> {
+    match handle.tcpip_forward(address, u32::from(port)).await {
+        Ok(_) => Ok(()),
+        Err(russh::Error::RequestDenied) => Err(ForwardError::Refused),
+        Err(_) => Err(ForwardError::SessionGone),
+    }
+}
+
+/// Asks the server to stop listening on `address:port` (`cancel-tcpip-forward`).
+pub(crate) async fn cancel_forward(
+    handle: &Handle<ClientHandler>,
+    address: &str,
+    port: u16,
+) -> Result<(), ForwardError> {
+    match handle.cancel_tcpip_forward(address, u32::from(port)).await {
+        Ok(()) => Ok(()),
+        Err(russh::Error::RequestDenied) => Err(ForwardError::Refused),
+        Err(_) => Err(ForwardError::SessionGone),
     }
 }
 

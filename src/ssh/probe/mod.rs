@@ -2,28 +2,30 @@
 //! exchange and the host key offered (recorded even when it matches no pin, so a first-time user
 //! can pin it), public-key authentication, and trial remote forwards that are cancelled at once.
 //!
-//! Negotiation uses the agent's own cipher order and host-key algorithm choice, so the check
-//! sees what `agent run` will see. No channel the server opens is ever accepted here.
+//! It runs the agent's own session code (`crate::ssh::session`): the same negotiation, handler,
+//! host-key check, authentication and forward requests, so the check sees what `agent run` will
+//! see. Its handler serves no forward, so no channel the server opens is ever accepted here.
 
-mod handler;
 mod tap;
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use russh::Disconnect;
 use russh::client::{self, Handle};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
-use russh::{Disconnect, Preferred};
 use tokio::net::TcpStream;
 
-use self::handler::{ProbeError, ProbeHandler};
 use self::tap::{Tap, Tapped};
-use super::error::describe_russh;
+use super::error::{HandlerError, describe_russh};
+use super::handler::{ClientHandler, HostCheck};
 use super::hostkey::HostKeyPin;
 use super::keys::Identity;
-use super::session::{CIPHERS, pinned_algorithms};
+use super::session::{self, authenticate, client_id, preferred};
+use crate::config::Limits;
+use crate::tunnel::conn::ConnContext;
+use crate::tunnel::reconcile::ForwardError;
+use crate::tunnel::state::TunnelState;
 
 /// How the server and its trust anchors are known: from agent.yaml, or nothing (first contact).
 #[derive(Debug, Clone)]
@@ -75,20 +77,10 @@ impl ServerProbe {
     /// Negotiates as the agent does for this server: its cipher order, and only the pinned
     /// host-key algorithms when every pin is a key line.
     pub fn new(host: &str, pins: Vec<HostKeyPin>, known_hosts: Option<PathBuf>) -> Self {
-        let mut preferred = Preferred {
-            cipher: Cow::Borrowed(CIPHERS),
-            ..Preferred::default()
-        };
-        if let Some(algs) = pinned_algorithms(&pins, known_hosts.is_some()) {
-            preferred.key = Cow::Owned(algs);
-        }
         let ssh_config = client::Config {
-            client_id: russh::SshId::Standard(Cow::Owned(format!(
-                "SSH-2.0-agent_{}_check",
-                env!("CARGO_PKG_VERSION")
-            ))),
+            client_id: client_id("_check"),
             nodelay: true,
-            preferred,
+            preferred: preferred(&pins, known_hosts.is_some()),
             ..client::Config::default()
         };
         Self {
@@ -103,26 +95,36 @@ impl ServerProbe {
     /// `port`), all within `timeout`.
     pub async fn handshake(&self, tcp: TcpStream, port: u16, timeout: Duration) -> Handshake {
         let tap = Arc::new(Mutex::new(Tap::default()));
-        let offered = Arc::new(Mutex::new(None));
-        let handler = ProbeHandler {
+        let check = HostCheck {
             pins: self.pins.clone(),
             known_hosts: self.known_hosts.clone(),
             host: self.host.clone(),
             port,
-            offered: offered.clone(),
         };
+        // No forwards: every channel the server opens is refused.
+        let serves_nothing = ConnContext::new(TunnelState::new(&[]), Limits::default(), timeout);
         let stream = Tapped {
             inner: tcp,
             tap: tap.clone(),
         };
-        let connect = client::connect_stream(self.ssh_config.clone(), stream, handler);
-        let end = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(handle)) => HandshakeEnd::Trusted(ProbeSession { handle }),
-            Ok(Err(ProbeError::Untrusted)) => HandshakeEnd::Untrusted,
-            Ok(Err(ProbeError::Russh(e))) => HandshakeEnd::Failed(describe_russh(&e)),
-            Err(_) => HandshakeEnd::TimedOut,
+        let open = session::open(self.ssh_config.clone(), stream, check, serves_nothing);
+        let (end, offered) = match tokio::time::timeout(timeout, open).await {
+            Ok((opened, _closed)) => {
+                let end = match opened.handle {
+                    Ok(handle) => HandshakeEnd::Trusted(ProbeSession { handle }),
+                    Err(HandlerError::HostKey(_)) => HandshakeEnd::Untrusted,
+                    Err(HandlerError::Russh(e)) => HandshakeEnd::Failed(describe_russh(&e)),
+                };
+                let offered = opened.verdict.map(|v| OfferedKey {
+                    fingerprint: v.offered,
+                    algorithm: v.algorithm,
+                    line: v.line,
+                    trusted: v.trusted,
+                });
+                (end, offered)
+            }
+            Err(_) => (HandshakeEnd::TimedOut, None),
         };
-        let offered = lock(&offered).clone();
         let tap = lock(&tap);
         Handshake {
             banner: tap.banner(),
@@ -159,7 +161,7 @@ pub enum TrialForward {
 
 /// A session whose host key is trusted; authentication and trial forwards run on it.
 pub struct ProbeSession {
-    handle: Handle<ProbeHandler>,
+    handle: Handle<ClientHandler>,
 }
 
 impl std::fmt::Debug for ProbeSession {
@@ -176,20 +178,7 @@ impl ProbeSession {
         identity: &Identity,
         timeout: Duration,
     ) -> Result<(), AuthFailure> {
-        let attempt = async {
-            let key = identity.key.clone();
-            let hash = if key.algorithm().is_rsa() {
-                match self.handle.best_supported_rsa_hash().await {
-                    Ok(Some(Some(h))) => Some(h),
-                    _ => Some(HashAlg::Sha256),
-                }
-            } else {
-                None
-            };
-            self.handle
-                .authenticate_publickey(user.to_string(), PrivateKeyWithHashAlg::new(key, hash))
-                .await
-        };
+        let attempt = authenticate(&mut self.handle, user, identity);
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(client::AuthResult::Success)) => Ok(()),
             Ok(Ok(client::AuthResult::Failure {
@@ -204,15 +193,15 @@ impl ProbeSession {
 
     /// Asks the server to listen on `address:port` and, if it agrees, cancels at once.
     pub async fn trial_forward(&self, address: &str, port: u16, timeout: Duration) -> TrialForward {
-        let request = self.handle.tcpip_forward(address, u32::from(port));
+        let request = session::request_forward(&self.handle, address, port);
         match tokio::time::timeout(timeout, request).await {
-            Ok(Ok(_)) => {
-                let cancel = self.handle.cancel_tcpip_forward(address, u32::from(port));
+            Ok(Ok(())) => {
+                let cancel = session::cancel_forward(&self.handle, address, port);
                 let cancelled = matches!(tokio::time::timeout(timeout, cancel).await, Ok(Ok(())));
                 TrialForward::Granted { cancelled }
             }
-            Ok(Err(russh::Error::RequestDenied)) => TrialForward::Refused,
-            Ok(Err(e)) => TrialForward::Failed(describe_russh(&e)),
+            Ok(Err(ForwardError::Refused)) => TrialForward::Refused,
+            Ok(Err(e)) => TrialForward::Failed(e.to_string()),
             Err(_) => TrialForward::TimedOut,
         }
     }
