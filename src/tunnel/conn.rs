@@ -54,23 +54,22 @@ pub async fn open<C: IncomingChannel>(
     channel: C,
 ) {
     let Some(route) = ctx.state.route(address, port) else {
-        warn!(
-            address,
-            port, from, "rejected forwarded connection for a port this agent did not request"
-        );
+        warn!(address = %address, port, from = %from,
+            "rejected forwarded connection for a port this agent did not request");
         channel.reject(Rejection::NotListed).await;
         return;
     };
     let forward = route.forward.clone();
     let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
-        warn!(forward = %forward.name, from, max = ctx.limits.max_connections,
+        warn!(forward = %forward.name, from = %from, max = ctx.limits.max_connections,
             "rejected forwarded connection: limits.max_connections reached");
         route.metrics.rejected.inc();
         channel.reject(Rejection::ConnectionLimit).await;
         return;
     };
     let ctx = ctx.clone();
-    let span = info_span!("conn", forward = %forward.name, from, target = %forward.target());
+    let span =
+        info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
     tokio::spawn(
         async move {
             let _permit = permit;
@@ -157,9 +156,12 @@ pub async fn dial_target(forward: &Forward, timeout: Duration) -> io::Result<Tcp
 pub fn log_end(report: &PumpReport) {
     let ms = report.duration.as_millis() as u64;
     let (to_target, from_target, end) = (report.to_target, report.from_target, &report.end);
+    let detail = end.detail().unwrap_or_default();
     if end.is_failure() {
-        warn!(to_target, from_target, duration_ms = ms, end = end.class(), reason = %end, "connection closed");
+        warn!(to_target, from_target, duration_ms = ms, end = %end.class(), detail, "connection closed");
+    } else if detail.is_empty() {
+        info!(to_target, from_target, duration_ms = ms, end = %end.class(), "connection closed");
     } else {
-        info!(to_target, from_target, duration_ms = ms, end = end.class(), reason = %end, "connection closed");
+        info!(to_target, from_target, duration_ms = ms, end = %end.class(), detail, "connection closed");
     }
 }

@@ -94,6 +94,14 @@ impl End {
         matches!(self, End::TargetError(_) | End::Limit(_) | End::SessionLost)
     }
 
+    /// What happened, for the endings that carry more than who ended the connection.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            End::TargetError(why) | End::Limit(why) | End::Policy(why) => Some(why),
+            _ => None,
+        }
+    }
+
     /// A short stable name for logs and metrics.
     pub fn class(&self) -> &'static str {
         match self {

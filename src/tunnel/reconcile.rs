@@ -155,7 +155,7 @@ impl Reconciler {
                 let forward = Arc::new(f.clone());
                 let (wanted, wanted_rx) = watch::channel(true);
                 let (done_tx, done) = watch::channel(());
-                let span = info_span!("forward", name = %f.name, remote = %f.remote(), target = %f.target());
+                let span = info_span!("forward", forward = %f.name, remote = %f.remote(), target = %f.target());
                 tasks.spawn(
                     hold_forward(
                         port.clone(),
