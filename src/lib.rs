@@ -13,11 +13,20 @@
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
 //! - [`import`]: `agent import`, supervisord.conf / autossh command lines -> agent.yaml.
 //! - [`proxy`]: reaching the server through an HTTP CONNECT or SOCKS5 egress proxy (russh-free).
-//! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session, the channel
-//!   handler and the channel adapter, plus the TCP transport under the session (read-ahead,
-//!   quick ACKs).
-//! - [`tunnel`]: russh-free tunnel logic: pump, byte budgets, state, reconnect supervisor.
-//! - [`run`]: `agent run`, the long-running entry point with signal handling.
+//! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session (dial, host-key
+//!   check, authentication, forward requests), the channel handler and the channel adapter, the
+//!   TCP transport under the session (read-ahead, quick ACKs), and `agent check`'s probe, which
+//!   runs the same session code.
+//! - [`tunnel`]: the russh-free core, which imports nothing from `ssh`: the reconciler (the desired
+//!   set of forwards against what the server granted: request, retry, cancel), the state that
+//!   routes channels and answers health questions, one forwarded connection (route, dial, pump)
+//!   and its byte budgets. `ssh` implements its ports (`ForwardPort`, `IncomingChannel`,
+//!   `ChannelSink`).
+//! - [`run`]: `agent run`: the supervisor above `ssh` and `tunnel` (dial, reconnect with backoff,
+//!   apply reloads the one way whatever the agent is doing), signal handling.
+//!
+//! Data flows one way: config -> desired forwards -> reconciler -> session -> forwarded
+//! connection -> target.
 //! - [`keygen`]: `agent keygen`.
 //! - [`logging`]: text or JSON logs on stdout.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
