@@ -19,7 +19,6 @@ mod vendor_server;
 
 use std::time::{Duration, Instant};
 
-use agent::config::Config;
 use agent::run::Agent;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         file.display(),
         indent(&yaml)
     );
-    let (config, identity) = Config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, identity) = agent::run::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     agent::logging::init(&config.log);
     let agent = Agent::new(config);
     let state = agent.state.clone();

@@ -281,7 +281,7 @@ fn start_with_env(
 ) -> (Arc<Agent>, tokio::sync::oneshot::Sender<()>) {
     let file = dir.join("agent-env.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let (mut config, identity) = Config::load(&file).unwrap();
+    let (mut config, identity) = agent::run::load(&file).unwrap();
     config.proxy =
         ProxyConfig::from_field(None, &ProxyEnv::from_pairs(env.iter().copied())).unwrap();
     let agent = Arc::new(Agent::new(config));

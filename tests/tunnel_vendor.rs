@@ -305,12 +305,17 @@ async fn a_reload_during_backoff_applies_at_once() {
     let reloaded = Instant::now();
     agent.reloader.reload_from_file().await;
     let names = |snap: &agent::tunnel::state::Snapshot| -> Vec<String> {
-        snap.forwards.iter().map(|f| f.forward.name.clone()).collect()
+        snap.forwards
+            .iter()
+            .map(|f| f.forward.name.clone())
+            .collect()
     };
     agent
-        .wait_for(Duration::from_secs(10), "ready with both forwards", |snap| {
-            snap.ready() && names(snap) == ["a", "b"]
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "ready with both forwards",
+            |snap| snap.ready() && names(snap) == ["a", "b"],
+        )
         .await;
     assert!(
         reloaded.elapsed() < Duration::from_secs(10),
@@ -337,7 +342,11 @@ async fn a_reload_of_session_settings_reconnects_and_others_keep_the_session() {
     std::fs::write(&file, yaml.replace("max: 2s }", "max: 5s }")).unwrap();
     agent.reloader.reload_from_file().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(agent.snapshot().reconnects, 0, "reconnect.* needs no new session");
+    assert_eq!(
+        agent.snapshot().reconnects,
+        0,
+        "reconnect.* needs no new session"
+    );
     assert!(agent.snapshot().ready());
 
     std::fs::write(&file, yaml.replace("interval: 2s", "interval: 3s")).unwrap();

@@ -39,7 +39,7 @@ impl Plan {
             host: Some(c.server.host.clone()),
             ports: c.server.ports.clone(),
             user: Some(c.server.user.clone()),
-            pins: c.server.host_keys.clone(),
+            pins: crate::ssh::hostkey::parse_pins(&c.server.host_keys),
             known_hosts: c.server.known_hosts.clone(),
             identity: Some(c.identity.clone()),
             forwards: c.forwards.clone(),

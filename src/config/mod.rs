@@ -1,6 +1,7 @@
 //! agent.yaml: load once at start, validate everything before any network I/O, and report every
 //! problem with the file, the field and the fix.
 
+mod pins;
 mod raw;
 pub mod values;
 
@@ -10,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::proxy::ProxyConfig;
-use crate::ssh::hostkey::HostKeyPin;
-use crate::ssh::keys::{self, Identity};
 
 /// The validated configuration. Paths are absolute or relative to the working directory
 /// (relative paths in the file resolve against the file's folder).
@@ -58,7 +57,9 @@ pub struct Server {
     pub host: String,
     pub ports: Vec<u16>,
     pub user: String,
-    pub host_keys: Vec<HostKeyPin>,
+    /// Pinned server keys, checked for form: `SHA256:` fingerprints, or OpenSSH key lines
+    /// without their comments. `crate::ssh::hostkey` compares them with what a server offers.
+    pub host_keys: Vec<String>,
     pub known_hosts: Option<PathBuf>,
 }
 
@@ -197,7 +198,8 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn one(
+    /// One problem with `field` of `file`.
+    pub fn field(
         file: &Path,
         field: impl Into<String>,
         message: impl Into<String>,
@@ -215,9 +217,9 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates `file`, and loads the identity it names (so a bad key is a
-    /// config error at start, not a failed login later).
-    pub fn load(file: &Path) -> Result<(Config, Identity), ConfigError> {
+    /// Reads, parses and validates `file`. The identity it names is only a path here: the SSH
+    /// layer loads the key (`crate::run::load` does both, as `agent run` needs them).
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| {
             let fix = if e.kind() == std::io::ErrorKind::NotFound {
                 Some(
@@ -227,12 +229,9 @@ impl Config {
             } else {
                 Some(format!("make {} readable by this user", file.display()))
             };
-            ConfigError::one(file, "file", format!("cannot read: {e}"), fix)
+            ConfigError::field(file, "file", format!("cannot read: {e}"), fix)
         })?;
-        let config = Self::parse(file, &text)?;
-        let identity = keys::load_identity(&config.identity)
-            .map_err(|e| ConfigError::one(file, "identity", e.to_string(), e.fix()))?;
-        Ok((config, identity))
+        Self::parse(file, &text)
     }
 
     /// Parses and validates `text` as the contents of `file` (used for relative paths and
@@ -297,7 +296,7 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
     {
         fix = Some("fix the YAML syntax (indentation, a missing ':' or quote) at that line".into());
     }
-    ConfigError::one(file, at, body, fix)
+    ConfigError::field(file, at, body, fix)
 }
 
 mod validate;

@@ -11,7 +11,6 @@ use super::{
     Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, Forward, Keepalive,
     Limits, LogConfig, LogFormat, Problem, Reconnect, Server, Timeouts,
 };
-use crate::ssh::hostkey::HostKeyPin;
 
 struct Problems(Vec<Problem>);
 
@@ -136,7 +135,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
     };
     let mut host_keys = Vec::new();
     for (i, text) in s.host_keys.unwrap_or_default().iter().enumerate() {
-        match HostKeyPin::parse(text) {
+        match super::pins::check_pin(text) {
             Ok(pin) => host_keys.push(pin),
             Err(e) => p.add(
                 format!("server.host_keys[{i}]"),
@@ -169,7 +168,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
         );
     }
 
-    // identity: only the path here; Config::load reads and checks the key itself.
+    // identity: only the path here; the SSH layer reads and checks the key itself
+    // (`crate::run::load`, `agent check`).
     let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
 
     // forwards

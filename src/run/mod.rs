@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-use crate::config::Config;
-use crate::ssh::keys::Identity;
+use crate::config::{Config, ConfigError};
+use crate::ssh::keys::{self, Identity};
 use crate::tunnel::state::TunnelState;
 use reload::Reload;
 
@@ -115,6 +115,15 @@ impl Agent {
     }
 }
 
+/// Loads agent.yaml and the key it names, as `agent run` and a reload need them: a key that
+/// cannot be used is a problem of the file's `identity` field, reported before any network I/O.
+pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
+    let config = Config::load(file)?;
+    let identity = keys::load_identity(&config.identity)
+        .map_err(|e| ConfigError::field(file, "identity", e.to_string(), e.fix()))?;
+    Ok((config, identity))
+}
+
 /// Re-reads agent.yaml and hands it to the agent; an invalid file is reported and ignored.
 #[derive(Clone)]
 pub struct Reloader {
@@ -125,7 +134,7 @@ pub struct Reloader {
 impl Reloader {
     pub async fn reload_from_file(&self) {
         info!(config = %self.file.display(), "reloading configuration");
-        match Config::load(&self.file) {
+        match load(&self.file) {
             Ok((config, identity)) => {
                 let _ = self.tx.send(Reload { config, identity }).await;
             }
@@ -169,7 +178,7 @@ pub async fn termination_signal() {
 /// 1 when the agent cannot start.
 pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     use crate::exit;
-    let (config, identity) = match Config::load(config_file) {
+    let (config, identity) = match load(config_file) {
         Ok(loaded) => loaded,
         Err(e) => return crate::cli::config_error(&e),
     };

@@ -74,6 +74,22 @@ impl fmt::Debug for HostKeyPin {
     }
 }
 
+/// agent.yaml's pins (checked for form by `crate::config`) as key material. A pin that still
+/// does not parse (a key blob malformed inside) is left out with an error line: it could match
+/// nothing, so a server is refused rather than trusted.
+pub fn parse_pins(texts: &[String]) -> Vec<HostKeyPin> {
+    texts
+        .iter()
+        .filter_map(|t| match HostKeyPin::parse(t) {
+            Ok(pin) => Some(pin),
+            Err(e) => {
+                tracing::error!("server.host_keys: {e}; this pin trusts nothing");
+                None
+            }
+        })
+        .collect()
+}
+
 fn shorten(t: &str) -> String {
     if t.len() > 40 {
         format!(

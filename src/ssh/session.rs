@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{HandlerError, SshError, describe_russh};
 use super::handler::{ClientHandler, HostCheck};
-use super::hostkey::{HostKeyPin, HostKeyVerdict, describe_pins};
+use super::hostkey::{HostKeyPin, HostKeyVerdict, describe_pins, parse_pins};
 use super::keys::Identity;
 use super::transport::transport;
 use crate::config::{Forward, SessionSettings};
@@ -57,10 +57,8 @@ pub struct Dialer {
 
 impl Dialer {
     pub fn new(config: &SessionSettings, identity: Identity) -> Self {
-        let preferred = preferred(
-            &config.server.host_keys,
-            config.server.known_hosts.is_some(),
-        );
+        let pins = parse_pins(&config.server.host_keys);
+        let preferred = preferred(&pins, config.server.known_hosts.is_some());
         let mut limits = russh::Limits::default();
         limits.rekey_read_limit = config.limits.rekey_after as usize;
         limits.rekey_write_limit = config.limits.rekey_after as usize;
@@ -88,7 +86,7 @@ impl Dialer {
             ports: config.server.ports.clone(),
             user: config.server.user.clone(),
             identity,
-            pins: config.server.host_keys.clone(),
+            pins,
             known_hosts: config.server.known_hosts.clone(),
             connect_timeout: config.timeouts.connect,
             handshake_timeout: config.timeouts.handshake,

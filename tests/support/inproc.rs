@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::config::Config;
 use agent::run::{Agent, Reloader};
 use agent::tunnel::state::{Snapshot, TunnelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,8 +54,8 @@ pub struct RunningAgent {
 pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
     let file = dir.join("agent.yaml");
     std::fs::write(&file, yaml).expect("write agent.yaml");
-    let (config, identity) =
-        Config::load(&file).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
+    let (config, identity) = agent::run::load(&file)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
     let agent = Agent::new(config);
     let state = agent.state.clone();
     let reloader = agent.reloader();
