@@ -127,6 +127,10 @@ impl Reconciler {
     /// On a live session: makes the forwards granted by `port` equal the desired set, and keeps
     /// them so. Never returns; dropping it (the session ended) stops every forward's task.
     pub async fn with_session<P: ForwardPort>(&mut self, port: Arc<P>) {
+        // Writes of this session's tasks name it: once it has ended, they change nothing.
+        let Some(session) = self.state.session() else {
+            return std::future::pending().await;
+        };
         let mut held: HashMap<String, Held> = HashMap::new();
         let mut tasks = JoinSet::new();
         loop {
@@ -158,6 +162,7 @@ impl Reconciler {
                 let span = info_span!("forward", forward = %f.name, remote = %f.remote(), target = %f.target());
                 tasks.spawn(
                     hold_forward(
+                        session,
                         port.clone(),
                         forward.clone(),
                         self.state.clone(),
@@ -192,7 +197,9 @@ fn same_remote(a: &Forward, b: &Forward) -> bool {
 /// One desired forward's life on one session: request it (routable while in flight), retry
 /// while refused, and cancel it once it is no longer wanted. `_done` is dropped when the task
 /// ends, however it ends, which frees the remote address for a successor.
+#[allow(clippy::too_many_arguments)] // one task's whole context, passed once at spawn
 async fn hold_forward<P: ForwardPort>(
+    session: u64,
     port: Arc<P>,
     forward: Arc<Forward>,
     state: Arc<TunnelState>,
@@ -210,7 +217,7 @@ async fn hold_forward<P: ForwardPort>(
         if !*wanted.borrow_and_update() {
             return;
         }
-        state.set_forward(&forward, ForwardState::Requested);
+        state.set_forward(session, &forward, ForwardState::Requested);
         let outcome = tokio::time::timeout(timing.request_timeout, port.request(&forward))
             .await
             .unwrap_or(Err(ForwardError::Timeout(timing.request_timeout)));
@@ -221,7 +228,7 @@ async fn hold_forward<P: ForwardPort>(
             }
             Ok(()) => {
                 info!("forward granted");
-                state.set_forward(&forward, ForwardState::Granted);
+                state.set_forward(session, &forward, ForwardState::Granted);
                 retry.reset();
                 // An error means the reconciler is gone: the session is ending, and the
                 // server drops the listener with it.
@@ -235,11 +242,11 @@ async fn hold_forward<P: ForwardPort>(
                 // A late grant of this request would hold the port against the retry.
                 warn!("forward request unanswered: {e}; cancelling it before retrying");
                 cancel(&*port, &forward, timing).await;
-                state.set_forward(&forward, ForwardState::Refused(e.to_string()));
+                state.set_forward(session, &forward, ForwardState::Refused(e.to_string()));
             }
             Err(e) => {
                 error!("forward refused: {e}; the agent is NOT ready and keeps retrying");
-                state.set_forward(&forward, ForwardState::Refused(e.to_string()));
+                state.set_forward(session, &forward, ForwardState::Refused(e.to_string()));
             }
         }
         let delay = retry.next_delay();
@@ -361,6 +368,7 @@ mod tests {
     /// A reconciler on a live session with `server`, for `forwards`.
     fn rig(forwards: Vec<Forward>, server: FakeServer) -> Rig {
         let state = TunnelState::new(&[]);
+        state.connected("fake:22".into(), Duration::ZERO);
         let desired = watch::Sender::new(forwards);
         let server = Arc::new(server);
         let mut r = Reconciler::new(

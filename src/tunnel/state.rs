@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub reconnects: u64,
     pub last_error: Option<(String, String)>,
     pub forwards: Vec<ForwardStatus>,
+    /// Counts sessions: the per-forward states belong to session number `session`, and a late
+    /// answer from an earlier one cannot change them.
+    pub session: u64,
 }
 
 impl Snapshot {
@@ -147,14 +150,22 @@ impl TunnelState {
         self.read(|s| s.clone())
     }
 
-    pub fn connected(&self, via: String, handshake: Duration) {
+    /// A session is up; returns its number, which the reconciler's writes must name.
+    pub fn connected(&self, via: String, handshake: Duration) -> u64 {
         self.metrics
             .handshake_seconds
             .observe(handshake.as_secs_f64());
         self.with(|s| {
             s.connected_via = Some(via);
             s.connected_since = Some(SystemTime::now());
-        });
+            s.session += 1;
+            s.session
+        })
+    }
+
+    /// The number of the live session, if one is up.
+    pub fn session(&self) -> Option<u64> {
+        self.read(|s| s.connected_via.is_some().then_some(s.session))
     }
 
     /// The session is gone: nothing is granted any more.
@@ -202,10 +213,14 @@ impl TunnelState {
         });
     }
 
-    /// Sets the state of `forward`, if it is still the one under its name (a reload may have
-    /// replaced it while its request was in flight).
-    pub fn set_forward(&self, forward: &Forward, state: ForwardState) {
+    /// Sets the state of `forward` on session number `session`, if that session is still the
+    /// live one and the forward is still the one under its name (a reload may have replaced it
+    /// while its request was in flight).
+    pub fn set_forward(&self, session: u64, forward: &Forward, state: ForwardState) {
         self.with(|s| {
+            if s.connected_via.is_none() || s.session != session {
+                return;
+            }
             if let Some(f) = s.forwards.iter_mut().find(|f| *f.forward == *forward) {
                 f.state = state;
             }
@@ -299,34 +314,47 @@ mod tests {
     fn routes_only_forwards_asked_for_on_the_session_by_address_and_port() {
         let (a, b) = (fwd("a", "localhost", 5000), fwd("b", "*", 5001));
         let st = TunnelState::new(&[a.clone(), b.clone()]);
+        let n = st.connected("x:22".into(), Duration::from_millis(80));
         assert!(
             st.route("localhost", 5000).is_none(),
             "pending forwards are not routable"
         );
-        st.set_forward(&a, ForwardState::Requested);
+        st.set_forward(n, &a, ForwardState::Requested);
         assert_eq!(
             st.route("localhost", 5000).unwrap().forward.name,
             "a",
             "a forward whose request is in flight is routable"
         );
-        st.set_forward(&a, ForwardState::Granted);
-        st.set_forward(&b, ForwardState::Granted);
+        st.set_forward(n, &a, ForwardState::Granted);
+        st.set_forward(n, &b, ForwardState::Granted);
         assert_eq!(st.route("localhost", 5000).unwrap().forward.name, "a");
         assert!(st.route("127.0.0.2", 5000).is_none());
         assert!(st.route("localhost", 5002).is_none());
         assert_eq!(st.route("0.0.0.0", 5001).unwrap().forward.name, "b");
-        st.set_forward(&b, ForwardState::Refused("no".into()));
+        st.set_forward(n, &b, ForwardState::Refused("no".into()));
         assert!(
             st.route("0.0.0.0", 5001).is_none(),
             "refused is not routable"
         );
-        st.set_forward(&b, ForwardState::Granted);
-        assert!(!st.snapshot().ready(), "not connected yet");
-        st.connected("x:22".into(), Duration::from_millis(80));
+        st.set_forward(n, &b, ForwardState::Granted);
         assert!(st.snapshot().ready());
         assert!(st.metrics.encode().contains("agent_ready 1"));
         st.disconnected("network", "gone".into());
         assert!(st.route("localhost", 5000).is_none());
+        st.set_forward(n, &a, ForwardState::Granted);
+        assert_eq!(
+            st.snapshot().forwards[0].state,
+            ForwardState::Pending,
+            "a late answer on a session that ended changes nothing"
+        );
+        let n2 = st.connected("x:22".into(), Duration::from_millis(80));
+        st.set_forward(n, &a, ForwardState::Granted);
+        assert!(
+            st.route("localhost", 5000).is_none(),
+            "nor on the next session"
+        );
+        st.set_forward(n2, &a, ForwardState::Granted);
+        assert!(st.route("localhost", 5000).is_some());
         assert_eq!(st.snapshot().reconnects, 1);
         let text = st.metrics.encode();
         assert!(
@@ -347,8 +375,8 @@ mod tests {
             fwd("c", "localhost", 5002),
         );
         let st = TunnelState::new(&[a.clone(), b.clone()]);
-        st.set_forward(&a, ForwardState::Granted);
-        st.set_forward(&b, ForwardState::Granted);
+        let n = st.connected("x:22".into(), Duration::from_millis(80));
+        st.set_forward(n, &b, ForwardState::Granted);
         let route_a = st.route("localhost", 5000).unwrap();
         let route_b = st.route("localhost", 5001).unwrap();
         let b2 = Forward {
@@ -370,7 +398,7 @@ mod tests {
         assert_eq!(snap.forwards[1].state, ForwardState::Granted);
         assert_eq!(snap.forwards[2].state, ForwardState::Pending);
         assert_eq!(*snap.forwards[2].forward, b2);
-        st.set_forward(&b, ForwardState::Granted);
+        st.set_forward(n, &b, ForwardState::Granted);
         assert_eq!(
             st.snapshot().forwards[2].state,
             ForwardState::Pending,
