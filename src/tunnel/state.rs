@@ -376,6 +376,7 @@ mod tests {
         );
         let st = TunnelState::new(&[a.clone(), b.clone()]);
         let n = st.connected("x:22".into(), Duration::from_millis(80));
+        st.set_forward(n, &a, ForwardState::Granted);
         st.set_forward(n, &b, ForwardState::Granted);
         let route_a = st.route("localhost", 5000).unwrap();
         let route_b = st.route("localhost", 5001).unwrap();
