@@ -168,7 +168,7 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     use crate::exit;
     let (config, identity) = match Config::load(config_file) {
         Ok(loaded) => loaded,
-        Err(e) => return crate::cli::config_error(&e),
+        Err(e) => return exit::invalid_config(&e),
     };
     crate::logging::init(&config.log);
     crate::memory::tune();
