@@ -66,11 +66,15 @@ impl Agent {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartError> {
         let admin = match self.config.admin_listen {
-            Some(addr) => Some(
-                crate::admin::serve(addr, self.state.clone())
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
                     .await
-                    .map_err(|source| StartError::Admin { addr, source })?,
-            ),
+                    .map_err(|source| StartError::Admin { addr, source })?;
+                Some(tokio::spawn(crate::admin::serve(
+                    listener,
+                    self.state.clone(),
+                )))
+            }
             None => None,
         };
         let state = self.state.clone();
