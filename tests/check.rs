@@ -49,6 +49,7 @@ impl Setup {
 struct Run {
     code: i32,
     stdout: String,
+    stderr: String,
     took: Duration,
 }
 
@@ -69,11 +70,12 @@ async fn agent(args: &[&str]) -> Run {
         .output();
     let out = tokio::time::timeout(RUN_BOUND, child)
         .await
-        .expect("agent check did not finish in time")
+        .expect("agent did not finish in time")
         .expect("run agent");
     Run {
         code: out.status.code().expect("exit code"),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         took: started.elapsed(),
     }
 }
@@ -690,17 +692,9 @@ async fn an_invalid_config_lists_every_problem_exits_2_and_still_probes_the_serv
 
 /// The problems `agent -c FILE run` prints, each with its fix line if it has one.
 async fn problems_agent_run_prints(config: &Path) -> Vec<(String, Option<String>)> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent"))
-        .args(["-c", config.to_str().unwrap(), "run"])
-        .env_remove("AGENT_CONFIG")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(RUN_BOUND, out)
-        .await
-        .expect("agent run did not stop on an invalid config")
-        .expect("run agent");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let run = agent(&["-c", config.to_str().unwrap(), "run"]).await;
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 2, "{stderr}");
     let mut lines = stderr.lines();
     assert_eq!(
         lines.next(),
