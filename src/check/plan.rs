@@ -32,8 +32,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// From a valid config, or the best effort from an invalid one: a fallback the validator
-    /// used for a field it could not read (an empty host or user, port 0) and a port listed twice are left out.
+    /// From a valid config, or the best effort from an invalid one: the fallbacks the validator
+    /// used for fields it could not read (an empty host or user, port 0), and a port listed
+    /// twice, are left out.
     fn from_config(c: &Config, proxy_error: Option<&str>) -> Self {
         let known = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
         let mut ports = Vec::new();
