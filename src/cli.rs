@@ -140,9 +140,3 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => crate::import::command::main(&input, output.as_deref(), &host_keys, force),
     }
 }
-
-/// Prints every config problem to stderr; exit code 2.
-pub fn config_error(e: &crate::config::ConfigError) -> ExitCode {
-    eprintln!("error: invalid configuration\n{e}");
-    exit::code(exit::USAGE)
-}

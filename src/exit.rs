@@ -1,6 +1,10 @@
-//! Exit codes, documented in the README; automation relies on them.
+//! Exit codes, documented in the README; automation relies on them. Also what every command that
+//! refuses an invalid agent.yaml prints, so `run` and `health` say it the same way (and neither
+//! depends on `cli`, which depends on them).
 
 use std::process::ExitCode;
+
+use crate::config::ConfigError;
 
 /// Success: the command did what was asked (`health`: the agent is ready).
 pub const OK: u8 = 0;
@@ -11,4 +15,11 @@ pub const USAGE: u8 = 2;
 
 pub fn code(c: u8) -> ExitCode {
     ExitCode::from(c)
+}
+
+/// Prints every config problem to stderr (one per line, each naming the file, the field and the
+/// fix); exit code 2.
+pub fn invalid_config(e: &ConfigError) -> ExitCode {
+    eprintln!("error: invalid configuration\n{e}");
+    code(USAGE)
 }

@@ -30,7 +30,10 @@
 //! - [`keygen`]: `agent keygen`.
 //! - [`logging`]: text or JSON logs on stdout.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
-//! - [`exit`]: the exit codes every subcommand shares.
+//! - [`exit`]: the exit codes every subcommand shares, and how an invalid agent.yaml is reported.
+//!
+//! [`cli`] depends on [`run`], [`admin`] and [`check`]; none of them depends on [`cli`] or on
+//! another of the three except [`run`] on [`admin`] (it serves the endpoint).
 // Only `memory` (two glibc calls) may opt out.
 #![deny(unsafe_code)]
 

@@ -49,6 +49,7 @@ impl Setup {
 struct Run {
     code: i32,
     stdout: String,
+    stderr: String,
     took: Duration,
 }
 
@@ -69,11 +70,12 @@ async fn agent(args: &[&str]) -> Run {
         .output();
     let out = tokio::time::timeout(RUN_BOUND, child)
         .await
-        .expect("agent check did not finish in time")
+        .expect("agent did not finish in time")
         .expect("run agent");
     Run {
         code: out.status.code().expect("exit code"),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         took: started.elapsed(),
     }
 }
@@ -686,6 +688,75 @@ async fn an_invalid_config_lists_every_problem_exits_2_and_still_probes_the_serv
     .await;
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert!(run.stdout.contains("FAIL  config"), "{}", run.stdout);
+}
+
+/// The problems `agent -c FILE run` prints, each with its fix line if it has one.
+async fn problems_agent_run_prints(config: &Path) -> Vec<(String, Option<String>)> {
+    let run = agent(&["-c", config.to_str().unwrap(), "run"]).await;
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 2, "{stderr}");
+    let mut lines = stderr.lines();
+    assert_eq!(
+        lines.next(),
+        Some("error: invalid configuration"),
+        "{stderr}"
+    );
+    let mut problems: Vec<(String, Option<String>)> = Vec::new();
+    for line in lines {
+        match (line.strip_prefix("  fix: "), problems.last_mut()) {
+            (Some(fix), Some(last)) => last.1 = Some(fix.to_string()),
+            _ => problems.push((line.to_string(), None)),
+        }
+    }
+    problems
+}
+
+/// `agent check` and `agent run` read a config through one validator: the config rows are the
+/// problems `agent run` prints, message for message, whatever kind of mistake it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_rows_are_the_problems_agent_run_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = targets::closed_port();
+    let file = dir.path().join("agent.yaml");
+    let cases = [
+        // serde stops at a misspelt field: one problem, with its line.
+        format!(
+            "server:\n  host: 127.0.0.1\n  ports: [{closed}]\n  user: u\n  hostkeys: x\nproxy: none\nforwards: []\n"
+        ),
+        // Validation: every problem, some without a fix of their own.
+        format!(
+            "server:\n  host: 127.0.0.1\n  ports: [{closed}, 0]\n  host_keys: [\"SHA256:nope\"]\nproxy: none\nforwards:\n  - {{ name: Bad_Name, remote: 5000, target: \"http://jira\" }}\nkeepalive: {{ interval: 15 }}\nlimits: {{ total_buffer: 1KiB }}\n"
+        ),
+        // Not YAML.
+        "server: [\n".to_string(),
+    ];
+    for yaml in &cases {
+        std::fs::write(&file, yaml).unwrap();
+        let expected = problems_agent_run_prints(&file).await;
+        let (code, report) = check_json(&file).await;
+        assert_eq!(code, 2, "{report:#}");
+        let got = rows(&report, "config");
+        assert_eq!(got.len(), expected.len(), "{expected:#?}\n{report:#}");
+        for (row, (line, run_fix)) in got.iter().zip(&expected) {
+            assert_status(row, "FAIL");
+            let shown = format!("{}: {}", row["target"].as_str().unwrap(), detail(row));
+            assert_eq!(&shown, line, "{report:#}");
+            if let Some(run_fix) = run_fix {
+                assert_eq!(fix(row), run_fix, "{row:#}");
+            }
+        }
+    }
+
+    let missing = dir.path().join("nope.yaml");
+    let expected = problems_agent_run_prints(&missing).await;
+    let (code, report) = check_json(&missing).await;
+    assert_eq!(code, 2, "{report:#}");
+    let row = row(&report, "config");
+    assert_eq!(
+        format!("{}: {}", row["target"].as_str().unwrap(), detail(row)),
+        expected[0].0
+    );
+    assert!(fix(row).contains("agent check HOST"), "{row:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -892,13 +892,95 @@ fn no_input_panics() {
     for input in &inputs {
         let result = std::panic::catch_unwind(|| parse(input));
         let shown: String = input.chars().take(80).collect();
-        match result {
+        let problems = match result {
             Err(_) => panic!("Config::parse panicked on {shown:?}"),
             Ok(Ok(c)) => panic!("Config::parse accepted {shown:?}: {c:?}"),
             Ok(Err(e)) => {
                 assert!(!e.problems.is_empty(), "{shown:?}");
                 assert!(!e.to_string().is_empty(), "{shown:?}");
+                e.problems
             }
+        };
+        // `agent check` reads the same inputs: same verdict, same problems, no panic either.
+        let salvaged = std::panic::catch_unwind(|| {
+            Config::parse_or_salvage(Path::new("/etc/agent/agent.yaml"), input)
+        });
+        match salvaged {
+            Err(_) => panic!("Config::parse_or_salvage panicked on {shown:?}"),
+            Ok(Ok(c)) => panic!("Config::parse_or_salvage accepted {shown:?}: {c:?}"),
+            Ok(Err(invalid)) => assert_eq!(invalid.error.problems, problems, "{shown:?}"),
         }
     }
+}
+
+/// `agent check` reads the file through the same parse as `agent run`, and for an invalid one
+/// keeps what could be read, so the server can still be probed.
+#[test]
+fn an_invalid_file_keeps_what_could_be_read_and_the_same_problems() {
+    let file = Path::new("/etc/agent/agent.yaml");
+    let valid = format!("{}{FORWARD}", server());
+    let c = Config::parse_or_salvage(file, &valid).expect("valid");
+    assert_eq!(c.server.host, parse(&valid).unwrap().server.host);
+
+    // A port out of range stops serde: `agent run` reports that one problem, with its line; the
+    // rest of the server section (a misspelt field aside) and the valid forward are still read.
+    let yaml = format!(
+        "server:\n  host: tunnel.vendor.example\n  ports: [2222, 99999]\n  user: acme\n  hostkeys: x\n  host_keys: [\"{PIN}\"]\nidentity: k.pem\nforwards:\n  - {{ name: jira, remote: 5000, target: \"jira.acme.internal:443\" }}\n  - {{ name: git, remote: [5001], target: \"git:443\" }}\n"
+    );
+    let invalid = Config::parse_or_salvage(file, &yaml).unwrap_err();
+    assert_eq!(invalid.error.problems, parse(&yaml).unwrap_err().problems);
+    assert_eq!(invalid.error.problems.len(), 1);
+    assert_contains(
+        &invalid.error.to_string(),
+        &["line 3", "server.ports[1]", "99999"],
+    );
+    let best = invalid.best_effort.expect("readable").config;
+    assert_eq!(best.server.host, "tunnel.vendor.example");
+    assert_eq!(best.server.ports, [2222], "99999 is not a port");
+    assert_eq!(best.server.user, "acme");
+    assert_eq!(best.server.host_keys.len(), 1);
+    assert_eq!(best.identity, Path::new("/etc/agent/k.pem"));
+    let names: Vec<&str> = best.forwards.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["jira"], "git's remote is not readable");
+
+    // Validation problems: every one is reported, and the fields they name fall back.
+    let yaml = format!(
+        "server:\n  host: \"tunnel vendor\"\n  user: acme\n  host_keys: [\"{PIN}\"]\nproxy: ftp://proxy:21\n{FORWARD}admin: {{ listen: nowhere }}\n"
+    );
+    let invalid = Config::parse_or_salvage(file, &yaml).unwrap_err();
+    assert_eq!(invalid.error.problems, parse(&yaml).unwrap_err().problems);
+    let fields: Vec<&str> = invalid
+        .error
+        .problems
+        .iter()
+        .map(|p| p.field.as_str())
+        .collect();
+    assert_eq!(fields, ["server.host", "proxy", "admin.listen"]);
+    let best = invalid.best_effort.expect("readable");
+    assert_eq!(best.config.server.host, "", "an invalid host is not probed");
+    assert_eq!(best.config.server.user, "acme");
+    assert_eq!(best.config.forwards.len(), 1);
+    assert_eq!(best.config.admin_listen, None);
+    assert!(
+        best.proxy_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("proxy: ")),
+        "{:?}",
+        best.proxy_error
+    );
+
+    // Nothing readable: not YAML, or no file.
+    let broken = "server: [\n";
+    let invalid = Config::parse_or_salvage(file, broken).unwrap_err();
+    assert_eq!(invalid.error.problems, parse(broken).unwrap_err().problems);
+    assert!(invalid.best_effort.is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("agent.yaml");
+    let invalid = Config::read_or_salvage(&missing).unwrap_err();
+    assert!(invalid.best_effort.is_none());
+    assert_eq!(
+        invalid.error.problems,
+        Config::read(&missing).unwrap_err().problems
+    );
+    assert_eq!(invalid.error.problems[0].field, "file");
 }

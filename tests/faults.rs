@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agent::admin::client::{Health, check};
 use agent::tunnel::state::ForwardState;
-use support::inproc::{Fwd, config_yaml, echo_exact, start_agent};
+use support::inproc::{Fwd, config_yaml, echo_exact, start_agent_with_admin};
 use support::sshd::{Sshd, signal};
 use support::targets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,8 +33,8 @@ fn setup() -> Setup {
 }
 
 impl Setup {
-    /// agent.yaml with the admin endpoint on `admin` (a free loopback port).
-    fn yaml(&self, forwards: &[Fwd], admin: u16, extra: &str) -> String {
+    /// agent.yaml with `admin.listen` set to `admin`.
+    fn yaml(&self, forwards: &[Fwd], admin: &str, extra: &str) -> String {
         config_yaml(
             &[self.sshd.port],
             &self.sshd.host_key_fingerprint,
@@ -44,22 +45,32 @@ impl Setup {
         )
         .replace(
             "admin: { listen: \"off\" }",
-            &format!("admin: {{ listen: \"127.0.0.1:{admin}\" }}"),
+            &format!("admin: {{ listen: \"{admin}\" }}"),
         )
+    }
+
+    /// agent.yaml for an `agent run` process: the admin endpoint on 127.0.0.1:0, and JSON logs,
+    /// from which [`AgentProcess::start`] reads the port the process bound.
+    fn process_yaml(&self, forwards: &[Fwd]) -> String {
+        self.yaml(forwards, "127.0.0.1:0", "log: { format: json }")
     }
 }
 
-fn admin_addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
+/// A listener for an in-process agent's admin endpoint ([`start_agent_with_admin`]), and its
+/// address.
+async fn admin_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
 }
 
-async fn ready(port: u16) -> bool {
-    matches!(check(admin_addr(port)).await, Health::Ready(_))
+async fn ready(admin: SocketAddr) -> bool {
+    matches!(check(admin).await, Health::Ready(_))
 }
 
 /// Sessions lost so far, as /readyz reports them.
-async fn reconnects(port: u16) -> Option<u64> {
-    match check(admin_addr(port)).await {
+async fn reconnects(admin: SocketAddr) -> Option<u64> {
+    match check(admin).await {
         Health::Ready(r) | Health::NotReady(r) => Some(r.reconnects),
         Health::Unreachable(_) => None,
     }
@@ -77,13 +88,33 @@ async fn wait_until(within: Duration, what: &str, mut cond: impl AsyncFnMut() ->
 struct AgentProcess(Child);
 
 impl AgentProcess {
-    fn start(file: &Path) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_agent"))
+    /// Starts the agent on FILE (written from [`Setup::process_yaml`]) and returns it with the
+    /// address its admin endpoint bound, read from its log.
+    async fn start(file: &Path) -> (Self, SocketAddr) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agent"))
             .args(["-c", file.to_str().unwrap(), "run"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start agent");
-        Self(child)
+        let stdout = child.stdout.take().expect("piped stdout");
+        let process = Self(child);
+        let (found, logged) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            // Read to the end, past the line wanted: on a full pipe the agent would block.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = admin_endpoint_logged(&line)
+                    && let Some(found) = found.take()
+                {
+                    let _ = found.send(addr);
+                }
+            }
+        });
+        let admin = tokio::time::timeout(READY, logged)
+            .await
+            .expect("agent run did not log its admin endpoint in time")
+            .expect("agent run stopped before logging its admin endpoint");
+        (process, admin)
     }
     fn pid(&self) -> i32 {
         self.0.id() as i32
@@ -100,6 +131,16 @@ impl AgentProcess {
     }
 }
 
+/// The address in the JSON log line announcing the admin endpoint.
+fn admin_endpoint_logged(line: &str) -> Option<SocketAddr> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = &event["fields"];
+    if !fields["message"].as_str()?.starts_with("admin endpoint") {
+        return None;
+    }
+    fields["listen"].as_str()?.parse().ok()
+}
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -111,14 +152,15 @@ impl Drop for AgentProcess {
 async fn frozen_server_is_noticed_port_held_reported_and_ready_after_it_dies() {
     let s = setup();
     let (echo_port, _echo) = targets::echo().await;
-    let (remote, admin) = (support::free_port(), support::free_port());
+    let remote = support::free_port();
+    let (admin_listener, admin) = admin_listener().await;
     let yaml = s
-        .yaml(&[Fwd("echo", remote, echo_port)], admin, "")
+        .yaml(&[Fwd("echo", remote, echo_port)], "off", "")
         .replace(
             "keepalive: { interval: 2s, max_missed: 2 }",
             "keepalive: { interval: 1s, max_missed: 2 }",
         );
-    let agent = start_agent(s.dir.path(), &yaml);
+    let agent = start_agent_with_admin(s.dir.path(), &yaml, admin_listener);
     agent.wait_ready(READY).await;
     assert!(ready(admin).await);
 
@@ -147,7 +189,7 @@ async fn frozen_server_is_noticed_port_held_reported_and_ready_after_it_dies() {
         })
         .await;
     assert!(!snap.ready());
-    match check(admin_addr(admin)).await {
+    match check(admin).await {
         Health::NotReady(r) => assert!(r.reasons.iter().any(|x| x.contains("refused")), "{r:?}"),
         other => panic!("readyz should say not ready: {other:?}"),
     }
@@ -166,11 +208,14 @@ async fn frozen_server_is_noticed_port_held_reported_and_ready_after_it_dies() {
 async fn held_remote_port_is_not_ready_through_agent_health_until_freed() {
     let s = setup();
     let (echo_port, _echo) = targets::echo().await;
-    let (remote, admin) = (support::free_port(), support::free_port());
+    let remote = support::free_port();
     let squatter = TcpListener::bind(("127.0.0.1", remote)).await.unwrap();
+    // `agent health` finds the endpoint through admin.listen in the file.
+    let (admin_listener, admin) = admin_listener().await;
     let file = s.dir.path().join("agent.yaml");
-    std::fs::write(&file, s.yaml(&[Fwd("jira", remote, echo_port)], admin, "")).unwrap();
-    let _agent = start_agent(s.dir.path(), &std::fs::read_to_string(&file).unwrap());
+    let yaml = s.yaml(&[Fwd("jira", remote, echo_port)], &admin.to_string(), "");
+    std::fs::write(&file, &yaml).unwrap();
+    let _agent = start_agent_with_admin(s.dir.path(), &yaml, admin_listener);
 
     let health = |expect: i32| {
         let file = file.clone();
@@ -208,14 +253,15 @@ async fn held_remote_port_is_not_ready_through_agent_health_until_freed() {
 async fn after_sshd_restarts_ready_again_within_two_seconds_and_not_ready_between() {
     let mut s = setup();
     let (echo_port, _echo) = targets::echo().await;
-    let (remote, admin) = (support::free_port(), support::free_port());
+    let remote = support::free_port();
+    let (admin_listener, admin) = admin_listener().await;
     let yaml = s
-        .yaml(&[Fwd("echo", remote, echo_port)], admin, "")
+        .yaml(&[Fwd("echo", remote, echo_port)], "off", "")
         .replace(
             "reconnect: { initial: 200ms, max: 2s }",
             "reconnect: { initial: 1s, max: 60s }",
         );
-    let agent = start_agent(s.dir.path(), &yaml);
+    let agent = start_agent_with_admin(s.dir.path(), &yaml, admin_listener);
     agent.wait_ready(READY).await;
     s.sshd.kill();
     wait_until(
@@ -252,20 +298,17 @@ async fn standby_agent_takes_over_when_the_active_one_is_killed() {
     let s = setup();
     let (echo_port, _echo) = targets::echo().await;
     let remote = support::free_port();
-    let (admin_a, admin_b) = (support::free_port(), support::free_port());
     let file_a = s.dir.path().join("active.yaml");
-    std::fs::write(
-        &file_a,
-        s.yaml(&[Fwd("echo", remote, echo_port)], admin_a, ""),
-    )
-    .unwrap();
-    let active = AgentProcess::start(&file_a);
+    std::fs::write(&file_a, s.process_yaml(&[Fwd("echo", remote, echo_port)])).unwrap();
+    let (active, admin_a) = AgentProcess::start(&file_a).await;
     wait_until(READY, "active ready", async || ready(admin_a).await).await;
 
     let standby_dir = tempfile::tempdir().unwrap();
-    let standby = start_agent(
+    let (admin_listener, admin_b) = admin_listener().await;
+    let standby = start_agent_with_admin(
         standby_dir.path(),
-        &s.yaml(&[Fwd("echo", remote, echo_port)], admin_b, ""),
+        &s.yaml(&[Fwd("echo", remote, echo_port)], "off", ""),
+        admin_listener,
     );
     let snap = standby
         .wait_for(READY, "standby connected with its forward refused", |s| {
@@ -293,16 +336,14 @@ async fn standby_agent_takes_over_when_the_active_one_is_killed() {
 async fn two_hundred_reconnects_leak_neither_memory_nor_file_descriptors() {
     let s = setup();
     let (echo_port, _echo) = targets::echo().await;
-    let (remote, admin) = (support::free_port(), support::free_port());
+    let remote = support::free_port();
     let file = s.dir.path().join("agent.yaml");
-    let yaml = s
-        .yaml(&[Fwd("echo", remote, echo_port)], admin, "")
-        .replace(
-            "reconnect: { initial: 200ms, max: 2s }",
-            "reconnect: { initial: 20ms, max: 100ms }",
-        );
+    let yaml = s.process_yaml(&[Fwd("echo", remote, echo_port)]).replace(
+        "reconnect: { initial: 200ms, max: 2s }",
+        "reconnect: { initial: 20ms, max: 100ms }",
+    );
     std::fs::write(&file, yaml).unwrap();
-    let agent = AgentProcess::start(&file);
+    let (agent, admin) = AgentProcess::start(&file).await;
     let cycle = async || {
         wait_until(READY, "ready", async || ready(admin).await).await;
         echo_exact(remote, 1024, 4, Duration::from_secs(10))
@@ -346,8 +387,7 @@ async fn two_hundred_reconnects_leak_neither_memory_nor_file_descriptors() {
 async fn sighup_adds_and_removes_forwards_without_dropping_another_forwards_connection() {
     let s = setup();
     let (echo_port, _echo) = targets::echo().await;
-    let (keep, drop_me, add, admin) = (
-        support::free_port(),
+    let (keep, drop_me, add) = (
         support::free_port(),
         support::free_port(),
         support::free_port(),
@@ -355,17 +395,13 @@ async fn sighup_adds_and_removes_forwards_without_dropping_another_forwards_conn
     let file = s.dir.path().join("agent.yaml");
     std::fs::write(
         &file,
-        s.yaml(
-            &[
-                Fwd("keep", keep, echo_port),
-                Fwd("gone", drop_me, echo_port),
-            ],
-            admin,
-            "",
-        ),
+        s.process_yaml(&[
+            Fwd("keep", keep, echo_port),
+            Fwd("gone", drop_me, echo_port),
+        ]),
     )
     .unwrap();
-    let agent = AgentProcess::start(&file);
+    let (agent, admin) = AgentProcess::start(&file).await;
     wait_until(READY, "ready", async || ready(admin).await).await;
 
     // A long-lived connection through the forward that stays.
@@ -387,18 +423,15 @@ async fn sighup_adds_and_removes_forwards_without_dropping_another_forwards_conn
         "an invalid reload broke the running agent"
     );
 
+    // The same admin.listen (127.0.0.1:0): a changed one would need a restart.
     std::fs::write(
         &file,
-        s.yaml(
-            &[Fwd("keep", keep, echo_port), Fwd("new", add, echo_port)],
-            admin,
-            "",
-        ),
+        s.process_yaml(&[Fwd("keep", keep, echo_port), Fwd("new", add, echo_port)]),
     )
     .unwrap();
     signal(agent.pid(), "HUP");
     wait_until(READY, "the new forward granted", async || {
-        match check(admin_addr(admin)).await {
+        match check(admin).await {
             Health::Ready(r) => {
                 r.forwards
                     .iter()

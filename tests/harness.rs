@@ -472,6 +472,7 @@ async fn vendor_refuses_denied_and_busy_ports_and_cancel_releases() {
     let client = connect(&server, key, None).await.expect("connect");
     let (echo, _echo) = targets::echo().await;
 
+    // Named before the request (to deny it first); the server binds it, so not 127.0.0.1:0.
     let port = support::free_port();
     server.deny_port(port);
     assert!(

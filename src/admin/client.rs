@@ -69,16 +69,9 @@ async fn fetch(addr: SocketAddr) -> std::io::Result<(u16, String)> {
 /// `agent health`: exit 0 ready, 1 not ready (printing why), 2 unreachable or no endpoint.
 pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     use crate::exit;
-    let text = match std::fs::read_to_string(config_file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {}: cannot read: {e}", config_file.display());
-            return exit::code(exit::USAGE);
-        }
-    };
-    let config = match crate::config::Config::parse(config_file, &text) {
+    let config = match crate::config::Config::read(config_file) {
         Ok(c) => c,
-        Err(e) => return crate::cli::config_error(&e),
+        Err(e) => return exit::invalid_config(&e),
     };
     let Some(listen) = config.admin_listen else {
         eprintln!(

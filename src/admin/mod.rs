@@ -2,12 +2,12 @@
 //! forward granted, with per-forward detail as JSON) and `/metrics` (Prometheus text).
 //!
 //! A deliberately small HTTP/1.1 server: GET only, one request per connection, the request head
-//! bounded in size and time. It binds only where `admin.listen` says (127.0.0.1 by default).
+//! bounded in size and time. [`serve`] takes a bound listener: `agent run` binds it only where
+//! `admin.listen` says (127.0.0.1 by default).
 
 pub mod client;
 mod report;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,37 +20,36 @@ pub use report::{ReadyReport, ready_report};
 use crate::tunnel::state::TunnelState;
 
 /// A request head larger than this is refused: the endpoint takes no bodies.
-const MAX_HEAD: usize = 8 * 1024;
+pub const MAX_HEAD: usize = 8 * 1024;
 /// A client that has not sent its request within this time is dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The runtime is considered stuck when its liveness ticker is this late.
 pub const STUCK_AFTER: Duration = Duration::from_secs(10);
 
-/// Binds `addr` and serves until the returned task is aborted.
-pub async fn serve(
-    addr: SocketAddr,
-    state: Arc<TunnelState>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await?;
-    info!(listen = %listener.local_addr()?, "admin endpoint: /healthz /readyz /metrics");
-    Ok(tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((conn, peer)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(conn, &state).await {
-                            debug!(%peer, error = %e, "admin request failed");
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "admin endpoint accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+/// Serves on `listener` until the future is dropped (its task aborted). The caller binds it, so
+/// a taken `admin.listen` is its error to report, and tests can serve on 127.0.0.1:0.
+pub async fn serve(listener: TcpListener, state: Arc<TunnelState>) {
+    match listener.local_addr() {
+        Ok(addr) => info!(listen = %addr, "admin endpoint: /healthz /readyz /metrics"),
+        Err(e) => warn!(error = %e, "admin endpoint: /healthz /readyz /metrics (address unknown)"),
+    }
+    loop {
+        match listener.accept().await {
+            Ok((conn, peer)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(conn, &state).await {
+                        debug!(%peer, error = %e, "admin request failed");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors, typically: wait instead of spinning on the error.
+                warn!(error = %e, "admin endpoint accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }))
+    }
 }
 
 async fn handle(mut conn: TcpStream, state: &TunnelState) -> std::io::Result<()> {

@@ -132,7 +132,7 @@ async fn first_contact(arg: &str, timeout: Duration) -> Report {
         }
     };
     let plan = Plan {
-        proxy: proxy::ProxyPlan::from_field(None, &host),
+        proxy: proxy::ProxyPlan::from_environment(&host),
         host: Some(host),
         ports,
         first_contact: true,

@@ -1,16 +1,14 @@
-//! Step 1, the config file (every problem, one row each), and the [`Plan`] the other steps
-//! follow. When the config is invalid, the plan is read leniently from whatever parts are usable,
-//! so the identity, DNS, TCP and SSH can still be probed.
+//! Step 1, the config file (every problem, one row each, as `agent run` reports them), and the
+//! [`Plan`] the other steps follow. When the config is invalid, the plan holds what the validator
+//! could still read from it, so the identity, DNS, TCP and SSH can still be probed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_yaml::Value;
-
 use super::proxy::ProxyPlan;
 use super::report::{Row, Status};
-use crate::config::{self, Config, Forward, Timeouts, values};
+use crate::config::{Config, Forward, Timeouts};
 use crate::ssh::hostkey::HostKeyPin;
 
 /// What the network steps probe. Every field may be missing when the config is invalid.
@@ -34,19 +32,40 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn from_config(c: &Config) -> Self {
+    /// From a valid config, or the best effort from an invalid one: the fallbacks the validator
+    /// used for fields it could not read (an empty host or user, port 0), and a port listed
+    /// twice, are left out.
+    fn from_config(c: &Config, proxy_error: Option<&str>) -> Self {
+        let known = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+        let mut ports = Vec::new();
+        for &port in &c.server.ports {
+            if port != 0 && !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let forwards = c
+            .forwards
+            .iter()
+            .map(|f| Forward {
+                name: known(&f.name).unwrap_or_else(|| "?".into()),
+                ..f.clone()
+            })
+            .collect();
         Self {
-            host: Some(c.server.host.clone()),
-            ports: c.server.ports.clone(),
-            user: Some(c.server.user.clone()),
+            host: known(&c.server.host),
+            ports,
+            user: known(&c.server.user),
             pins: crate::ssh::hostkey::parse_pins(&c.server.host_keys),
             known_hosts: c.server.known_hosts.clone(),
             identity: Some(c.identity.clone()),
-            forwards: c.forwards.clone(),
+            forwards,
             admin_listen: c.admin_listen,
             timeouts: Some(c.timeouts),
             first_contact: false,
-            proxy: ProxyPlan::from_config(&c.proxy, &c.server.host),
+            proxy: match proxy_error {
+                Some(why) => ProxyPlan::Invalid(why.to_string()),
+                None => ProxyPlan::from_config(&c.proxy, &c.server.host),
+            },
         }
     }
 }
@@ -59,36 +78,12 @@ pub struct ConfigStep {
     pub unusable: bool,
 }
 
-/// Step 1: reads and validates `file`, one FAIL row per problem.
+/// Step 1: reads and validates `file` as `agent run` does, one FAIL row per problem `agent run`
+/// would print. For an invalid file, the plan holds what could still be read from it.
 pub fn config_step(file: &Path) -> ConfigStep {
     let started = Instant::now();
     let shown = file.display().to_string();
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            let fix = if e.kind() == std::io::ErrorKind::NotFound {
-                "create it (see examples/agent.yaml) or point -c / AGENT_CONFIG at it; \
-                 `agent check HOST` probes the vendor server without a config"
-                    .to_string()
-            } else {
-                format!("make {shown} readable by this user")
-            };
-            let row = Row::problem(
-                "config",
-                shown,
-                Status::Fail,
-                format!("cannot read: {e}"),
-                fix,
-            )
-            .took(started.elapsed());
-            return ConfigStep {
-                rows: vec![row],
-                plan: Plan::default(),
-                unusable: true,
-            };
-        }
-    };
-    match Config::parse(file, &text) {
+    match Config::read_or_salvage(file) {
         Ok(c) => {
             let pins = c.server.host_keys.len();
             let detail = format!(
@@ -108,13 +103,14 @@ pub fn config_step(file: &Path) -> ConfigStep {
             );
             ConfigStep {
                 rows: vec![Row::pass("config", shown, detail).took(started.elapsed())],
-                plan: Plan::from_config(&c),
+                plan: Plan::from_config(&c, None),
                 unusable: false,
             }
         }
-        Err(e) => {
+        Err(invalid) => {
             let elapsed = started.elapsed();
-            let rows = e
+            let rows = invalid
+                .error
                 .problems
                 .iter()
                 .map(|p| {
@@ -131,90 +127,19 @@ pub fn config_step(file: &Path) -> ConfigStep {
                     .took(elapsed)
                 })
                 .collect();
+            let plan = invalid
+                .best_effort
+                .map(|b| Plan::from_config(&b.config, b.proxy_error.as_deref()))
+                .unwrap_or_default();
             ConfigStep {
                 rows,
-                plan: lenient_plan(file, &text),
+                plan,
                 unusable: true,
             }
         }
     }
 }
 
-/// Reads what it can from an invalid config, field by field, ignoring what does not parse.
-fn lenient_plan(file: &Path, text: &str) -> Plan {
-    let Ok(v) = serde_yaml::from_str::<Value>(text) else {
-        return Plan::default();
-    };
-    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let s = &v["server"];
-    let text_of = |v: &Value| match v {
-        Value::String(s) => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    let host = text_of(&s["host"])
-        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace) && !h.contains('/'));
-    let ports = match s["ports"].as_sequence() {
-        Some(seq) => seq
-            .iter()
-            .filter_map(|p| text_of(p).and_then(|t| values::port_number(&t).ok()))
-            .collect(),
-        None => config::DEFAULT_PORTS.to_vec(),
-    };
-    let pins = s["host_keys"]
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| HostKeyPin::parse(p.as_str()?).ok())
-        .collect();
-    let identity = text_of(&v["identity"]).unwrap_or_else(|| config::DEFAULT_IDENTITY.into());
-    let forwards = v["forwards"]
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| {
-            let (remote_addr, remote_port) = values::remote_spec(&text_of(&f["remote"])?).ok()?;
-            let (target_host, target_port) = values::host_port(&text_of(&f["target"])?).ok()?;
-            Some(Forward {
-                name: text_of(&f["name"]).unwrap_or_else(|| "?".into()),
-                remote_addr,
-                remote_port,
-                target_host,
-                target_port,
-            })
-        })
-        .collect();
-    let admin_listen = match text_of(&v["admin"]["listen"]) {
-        Some(a) => a.parse().ok(),
-        None => config::DEFAULT_ADMIN.parse().ok(),
-    };
-    let proxy = ProxyPlan::from_field(
-        text_of(&v["proxy"]).as_deref(),
-        host.as_deref().unwrap_or_default(),
-    );
-    Plan {
-        host,
-        ports,
-        user: text_of(&s["user"]).filter(|u| !u.is_empty()),
-        pins,
-        known_hosts: text_of(&s["known_hosts"]).map(|k| resolve(&base, &k)),
-        identity: Some(resolve(&base, &identity)),
-        forwards,
-        admin_listen,
-        timeouts: None,
-        first_contact: false,
-        proxy,
-    }
-}
-
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
 pub fn join(ports: &[u16]) -> String {
     ports
         .iter()
@@ -225,31 +150,4 @@ pub fn join(ports: &[u16]) -> String {
 
 pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lenient_plan_keeps_the_usable_parts() {
-        let yaml = "server:\n  host: tunnel.example\n  ports: [22, 99999]\n  usr: x\n  host_keys: [\"SHA256:nope\", \"SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8\"]\nforwards:\n  - { name: a, remote: 5000, target: \"jira:443\" }\n  - { name: b, remote: 5001, target: \"http://x\" }\n";
-        let plan = lenient_plan(Path::new("/etc/agent/agent.yaml"), yaml);
-        assert_eq!(plan.host.as_deref(), Some("tunnel.example"));
-        assert_eq!(plan.ports, vec![22]);
-        assert_eq!(plan.user, None);
-        assert_eq!(plan.pins.len(), 1);
-        assert_eq!(plan.forwards.len(), 1);
-        assert_eq!(
-            plan.identity.as_deref(),
-            Some(Path::new("/etc/agent/keys/private-key.pem"))
-        );
-        assert_eq!(plan.admin_listen, Some("127.0.0.1:9464".parse().unwrap()));
-    }
-
-    #[test]
-    fn broken_yaml_gives_an_empty_plan() {
-        let plan = lenient_plan(Path::new("a.yaml"), "server: [\n");
-        assert!(plan.host.is_none() && plan.forwards.is_empty());
-    }
 }

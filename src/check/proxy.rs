@@ -27,9 +27,10 @@ impl Default for ProxyPlan {
 }
 
 impl ProxyPlan {
-    /// From `proxy:` as written (`None`: absent, so this process's environment decides).
-    pub fn from_field(field: Option<&str>, host: &str) -> Self {
-        match ProxyConfig::from_field(field, &ProxyEnv::from_process()) {
+    /// With no config (`agent check HOST`): this process's environment decides, as it would
+    /// for an agent.yaml without `proxy:`.
+    pub fn from_environment(host: &str) -> Self {
+        match ProxyConfig::from_field(None, &ProxyEnv::from_process()) {
             Ok(c) => ProxyPlan::Route(c.route(host)),
             Err(e) => ProxyPlan::Invalid(format!("{}: {}", e.field, e.message)),
         }

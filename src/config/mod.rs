@@ -3,6 +3,7 @@
 
 mod pins;
 mod raw;
+mod salvage;
 pub mod values;
 
 use std::fmt;
@@ -216,31 +217,86 @@ impl ConfigError {
     }
 }
 
+/// A file `agent run` would refuse: every problem, and what could still be read from it.
+#[derive(Debug)]
+pub struct Invalid {
+    /// Exactly what [`Config::parse`] (so `agent run`) reports for the same file.
+    pub error: ConfigError,
+    /// `None` when nothing could be read: the file is unreadable, not YAML, or not a mapping.
+    pub best_effort: Option<Box<BestEffort>>,
+}
+
+/// What an invalid file still says, for `agent check` to probe with after reporting the problems.
+/// Never run with it.
+#[derive(Debug, Clone)]
+pub struct BestEffort {
+    /// Each value as written where it was readable and valid; elsewhere the fallback validation
+    /// used (an empty host or user, a default duration, no proxy), which a problem names.
+    pub config: Config,
+    /// Why the proxy could not be worked out (`proxy:` or a proxy environment variable is
+    /// invalid): `config.proxy` is then a fallback, not the route the agent would take.
+    pub proxy_error: Option<String>,
+}
+
 impl Config {
     /// Reads, parses and validates `file`. The identity it names is only a path here: the SSH
     /// layer loads the key (`crate::run::load` does both, as `agent run` needs them).
-    pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            let fix = if e.kind() == std::io::ErrorKind::NotFound {
-                Some(
-                    "create it (see examples/agent.yaml), or point -c / AGENT_CONFIG at your config"
-                        .to_string(),
-                )
-            } else {
-                Some(format!("make {} readable by this user", file.display()))
-            };
-            ConfigError::field(file, "file", format!("cannot read: {e}"), fix)
+    pub fn read(file: &Path) -> Result<Config, ConfigError> {
+        Self::parse(file, &read_text(file)?)
+    }
+
+    /// [`Config::read`], and for an invalid file what could still be read from it.
+    pub fn read_or_salvage(file: &Path) -> Result<Config, Invalid> {
+        let text = read_text(file).map_err(|error| Invalid {
+            error,
+            best_effort: None,
         })?;
-        Self::parse(file, &text)
+        Self::parse_or_salvage(file, &text)
     }
 
     /// Parses and validates `text` as the contents of `file` (used for relative paths and
     /// messages). Does not touch the identity file beyond naming it.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
-        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        validate::validate(file, &base, raw)
+        let validated = validate::validate(file, &base_dir(file), raw);
+        if validated.problems.is_empty() {
+            Ok(validated.best_effort.config)
+        } else {
+            Err(ConfigError {
+                file: file.to_path_buf(),
+                problems: validated.problems,
+            })
+        }
     }
+
+    /// [`Config::parse`], and for an invalid file what could still be read from it: the same
+    /// validation over the parts of the file the raw types accept (a misspelt field or a bad
+    /// forward costs only that part), so `agent check` can probe the rest.
+    pub fn parse_or_salvage(file: &Path, text: &str) -> Result<Config, Invalid> {
+        Self::parse(file, text).map_err(|error| Invalid {
+            error,
+            best_effort: salvage::readable_part(text)
+                .map(|raw| Box::new(validate::validate(file, &base_dir(file), raw).best_effort)),
+        })
+    }
+}
+
+/// Relative paths in `file` resolve against its folder.
+fn base_dir(file: &Path) -> PathBuf {
+    file.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn read_text(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| {
+        let fix = if e.kind() == std::io::ErrorKind::NotFound {
+            "create it (see examples/agent.yaml), or point -c / AGENT_CONFIG at your config; \
+             `agent check HOST` probes the vendor's server without one"
+                .to_string()
+        } else {
+            format!("make {} readable by this user", file.display())
+        };
+        ConfigError::field(file, "file", format!("cannot read: {e}"), Some(fix))
+    })
 }
 
 /// Turns a serde_yaml error into one problem with the line and, for a misspelt field, the

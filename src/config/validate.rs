@@ -8,9 +8,16 @@ use std::time::Duration;
 use super::raw::{RawConfig, RawRemote};
 use super::values;
 use super::{
-    Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, Forward, Keepalive,
-    Limits, LogConfig, LogFormat, Problem, Reconnect, Server, Timeouts,
+    BestEffort, Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, Forward, Keepalive, Limits,
+    LogConfig, LogFormat, Problem, Reconnect, Server, Timeouts,
 };
+
+/// What [`validate`] found.
+pub(super) struct Validated {
+    pub best_effort: BestEffort,
+    /// Empty when the file may be run as it is.
+    pub problems: Vec<Problem>,
+}
 
 struct Problems(Vec<Problem>);
 
@@ -78,7 +85,10 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
-pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+/// Every problem with `raw`, and the values it gives: each as written where it validated;
+/// elsewhere the fallback used here (an empty host or user, a default duration, no proxy), which
+/// a problem names. Only a file with no problems may be run.
+pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     let mut p = Problems(Vec::new());
 
     // server
@@ -400,11 +410,13 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
     };
 
     // proxy: the field, or the environment when it is absent
+    let mut proxy_error = None;
     let proxy = crate::proxy::ProxyConfig::from_field(
         raw.proxy.as_deref(),
         &crate::proxy::ProxyEnv::from_process(),
     )
     .unwrap_or_else(|e| {
+        proxy_error = Some(format!("{}: {}", e.field, e.message));
         p.add(e.field, e.message, e.fix);
         crate::proxy::ProxyConfig::Off
     });
@@ -449,13 +461,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
         );
     }
 
-    if !p.0.is_empty() {
-        return Err(ConfigError {
-            file: file.to_path_buf(),
-            problems: p.0,
-        });
-    }
-    Ok(Config {
+    let config = Config {
         file: file.to_path_buf(),
         server: Server {
             host,
@@ -473,5 +479,12 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Result<Confi
         limits,
         timeouts,
         proxy,
-    })
+    };
+    Validated {
+        best_effort: BestEffort {
+            config,
+            proxy_error,
+        },
+        problems: p.0,
+    }
 }

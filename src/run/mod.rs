@@ -69,11 +69,15 @@ impl Agent {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartError> {
         let admin = match self.config.admin_listen {
-            Some(addr) => Some(
-                crate::admin::serve(addr, self.state.clone())
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
                     .await
-                    .map_err(|source| StartError::Admin { addr, source })?,
-            ),
+                    .map_err(|source| StartError::Admin { addr, source })?;
+                Some(tokio::spawn(crate::admin::serve(
+                    listener,
+                    self.state.clone(),
+                )))
+            }
             None => None,
         };
         let state = self.state.clone();
@@ -118,7 +122,7 @@ impl Agent {
 /// Loads agent.yaml and the key it names, as `agent run` and a reload need them: a key that
 /// cannot be used is a problem of the file's `identity` field, reported before any network I/O.
 pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
-    let config = Config::load(file)?;
+    let config = Config::read(file)?;
     let identity = keys::load_identity(&config.identity)
         .map_err(|e| ConfigError::field(file, "identity", e.to_string(), e.fix()))?;
     Ok((config, identity))
@@ -180,7 +184,7 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     use crate::exit;
     let (config, identity) = match load(config_file) {
         Ok(loaded) => loaded,
-        Err(e) => return crate::cli::config_error(&e),
+        Err(e) => return exit::invalid_config(&e),
     };
     crate::logging::init(&config.log);
     crate::memory::tune();

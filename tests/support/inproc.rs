@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use agent::run::{Agent, Reloader};
 use agent::tunnel::state::{Snapshot, TunnelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -48,17 +48,34 @@ pub struct RunningAgent {
     pub reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// The admin endpoint the test serves for this agent, if any.
+    admin: Option<JoinHandle<()>>,
 }
 
 /// Writes `yaml` to `dir/agent.yaml`, loads it like `agent run` does, and runs the agent.
 pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
+    start(dir, yaml, None)
+}
+
+/// [`start_agent`], with the admin endpoint served on `admin`, a listener the test bound on
+/// 127.0.0.1:0 (so no test races another for a port). agent.yaml's `admin.listen` is not bound:
+/// it may name `admin`'s address for `agent health` to read.
+pub fn start_agent_with_admin(dir: &Path, yaml: &str, admin: TcpListener) -> RunningAgent {
+    start(dir, yaml, Some(admin))
+}
+
+fn start(dir: &Path, yaml: &str, admin: Option<TcpListener>) -> RunningAgent {
     let file = dir.join("agent.yaml");
     std::fs::write(&file, yaml).expect("write agent.yaml");
-    let (config, identity) = agent::run::load(&file)
+    let (mut config, identity) = agent::run::load(&file)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
+    if admin.is_some() {
+        config.admin_listen = None;
+    }
     let agent = Agent::new(config);
     let state = agent.state.clone();
     let reloader = agent.reloader();
+    let admin = admin.map(|listener| tokio::spawn(agent::admin::serve(listener, state.clone())));
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         agent
@@ -73,6 +90,7 @@ pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
         reloader,
         stop: Some(tx),
         task,
+        admin,
     }
 }
 
@@ -121,6 +139,9 @@ impl RunningAgent {
 impl Drop for RunningAgent {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(admin) = &self.admin {
+            admin.abort();
+        }
     }
 }
 

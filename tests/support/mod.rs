@@ -18,7 +18,11 @@ pub mod vendor_server;
 use std::path::{Path, PathBuf};
 
 /// A port that was free a moment ago on 127.0.0.1 (the kernel picked it; we released it).
-/// Another process may grab it before the caller binds it; callers that can retry should.
+/// Another process may grab it before it is bound again, so use it only where the port must be
+/// named before something the test cannot hand a listener binds it: a forward's remote port,
+/// which sshd or the vendor server opens when the agent asks for it, or a proxy's listen port.
+/// Listeners of our own (targets, the admin endpoint) bind 127.0.0.1:0 and read the address
+/// back instead.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
