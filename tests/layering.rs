@@ -1,6 +1,10 @@
-//! The command modules form no import cycle: `cli` dispatches to `run`, `admin` and `check`, and
-//! none of them reaches back into `cli` (shared helpers live in `exit` or `config`). Among the
-//! three, only `run` uses `admin`, to serve the endpoint.
+//! The layering the crate doc promises, read from the sources:
+//! - the command modules form no import cycle: `cli` dispatches to `run`, `admin` and `check`,
+//!   and none of them reaches back into `cli` (shared helpers live in `exit` or `config`); among
+//!   the three, only `run` uses `admin`, to serve the endpoint;
+//! - no two top-level modules import each other, directly or through others;
+//! - `tunnel` (the core) and `config` import nothing from `ssh`, and russh is named only under
+//!   `src/ssh/`.
 
 use std::path::{Path, PathBuf};
 
@@ -39,8 +43,61 @@ fn sources(name: &str) -> Vec<PathBuf> {
     files
 }
 
+/// The top-level modules: `src/NAME.rs` and `src/NAME/`.
+fn modules() -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut names: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_str()?.to_string();
+            (p.is_dir() || p.extension().is_some_and(|e| e == "rs")).then_some(stem)
+        })
+        .filter(|n| !["lib", "main"].contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The code of a source file without its comments (a doc comment may name any module).
+fn code(file: &Path) -> String {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level modules each module uses.
+fn graph() -> Vec<(String, Vec<String>)> {
+    let all = modules();
+    all.iter()
+        .map(|from| {
+            let mut to: Vec<String> = sources(from)
+                .iter()
+                .flat_map(|f| names(&code(f)))
+                .filter(|n| n != from && all.contains(n))
+                .collect();
+            to.sort();
+            to.dedup();
+            (from.clone(), to)
+        })
+        .collect()
+}
+
 /// Which of [`COMMANDS`] `text` names as `crate::NAME...` or in `use crate::{NAME, ...}`.
 fn uses(text: &str) -> Vec<&'static str> {
+    let named = names(text);
+    COMMANDS
+        .into_iter()
+        .filter(|m| named.iter().any(|n| n == m))
+        .collect()
+}
+
+/// Every name `text` uses as `crate::NAME...` or in `use crate::{NAME, ...}`.
+fn names(text: &str) -> Vec<String> {
     let ident = |s: &str| -> String {
         s.trim_start()
             .chars()
@@ -58,10 +115,7 @@ fn uses(text: &str) -> Vec<&'static str> {
             None => named.push(ident(rest)),
         }
     }
-    COMMANDS
-        .into_iter()
-        .filter(|m| named.iter().any(|n| n == m))
-        .collect()
+    named
 }
 
 #[test]
@@ -69,8 +123,7 @@ fn cli_run_admin_and_check_import_no_cycle() {
     let mut found = Vec::new();
     for from in COMMANDS {
         for file in sources(from) {
-            let text = std::fs::read_to_string(&file).unwrap();
-            for to in uses(&text) {
+            for to in uses(&code(&file)) {
                 if to != from && !ALLOWED.contains(&(from, to)) {
                     found.push(format!("{} uses crate::{to}", file.display()));
                 }
@@ -85,4 +138,53 @@ fn the_scan_sees_a_use_of_cli() {
     assert_eq!(uses("return crate::cli::config_error(&e);"), ["cli"]);
     assert_eq!(uses("use crate::{config, run::Agent};"), ["run"]);
     assert!(uses("crate::client::x(); crate::checks").is_empty());
+}
+
+#[test]
+fn no_two_modules_import_each_other_even_through_others() {
+    let graph = graph();
+    let edges = |m: &str| -> Vec<String> {
+        graph
+            .iter()
+            .find(|(from, _)| from == m)
+            .map(|(_, to)| to.clone())
+            .unwrap_or_default()
+    };
+    for (start, _) in &graph {
+        // Every module reachable from `start`; reaching `start` again is a cycle.
+        let (mut seen, mut todo) = (Vec::<String>::new(), edges(start));
+        while let Some(m) = todo.pop() {
+            assert!(
+                m != *start,
+                "import cycle through {start}: it reaches itself via {seen:?}\n{graph:#?}"
+            );
+            if !seen.contains(&m) {
+                todo.extend(edges(&m));
+                seen.push(m);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_core_and_the_config_know_nothing_of_ssh_and_russh_stays_in_ssh() {
+    for (from, to) in graph() {
+        if from == "tunnel" || from == "config" {
+            for forbidden in ["ssh", "run", "admin", "check", "cli", "import"] {
+                assert!(
+                    !to.contains(&forbidden.to_string()),
+                    "{from} uses crate::{forbidden}"
+                );
+            }
+        }
+    }
+    for module in modules().into_iter().filter(|m| m != "ssh") {
+        for file in sources(&module) {
+            assert!(
+                !code(&file).contains("russh::"),
+                "{} names russh outside src/ssh/",
+                file.display()
+            );
+        }
+    }
 }
