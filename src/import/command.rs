@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use super::{Imported, Note, Options, Severity, import};
 use crate::exit;
 
-/// The notes as stderr lines: `ATTENTION FILE:4,8 (ACCESS_JIRA, ACCESS_SONARQUBE): message`.
+/// The notes as stderr lines: `ATTENTION: FILE:4,8 (ACCESS_JIRA, ACCESS_SONARQUBE): message`,
+/// further lines of a message indented under it.
 pub fn report(file: &Path, notes: &[Note]) -> String {
     let mut out = String::new();
     for n in notes {
@@ -19,7 +20,7 @@ pub fn report(file: &Path, notes: &[Note]) -> String {
             Severity::Warning => "warning",
             Severity::Info => "note",
         };
-        let mut lines: Vec<usize> = n.at.iter().map(|(l, _)| *l).collect();
+        let mut lines: Vec<usize> = n.at.iter().map(|o| o.line).collect();
         lines.sort_unstable();
         lines.dedup();
         let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
@@ -27,21 +28,17 @@ pub fn report(file: &Path, notes: &[Note]) -> String {
         if !lines.is_empty() {
             place = format!("{place}:{}", lines.join(","));
         }
-        let programs: Vec<&str> =
-            n.at.iter()
-                .map(|(_, p)| p.as_str())
-                .filter(|p| !p.starts_with("line "))
-                .collect();
+        let programs: Vec<&str> = n.at.iter().filter_map(|o| o.program.as_deref()).collect();
         if !programs.is_empty() {
             place = format!("{place} ({})", programs.join(", "));
         }
-        let mut lines = n.message.lines();
+        let mut message = n.message.lines();
         let _ = writeln!(
             out,
             "{label}: {place}: {}",
-            lines.next().unwrap_or_default()
+            message.next().unwrap_or_default()
         );
-        for more in lines {
+        for more in message {
             let _ = writeln!(out, "    {more}");
         }
     }

@@ -1,48 +1,31 @@
 //! `agent import`: turns the incumbent's supervisord.conf (one autossh program per service), or
 //! a file of plain `ssh`/`autossh` command lines, into an equivalent, commented agent.yaml.
 //!
-//! The pipeline, one job per file:
-//! - [`ini`], [`supervisord`] and [`expand`] read supervisord.conf; [`textfile`] reads command
-//!   lines; both yield [`Source`]s (one command each, with its line and program name).
-//! - [`words`] splits a command into words as supervisord or a shell would.
-//! - [`ssh_args`] reads ssh/autossh options (`getopt` exactly as ssh does), with [`forward`] for
-//!   `-R` specs, [`ssh_options`] for `-o Keyword=Value`, [`destination`] for user@host, and
-//!   [`dropped`] for everything the agent does not do (each reported with why).
-//! - [`merge`] checks every command agrees on one server and builds the [`merge::Plan`];
-//!   [`names`] names the forwards, [`hostkeys`] and [`keepalive`] map those settings.
-//! - [`render`] writes the YAML with comments; [`verify`] proves it is a valid agent.yaml that
-//!   says what the plan says; [`command`] is the CLI entry point.
+//! - [`supervisord`] reads supervisord.conf and [`words`] a file of command lines; both split
+//!   commands into words as the program that ran them did, one [`Source`] per command.
+//! - [`ssh_command`] reads each command's options exactly as ssh/autossh did.
+//! - [`plan`] checks every command agrees on one server and decides each agent.yaml value.
+//! - [`render`] writes the commented YAML and proves `agent run` reads it as planned.
+//! - [`command`] is the CLI: files, the stderr report, exit codes.
 //!
-//! Nothing is guessed silently: everything dropped or changed is a [`Note`], and anything that
+//! Nothing is dropped silently: everything not carried over is a [`Note`], and anything that
 //! cannot be carried over safely is an [`ImportError`] naming the file and line.
 
 pub mod command;
-pub mod destination;
-pub mod dropped;
-pub mod expand;
-pub mod forward;
-pub mod hostkeys;
-pub mod ini;
-pub mod keepalive;
-pub mod merge;
-pub mod names;
+pub mod plan;
 pub mod render;
-pub mod ssh_args;
-pub mod ssh_options;
+pub mod ssh_command;
 pub mod supervisord;
-pub mod textfile;
-pub mod verify;
 pub mod words;
 
-use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How much a note matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
-    /// Dropped or changed, and the agent does the same job another way.
+    /// Not carried over, and the agent does the same job another way (or needs none).
     Info,
-    /// Dropped: the old setup did something the agent will not do.
+    /// Not carried over: the old setup did something the agent will not do.
     Warning,
     /// The written agent.yaml needs an edit before it works as before (exit code 1).
     Attention,
@@ -52,9 +35,27 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub severity: Severity,
-    /// Where it came from: `(line, program or command label)`; empty for the whole file.
-    pub at: Vec<(usize, String)>,
+    /// The commands it is about; empty for the whole file.
+    pub at: Vec<Origin>,
     pub message: String,
+}
+
+impl Note {
+    pub fn at(severity: Severity, origin: &Origin, message: impl Into<String>) -> Self {
+        Self {
+            severity,
+            at: vec![origin.clone()],
+            message: message.into(),
+        }
+    }
+
+    pub fn whole(severity: Severity, message: impl Into<String>) -> Self {
+        Self {
+            severity,
+            at: Vec::new(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Where one command came from.
@@ -75,6 +76,7 @@ impl Origin {
         }
     }
 
+    /// `ACCESS_JIRA` or `line 4`.
     pub fn label(&self) -> String {
         self.program
             .clone()
@@ -93,6 +95,13 @@ pub struct Source {
     pub directory: Option<String>,
     /// supervisord's `user=`: the local user ssh ran as, hence its default login name.
     pub local_user: Option<String>,
+}
+
+/// A setting and how the command wrote it (`-p 2222`, `-o Port=2222`), for comments and messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written<T> {
+    pub value: T,
+    pub how: String,
 }
 
 /// A problem that stops the import: nothing is written.
@@ -115,27 +124,20 @@ impl ImportError {
     pub fn whole(message: impl Into<String>, fix: Option<&str>) -> Self {
         Self {
             line: None,
-            message: message.into(),
-            fix: fix.map(str::to_string),
+            ..Self::at(0, message, fix)
         }
     }
 
     /// `FILE:LINE: message` and, on the next line, `  fix: ...`.
-    pub fn display<'a>(&'a self, file: &'a Path) -> impl fmt::Display + 'a {
-        struct D<'a>(&'a ImportError, &'a Path);
-        impl fmt::Display for D<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.0.line {
-                    Some(l) => write!(f, "{}:{l}: {}", self.1.display(), self.0.message)?,
-                    None => write!(f, "{}: {}", self.1.display(), self.0.message)?,
-                }
-                if let Some(fix) = &self.0.fix {
-                    write!(f, "\n  fix: {fix}")?;
-                }
-                Ok(())
-            }
+    pub fn display(&self, file: &Path) -> String {
+        let mut s = match self.line {
+            Some(l) => format!("{}:{l}: {}", file.display(), self.message),
+            None => format!("{}: {}", file.display(), self.message),
+        };
+        if let Some(fix) = &self.fix {
+            s.push_str(&format!("\n  fix: {fix}"));
         }
-        D(self, file)
+        s
     }
 }
 
@@ -144,16 +146,16 @@ impl ImportError {
 pub struct Options {
     /// `--host-key` values, each a `SHA256:` fingerprint or an OpenSSH public key line.
     pub host_keys: Vec<String>,
-    /// Where the result will be written (relative identity paths and messages use it); `None`
+    /// Where the result will be written (relative identity paths resolve against it); `None`
     /// for stdout, read as `agent.yaml` in the working directory.
-    pub output: Option<std::path::PathBuf>,
+    pub output: Option<PathBuf>,
 }
 
 /// A successful import: the agent.yaml text and what the reader should know about it.
 #[derive(Debug, Clone)]
 pub struct Imported {
     pub yaml: String,
-    pub plan: merge::Plan,
+    pub plan: plan::Plan,
     pub notes: Vec<Note>,
 }
 
@@ -168,39 +170,39 @@ impl Imported {
 /// otherwise one ssh/autossh command per line. Returns every error at once.
 pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Vec<ImportError>> {
     let mut notes = Vec::new();
-    let (sources, mut errors) = if ini::looks_like_ini(text) {
+    let (sources, mut errors) = if supervisord::looks_like_ini(text) {
         supervisord::sources(file, text, &mut notes)
     } else {
-        textfile::sources(text, &mut notes)
+        words::command_lines(text, &mut notes)
     };
     let mut commands = Vec::new();
     for source in &sources {
         let exe = source.words.first().map(String::as_str).unwrap_or_default();
-        if let (Some(program), None) = (&source.origin.program, ssh_args::tool_of(exe)) {
+        if let (Some(program), None) = (&source.origin.program, ssh_command::tool_of(exe)) {
             // supervisord may run other things too; say so loudly rather than fail or guess.
-            notes.push(Note {
-                severity: Severity::Attention,
-                at: vec![(source.origin.line, program.clone())],
-                message: format!("[program:{program}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand"),
-            });
+            notes.push(Note::at(
+                Severity::Attention,
+                &source.origin,
+                format!("[program:{program}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand"),
+            ));
             continue;
         }
-        match ssh_args::parse(source) {
+        match ssh_command::parse(source) {
             Ok(c) => commands.push(c),
-            Err(mut e) => errors.append(&mut e),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.line);
         return Err(errors);
     }
-    let plan = merge::plan(file, &commands, options, &mut notes)?;
-    let yaml = render::render(&plan);
+    let plan = plan::plan(file, &commands, options, &mut notes)?;
+    let yaml = render::render(&plan, &plan.host_keys);
     let config_path = options
         .output
         .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("agent.yaml"));
-    verify::verify(&config_path, &yaml, &plan)?;
+        .unwrap_or_else(|| PathBuf::from("agent.yaml"));
+    render::verify(&config_path, &yaml, &plan)?;
     Ok(Imported {
         yaml,
         plan,
@@ -209,7 +211,7 @@ pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Ve
 }
 
 /// Joins notes with the same severity and message (the same flag in every program) into one
-/// that lists every place, most severe first, in file order otherwise.
+/// that lists every place; most severe first, in file order otherwise.
 pub fn merge_notes(notes: Vec<Note>) -> Vec<Note> {
     let mut out: Vec<Note> = Vec::new();
     for n in notes {

@@ -1,12 +1,41 @@
-//! supervisord.conf -> one [`Source`] per `[program:NAME]`, with supervisord's `%(...)s`
-//! expansions applied and every setting the agent does not need reported.
+//! supervisord.conf -> one [`Source`] per `[program:NAME]`.
+//!
+//! The file is read as supervisord reads it: Python's `RawConfigParser` with `;` and `#`
+//! comments (inline ones only after whitespace), indented continuation lines, later keys
+//! overriding earlier ones; then `%(program_name)s`-style expansions, and `command=` split with
+//! `shlex` ([`words`]). Every section and key keeps its line number for messages.
 
 use std::path::Path;
 
-use super::expand::{environment, expand};
-use super::ini::{self, Section};
 use super::words::{self, Dialect};
 use super::{ImportError, Note, Origin, Severity, Source};
+
+/// One `key = value` (or `key: value`); continuation lines are joined with '\n'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Lowercased, as configparser stores option names.
+    pub key: String,
+    pub value: String,
+    pub line: usize,
+}
+
+/// A `[name]` section; sections of the same name are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub name: String,
+    pub line: usize,
+    pub entries: Vec<Entry>,
+}
+
+impl Section {
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.key == key)
+    }
+}
+
+/// Program settings import reads; every other one is supervisord's process handling, which the
+/// agent does on its own.
+const PROGRAM_KEYS: &[&str] = &["command", "directory", "environment", "user"];
 
 /// Sections supervisord uses for itself; the agent needs none of them.
 const OWN_SECTIONS: &[&str] = &[
@@ -14,50 +43,144 @@ const OWN_SECTIONS: &[&str] = &[
     "supervisorctl",
     "unix_http_server",
     "inet_http_server",
+    "rpcinterface",
+    "ctlplugin",
+    "group",
 ];
 
-/// Program settings that only steer supervisord's process handling; the agent reconnects,
-/// retries and logs on its own.
-const PROCESS_KEYS: &[&str] = &[
-    "autorestart",
-    "startsecs",
-    "startretries",
-    "exitcodes",
-    "stopsignal",
-    "stopwaitsecs",
-    "stopasgroup",
-    "killasgroup",
-    "priority",
-    "redirect_stderr",
-    "umask",
-    "serverurl",
-    "process_name",
-];
+/// True when `text` has a `[section]` line, i.e. is an ini file rather than a list of commands.
+pub fn looks_like_ini(text: &str) -> bool {
+    text.lines().any(|l| {
+        let t = strip_comment(l).trim();
+        t.starts_with('[') && t.contains(']')
+    })
+}
+
+/// Removes a comment: a whole line starting with `;` or `#`, or an inline `;`/`#` after
+/// whitespace (anything else, `a#b`, is part of the value).
+fn strip_comment(line: &str) -> &str {
+    let mut after_space = true;
+    for (i, c) in line.char_indices() {
+        if (c == ';' || c == '#') && after_space {
+            return &line[..i];
+        }
+        after_space = c.is_whitespace();
+    }
+    line
+}
+
+/// Parses the whole file; returns every line supervisord would reject at once.
+pub fn parse_ini(text: &str) -> Result<Vec<Section>, Vec<ImportError>> {
+    let mut sections: Vec<Section> = Vec::new();
+    let mut errors = Vec::new();
+    let mut current: Option<usize> = None;
+    // The entry (section, index) a more-indented line continues, and its key line's indentation.
+    let mut open: Option<(usize, usize)> = None;
+    let mut indent_level = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let value = strip_comment(raw).trim();
+        let indent = raw.len() - raw.trim_start().len();
+        if let Some((s, e)) = open {
+            let entry = &mut sections[s].entries[e].value;
+            if value.is_empty() {
+                // Kept inside a value (whitespace to shlex) so offsets stay physical lines.
+                entry.push('\n');
+                continue;
+            }
+            if indent > indent_level {
+                entry.push('\n');
+                entry.push_str(value);
+                continue;
+            }
+        }
+        if value.is_empty() {
+            continue;
+        }
+        indent_level = indent;
+        open = None;
+        if let Some(rest) = value.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((name, _)) if !name.is_empty() => {
+                    current = sections.iter().position(|s| s.name == name).or_else(|| {
+                        sections.push(Section {
+                            name: name.to_string(),
+                            line,
+                            entries: Vec::new(),
+                        });
+                        Some(sections.len() - 1)
+                    });
+                }
+                _ => errors.push(ImportError::at(
+                    line,
+                    format!("`{value}` is not a section header; write `[program:NAME]`"),
+                    None,
+                )),
+            }
+            continue;
+        }
+        let Some(s) = current else {
+            errors.push(ImportError::at(
+                line,
+                format!(
+                    "`{value}` comes before any `[section]` line; supervisord rejects this file"
+                ),
+                None,
+            ));
+            continue;
+        };
+        match value.split_once(['=', ':']) {
+            Some((key, val)) if !key.trim().is_empty() => {
+                let key = key.trim().to_lowercase();
+                let entries = &mut sections[s].entries;
+                // Later keys win (supervisord's parser is not strict).
+                entries.retain(|e| e.key != key);
+                entries.push(Entry {
+                    key,
+                    value: val.trim().to_string(),
+                    line,
+                });
+                open = Some((s, entries.len() - 1));
+            }
+            _ => errors.push(ImportError::at(
+                line,
+                format!("`{value}` is not `key = value`; supervisord rejects this line"),
+                None,
+            )),
+        }
+    }
+    for e in sections.iter_mut().flat_map(|s| &mut s.entries) {
+        e.value.truncate(e.value.trim_end().len());
+    }
+    if errors.is_empty() {
+        Ok(sections)
+    } else {
+        Err(errors)
+    }
+}
 
 /// The programs that could be read, and an error for each one that could not.
 pub fn sources(file: &Path, text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, Vec<ImportError>) {
-    let sections = match ini::parse(text) {
+    let sections = match parse_ini(text) {
         Ok(s) => s,
-        Err(errs) => {
-            let errors = errs
-                .into_iter()
-                .map(|e| ImportError::at(e.line, e.message, None))
-                .collect();
-            return (Vec::new(), errors);
-        }
+        Err(errors) => return (Vec::new(), errors),
     };
     let here = std::path::absolute(file)
         .ok()
         .and_then(|p| p.parent().map(|d| d.display().to_string()))
         .unwrap_or_else(|| ".".into());
-    let mut out = Vec::new();
+    let mut sources = Vec::new();
     let mut errors = Vec::new();
-    let mut ignored = Vec::new();
     for s in &sections {
-        let (kind, name) = s.name.split_once(':').unwrap_or((s.name.as_str(), ""));
+        let (kind, name) = s.name.split_once(':').unwrap_or((&s.name, ""));
+        let origin = Origin {
+            line: s.line,
+            program: Some(s.name.clone()),
+        };
         match kind {
             "program" => match program(s, name.trim(), &here, notes) {
-                Ok(Some(src)) => out.push(src),
+                Ok(Some(source)) => sources.push(source),
                 Ok(None) => {}
                 Err(mut e) => errors.append(&mut e),
             },
@@ -66,32 +189,15 @@ pub fn sources(file: &Path, text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, 
                 "[include] pulls in other files, and import reads only this one",
                 Some("run `agent import` on a file that holds every [program:...] section (paste the included programs in)"),
             )),
-            "eventlistener" | "fcgi-program" => notes.push(Note {
-                severity: Severity::Warning,
-                at: vec![(s.line, s.name.clone())],
-                message: format!("[{}] is not an ssh tunnel; not imported", s.name),
-            }),
-            k if OWN_SECTIONS.contains(&k) || k == "rpcinterface" || k == "ctlplugin" || k == "group" => {
-                ignored.push(format!("[{}]", s.name));
-            }
-            _ => notes.push(Note {
-                severity: Severity::Warning,
-                at: vec![(s.line, s.name.clone())],
-                message: format!("[{}] is not a section supervisord knows; ignored", s.name),
-            }),
+            k if OWN_SECTIONS.contains(&k) => {}
+            _ => notes.push(Note::at(
+                Severity::Warning,
+                &origin,
+                format!("[{}] is not a [program:...]: NOT imported", s.name),
+            )),
         }
     }
-    if !ignored.is_empty() {
-        notes.push(Note {
-            severity: Severity::Info,
-            at: Vec::new(),
-            message: format!(
-                "{}: supervisord's own settings; the agent needs none of them",
-                ignored.join(", ")
-            ),
-        });
-    }
-    (out, errors)
+    (sources, errors)
 }
 
 /// One `[program:NAME]`; `Ok(None)` when it is reported and skipped.
@@ -101,169 +207,248 @@ fn program(
     here: &str,
     notes: &mut Vec<Note>,
 ) -> Result<Option<Source>, Vec<ImportError>> {
-    let at = |line: usize| vec![(line, name.to_string())];
-    let mut note = |severity, line, message: String| {
-        notes.push(Note {
-            severity,
-            at: at(line),
-            message,
-        })
-    };
-    if name.is_empty() {
+    let Some(command) = s
+        .get("command")
+        .filter(|c| !name.is_empty() && !c.value.is_empty())
+    else {
         return Err(vec![ImportError::at(
             s.line,
-            "[program:] has no name",
-            Some("write [program:NAME]"),
-        )]);
-    }
-    let Some(command) = s.get("command").filter(|c| !c.value.trim().is_empty()) else {
-        return Err(vec![ImportError::at(
-            s.line,
-            format!("[program:{name}] has no command="),
-            Some("add the autossh command, or remove the section"),
+            format!("[{}] has no name or no command=", s.name),
+            Some("write [program:NAME] with the autossh command, or remove the section"),
         )]);
     };
-    let numprocs = match s.get("numprocs") {
-        Some(e) => match e.value.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => {
-                if n > 1 {
-                    note(
-                        Severity::Warning,
-                        e.line,
-                        format!(
-                            "numprocs={n} ran the same command {n} times; imported once (the copies could never hold the same remote port anyway)"
-                        ),
-                    );
-                }
-                n
-            }
-            _ => {
-                return Err(vec![ImportError::at(
-                    e.line,
-                    format!("numprocs={} is not a positive number", e.value),
-                    None,
-                )]);
-            }
-        },
-        None => 1,
+    let origin = Origin {
+        line: command.line,
+        program: Some(name.to_string()),
     };
     if let Some(e) = s.get("autostart")
         && matches!(
-            e.value.trim().to_ascii_lowercase().as_str(),
+            e.value.to_ascii_lowercase().as_str(),
             "false" | "no" | "off" | "0"
         )
     {
-        note(
+        notes.push(Note::at(
             Severity::Warning,
-            e.line,
-            format!(
-                "autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)",
-                e.value.trim()
-            ),
-        );
+            &origin,
+            format!("autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)", e.value),
+        ));
         return Ok(None);
     }
-
-    let expand = |value: &str, line: usize| {
-        expand(value, name, numprocs, here).map_err(|m| {
+    let numprocs = s.get("numprocs").map_or("1", |e| e.value.as_str());
+    let expand = |e: &Entry| {
+        expand(&e.value, name, numprocs, here).map_err(|m| {
             ImportError::at(
-                line,
+                e.line,
                 m,
                 Some("write the value itself instead of the %(...)s expansion"),
             )
         })
     };
-    let mut errors = Vec::new();
-    let text = match expand(&command.value, command.line) {
-        Ok(t) => t,
-        Err(e) => return Err(vec![e]),
-    };
-    let words: Vec<String> = match words::split(&text, Dialect::Shlex) {
-        Ok(w) => w.into_iter().map(|w| w.text).collect(),
-        Err(e) => {
-            return Err(vec![ImportError::at(
+    let words = expand(command).and_then(|text| {
+        words::split(&text, Dialect::Shlex).map_err(|e| {
+            ImportError::at(
                 command.line + e.line,
                 format!("command= {}", e.message),
                 None,
-            )]);
-        }
+            )
+        })
+    });
+    let directory = s.get("directory").map(expand).transpose();
+    let env = match s.get("environment") {
+        Some(e) => expand(e).and_then(|v| environment(&v, e.line)),
+        None => Ok(Vec::new()),
     };
-    let directory = match s.get("directory") {
-        Some(e) => match expand(&e.value, e.line) {
-            Ok(d) => Some(d),
-            Err(err) => {
-                errors.push(err);
-                None
-            }
-        },
-        None => None,
+    let (words, directory, env) = match (words, directory, env) {
+        (Ok(w), Ok(d), Ok(e)) => (w, d, e),
+        (w, d, e) => return Err([w.err(), d.err(), e.err()].into_iter().flatten().collect()),
     };
-    let mut env = Vec::new();
-    if let Some(e) = s.get("environment") {
-        match expand(&e.value, e.line).map(|v| environment(&v, e.line)) {
-            Ok(Ok(pairs)) => env = pairs,
-            Ok(Err(err)) | Err(err) => errors.push(err),
-        }
-    }
-    if let Some(e) = s.get("user") {
-        note(
+    let local_user = s.get("user").map(|e| e.value.clone());
+    if let Some(user) = &local_user {
+        notes.push(Note::at(
             Severity::Info,
-            e.line,
-            format!(
-                "user={}: supervisord ran the program as that user; run the agent as {} too (it does not switch users)",
-                e.value, e.value
-            ),
-        );
+            &origin,
+            format!("user={user}: supervisord ran ssh as {user}; run the agent as {user} too (it does not switch users), so it can read the key"),
+        ));
     }
-    let dropped: Vec<&str> = s
+    let not_read: Vec<&str> = s
         .entries
         .iter()
         .map(|e| e.key.as_str())
-        .filter(|k| {
-            PROCESS_KEYS.contains(k)
-                || k.starts_with("stdout_")
-                || k.starts_with("stderr_")
-                || *k == "autostart"
-        })
+        .filter(|k| !PROGRAM_KEYS.contains(k))
         .collect();
-    if !dropped.is_empty() {
-        note(
+    if !not_read.is_empty() {
+        notes.push(Note::at(
             Severity::Info,
-            s.line,
+            &origin,
             format!(
-                "supervisord process settings dropped ({}): the agent reconnects forever on its own and logs to stdout",
-                dropped.join(", ")
+                "supervisord settings not carried over ({}): the agent reconnects forever on its own and logs to stdout",
+                not_read.join(", ")
             ),
-        );
-    }
-    for e in &s.entries {
-        let known = [
-            "command",
-            "numprocs",
-            "numprocs_start",
-            "directory",
-            "environment",
-            "user",
-        ];
-        if !known.contains(&e.key.as_str()) && !dropped.contains(&e.key.as_str()) {
-            note(
-                Severity::Warning,
-                e.line,
-                format!("{}={}: not a setting import knows; ignored", e.key, e.value),
-            );
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
+        ));
     }
     Ok(Some(Source {
-        origin: Origin {
-            line: command.line,
-            program: Some(name.to_string()),
-        },
+        origin,
         words,
         env,
         directory,
-        local_user: s.get("user").map(|e| e.value.trim().to_string()),
+        local_user,
     }))
+}
+
+/// supervisord's `%(name)s` expansion of a value; only what import can know is expanded.
+fn expand(value: &str, program: &str, numprocs: &str, here: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('%') {
+            out.push('%');
+            rest = r;
+            continue;
+        }
+        let Some((name, r)) = after
+            .strip_prefix('(')
+            .and_then(|a| a.split_once(")s"))
+            .filter(|(n, _)| !n.contains(['(', ')', '%']))
+        else {
+            return Err(format!(
+                "has a lone `%` that supervisord cannot expand (it fails on this too); write `%%` for a literal %: {value}"
+            ));
+        };
+        out.push_str(match name {
+            "program_name" | "group_name" => program,
+            "process_num" => "0",
+            "numprocs" => numprocs,
+            "here" => here,
+            n if n.starts_with("ENV_") => {
+                return Err(format!(
+                    "uses %({n})s, which supervisord took from its own environment; import cannot know its value"
+                ));
+            }
+            n => return Err(format!("uses %({n})s, which depends on the machine supervisord ran on")),
+        });
+        rest = r;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `environment=KEY="val",KEY2=val2`: commas outside quotes separate the pairs.
+fn environment(value: &str, line: usize) -> Result<Vec<(String, String)>, ImportError> {
+    let mut pairs = Vec::new();
+    let mut pair = String::new();
+    let mut quote = None;
+    for c in value.chars() {
+        match (quote, c) {
+            (None, ',') => {
+                pairs.push(std::mem::take(&mut pair));
+                continue;
+            }
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+        pair.push(c);
+    }
+    pairs.push(pair);
+    let mut env = Vec::new();
+    for pair in pairs.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(ImportError::at(
+                line,
+                format!("environment= entry `{pair}` is not KEY=value"),
+                None,
+            ));
+        };
+        let v = match words::split(v.trim(), Dialect::Shlex).as_deref() {
+            Ok([one]) => one.clone(),
+            _ => v.trim().to_string(),
+        };
+        env.push((k.trim().to_string(), v));
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_keys_comments_and_continuations() {
+        let text = "; top comment\n[supervisord]\n\n[program:ACCESS_JIRA]\ncommand=/usr/bin/autossh -N ; trailing\n   -R x  # more\nUser = appuser\nweird=a#b;c\n";
+        let s = parse_ini(text).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[1].name.as_str(), s[1].line), ("program:ACCESS_JIRA", 4));
+        let c = s[1].get("command").unwrap();
+        assert_eq!((c.value.as_str(), c.line), ("/usr/bin/autossh -N\n-R x", 5));
+        assert_eq!(s[1].get("user").unwrap().value, "appuser");
+        assert_eq!(s[1].get("weird").unwrap().value, "a#b;c");
+        // Later keys and repeated sections merge, in place.
+        let s = parse_ini("[a]\nx=1\n[b]\n[a]\nx: 2\n").unwrap();
+        assert_eq!((s[0].name.as_str(), s.len()), ("a", 2));
+        assert_eq!(
+            s[0].get("x").unwrap(),
+            &Entry {
+                key: "x".into(),
+                value: "2".into(),
+                line: 5
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_reported_with_numbers() {
+        let e = parse_ini("command=x\n[a]\njust words\n[b\n").unwrap_err();
+        let lines: Vec<_> = e.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(1), Some(3), Some(4)]);
+        assert!(looks_like_ini("# c\n[program:x]\n"));
+        assert!(!looks_like_ini("ssh -R 1:h:2 host\n"));
+    }
+
+    #[test]
+    fn expansions_and_environment() {
+        assert_eq!(
+            expand("a %(program_name)s %(here)s/k 100%%", "P", "1", "/etc/x").unwrap(),
+            "a P /etc/x/k 100%"
+        );
+        assert!(
+            expand("%(ENV_HOME)s", "P", "1", "/")
+                .unwrap_err()
+                .contains("ENV_HOME")
+        );
+        assert!(
+            expand("ControlPath=%h", "P", "1", "/")
+                .unwrap_err()
+                .contains("%%")
+        );
+        let e = environment("AUTOSSH_GATETIME=0, A=\"x,y\"", 3).unwrap();
+        assert_eq!(
+            e,
+            [
+                ("AUTOSSH_GATETIME".into(), "0".into()),
+                ("A".into(), "x,y".into())
+            ]
+        );
+        assert_eq!(environment("nonsense", 3).unwrap_err().line, Some(3));
+    }
+
+    #[test]
+    fn process_settings_are_one_note_and_autostart_false_skips() {
+        let text = "[program:a]\ncommand=ssh -R 1:h:2 u@s\nautorestart=true\nstartretries=3\n[program:b]\ncommand=ssh u@s\nautostart=false\n[eventlistener:x]\n";
+        let mut notes = Vec::new();
+        let (s, e) = sources(Path::new("s.conf"), text, &mut notes);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(s.len(), 1);
+        let said: Vec<_> = notes
+            .iter()
+            .map(|n| (n.severity, n.message.as_str()))
+            .collect();
+        assert!(
+            said[0].1.contains("(autorestart, startretries)"),
+            "{said:?}"
+        );
+        assert!(said[1].1.starts_with("autostart=false"), "{said:?}");
+        assert!(said[2].1.contains("[eventlistener:x]"), "{said:?}");
+    }
 }
