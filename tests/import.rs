@@ -619,7 +619,7 @@ fn malformed_lines_are_errors_with_file_and_line() {
         e[0]
     );
 
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 13] = [
         (
             "[program:a]\ncommand=ssh -N -R 1:h:2 -o \"ServerAliveInterval=30 u@s\n",
             "t.conf:2",
@@ -665,6 +665,27 @@ fn malformed_lines_are_errors_with_file_and_line() {
             "t.conf:2",
             "not ssh or autossh",
         ),
+        // Contradictions ssh would resolve silently, and commands that never opened a tunnel.
+        (
+            "ssh -N -R 1:h:2 -i /k -l a b@h\n",
+            "t.conf:1",
+            "sets the user twice, differently",
+        ),
+        (
+            "ssh -N -R 1:h:2 -i /a -i /b u@h\n",
+            "t.conf:1",
+            "several keys",
+        ),
+        (
+            "ssh -G -R 1:h:2 -i /k u@h\n",
+            "t.conf:1",
+            "never opened a tunnel",
+        ),
+        (
+            "ssh -N -o ClearAllForwardings=yes -R 1:h:2 -i /k u@h\n",
+            "t.conf:1",
+            "ClearAllForwardings",
+        ),
     ];
     for (text, at, said) in cases {
         let result = import_text("t.conf", text, &[PIN]);
@@ -690,6 +711,29 @@ fn malformed_lines_are_errors_with_file_and_line() {
             "{text:?}: expected {at} and {said:?} in:\n{all}"
         );
     }
+}
+
+#[test]
+fn getopt_reads_like_ssh_and_autossh() {
+    // `-M` takes a value in autossh only; in ssh it is a flag, so "0" would be the destination.
+    let text = "autossh -M 0 -N -R 5000:h:443 -i /k u@s\nssh -M -N -R 5001:h:443 -i /k u@s\n";
+    let imported = import_text("t.txt", text, &[PIN]).unwrap();
+    assert_eq!(config(&imported).forwards.len(), 2);
+    let info = notes(&imported, Severity::Info);
+    assert!(
+        has(&info, "-M 0 not carried over: autossh's own setting"),
+        "{info:#?}"
+    );
+    assert!(has(&info, "ssh option -M is not carried over"), "{info:#?}");
+    // Options after the destination count; after `--` and the destination, the rest is the
+    // remote command, which the agent never runs.
+    let text = "ssh -NfR 5000:h:443 -l u -- s -R 5001:h:443\n";
+    let imported = import_text("t.txt", text, &[PIN]).unwrap();
+    assert_eq!(config(&imported).forwards.len(), 1);
+    assert!(has(
+        &notes(&imported, Severity::Warning),
+        "remote command `-R 5001:h:443`"
+    ));
 }
 
 #[test]

@@ -1,15 +1,11 @@
 //! `agent import`: turns the incumbent's supervisord.conf (one autossh program per service), or
 //! a file of plain `ssh`/`autossh` command lines, into an equivalent, commented agent.yaml.
 //!
-//! - [`supervisord`] reads supervisord.conf and [`words`] a file of command lines; both split
-//!   commands into words as the program that ran them did, one [`Source`] per command.
-//! - [`ssh_command`] reads each command's options exactly as ssh/autossh did.
-//! - [`plan`] checks every command agrees on one server and decides each agent.yaml value.
-//! - [`render`] writes the commented YAML and proves `agent run` reads it as planned.
-//! - [`command`] is the CLI: files, the stderr report, exit codes.
-//!
-//! Nothing is dropped silently: everything not carried over is a [`Note`], and anything that
-//! cannot be carried over safely is an [`ImportError`] naming the file and line.
+//! [`supervisord`] and [`words`] read the file into one [`Source`] per command, words split as
+//! the program that ran it did; [`ssh_command`] reads each as ssh/autossh did; [`plan`] checks
+//! they agree on one server and decides every agent.yaml value; [`render`] writes the YAML and
+//! proves `agent run` reads it as planned; [`command`] is the CLI. Nothing is dropped silently:
+//! what is not carried over is a [`Note`], what cannot be safely is an [`ImportError`].
 
 pub mod command;
 pub mod plan;
@@ -42,28 +38,27 @@ pub struct Note {
 
 impl Note {
     pub fn at(severity: Severity, origin: &Origin, message: impl Into<String>) -> Self {
-        Self {
-            severity,
-            at: vec![origin.clone()],
-            message: message.into(),
-        }
+        Self::about(severity, vec![origin.clone()], message.into())
     }
 
     pub fn whole(severity: Severity, message: impl Into<String>) -> Self {
+        Self::about(severity, Vec::new(), message.into())
+    }
+
+    fn about(severity: Severity, at: Vec<Origin>, message: String) -> Self {
         Self {
             severity,
-            at: Vec::new(),
-            message: message.into(),
+            at,
+            message,
         }
     }
 }
 
-/// Where one command came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where one command came from: the line of `command=` (supervisord) or the command's first
+/// line (command file), and the supervisord program name, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
-    /// The line of `command=` (supervisord) or the command's first line (command file).
     pub line: usize,
-    /// The supervisord program name, if any.
     pub program: Option<String>,
 }
 
@@ -78,14 +73,13 @@ impl Origin {
 
     /// `ACCESS_JIRA` or `line 4`.
     pub fn label(&self) -> String {
-        self.program
-            .clone()
-            .unwrap_or_else(|| format!("line {}", self.line))
+        let line = || format!("line {}", self.line);
+        self.program.clone().unwrap_or_else(line)
     }
 }
 
 /// One ssh/autossh command to import.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Source {
     pub origin: Origin,
     pub words: Vec<String>,
@@ -98,7 +92,7 @@ pub struct Source {
 }
 
 /// A setting and how the command wrote it (`-p 2222`, `-o Port=2222`), for comments and messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written<T> {
     pub value: T,
     pub how: String,
@@ -107,6 +101,7 @@ pub struct Written<T> {
 /// A problem that stops the import: nothing is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
+    /// The line it is on; `None` for the whole file.
     pub line: Option<usize>,
     pub message: String,
     pub fix: Option<String>,
@@ -114,30 +109,26 @@ pub struct ImportError {
 
 impl ImportError {
     pub fn at(line: usize, message: impl Into<String>, fix: Option<&str>) -> Self {
-        Self {
-            line: Some(line),
-            message: message.into(),
-            fix: fix.map(str::to_string),
-        }
+        Self::on(Some(line), message.into(), fix)
     }
 
     pub fn whole(message: impl Into<String>, fix: Option<&str>) -> Self {
-        Self {
-            line: None,
-            ..Self::at(0, message, fix)
-        }
+        Self::on(None, message.into(), fix)
+    }
+
+    fn on(line: Option<usize>, message: String, fix: Option<&str>) -> Self {
+        let fix = fix.map(str::to_string);
+        Self { line, message, fix }
     }
 
     /// `FILE:LINE: message` and, on the next line, `  fix: ...`.
     pub fn display(&self, file: &Path) -> String {
-        let mut s = match self.line {
-            Some(l) => format!("{}:{l}: {}", file.display(), self.message),
-            None => format!("{}: {}", file.display(), self.message),
-        };
-        if let Some(fix) = &self.fix {
-            s.push_str(&format!("\n  fix: {fix}"));
-        }
-        s
+        let line = self.line.map_or(String::new(), |l| format!(":{l}"));
+        let fix = self
+            .fix
+            .as_ref()
+            .map_or(String::new(), |f| format!("\n  fix: {f}"));
+        format!("{}{line}: {}{fix}", file.display(), self.message)
     }
 }
 
@@ -156,6 +147,7 @@ pub struct Options {
 pub struct Imported {
     pub yaml: String,
     pub plan: plan::Plan,
+    /// Most severe first; the same note from several commands is one note naming them all.
     pub notes: Vec<Note>,
 }
 
@@ -170,21 +162,16 @@ impl Imported {
 /// otherwise one ssh/autossh command per line. Returns every error at once.
 pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Vec<ImportError>> {
     let mut notes = Vec::new();
-    let (sources, mut errors) = if supervisord::looks_like_ini(text) {
-        supervisord::sources(file, text, &mut notes)
-    } else {
-        words::command_lines(text, &mut notes)
+    let (sources, mut errors) = match supervisord::looks_like_ini(text) {
+        true => supervisord::sources(file, text, &mut notes),
+        false => words::command_lines(text, &mut notes),
     };
     let mut commands = Vec::new();
     for source in &sources {
-        let exe = source.words.first().map(String::as_str).unwrap_or_default();
-        if let (Some(program), None) = (&source.origin.program, ssh_command::tool_of(exe)) {
+        let exe = source.words.first().map_or("", String::as_str);
+        if let (Some(p), None) = (&source.origin.program, ssh_command::tool_of(exe)) {
             // supervisord may run other things too; say so loudly rather than fail or guess.
-            notes.push(Note::at(
-                Severity::Attention,
-                &source.origin,
-                format!("[program:{program}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand"),
-            ));
+            notes.push(Note::at(Severity::Attention, &source.origin, format!("[program:{p}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand")));
             continue;
         }
         match ssh_command::parse(source) {
@@ -198,37 +185,21 @@ pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Ve
     }
     let plan = plan::plan(file, &commands, options, &mut notes)?;
     let yaml = render::render(&plan, &plan.host_keys);
-    let config_path = options
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("agent.yaml"));
-    render::verify(&config_path, &yaml, &plan)?;
-    Ok(Imported {
-        yaml,
-        plan,
-        notes: merge_notes(notes),
-    })
-}
-
-/// Joins notes with the same severity and message (the same flag in every program) into one
-/// that lists every place; most severe first, in file order otherwise.
-pub fn merge_notes(notes: Vec<Note>) -> Vec<Note> {
-    let mut out: Vec<Note> = Vec::new();
+    let config_path = options.output.as_deref().unwrap_or(Path::new("agent.yaml"));
+    render::verify(config_path, &yaml, &plan)?;
+    // The same note from several commands (the same flag in every program) becomes one.
+    let mut merged: Vec<Note> = Vec::new();
     for n in notes {
-        match out
-            .iter_mut()
-            .find(|o| o.severity == n.severity && o.message == n.message)
-        {
-            Some(o) => {
-                for at in n.at {
-                    if !o.at.contains(&at) {
-                        o.at.push(at);
-                    }
-                }
+        let same = |m: &&mut Note| m.severity == n.severity && m.message == n.message;
+        match merged.iter_mut().find(same) {
+            Some(m) => {
+                let new: Vec<Origin> = n.at.into_iter().filter(|o| !m.at.contains(o)).collect();
+                m.at.extend(new);
             }
-            None => out.push(n),
+            None => merged.push(n),
         }
     }
-    out.sort_by_key(|n| std::cmp::Reverse(n.severity));
-    out
+    merged.sort_by_key(|n| std::cmp::Reverse(n.severity));
+    let notes = merged;
+    Ok(Imported { yaml, plan, notes })
 }

@@ -5,9 +5,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::ImportError;
-use super::plan::{Plan, pin_steps};
-use crate::config::{Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IDENTITY, values};
+use super::plan::{Plan, PlannedForward, pin_steps};
+use super::{ImportError, Origin};
+use crate::config::{Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IDENTITY, Problem, values};
 
 /// A syntactically valid fingerprint that matches no key, to check the rest of a file whose
 /// pin is still missing.
@@ -50,71 +50,71 @@ fn comment(out: &mut String, indent: &str, text: &str) {
     }
 }
 
+/// A comment block, then the YAML line it explains.
+fn commented(out: &mut String, indent: &str, text: &str, yaml: &str) {
+    comment(out, indent, text);
+    let _ = writeln!(out, "{indent}{yaml}");
+}
+
 /// The agent.yaml for `plan`, with `pins` under `server.host_keys` (the REQUIRED placeholder
 /// when there are none).
 pub fn render(plan: &Plan, pins: &[String]) -> String {
     let mut y = String::new();
-    let sources: Vec<String> = plan
-        .origins
-        .iter()
-        .map(|o| match &o.program {
-            Some(p) => format!("{p} (line {})", o.line),
-            None => format!("line {}", o.line),
-        })
-        .collect();
-    let kind = if plan.origins.iter().any(|o| o.program.is_some()) {
-        "programs"
-    } else {
-        "commands"
+    let from = |o: &Origin| match &o.program {
+        Some(p) => format!("[program:{p}] line {}", o.line),
+        None => format!("line {}", o.line),
     };
-    comment(
-        &mut y,
-        "",
-        &format!(
-            "agent.yaml written by `agent import` from {}\n({} {kind}: {}).\nEach setting says where it came from; the README's \"agent.yaml reference\" explains every field.\nNext: `agent check` (probes every hop), then `agent run`.",
-            plan.input,
-            plan.origins.len(),
-            sources.join(", ")
-        ),
+    let sources: Vec<String> = plan.origins.iter().map(from).collect();
+    let header = format!(
+        "agent.yaml written by `agent import` from {}\n({}).\nEach setting says where it came from; the README's \"agent.yaml reference\" explains every field.\nNext: `agent check` (probes every hop), then `agent run`.",
+        plan.input,
+        sources.join(", ")
     );
-
+    comment(&mut y, "", &header);
     y.push_str("\nserver:\n");
-    comment(&mut y, "  ", &format!("from {}", plan.host.how));
-    let _ = writeln!(y, "  host: {}", scalar(&plan.host.value));
-    let fallback = if plan.ports.len() > 1 {
-        "; the agent falls back to 443 when it is unreachable (remove 443 if the vendor's server does not listen there)"
-    } else {
-        ""
-    };
-    comment(
+    commented(
         &mut y,
         "  ",
-        &format!("{} ({}){fallback}", plan.ports[0], plan.port_how),
+        &format!("from {}", plan.server.host.how),
+        &format!("host: {}", scalar(&plan.server.host.value)),
     );
+    let fallback = match plan.ports.len() {
+        1 => "",
+        _ => {
+            "; the agent falls back to 443 when it is unreachable (remove 443 if the vendor's server does not listen there)"
+        }
+    };
     let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
-    let _ = writeln!(y, "  ports: [{}]", ports.join(", "));
-    comment(&mut y, "  ", &format!("from {}", plan.user.how));
-    let _ = writeln!(y, "  user: {}", scalar(&plan.user.value));
+    let port_how = plan
+        .server
+        .port
+        .as_ref()
+        .map_or("no -p: ssh's default", |p| &p.how);
+    let ports_line = format!("ports: [{}]", ports.join(", "));
+    commented(
+        &mut y,
+        "  ",
+        &format!("{} ({}){fallback}", plan.ports[0], port_how),
+        &ports_line,
+    );
+    commented(
+        &mut y,
+        "  ",
+        &format!("from {}", plan.server.user.how),
+        &format!("user: {}", scalar(&plan.server.user.value)),
+    );
     let history = &plan.host_key_history;
     if pins.is_empty() {
-        comment(
-            &mut y,
-            "  ",
-            &format!(
-                "REQUIRED, NOT SET YET. {history} The agent refuses to connect until the server's key is pinned here:\n{}\n  host_keys: [\"SHA256:...\"]",
-                pin_steps(&plan.host.value, plan.ports[0])
-            ),
+        let steps = pin_steps(&plan.server.host.value, plan.ports[0]);
+        let text = format!(
+            "REQUIRED, NOT SET YET. {history} The agent refuses to connect until the server's key is pinned here:\n{steps}\n  host_keys: [\"SHA256:...\"]"
         );
-        y.push_str("  host_keys: [] # REQUIRED: see above\n");
+        commented(&mut y, "  ", &text, "host_keys: [] # REQUIRED: see above");
     } else {
-        comment(
-            &mut y,
-            "  ",
-            &format!(
-                "{history} Pinned with --host-key: the agent accepts only these keys. Confirm them with the vendor over another channel."
-            ),
+        let text = format!(
+            "{history} Pinned with --host-key: the agent accepts only these keys. Confirm them with the vendor over another channel."
         );
-        y.push_str("  host_keys:\n");
+        commented(&mut y, "  ", &text, "host_keys:");
         for p in pins {
             let _ = writeln!(y, "    - {}", serde_json::to_string(p).unwrap_or_default());
         }
@@ -129,51 +129,50 @@ pub fn render(plan: &Plan, pins: &[String]) -> String {
             ),
         );
     }
-
-    let (identity_comment, identity) = match &plan.identity {
+    let (how, identity) = match &plan.server.identity {
         Some(id) => (format!("from {}.", id.how), id.value.as_str()),
-        None => ("No -i in the old command: ssh used the user's default key (~/.ssh/id_*). Copy that key here, or point identity at it.".to_string(), DEFAULT_IDENTITY),
+        None => ("No -i in the old command: ssh used the user's default key (~/.ssh/id_*). Copy that key here, or point identity at it.".into(), DEFAULT_IDENTITY),
     };
-    comment(
+    let text = format!(
+        "{how} A relative path resolves against this file's folder. The key must be readable by the agent's user only (chmod 400)."
+    );
+    commented(
         &mut y,
         "",
-        &format!(
-            "{identity_comment} A relative path resolves against this file's folder. The key must be readable by the agent's user only (chmod 400)."
-        ),
+        &text,
+        &format!("identity: {}", scalar(identity)),
     );
-    let _ = writeln!(y, "identity: {}", scalar(identity));
-
     y.push_str("forwards:\n");
     for f in &plan.forwards {
-        let from = match &f.origin.program {
-            Some(p) => format!("[program:{p}] line {}", f.origin.line),
-            None => format!("line {}", f.origin.line),
-        };
-        comment(&mut y, "  ", &format!("{from}: -R {}", f.spec));
-        let _ = writeln!(y, "  - name: {}", scalar(&f.name));
-        // A bare port stays a number; anything with an address is quoted (`*` would be an alias).
+        // A bare port stays a number; an address is quoted (`*` would be a YAML alias).
         let remote = match f.remote.parse::<u16>() {
             Ok(port) => port.to_string(),
             Err(_) => serde_json::to_string(&f.remote).unwrap_or_default(),
         };
-        let _ = writeln!(y, "    remote: {remote}");
-        let _ = writeln!(y, "    target: {}", scalar(&f.target));
+        let entry = format!(
+            "- name: {}\n    remote: {remote}\n    target: {}",
+            scalar(&f.name),
+            scalar(&f.target)
+        );
+        commented(
+            &mut y,
+            "  ",
+            &format!("{}: -R {}", from(&f.origin), f.spec),
+            &entry,
+        );
     }
-
     match plan.keepalive {
         Some((interval, missed)) => {
-            comment(
+            let text = format!(
+                "{}: a keepalive after {interval}s of silence; after {missed} unanswered the link counts as dead (about {}s) and the agent reconnects.",
+                plan.keepalive_how,
+                interval * u64::from(missed)
+            );
+            commented(
                 &mut y,
                 "",
-                &format!(
-                    "{}: a keepalive after {interval}s of silence; after {missed} unanswered the link counts as dead (about {}s) and the agent reconnects.",
-                    plan.keepalive_how,
-                    interval * u64::from(missed)
-                ),
-            );
-            let _ = writeln!(
-                y,
-                "keepalive: {{ interval: {interval}s, max_missed: {missed} }}"
+                &text,
+                &format!("keepalive: {{ interval: {interval}s, max_missed: {missed} }}"),
             );
         }
         None => comment(
@@ -185,16 +184,21 @@ pub fn render(plan: &Plan, pins: &[String]) -> String {
             ),
         ),
     }
-    if let Some(t) = &plan.connect_timeout {
-        comment(&mut y, "", &format!("from {}", t.how));
-        let _ = writeln!(y, "timeouts: {{ connect: {}s }}", t.value);
+    if let Some(t) = &plan.server.connect_timeout {
+        commented(
+            &mut y,
+            "",
+            &format!("from {}", t.how),
+            &format!("timeouts: {{ connect: {}s }}", t.value),
+        );
     }
-    comment(
+    let admin = format!("admin: {{ listen: \"{DEFAULT_ADMIN}\" }}");
+    commented(
         &mut y,
         "",
         "Health and metrics (`agent health`), on loopback only; \"off\" disables them.",
+        &admin,
     );
-    let _ = writeln!(y, "admin: {{ listen: \"{DEFAULT_ADMIN}\" }}");
     y
 }
 
@@ -202,97 +206,81 @@ pub fn render(plan: &Plan, pins: &[String]) -> String {
 /// it reads back with the server, key, forwards, keepalive and timeout the plan says.
 pub fn verify(config_path: &Path, yaml: &str, plan: &Plan) -> Result<(), Vec<ImportError>> {
     let invalid = |e: ConfigError| -> Vec<ImportError> {
+        let problem = |p: &Problem| {
+            format!(
+                "the agent.yaml would be invalid: {}: {}",
+                p.field, p.message
+            )
+        };
         e.problems
             .iter()
-            .map(|p| {
-                ImportError::whole(
-                    format!(
-                        "the agent.yaml this input gives would be invalid: {}: {}",
-                        p.field, p.message
-                    ),
-                    p.fix.as_deref(),
-                )
-            })
+            .map(|p| ImportError::whole(problem(p), p.fix.as_deref()))
             .collect()
     };
     let internal = |m: String| vec![ImportError::whole(format!("internal error: {m}"), None)];
-    let config = if plan.host_keys.is_empty() {
-        match Config::parse(config_path, yaml) {
-            Err(e) if e.problems.iter().all(|p| p.field == "server.host_keys") => {}
-            Err(e) => return Err(invalid(e)),
-            Ok(_) => {
-                return Err(internal(
-                    "agent.yaml without a pinned key was accepted".into(),
-                ));
-            }
+    // Without a pin the only problem allowed is the pin; the rest is checked with a stand-in.
+    let config = match Config::parse(config_path, yaml) {
+        Err(e)
+            if plan.host_keys.is_empty()
+                && e.problems.iter().all(|p| p.field == "server.host_keys") =>
+        {
+            Config::parse(config_path, &render(plan, &[STAND_IN_PIN.to_string()]))
         }
-        Config::parse(config_path, &render(plan, &[STAND_IN_PIN.to_string()]))
-    } else {
-        Config::parse(config_path, yaml)
+        Ok(_) if plan.host_keys.is_empty() => {
+            return Err(internal("agent.yaml without a pin was accepted".into()));
+        }
+        other => other,
     }
     .map_err(invalid)?;
-
-    // One line each for what `agent run` will use and what the plan says; they must be equal.
     let keepalive = (
         config.keepalive.interval.as_secs(),
         config.keepalive.max_missed,
     );
     let timeout = config.timeouts.connect.as_secs();
-    let got_forwards: Vec<String> = config
+    let forwards: Vec<_> = config
         .forwards
         .iter()
-        .map(|f| {
-            format!(
-                "{} {}:{} -> {}",
-                f.name,
-                f.remote_addr,
-                f.remote_port,
-                f.target()
-            )
-        })
+        .map(|f| (&f.name, (f.remote_addr.clone(), f.remote_port), f.target()))
         .collect();
-    let got = format!(
-        "{}@{} {:?} pins={} identity={} [{}] keepalive={keepalive:?} connect={timeout}",
-        config.server.user,
-        config.server.host,
-        config.server.ports,
+    let server = (
+        &config.server.host,
+        &config.server.user,
+        &config.server.ports,
         config.server.host_keys.len(),
-        config.identity.display(),
-        got_forwards.join(", ")
     );
-    let want_forwards: Vec<String> = plan
-        .forwards
-        .iter()
-        .map(|f| {
-            let (addr, port) = values::remote_spec(&f.remote).unwrap_or_default();
-            format!("{} {addr}:{port} -> {}", f.name, f.target)
-        })
-        .collect();
-    let identity = plan
+    let got = (server, &config.identity, forwards, keepalive, timeout);
+    let first = &plan.server;
+    let identity = first
         .identity
         .as_ref()
-        .map_or(DEFAULT_IDENTITY, |i| i.value.as_str());
-    let want = format!(
-        "{}@{} {:?} pins={} identity={} [{}] keepalive={:?} connect={}",
-        plan.user.value,
-        plan.host.value,
-        plan.ports,
-        plan.host_keys.len().max(1),
-        config_path
-            .parent()
-            .unwrap_or(Path::new(""))
-            .join(identity)
-            .display(),
-        want_forwards.join(", "),
+        .map_or(DEFAULT_IDENTITY, |i| &i.value);
+    let identity = config_path.parent().unwrap_or(Path::new("")).join(identity);
+    let remote = |f: &PlannedForward| values::remote_spec(&f.remote).unwrap_or_default();
+    let forwards: Vec<_> = plan
+        .forwards
+        .iter()
+        .map(|f| (&f.name, remote(f), f.target.clone()))
+        .collect();
+    let (keepalive, timeout) = (
         plan.keepalive.unwrap_or(keepalive),
-        plan.connect_timeout.as_ref().map_or(timeout, |t| t.value)
+        plan.server
+            .connect_timeout
+            .as_ref()
+            .map_or(timeout, |t| t.value),
     );
-    if got != want {
-        return Err(internal(format!(
-            "the generated agent.yaml reads back as\n  {got}\nnot\n  {want}"
-        )));
+    let server = (
+        &plan.server.host.value,
+        &plan.server.user.value,
+        &plan.ports,
+        plan.host_keys.len().max(1),
+    );
+    let want = (server, &identity, forwards, keepalive, timeout);
+    match got == want {
+        true => Ok(()),
+        false => Err(internal(format!(
+            "the generated agent.yaml reads back as {got:?}, not {want:?}"
+        ))),
     }
-    Ok(())
 }
 
 #[cfg(test)]

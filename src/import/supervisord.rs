@@ -7,8 +7,9 @@
 
 use std::path::Path;
 
+use super::Severity::*;
 use super::words::{self, Dialect};
-use super::{ImportError, Note, Origin, Severity, Source};
+use super::{ImportError, Note, Origin, Source};
 
 /// One `key = value` (or `key: value`); continuation lines are joined with '\n'.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,17 +37,6 @@ impl Section {
 /// Program settings import reads; every other one is supervisord's process handling, which the
 /// agent does on its own.
 const PROGRAM_KEYS: &[&str] = &["command", "directory", "environment", "user"];
-
-/// Sections supervisord uses for itself; the agent needs none of them.
-const OWN_SECTIONS: &[&str] = &[
-    "supervisord",
-    "supervisorctl",
-    "unix_http_server",
-    "inet_http_server",
-    "rpcinterface",
-    "ctlplugin",
-    "group",
-];
 
 /// True when `text` has a `[section]` line, i.e. is an ini file rather than a list of commands.
 pub fn looks_like_ini(text: &str) -> bool {
@@ -160,7 +150,9 @@ pub fn parse_ini(text: &str) -> Result<Vec<Section>, Vec<ImportError>> {
     }
 }
 
-/// The programs that could be read, and an error for each one that could not.
+/// The programs that could be read, and an error for each one that could not. Other sections
+/// are supervisord's own settings or other programs, none of them an ssh tunnel; `[include]` is
+/// an error, as the programs it pulls in would be missing.
 pub fn sources(file: &Path, text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, Vec<ImportError>) {
     let sections = match parse_ini(text) {
         Ok(s) => s,
@@ -168,33 +160,21 @@ pub fn sources(file: &Path, text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, 
     };
     let here = std::path::absolute(file)
         .ok()
-        .and_then(|p| p.parent().map(|d| d.display().to_string()))
-        .unwrap_or_else(|| ".".into());
+        .and_then(|p| Some(p.parent()?.display().to_string()));
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     for s in &sections {
-        let (kind, name) = s.name.split_once(':').unwrap_or((&s.name, ""));
-        let origin = Origin {
-            line: s.line,
-            program: Some(s.name.clone()),
-        };
-        match kind {
-            "program" => match program(s, name.trim(), &here, notes) {
-                Ok(Some(source)) => sources.push(source),
-                Ok(None) => {}
-                Err(mut e) => errors.append(&mut e),
-            },
-            "include" => errors.push(ImportError::at(
+        if s.name == "include" {
+            errors.push(ImportError::at(
                 s.line,
                 "[include] pulls in other files, and import reads only this one",
                 Some("run `agent import` on a file that holds every [program:...] section (paste the included programs in)"),
-            )),
-            k if OWN_SECTIONS.contains(&k) => {}
-            _ => notes.push(Note::at(
-                Severity::Warning,
-                &origin,
-                format!("[{}] is not a [program:...]: NOT imported", s.name),
-            )),
+            ));
+        } else if let Some(name) = s.name.strip_prefix("program:") {
+            match program(s, name.trim(), here.as_deref().unwrap_or("."), notes) {
+                Ok(source) => sources.extend(source),
+                Err(e) => errors.push(e),
+            }
         }
     }
     (sources, errors)
@@ -206,85 +186,58 @@ fn program(
     name: &str,
     here: &str,
     notes: &mut Vec<Note>,
-) -> Result<Option<Source>, Vec<ImportError>> {
-    let Some(command) = s
+) -> Result<Option<Source>, ImportError> {
+    let command = s
         .get("command")
-        .filter(|c| !name.is_empty() && !c.value.is_empty())
-    else {
-        return Err(vec![ImportError::at(
+        .filter(|c| !name.is_empty() && !c.value.is_empty());
+    let Some(command) = command else {
+        let fix = Some("write [program:NAME] with the autossh command, or remove the section");
+        return Err(ImportError::at(
             s.line,
             format!("[{}] has no name or no command=", s.name),
-            Some("write [program:NAME] with the autossh command, or remove the section"),
-        )]);
+            fix,
+        ));
     };
     let origin = Origin {
         line: command.line,
         program: Some(name.to_string()),
     };
-    if let Some(e) = s.get("autostart")
-        && matches!(
-            e.value.to_ascii_lowercase().as_str(),
-            "false" | "no" | "off" | "0"
-        )
+    let note = |severity, message: String| Note::at(severity, &origin, message);
+    let off = ["false", "no", "off", "0"];
+    if let Some(e) = s
+        .get("autostart")
+        .filter(|e| off.contains(&e.value.to_ascii_lowercase().as_str()))
     {
-        notes.push(Note::at(
-            Severity::Warning,
-            &origin,
-            format!("autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)", e.value),
-        ));
+        notes.push(note(Warning, format!("autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)", e.value)));
         return Ok(None);
     }
     let numprocs = s.get("numprocs").map_or("1", |e| e.value.as_str());
-    let expand = |e: &Entry| {
-        expand(&e.value, name, numprocs, here).map_err(|m| {
-            ImportError::at(
-                e.line,
-                m,
-                Some("write the value itself instead of the %(...)s expansion"),
-            )
-        })
+    let expanded = |e: &Entry| {
+        let fix = Some("write the value itself instead of the %(...)s expansion");
+        expand(&e.value, name, numprocs, here).map_err(|m| ImportError::at(e.line, m, fix))
     };
-    let words = expand(command).and_then(|text| {
-        words::split(&text, Dialect::Shlex).map_err(|e| {
-            ImportError::at(
-                command.line + e.line,
-                format!("command= {}", e.message),
-                None,
-            )
-        })
-    });
-    let directory = s.get("directory").map(expand).transpose();
+    let split = words::split(&expanded(command)?, Dialect::Shlex);
+    let words = split.map_err(|e| {
+        ImportError::at(
+            command.line + e.line,
+            format!("command= {}", e.message),
+            None,
+        )
+    })?;
+    let directory = s.get("directory").map(expanded).transpose()?;
     let env = match s.get("environment") {
-        Some(e) => expand(e).and_then(|v| environment(&v, e.line)),
-        None => Ok(Vec::new()),
-    };
-    let (words, directory, env) = match (words, directory, env) {
-        (Ok(w), Ok(d), Ok(e)) => (w, d, e),
-        (w, d, e) => return Err([w.err(), d.err(), e.err()].into_iter().flatten().collect()),
+        Some(e) => environment(&expanded(e)?, e.line)?,
+        None => Vec::new(),
     };
     let local_user = s.get("user").map(|e| e.value.clone());
     if let Some(user) = &local_user {
-        notes.push(Note::at(
-            Severity::Info,
-            &origin,
-            format!("user={user}: supervisord ran ssh as {user}; run the agent as {user} too (it does not switch users), so it can read the key"),
-        ));
+        notes.push(note(Info, format!("user={user}: supervisord ran ssh as {user}; run the agent as {user} too (it does not switch users), so it can read the key")));
     }
-    let not_read: Vec<&str> = s
-        .entries
-        .iter()
-        .map(|e| e.key.as_str())
-        .filter(|k| !PROGRAM_KEYS.contains(k))
-        .collect();
+    let keys = s.entries.iter().map(|e| e.key.as_str());
+    let not_read: Vec<&str> = keys.filter(|k| !PROGRAM_KEYS.contains(k)).collect();
     if !not_read.is_empty() {
-        notes.push(Note::at(
-            Severity::Info,
-            &origin,
-            format!(
-                "supervisord settings not carried over ({}): the agent reconnects forever on its own and logs to stdout",
-                not_read.join(", ")
-            ),
-        ));
+        let not_read = not_read.join(", ");
+        notes.push(note(Info, format!("supervisord settings not carried over ({not_read}): the agent reconnects forever on its own and logs to stdout")));
     }
     Ok(Some(Source {
         origin,
@@ -375,43 +328,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sections_keys_comments_and_continuations() {
-        let text = "; top comment\n[supervisord]\n\n[program:ACCESS_JIRA]\ncommand=/usr/bin/autossh -N ; trailing\n   -R x  # more\nUser = appuser\nweird=a#b;c\n";
+    fn ini_as_configparser_reads_it() {
+        let text = "; top\n[supervisord]\n\n[program:A]\ncommand=/usr/bin/autossh -N ; trailing\n   -R x  # more\nUser = appuser\nweird=a#b;c\n[b]\n[program:A]\nuser: later\n";
         let s = parse_ini(text).unwrap();
-        assert_eq!(s.len(), 2);
-        assert_eq!((s[1].name.as_str(), s[1].line), ("program:ACCESS_JIRA", 4));
-        let c = s[1].get("command").unwrap();
-        assert_eq!((c.value.as_str(), c.line), ("/usr/bin/autossh -N\n-R x", 5));
-        assert_eq!(s[1].get("user").unwrap().value, "appuser");
-        assert_eq!(s[1].get("weird").unwrap().value, "a#b;c");
-        // Later keys and repeated sections merge, in place.
-        let s = parse_ini("[a]\nx=1\n[b]\n[a]\nx: 2\n").unwrap();
-        assert_eq!((s[0].name.as_str(), s.len()), ("a", 2));
         assert_eq!(
-            s[0].get("x").unwrap(),
-            &Entry {
-                key: "x".into(),
-                value: "2".into(),
-                line: 5
-            }
+            s.iter()
+                .map(|s| (s.name.as_str(), s.line))
+                .collect::<Vec<_>>(),
+            [("supervisord", 2), ("program:A", 4), ("b", 9)]
         );
-    }
-
-    #[test]
-    fn malformed_lines_are_reported_with_numbers() {
+        let get = |k: &str| s[1].get(k).map(|e| (e.value.as_str(), e.line));
+        assert_eq!(get("command"), Some(("/usr/bin/autossh -N\n-R x", 5)));
+        assert_eq!(
+            (get("user"), get("weird")),
+            (Some(("later", 11)), Some(("a#b;c", 8)))
+        );
         let e = parse_ini("command=x\n[a]\njust words\n[b\n").unwrap_err();
-        let lines: Vec<_> = e.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [Some(1), Some(3), Some(4)]);
-        assert!(looks_like_ini("# c\n[program:x]\n"));
-        assert!(!looks_like_ini("ssh -R 1:h:2 host\n"));
+        assert_eq!(
+            e.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [Some(1), Some(3), Some(4)]
+        );
+        assert!(looks_like_ini("# c\n[program:x]\n") && !looks_like_ini("ssh -R 1:h:2 host\n"));
     }
 
     #[test]
     fn expansions_and_environment() {
-        assert_eq!(
-            expand("a %(program_name)s %(here)s/k 100%%", "P", "1", "/etc/x").unwrap(),
-            "a P /etc/x/k 100%"
-        );
+        let expanded = expand("a %(program_name)s %(here)s/k 100%%", "P", "1", "/etc/x");
+        assert_eq!(expanded.unwrap(), "a P /etc/x/k 100%");
         assert!(
             expand("%(ENV_HOME)s", "P", "1", "/")
                 .unwrap_err()
@@ -434,21 +377,14 @@ mod tests {
     }
 
     #[test]
-    fn process_settings_are_one_note_and_autostart_false_skips() {
-        let text = "[program:a]\ncommand=ssh -R 1:h:2 u@s\nautorestart=true\nstartretries=3\n[program:b]\ncommand=ssh u@s\nautostart=false\n[eventlistener:x]\n";
+    fn autostart_false_is_skipped_loudly() {
         let mut notes = Vec::new();
-        let (s, e) = sources(Path::new("s.conf"), text, &mut notes);
-        assert!(e.is_empty(), "{e:?}");
-        assert_eq!(s.len(), 1);
-        let said: Vec<_> = notes
-            .iter()
-            .map(|n| (n.severity, n.message.as_str()))
-            .collect();
-        assert!(
-            said[0].1.contains("(autorestart, startretries)"),
-            "{said:?}"
+        let (s, e) = sources(
+            Path::new("s.conf"),
+            "[program:b]\ncommand=ssh u@s\nautostart=false\n",
+            &mut notes,
         );
-        assert!(said[1].1.starts_with("autostart=false"), "{said:?}");
-        assert!(said[2].1.contains("[eventlistener:x]"), "{said:?}");
+        assert!(s.is_empty() && e.is_empty(), "{e:?}");
+        assert!(notes[0].message.starts_with("autostart=false"), "{notes:?}");
     }
 }

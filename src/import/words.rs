@@ -216,77 +216,68 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 mod tests {
     use super::*;
 
-    fn words(text: &str, d: Dialect) -> Vec<String> {
-        split(text, d).unwrap()
-    }
-
     #[test]
-    fn quoting_like_shlex() {
-        let w = words(
-            r#"autossh -o "ServerAliveInterval=30" -o'A B' -R *:5000:h:443 a\ b "x\"y" "\n" ''"#,
-            Dialect::Shlex,
-        );
-        assert_eq!(
-            w,
-            [
-                "autossh",
-                "-o",
-                "ServerAliveInterval=30",
-                "-oA B",
-                "-R",
-                "*:5000:h:443",
-                "a b",
-                "x\"y",
-                "\\n",
-                ""
-            ]
-        );
-        // shlex has no comments and no expansions.
-        assert_eq!(words("a #b $c", Dialect::Shlex), ["a", "#b", "$c"]);
-    }
-
-    #[test]
-    fn sh_comments_continuations_and_expansions() {
-        let w = words("ssh -N \\\n  -R 1:h:2 # the tunnel\n", Dialect::Sh);
-        assert_eq!(w, ["ssh", "-N", "-R", "1:h:2"]);
-        assert_eq!(words("a\\\nb", Dialect::Sh), ["ab"]);
-        assert_eq!(words("a#b", Dialect::Sh), ["a#b"]);
-        assert_eq!(words(r#""\$x" '$y'"#, Dialect::Sh), ["$x", "$y"]);
-    }
-
-    #[test]
-    fn errors_say_what_and_where() {
-        let e = split("ssh \\\n -o \"A=b", Dialect::Sh).unwrap_err();
-        assert_eq!(e.line, 1);
-        assert!(e.message.contains("never closed"), "{e:?}");
-        let e = split("ssh -i $KEY host", Dialect::Sh).unwrap_err();
-        assert!(e.message.contains("`$KEY`"), "{e:?}");
-        let e = split("ssh \"$(cat k)\"", Dialect::Sh).unwrap_err();
-        assert!(e.message.contains("`$`"), "{e:?}");
-        let e = split("ssh host &", Dialect::Sh).unwrap_err();
-        assert!(e.message.contains("`&`"), "{e:?}");
+    fn shlex_quoting_has_no_comments_or_expansions() {
+        let text = r#"autossh -o "A=30" -o'A B' -R *:5:h:4 a\ b "x\"y" "\n" '' #b $c"#;
+        let w = split(text, Dialect::Shlex).unwrap();
+        let want = [
+            "autossh", "-o", "A=30", "-oA B", "-R", "*:5:h:4", "a b", "x\"y", "\\n", "", "#b", "$c",
+        ];
+        assert_eq!(w, want);
         let e = split("autossh -N \\\n-R x", Dialect::Shlex).unwrap_err();
         assert!(e.message.contains("indent"), "{e:?}");
-        assert!(split("a\\", Dialect::Shlex).is_err());
+    }
+
+    #[test]
+    fn sh_comments_continuations_and_refused_expansions() {
+        let w = split(
+            "ssh -N \\\n  -R 1:h:2 # the tunnel\na\\\nb a#b \"\\$x\" '$y'",
+            Dialect::Sh,
+        )
+        .unwrap();
+        assert_eq!(w, ["ssh", "-N", "-R", "1:h:2", "ab", "a#b", "$x", "$y"]);
+        for (text, said, line) in [
+            ("ssh \\\n -o \"A=b", "never closed", 1),
+            ("ssh -i $KEY", "`$KEY`", 0),
+            ("ssh h &", "`&`", 0),
+            ("a\\", "escapes nothing", 0),
+        ] {
+            let e = split(text, Dialect::Sh).unwrap_err();
+            assert!(
+                e.message.contains(said) && e.line == line,
+                "{text:?}: {e:?}"
+            );
+        }
     }
 
     #[test]
     fn command_file_lines() {
-        let text = "# tunnels\n\nAUTOSSH_GATETIME=0 autossh -M 0 \\\n  -R 1:h:2 \\\n  u@s\nExecStart=/usr/bin/ssh -R 3:h:4 u@s # note\n";
+        let text = "# tunnels\n\nA_B=0 exec autossh -M 0 \\\n  -R 1:h:2 \\\n  u@s\nExecStart=/usr/bin/ssh u@s # x\n";
         let mut notes = Vec::new();
         let (s, e) = command_lines(text, &mut notes);
         assert!(e.is_empty(), "{e:?}");
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].origin.line, 3);
-        assert_eq!(s[0].env, [("AUTOSSH_GATETIME".into(), "0".into())]);
-        assert_eq!(s[0].words, ["autossh", "-M", "0", "-R", "1:h:2", "u@s"]);
-        assert_eq!(s[1].origin.line, 6);
-        assert_eq!(s[1].words, ["/usr/bin/ssh", "-R", "3:h:4", "u@s"]);
+        let read: Vec<_> = s
+            .iter()
+            .map(|s| (s.origin.line, s.words.join(" "), s.env.clone()))
+            .collect();
+        let env = vec![("A_B".to_string(), "0".to_string())];
+        assert_eq!(
+            read,
+            [
+                (3, "autossh -M 0 -R 1:h:2 u@s".into(), env),
+                (6, "/usr/bin/ssh u@s".into(), vec![])
+            ]
+        );
         assert!(notes[0].message.contains("ExecStart="));
         // Errors name the physical line.
-        let e = command_lines("ssh -N \\\n  -R \"1:h:2 u@s\n", &mut notes).1;
-        assert_eq!(e[0].line, Some(2));
-        let e = command_lines("ssh u@s\nA=1 B=2\n", &mut notes).1;
-        assert_eq!(e[0].line, Some(2));
+        let e = command_lines(
+            "ssh -N \\\n  -R \"1:h:2 u@s\nssh u@s\nA=1 B=2\n",
+            &mut notes,
+        )
+        .1;
+        assert_eq!(
+            e.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [Some(2), Some(4)]
+        );
     }
 }
