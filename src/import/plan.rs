@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::Severity::*;
 use super::ssh_command::SshCommand;
-use super::{ImportError, Note, Options, Origin, Written};
+use super::{ImportError, Note, Options, Origin};
 use crate::ssh::hostkey::HostKeyPin;
 
 /// ssh's default `ServerAliveCountMax`.
@@ -63,12 +63,8 @@ pub fn plan(
         }
     }
     for c in commands {
-        notes.extend(
-            c.notes
-                .iter()
-                .map(|(s, m)| Note::at(*s, &c.origin, m.clone())),
-        );
-        if c.forwards.is_empty() && !c.notes.iter().any(|(s, _)| *s == Attention) {
+        notes.extend(c.notes.iter().cloned());
+        if c.forwards.is_empty() && !c.notes.iter().any(|n| n.severity == Attention) {
             notes.push(Note::at(
                 Warning,
                 &c.origin,
@@ -90,7 +86,7 @@ pub fn plan(
         return Err(errors);
     }
     notes.push(Note::whole(Info, "ssh also read ~/.ssh/config and /etc/ssh/ssh_config, which import cannot see: if they set User, Port, IdentityFile, ProxyCommand or ServerAlive* for this server, compare them with agent.yaml"));
-    let port = port_of(first);
+    let port = &first.port;
     let mut ports = vec![port.value];
     if port.value != 443 {
         ports.push(443);
@@ -147,15 +143,6 @@ pub fn plan(
     })
 }
 
-/// The server's port as the command set it, else ssh's default.
-fn port_of(c: &SshCommand) -> Written<u16> {
-    let default = || Written {
-        value: 22,
-        how: "no -p: ssh's default".into(),
-    };
-    c.port.clone().unwrap_or_else(default)
-}
-
 /// One agent.yaml holds one server, user, port and key: an error for the first command that
 /// differs from the first one in any of them.
 fn agree(cmds: &[&SshCommand], errors: &mut Vec<ImportError>) {
@@ -174,7 +161,7 @@ fn agree(cmds: &[&SshCommand], errors: &mut Vec<ImportError>) {
         ),
         (
             "ports",
-            |c| (port_of(c).value.to_string(), port_of(c).how),
+            |c| (c.port.value.to_string(), c.port.how.clone()),
             split,
         ),
         (
@@ -321,53 +308,50 @@ fn host_key_checking(
     port: u16,
     notes: &mut Vec<Note>,
 ) -> (String, Vec<String>) {
-    let with = |value: &str| -> Vec<&SshCommand> {
-        let checking = |c: &&SshCommand| {
+    // The commands that set StrictHostKeyChecking to one of `values`, and how the first did.
+    let with = |values: &[&str]| {
+        let set = |c: &&&SshCommand| {
             c.strict_host_keys
                 .as_ref()
-                .is_some_and(|s| s.value == value)
+                .is_some_and(|s| values.contains(&s.value.as_str()))
         };
-        cmds.iter().copied().filter(checking).collect()
+        let at: Vec<Origin> = cmds.iter().filter(set).map(|c| c.origin.clone()).collect();
+        let how = cmds
+            .iter()
+            .find(set)
+            .and_then(|c| c.strict_host_keys.clone())
+            .map(|s| s.how);
+        (how, at)
     };
-    let (disabled, first_seen) = (with("no"), with("accept-new"));
+    let (disabled, disabled_at) = with(&["no", "off", "false"]);
+    let (first_seen, first_seen_at) = with(&["accept-new"]);
     let mut files: Vec<String> = Vec::new();
     for f in cmds.iter().flat_map(|c| &c.known_hosts_files) {
         if !files.contains(f) {
             files.push(f.clone());
         }
     }
-    let how = |c: &[&SshCommand]| {
-        c.first()
-            .and_then(|c| c.strict_host_keys.as_ref())
-            .map(|s| s.how.clone())
+    let against = match files.is_empty() {
+        true => "the user's ~/.ssh/known_hosts".to_string(),
+        false => files.join(", "),
     };
-    let (history, at) = if let Some(how) = how(&disabled) {
-        (
+    let (history, at) = match (&disabled, first_seen) {
+        (Some(how), _) => (
             format!(
                 "The old tunnel ran with {how}: it accepted ANY server key, so anyone in the network path could have posed as the vendor."
             ),
-            disabled.as_slice(),
-        )
-    } else if let Some(how) = how(&first_seen) {
-        (
+            disabled_at,
+        ),
+        (None, Some(how)) => (
             format!("The old tunnel ran with {how}: it trusted whatever key it saw first."),
-            first_seen.as_slice(),
-        )
-    } else if files.is_empty() {
-        (
-            "The old tunnel checked the server against the user's ~/.ssh/known_hosts.".into(),
-            &[][..],
-        )
-    } else {
-        (
-            format!(
-                "The old tunnel checked the server against {}.",
-                files.join(", ")
-            ),
-            &[][..],
-        )
+            first_seen_at,
+        ),
+        (None, None) => (
+            format!("The old tunnel checked the server against {against}."),
+            Vec::new(),
+        ),
     };
-    let (severity, message) = match (pins.is_empty(), disabled.is_empty()) {
+    let (severity, message) = match (pins.is_empty(), disabled.is_some()) {
         (true, _) => (
             Attention,
             format!(
@@ -375,20 +359,20 @@ fn host_key_checking(
                 pin_steps(&cmds[0].host.value, port)
             ),
         ),
-        (false, false) => (
+        (false, true) => (
             Warning,
             format!(
                 "{history} The agent now accepts only the --host-key you gave: make sure you confirmed it with the vendor over another channel."
             ),
         ),
-        (false, true) => (
+        (false, false) => (
             Info,
             format!("{history} The agent accepts only the --host-key you gave."),
         ),
     };
     notes.push(Note {
         severity,
-        at: at.iter().map(|c| c.origin.clone()).collect(),
+        at,
         message,
     });
     (history, files)

@@ -85,11 +85,7 @@ pub fn render(plan: &Plan, pins: &[String]) -> String {
         }
     };
     let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
-    let port_how = plan
-        .server
-        .port
-        .as_ref()
-        .map_or("no -p: ssh's default", |p| &p.how);
+    let port_how = &plan.server.port.how;
     let ports_line = format!("ports: [{}]", ports.join(", "));
     commented(
         &mut y,

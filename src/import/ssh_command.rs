@@ -8,7 +8,7 @@
 
 use super::Severity::{self, *};
 use super::words::{self, Dialect};
-use super::{ImportError, Origin, Source, Written};
+use super::{ImportError, Note, Origin, Source, Written};
 use crate::config::values::port_number;
 
 /// ssh's options that take a value (OpenSSH 9.x `getopt` string), and its flags.
@@ -81,18 +81,19 @@ pub struct SshCommand {
     /// The server ssh connected to (`HostName` when set, else the destination's host).
     pub host: Written<String>,
     pub user: Written<String>,
-    pub port: Option<Written<u16>>,
+    /// ssh's default, 22, when the command set none.
+    pub port: Written<u16>,
     pub identity: Option<Written<String>>,
     pub forwards: Vec<RemoteForward>,
     /// Seconds; 0 turns keepalives off in ssh.
     pub alive_interval: Option<Written<u64>>,
     pub alive_count: Option<Written<u32>>,
     pub connect_timeout: Option<Written<u64>>,
-    /// `StrictHostKeyChecking`, normalised to yes / no / ask / accept-new.
+    /// `StrictHostKeyChecking`, lowercased.
     pub strict_host_keys: Option<Written<String>>,
     pub known_hosts_files: Vec<String>,
     /// What was not carried over or changed, and why.
-    pub notes: Vec<(Severity, String)>,
+    pub notes: Vec<Note>,
 }
 
 /// The command while it is read; [`Reader::finish`] settles the server, user and key.
@@ -101,6 +102,7 @@ struct Reader {
     cmd: SshCommand,
     autossh: bool,
     destination: Option<String>,
+    port: Option<Written<u16>>,
     remote_command: Vec<String>,
     hostname: Option<Written<String>>,
     user: Option<Written<String>>,
@@ -153,7 +155,9 @@ fn set_once<T: PartialEq>(
 
 impl Reader {
     fn note(&mut self, severity: Severity, message: String) {
-        self.cmd.notes.push((severity, message));
+        self.cmd
+            .notes
+            .push(Note::at(severity, &self.cmd.origin, message));
     }
 
     /// Everything the agent has no setting for, and no reason to do.
@@ -186,7 +190,7 @@ impl Reader {
 
     fn port(&mut self, text: &str, how: &str) -> Result<(), String> {
         let port = port_number(text).map_err(|e| format!("{how}: {e}"))?;
-        set_once(&mut self.cmd.port, port, how, "port")
+        set_once(&mut self.port, port, how, "port")
     }
 
     /// The words after the executable, as ssh's `getopt` loop reads them.
@@ -285,16 +289,10 @@ impl Reader {
             "hostname" => set_once(&mut self.hostname, value, &how, "HostName")?,
             "identityfile" => self.identities.push(Written { value, how }),
             "stricthostkeychecking" => {
-                let normal = match value.to_ascii_lowercase().as_str() {
-                    "yes" | "true" => "yes",
-                    "no" | "off" | "false" => "no",
-                    "ask" => "ask",
-                    "accept-new" => "accept-new",
-                    _ => return Err(bad("yes, no, ask, accept-new or off")),
-                };
+                let value = value.to_ascii_lowercase();
                 set_once(
                     &mut c.strict_host_keys,
-                    normal.into(),
+                    value,
                     &how,
                     "StrictHostKeyChecking",
                 )?;
@@ -344,7 +342,7 @@ impl Reader {
             set_once(&mut self.user, u, &dest, "user")?;
         }
         if let Some(p) = port {
-            set_once(&mut self.cmd.port, p, &dest, "port")?;
+            set_once(&mut self.port, p, &dest, "port")?;
         }
         // Without a user ssh logs in with the local name: supervisord's `user=`, if any.
         let local = source.local_user.as_ref().map(|u| Written {
@@ -359,6 +357,10 @@ impl Reader {
         self.cmd.host = self.hostname.take().unwrap_or(Written {
             value: host,
             how: dest,
+        });
+        self.cmd.port = self.port.take().unwrap_or(Written {
+            value: 22,
+            how: "no -p: ssh's default".into(),
         });
         if self.clear_all_forwardings {
             return Err("sets ClearAllForwardings=yes, so ssh ignored every forward in it; there is nothing to import".into());
@@ -396,7 +398,9 @@ impl Reader {
                 "{}: relative to directory={dir}, where supervisord started ssh, so the key is {}",
                 id.how, id.value
             );
-            self.cmd.notes.push((Info, message));
+            self.cmd
+                .notes
+                .push(Note::at(Info, &self.cmd.origin, message));
         }
         Ok(self.cmd)
     }

@@ -63,6 +63,7 @@ fn strip_comment(line: &str) -> &str {
 pub fn parse_ini(text: &str) -> Result<Vec<Section>, Vec<ImportError>> {
     let mut sections: Vec<Section> = Vec::new();
     let mut errors = Vec::new();
+    let mut reject = |line, message: String| errors.push(ImportError::at(line, message, None));
     let mut current: Option<usize> = None;
     // The entry (section, index) a more-indented line continues, and its key line's indentation.
     let mut open: Option<(usize, usize)> = None;
@@ -102,22 +103,20 @@ pub fn parse_ini(text: &str) -> Result<Vec<Section>, Vec<ImportError>> {
                         Some(sections.len() - 1)
                     });
                 }
-                _ => errors.push(ImportError::at(
+                _ => reject(
                     line,
                     format!("`{value}` is not a section header; write `[program:NAME]`"),
-                    None,
-                )),
+                ),
             }
             continue;
         }
         let Some(s) = current else {
-            errors.push(ImportError::at(
+            reject(
                 line,
                 format!(
                     "`{value}` comes before any `[section]` line; supervisord rejects this file"
                 ),
-                None,
-            ));
+            );
             continue;
         };
         match value.split_once(['=', ':']) {
@@ -133,11 +132,10 @@ pub fn parse_ini(text: &str) -> Result<Vec<Section>, Vec<ImportError>> {
                 });
                 open = Some((s, entries.len() - 1));
             }
-            _ => errors.push(ImportError::at(
+            _ => reject(
                 line,
                 format!("`{value}` is not `key = value`; supervisord rejects this line"),
-                None,
-            )),
+            ),
         }
     }
     for e in sections.iter_mut().flat_map(|s| &mut s.entries) {

@@ -157,35 +157,24 @@ pub fn command_lines(text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, Vec<Imp
             }
         };
         // Leading `NAME=value` words are the command's environment; `exec` changes nothing.
-        let mut env = Vec::new();
-        let mut rest = words.as_slice();
-        while let Some((w, tail)) = rest.split_first() {
-            match w.split_once('=') {
-                Some((k, v))
-                    if !k.is_empty()
-                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-                {
-                    env.push((k.to_string(), v.to_string()));
-                }
-                _ if w == "exec" => {}
-                _ => break,
-            }
-            rest = tail;
-        }
-        if rest.is_empty() {
-            errors.push(ImportError::at(
-                line,
-                "has no command after its environment assignments",
-                None,
-            ));
+        let assignment = |w: &String| {
+            let name = w.split_once('=').map_or("", |(k, _)| k);
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let start = words.iter().position(|w| !assignment(w) && w != "exec");
+        let Some(start) = start else {
+            let message = "has no command after its environment assignments";
+            errors.push(ImportError::at(line, message, None));
             continue;
-        }
+        };
+        let env = words[..start].iter().filter_map(|w| w.split_once('='));
+        let env = env.map(|(k, v)| (k.to_string(), v.to_string()));
+        let (words, env) = (words[start..].to_vec(), env.collect());
         sources.push(Source {
             origin,
-            words: rest.to_vec(),
+            words,
             env,
-            directory: None,
-            local_user: None,
+            ..Source::default()
         });
     }
     (sources, errors)
