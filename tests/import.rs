@@ -734,6 +734,18 @@ fn getopt_reads_like_ssh_and_autossh() {
         &notes(&imported, Severity::Warning),
         "remote command `-R 5001:h:443`"
     ));
+    // ssh config files it was told to read were not: said, not lumped with unused options.
+    let text = "ssh -N -F /etc/t.conf -o Include=/etc/more.conf -R 5000:h:443 -i /k u@s\n";
+    let warnings = notes(
+        &import_text("t.txt", text, &[PIN]).unwrap(),
+        Severity::Warning,
+    );
+    for said in [
+        "-F /etc/t.conf: the ssh config file",
+        "-o Include=/etc/more.conf: the ssh config file",
+    ] {
+        assert!(has(&warnings, said), "{said}: {warnings:#?}");
+    }
 }
 
 #[test]

@@ -176,6 +176,10 @@ impl Reader {
         self.note(Attention, format!("{how} not carried over: the old tunnel reached the server through that proxy or jump host; the agent dials the server directly. Make sure this machine can reach it directly before switching"));
     }
 
+    fn config_file(&mut self, how: &str) {
+        self.note(Warning, format!("{how}: the ssh config file(s) named there were NOT read; copy what matters in them (User, Port, IdentityFile, ServerAlive*) onto the command line"));
+    }
+
     fn autossh_setting(&mut self, how: &str) {
         self.note(Info, format!("{how} not carried over: autossh's own setting; the agent reconnects forever and detects a dead link with SSH keepalives"));
     }
@@ -242,12 +246,15 @@ impl Reader {
             'o' => return self.keyword(v),
             'p' => return self.port(v, &how),
             'l' => return set_once(&mut self.user, v.to_string(), &how, "user"),
-            'i' => self.identities.push(Written { value: v.to_string(), how }),
+            'i' => self.identities.push(Written {
+                value: v.to_string(),
+                how,
+            }),
             // Only autossh gets here with -M: for ssh it is a flag.
             'M' => self.autossh_setting(&how),
             'L' | 'D' => self.local_forward(&how),
             'J' => self.proxy(&how),
-            'F' => self.note(Warning, format!("{how}: that ssh config file was NOT read; copy what matters in it (User, Port, IdentityFile, ServerAlive*) onto the command line")),
+            'F' => self.config_file(&how),
             _ => self.not_carried_over(&how),
         }
         Ok(())
@@ -316,6 +323,7 @@ impl Reader {
             "clearallforwardings" => self.clear_all_forwardings = yes()?,
             "remoteforward" => self.remote_forward(&values.join(":"))?,
             "localforward" | "dynamicforward" => self.local_forward(&how),
+            "include" => self.config_file(&how),
             "proxycommand" | "proxyjump" if !value.eq_ignore_ascii_case("none") => self.proxy(&how),
             _ => self.not_carried_over(&how),
         }
