@@ -125,7 +125,8 @@ pub fn parse(source: &Source) -> Result<SshCommand, ImportError> {
     for (k, v) in &source.env {
         r.environment(k, v);
     }
-    r.arguments(&source.words[1..]).map_err(fail)?;
+    r.arguments(source.words.get(1..).unwrap_or_default())
+        .map_err(fail)?;
     r.finish(source).map_err(fail)
 }
 
