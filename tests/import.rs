@@ -272,8 +272,8 @@ fn remote_forward_parsing_matches_the_openssh_client() {
         let (ssh_host, ssh_hostport) = connect.rsplit_once(':').unwrap();
         let ssh_host = ssh_host.trim_matches(['[', ']']);
 
-        let parsed = match agent::import::forward::parse_remote(spec).unwrap() {
-            agent::import::forward::Parsed::Tcp(f) => f,
+        let parsed = match agent::import::ssh_command::parse_remote(spec).unwrap() {
+            agent::import::ssh_command::Parsed::Tcp(f) => f,
             other => panic!("{spec}: {other:?}"),
         };
         assert_eq!(parsed.bind, ssh_bind, "{spec}: bind");
@@ -302,10 +302,10 @@ fn option_parsing_matches_the_openssh_client() {
             import_text("cmds.txt", &text, &[PIN]).unwrap_or_else(|e| panic!("{line}: {e:?}"));
         let c = config(&imported);
         let words = agent::import::words::split(line, agent::import::words::Dialect::Sh).unwrap();
-        let args: Vec<String> = words.into_iter().skip(1).map(|w| w.text).collect();
+        let args = &words[1..];
         let out = Command::new("ssh")
             .args(["-F", "/dev/null", "-G"])
-            .args(&args)
+            .args(args)
             .output()
             .expect("run ssh -G");
         let printed = String::from_utf8_lossy(&out.stdout);
@@ -434,7 +434,7 @@ fn plain_command_lines_with_continuations_env_and_several_forwards() {
     let info = notes(&imported, Severity::Info);
     for said in [
         "AUTOSSH_GATETIME=0",
-        "-f (go to the background)",
+        "ssh option -f is not carried over",
         "ExitOnForwardFailure=yes: always on",
         "ExecStart=",
     ] {
@@ -470,7 +470,7 @@ fn supervisord_expansions_directory_and_user() {
 // what cannot be carried over
 
 #[test]
-fn dropped_options_are_each_reported_with_why() {
+fn options_not_carried_over_are_each_reported() {
     let imported = import_fixture("dropped.conf", &[PIN]).unwrap();
     assert!(
         imported.needs_attention(),
@@ -498,9 +498,18 @@ fn dropped_options_are_each_reported_with_why() {
         "UserKnownHostsFile=/etc/tunnel/known_hosts",
         "AUTOSSH_POLL=60",
         "AUTOSSH_GATETIME=0",
-        "Compression=yes",
     ] {
         assert!(has(&info, said), "no note about {said}: {info:#?}");
+    }
+    // Options with no bearing on the tunnel share one generic note, each named as written.
+    for generic in [
+        "ssh option -o Compression=yes is not carried over: the agent does not use it",
+        "ssh option -C is not carried over: the agent does not use it",
+    ] {
+        assert!(
+            info.contains(&generic.to_string()),
+            "no {generic:?}: {info:#?}"
+        );
     }
     // The old known_hosts file is offered, commented, as an alternative to pins.
     assert!(
@@ -610,7 +619,7 @@ fn malformed_lines_are_errors_with_file_and_line() {
         e[0]
     );
 
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 13] = [
         (
             "[program:a]\ncommand=ssh -N -R 1:h:2 -o \"ServerAliveInterval=30 u@s\n",
             "t.conf:2",
@@ -656,6 +665,27 @@ fn malformed_lines_are_errors_with_file_and_line() {
             "t.conf:2",
             "not ssh or autossh",
         ),
+        // Contradictions ssh would resolve silently, and commands that never opened a tunnel.
+        (
+            "ssh -N -R 1:h:2 -i /k -l a b@h\n",
+            "t.conf:1",
+            "sets the user twice, differently",
+        ),
+        (
+            "ssh -N -R 1:h:2 -i /a -i /b u@h\n",
+            "t.conf:1",
+            "several keys",
+        ),
+        (
+            "ssh -G -R 1:h:2 -i /k u@h\n",
+            "t.conf:1",
+            "never opened a tunnel",
+        ),
+        (
+            "ssh -N -o ClearAllForwardings=yes -R 1:h:2 -i /k u@h\n",
+            "t.conf:1",
+            "ClearAllForwardings",
+        ),
     ];
     for (text, at, said) in cases {
         let result = import_text("t.conf", text, &[PIN]);
@@ -680,6 +710,41 @@ fn malformed_lines_are_errors_with_file_and_line() {
             all.contains(at) && all.contains(said),
             "{text:?}: expected {at} and {said:?} in:\n{all}"
         );
+    }
+}
+
+#[test]
+fn getopt_reads_like_ssh_and_autossh() {
+    // `-M` takes a value in autossh only; in ssh it is a flag, so "0" would be the destination.
+    let text = "autossh -M 0 -N -R 5000:h:443 -i /k u@s\nssh -M -N -R 5001:h:443 -i /k u@s\n";
+    let imported = import_text("t.txt", text, &[PIN]).unwrap();
+    assert_eq!(config(&imported).forwards.len(), 2);
+    let info = notes(&imported, Severity::Info);
+    assert!(
+        has(&info, "-M 0 not carried over: autossh's own setting"),
+        "{info:#?}"
+    );
+    assert!(has(&info, "ssh option -M is not carried over"), "{info:#?}");
+    // Options after the destination count; after `--` and the destination, the rest is the
+    // remote command, which the agent never runs.
+    let text = "ssh -NfR 5000:h:443 -l u -- s -R 5001:h:443\n";
+    let imported = import_text("t.txt", text, &[PIN]).unwrap();
+    assert_eq!(config(&imported).forwards.len(), 1);
+    assert!(has(
+        &notes(&imported, Severity::Warning),
+        "remote command `-R 5001:h:443`"
+    ));
+    // ssh config files it was told to read were not: said, not lumped with unused options.
+    let text = "ssh -N -F /etc/t.conf -o Include=/etc/more.conf -R 5000:h:443 -i /k u@s\n";
+    let warnings = notes(
+        &import_text("t.txt", text, &[PIN]).unwrap(),
+        Severity::Warning,
+    );
+    for said in [
+        "-F /etc/t.conf: the ssh config file",
+        "-o Include=/etc/more.conf: the ssh config file",
+    ] {
+        assert!(has(&warnings, said), "{said}: {warnings:#?}");
     }
 }
 

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use super::{Imported, Note, Options, Severity, import};
 use crate::exit;
 
-/// The notes as stderr lines: `ATTENTION FILE:4,8 (ACCESS_JIRA, ACCESS_SONARQUBE): message`.
+/// The notes as stderr lines: `ATTENTION: FILE:4,8 (ACCESS_JIRA, ACCESS_SONARQUBE): message`,
+/// further lines of a message indented under it.
 pub fn report(file: &Path, notes: &[Note]) -> String {
     let mut out = String::new();
     for n in notes {
@@ -19,7 +20,7 @@ pub fn report(file: &Path, notes: &[Note]) -> String {
             Severity::Warning => "warning",
             Severity::Info => "note",
         };
-        let mut lines: Vec<usize> = n.at.iter().map(|(l, _)| *l).collect();
+        let mut lines: Vec<usize> = n.at.iter().map(|o| o.line).collect();
         lines.sort_unstable();
         lines.dedup();
         let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
@@ -27,61 +28,49 @@ pub fn report(file: &Path, notes: &[Note]) -> String {
         if !lines.is_empty() {
             place = format!("{place}:{}", lines.join(","));
         }
-        let programs: Vec<&str> =
-            n.at.iter()
-                .map(|(_, p)| p.as_str())
-                .filter(|p| !p.starts_with("line "))
-                .collect();
+        let programs: Vec<&str> = n.at.iter().filter_map(|o| o.program.as_deref()).collect();
         if !programs.is_empty() {
             place = format!("{place} ({})", programs.join(", "));
         }
-        let mut lines = n.message.lines();
+        let mut message = n.message.lines();
         let _ = writeln!(
             out,
             "{label}: {place}: {}",
-            lines.next().unwrap_or_default()
+            message.next().unwrap_or_default()
         );
-        for more in lines {
+        for more in message {
             let _ = writeln!(out, "    {more}");
         }
     }
     out
 }
 
-/// What happened, for the last lines on stderr.
+/// What happened and what to do next, for the last lines on stderr.
 fn summary(imported: &Imported, output: Option<&Path>) -> String {
     let p = &imported.plan;
-    let where_to = output.map_or("agent.yaml to stdout".to_string(), |o| {
-        o.display().to_string()
-    });
+    let to = output.map_or("agent.yaml to stdout".into(), |o| o.display().to_string());
+    let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+    let (user, host, n) = (&p.server.user.value, &p.server.host.value, p.forwards.len());
     let mut s = format!(
-        "wrote {where_to}: {}@{} (ports {}), {} forward{}:\n",
-        p.user.value,
-        p.host.value,
-        p.ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        p.forwards.len(),
-        if p.forwards.len() == 1 { "" } else { "s" }
+        "wrote {to}: {user}@{host} (ports {}), {n} forward(s):\n",
+        ports.join(", ")
     );
     for f in &p.forwards {
         let _ = writeln!(s, "  {}: server {} -> {}", f.name, f.remote, f.target);
     }
-    let config = output.map_or(String::new(), |o| format!(" -c {}", o.display()));
-    if imported.needs_attention() {
-        let _ = writeln!(
-            s,
-            "NOT READY: fix every ATTENTION line above (the file says where), then `agent{config} check` and `agent{config} run`"
-        );
-    } else {
-        let _ = writeln!(s, "next: `agent{config} check`, then `agent{config} run`");
+    let agent = output.map_or("agent".into(), |o| format!("agent -c {}", o.display()));
+    match imported.needs_attention() {
+        true => {
+            s + &format!(
+                "NOT READY: fix every ATTENTION line above (the file says where), then `{agent} check` and `{agent} run`\n"
+            )
+        }
+        false => s + &format!("next: `{agent} check`, then `{agent} run`\n"),
     }
-    s
 }
 
-fn usage_error(message: String, fix: Option<&str>) -> ExitCode {
+/// Nothing was written: says why, and exits 2.
+fn refuse(message: String, fix: Option<&str>) -> ExitCode {
     eprintln!("error: {message}");
     if let Some(fix) = fix {
         eprintln!("  fix: {fix}");
@@ -93,29 +82,28 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
     let text = match std::fs::read_to_string(input) {
         Ok(t) => t,
         Err(e) => {
-            return usage_error(
-                format!("cannot read {}: {e}", input.display()),
-                Some(
-                    "pass the supervisord.conf (or a file of ssh/autossh command lines) to import",
-                ),
-            );
+            let fix =
+                "pass the supervisord.conf (or a file of ssh/autossh command lines) to import";
+            return refuse(format!("cannot read {}: {e}", input.display()), Some(fix));
         }
     };
     if let Some(out) = output {
         if out.exists() && !force {
-            return usage_error(
+            let fix = Some("pass --force to replace it, or -o another path");
+            return refuse(
                 format!("{} already exists; nothing was written", out.display()),
-                Some("pass --force to replace it, or -o another path"),
+                fix,
             );
         }
-        let same_file = match (out.canonicalize(), input.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        };
-        if same_file {
-            return usage_error(
+        if out
+            .canonicalize()
+            .ok()
+            .is_some_and(|o| input.canonicalize().is_ok_and(|i| i == o))
+        {
+            let fix = Some("write agent.yaml to another path");
+            return refuse(
                 format!("-o {} is the input file itself", out.display()),
-                Some("write agent.yaml to another path"),
+                fix,
             );
         }
     }
@@ -129,38 +117,27 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
             for e in &errors {
                 eprintln!("error: {}", e.display(input));
             }
-            eprintln!(
-                "nothing was written ({} problem{})",
-                errors.len(),
-                if errors.len() == 1 { "" } else { "s" }
-            );
+            eprintln!("nothing was written ({} problem(s))", errors.len());
             return exit::code(exit::USAGE);
         }
     };
     eprint!("{}", report(input, &imported.notes));
-    match output {
+    // Without --force, create_new: a file that appeared since the check above is not replaced.
+    let written = match output {
+        Some(out) if force => std::fs::write(out, &imported.yaml),
         Some(out) => {
-            let file = if force {
-                std::fs::File::create(out)
-            } else {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(out)
-            };
-            if let Err(e) = file.and_then(|mut f| f.write_all(imported.yaml.as_bytes())) {
-                return usage_error(format!("cannot write {}: {e}", out.display()), None);
-            }
+            std::fs::File::create_new(out).and_then(|mut f| f.write_all(imported.yaml.as_bytes()))
         }
         None => {
             let mut stdout = std::io::stdout().lock();
-            if let Err(e) = stdout
+            stdout
                 .write_all(imported.yaml.as_bytes())
-                .and_then(|_| stdout.flush())
-            {
-                return usage_error(format!("cannot write to stdout: {e}"), None);
-            }
+                .and_then(|()| stdout.flush())
         }
+    };
+    if let Err(e) = written {
+        let to = output.map_or("stdout".into(), |o| o.display().to_string());
+        return refuse(format!("cannot write {to}: {e}"), None);
     }
     eprint!("{}", summary(&imported, output));
     exit::code(if imported.needs_attention() {

@@ -1,48 +1,27 @@
 //! `agent import`: turns the incumbent's supervisord.conf (one autossh program per service), or
 //! a file of plain `ssh`/`autossh` command lines, into an equivalent, commented agent.yaml.
 //!
-//! The pipeline, one job per file:
-//! - [`ini`], [`supervisord`] and [`expand`] read supervisord.conf; [`textfile`] reads command
-//!   lines; both yield [`Source`]s (one command each, with its line and program name).
-//! - [`words`] splits a command into words as supervisord or a shell would.
-//! - [`ssh_args`] reads ssh/autossh options (`getopt` exactly as ssh does), with [`forward`] for
-//!   `-R` specs, [`ssh_options`] for `-o Keyword=Value`, [`destination`] for user@host, and
-//!   [`dropped`] for everything the agent does not do (each reported with why).
-//! - [`merge`] checks every command agrees on one server and builds the [`merge::Plan`];
-//!   [`names`] names the forwards, [`hostkeys`] and [`keepalive`] map those settings.
-//! - [`render`] writes the YAML with comments; [`verify`] proves it is a valid agent.yaml that
-//!   says what the plan says; [`command`] is the CLI entry point.
-//!
-//! Nothing is guessed silently: everything dropped or changed is a [`Note`], and anything that
-//! cannot be carried over safely is an [`ImportError`] naming the file and line.
+//! [`supervisord`] and [`words`] read the file into one [`Source`] per command, words split as
+//! the program that ran it did; [`ssh_command`] reads each as ssh/autossh did; [`plan`] checks
+//! they agree on one server and decides every agent.yaml value; [`render`] writes the YAML and
+//! proves `agent run` reads it as planned; [`command`] is the CLI. Nothing is dropped silently:
+//! what is not carried over is a [`Note`], what cannot be safely is an [`ImportError`].
 
 pub mod command;
-pub mod destination;
-pub mod dropped;
-pub mod expand;
-pub mod forward;
-pub mod hostkeys;
-pub mod ini;
-pub mod keepalive;
-pub mod merge;
-pub mod names;
+pub mod plan;
 pub mod render;
-pub mod ssh_args;
-pub mod ssh_options;
+pub mod ssh_command;
 pub mod supervisord;
-pub mod textfile;
-pub mod verify;
 pub mod words;
 
-use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How much a note matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
-    /// Dropped or changed, and the agent does the same job another way.
+    /// Not carried over, and the agent does the same job another way (or needs none).
     Info,
-    /// Dropped: the old setup did something the agent will not do.
+    /// Not carried over: the old setup did something the agent will not do.
     Warning,
     /// The written agent.yaml needs an edit before it works as before (exit code 1).
     Attention,
@@ -52,17 +31,34 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub severity: Severity,
-    /// Where it came from: `(line, program or command label)`; empty for the whole file.
-    pub at: Vec<(usize, String)>,
+    /// The commands it is about; empty for the whole file.
+    pub at: Vec<Origin>,
     pub message: String,
 }
 
-/// Where one command came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Note {
+    pub fn at(severity: Severity, origin: &Origin, message: impl Into<String>) -> Self {
+        Self::about(severity, vec![origin.clone()], message.into())
+    }
+
+    pub fn whole(severity: Severity, message: impl Into<String>) -> Self {
+        Self::about(severity, Vec::new(), message.into())
+    }
+
+    fn about(severity: Severity, at: Vec<Origin>, message: String) -> Self {
+        Self {
+            severity,
+            at,
+            message,
+        }
+    }
+}
+
+/// Where one command came from: the line of `command=` (supervisord) or the command's first
+/// line (command file), and the supervisord program name, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
-    /// The line of `command=` (supervisord) or the command's first line (command file).
     pub line: usize,
-    /// The supervisord program name, if any.
     pub program: Option<String>,
 }
 
@@ -75,15 +71,15 @@ impl Origin {
         }
     }
 
+    /// `ACCESS_JIRA` or `line 4`.
     pub fn label(&self) -> String {
-        self.program
-            .clone()
-            .unwrap_or_else(|| format!("line {}", self.line))
+        let line = || format!("line {}", self.line);
+        self.program.clone().unwrap_or_else(line)
     }
 }
 
 /// One ssh/autossh command to import.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Source {
     pub origin: Origin,
     pub words: Vec<String>,
@@ -95,9 +91,17 @@ pub struct Source {
     pub local_user: Option<String>,
 }
 
+/// A setting and how the command wrote it (`-p 2222`, `-o Port=2222`), for comments and messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written<T> {
+    pub value: T,
+    pub how: String,
+}
+
 /// A problem that stops the import: nothing is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
+    /// The line it is on; `None` for the whole file.
     pub line: Option<usize>,
     pub message: String,
     pub fix: Option<String>,
@@ -105,37 +109,26 @@ pub struct ImportError {
 
 impl ImportError {
     pub fn at(line: usize, message: impl Into<String>, fix: Option<&str>) -> Self {
-        Self {
-            line: Some(line),
-            message: message.into(),
-            fix: fix.map(str::to_string),
-        }
+        Self::on(Some(line), message.into(), fix)
     }
 
     pub fn whole(message: impl Into<String>, fix: Option<&str>) -> Self {
-        Self {
-            line: None,
-            message: message.into(),
-            fix: fix.map(str::to_string),
-        }
+        Self::on(None, message.into(), fix)
+    }
+
+    fn on(line: Option<usize>, message: String, fix: Option<&str>) -> Self {
+        let fix = fix.map(str::to_string);
+        Self { line, message, fix }
     }
 
     /// `FILE:LINE: message` and, on the next line, `  fix: ...`.
-    pub fn display<'a>(&'a self, file: &'a Path) -> impl fmt::Display + 'a {
-        struct D<'a>(&'a ImportError, &'a Path);
-        impl fmt::Display for D<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.0.line {
-                    Some(l) => write!(f, "{}:{l}: {}", self.1.display(), self.0.message)?,
-                    None => write!(f, "{}: {}", self.1.display(), self.0.message)?,
-                }
-                if let Some(fix) = &self.0.fix {
-                    write!(f, "\n  fix: {fix}")?;
-                }
-                Ok(())
-            }
-        }
-        D(self, file)
+    pub fn display(&self, file: &Path) -> String {
+        let line = self.line.map_or(String::new(), |l| format!(":{l}"));
+        let fix = self
+            .fix
+            .as_ref()
+            .map_or(String::new(), |f| format!("\n  fix: {f}"));
+        format!("{}{line}: {}{fix}", file.display(), self.message)
     }
 }
 
@@ -144,16 +137,17 @@ impl ImportError {
 pub struct Options {
     /// `--host-key` values, each a `SHA256:` fingerprint or an OpenSSH public key line.
     pub host_keys: Vec<String>,
-    /// Where the result will be written (relative identity paths and messages use it); `None`
+    /// Where the result will be written (relative identity paths resolve against it); `None`
     /// for stdout, read as `agent.yaml` in the working directory.
-    pub output: Option<std::path::PathBuf>,
+    pub output: Option<PathBuf>,
 }
 
 /// A successful import: the agent.yaml text and what the reader should know about it.
 #[derive(Debug, Clone)]
 pub struct Imported {
     pub yaml: String,
-    pub plan: merge::Plan,
+    pub plan: plan::Plan,
+    /// Most severe first; the same note from several commands is one note naming them all.
     pub notes: Vec<Note>,
 }
 
@@ -168,65 +162,44 @@ impl Imported {
 /// otherwise one ssh/autossh command per line. Returns every error at once.
 pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Vec<ImportError>> {
     let mut notes = Vec::new();
-    let (sources, mut errors) = if ini::looks_like_ini(text) {
-        supervisord::sources(file, text, &mut notes)
-    } else {
-        textfile::sources(text, &mut notes)
+    let (sources, mut errors) = match supervisord::looks_like_ini(text) {
+        true => supervisord::sources(file, text, &mut notes),
+        false => words::command_lines(text, &mut notes),
     };
     let mut commands = Vec::new();
     for source in &sources {
-        let exe = source.words.first().map(String::as_str).unwrap_or_default();
-        if let (Some(program), None) = (&source.origin.program, ssh_args::tool_of(exe)) {
+        let exe = source.words.first().map_or("", String::as_str);
+        if let (Some(p), None) = (&source.origin.program, ssh_command::tool_of(exe)) {
             // supervisord may run other things too; say so loudly rather than fail or guess.
-            notes.push(Note {
-                severity: Severity::Attention,
-                at: vec![(source.origin.line, program.clone())],
-                message: format!("[program:{program}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand"),
-            });
+            notes.push(Note::at(Severity::Attention, &source.origin, format!("[program:{p}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand")));
             continue;
         }
-        match ssh_args::parse(source) {
+        match ssh_command::parse(source) {
             Ok(c) => commands.push(c),
-            Err(mut e) => errors.append(&mut e),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.line);
         return Err(errors);
     }
-    let plan = merge::plan(file, &commands, options, &mut notes)?;
-    let yaml = render::render(&plan);
-    let config_path = options
-        .output
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("agent.yaml"));
-    verify::verify(&config_path, &yaml, &plan)?;
-    Ok(Imported {
-        yaml,
-        plan,
-        notes: merge_notes(notes),
-    })
-}
-
-/// Joins notes with the same severity and message (the same flag in every program) into one
-/// that lists every place, most severe first, in file order otherwise.
-pub fn merge_notes(notes: Vec<Note>) -> Vec<Note> {
-    let mut out: Vec<Note> = Vec::new();
+    let plan = plan::plan(file, &commands, options, &mut notes)?;
+    let yaml = render::render(&plan, &plan.host_keys);
+    let config_path = options.output.as_deref().unwrap_or(Path::new("agent.yaml"));
+    render::verify(config_path, &yaml, &plan)?;
+    // The same note from several commands (the same flag in every program) becomes one.
+    let mut merged: Vec<Note> = Vec::new();
     for n in notes {
-        match out
-            .iter_mut()
-            .find(|o| o.severity == n.severity && o.message == n.message)
-        {
-            Some(o) => {
-                for at in n.at {
-                    if !o.at.contains(&at) {
-                        o.at.push(at);
-                    }
-                }
+        let same = |m: &&mut Note| m.severity == n.severity && m.message == n.message;
+        match merged.iter_mut().find(same) {
+            Some(m) => {
+                let new: Vec<Origin> = n.at.into_iter().filter(|o| !m.at.contains(o)).collect();
+                m.at.extend(new);
             }
-            None => out.push(n),
+            None => merged.push(n),
         }
     }
-    out.sort_by_key(|n| std::cmp::Reverse(n.severity));
-    out
+    merged.sort_by_key(|n| std::cmp::Reverse(n.severity));
+    let notes = merged;
+    Ok(Imported { yaml, plan, notes })
 }

@@ -1,10 +1,17 @@
-//! [`Plan`] -> agent.yaml text: every value with a comment saying where it came from, and a
-//! clearly marked REQUIRED block when the server's key still has to be pinned.
+//! [`Plan`] -> agent.yaml text, every value with a comment saying where it came from and a
+//! clearly marked REQUIRED block while the server's key still has to be pinned; and the proof,
+//! before anything is written, that `agent run` reads that text as the plan says.
 
 use std::fmt::Write;
+use std::path::Path;
 
-use super::merge::{HostKeyHistory, KeepalivePlan, Plan, get_pin_steps};
-use crate::config::DEFAULT_ADMIN;
+use super::plan::{Plan, PlannedForward, pin_steps};
+use super::{ImportError, Origin};
+use crate::config::{Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IDENTITY, Problem, values};
+
+/// A syntactically valid fingerprint that matches no key, to check the rest of a file whose
+/// pin is still missing.
+const STAND_IN_PIN: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// A YAML scalar: plain when that cannot be misread, otherwise double-quoted (a JSON string is
 /// a valid YAML double-quoted scalar).
@@ -12,10 +19,7 @@ pub fn scalar(text: &str) -> String {
     let reserved = [
         "true", "false", "yes", "no", "on", "off", "null", "y", "n", "~",
     ];
-    let plain = text
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
+    let plain = text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/')
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._/@+-:".contains(c))
@@ -28,113 +32,85 @@ pub fn scalar(text: &str) -> String {
     }
 }
 
-/// A comment block, each line `# ` + text at `indent`.
+/// A comment block at `indent`, wrapped at 98 columns; '\n' in `text` starts a new line.
 fn comment(out: &mut String, indent: &str, text: &str) {
-    for line in wrap(text, 96 - indent.len()) {
+    let width = 96 - indent.len();
+    for paragraph in text.split('\n') {
+        let mut line = String::new();
+        for word in paragraph.split(' ') {
+            if !line.is_empty() && line.len() + 1 + word.len() > width {
+                let _ = writeln!(out, "{indent}# {}", std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
         let _ = writeln!(out, "{indent}# {line}");
     }
 }
 
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for para in text.split('\n') {
-        let mut cur = String::new();
-        for word in para.split(' ') {
-            if !cur.is_empty() && cur.len() + 1 + word.len() > width {
-                lines.push(std::mem::take(&mut cur));
-            }
-            if !cur.is_empty() {
-                cur.push(' ');
-            }
-            cur.push_str(word);
-        }
-        lines.push(cur);
-    }
-    lines
+/// A comment block, then the YAML line it explains.
+fn commented(out: &mut String, indent: &str, text: &str, yaml: &str) {
+    comment(out, indent, text);
+    let _ = writeln!(out, "{indent}{yaml}");
 }
 
-/// The agent.yaml for `plan`; with `pins_override`, those pins instead of the plan's (used to
-/// check the rest of the file when the real pins are still missing).
-pub fn render_with(plan: &Plan, pins_override: Option<&[String]>) -> String {
+/// The agent.yaml for `plan`, with `pins` under `server.host_keys` (the REQUIRED placeholder
+/// when there are none).
+pub fn render(plan: &Plan, pins: &[String]) -> String {
     let mut y = String::new();
-    let sources: Vec<String> = plan
-        .origins
-        .iter()
-        .map(|o| match &o.program {
-            Some(p) => format!("{p} (line {})", o.line),
-            None => format!("line {}", o.line),
-        })
-        .collect();
-    let kind = if plan.origins.iter().any(|o| o.program.is_some()) {
-        "programs"
-    } else {
-        "commands"
+    let from = |o: &Origin| match &o.program {
+        Some(p) => format!("[program:{p}] line {}", o.line),
+        None => format!("line {}", o.line),
     };
-    comment(
-        &mut y,
-        "",
-        &format!(
-            "agent.yaml written by `agent import` from {}\n({} {kind}: {}).\nEach setting says where it came from; the README's \"agent.yaml reference\" explains every field.\nNext: `agent check` (probes every hop), then `agent run`.",
-            plan.input,
-            plan.origins.len(),
-            sources.join(", ")
-        ),
+    let sources: Vec<String> = plan.origins.iter().map(from).collect();
+    let header = format!(
+        "agent.yaml written by `agent import` from {}\n({}).\nEach setting says where it came from; the README's \"agent.yaml reference\" explains every field.\nNext: `agent check` (probes every hop), then `agent run`.",
+        plan.input,
+        sources.join(", ")
     );
-    y.push('\n');
-
-    // server
-    y.push_str("server:\n");
-    comment(&mut y, "  ", &format!("from {}", plan.host.how));
-    let _ = writeln!(y, "  host: {}", scalar(&plan.host.value));
-    let fallback = if plan.ports.len() > 1 {
-        "; the agent falls back to 443 when it is unreachable (remove 443 if the vendor's server does not listen there)"
-    } else {
-        ""
-    };
-    comment(
+    comment(&mut y, "", &header);
+    y.push_str("\nserver:\n");
+    commented(
         &mut y,
         "  ",
-        &format!("{} ({}){fallback}", plan.ports[0], plan.port_how),
+        &format!("from {}", plan.server.host.how),
+        &format!("host: {}", scalar(&plan.server.host.value)),
     );
-    let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
-    let _ = writeln!(y, "  ports: [{}]", ports.join(", "));
-    comment(&mut y, "  ", &format!("from {}", plan.user.how));
-    let _ = writeln!(y, "  user: {}", scalar(&plan.user.value));
-    let pins = pins_override.unwrap_or(&plan.host_keys);
-    let history = match &plan.host_key_history {
-        HostKeyHistory::Disabled(how) => format!(
-            "The old tunnel ran with {how}: it accepted ANY server key, so anyone in the network path could have posed as the vendor."
-        ),
-        HostKeyHistory::FirstSeen(how) => {
-            format!("The old tunnel ran with {how}: it trusted whatever key it saw first.")
+    let fallback = match plan.ports.len() {
+        1 => "",
+        _ => {
+            "; the agent falls back to 443 when it is unreachable (remove 443 if the vendor's server does not listen there)"
         }
-        HostKeyHistory::KnownHosts(files) if files.is_empty() => {
-            "The old tunnel checked the server against the user's ~/.ssh/known_hosts.".into()
-        }
-        HostKeyHistory::KnownHosts(files) => format!(
-            "The old tunnel checked the server against {}.",
-            files.join(", ")
-        ),
     };
+    let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
+    let port_how = &plan.server.port.how;
+    let ports_line = format!("ports: [{}]", ports.join(", "));
+    commented(
+        &mut y,
+        "  ",
+        &format!("{} ({}){fallback}", plan.ports[0], port_how),
+        &ports_line,
+    );
+    commented(
+        &mut y,
+        "  ",
+        &format!("from {}", plan.server.user.how),
+        &format!("user: {}", scalar(&plan.server.user.value)),
+    );
+    let history = &plan.host_key_history;
     if pins.is_empty() {
-        comment(
-            &mut y,
-            "  ",
-            &format!(
-                "REQUIRED, NOT SET YET. {history} The agent refuses to connect until the server's key is pinned here:\n{}\n  host_keys: [\"SHA256:...\"]",
-                get_pin_steps(&plan.host.value, plan.ports[0])
-            ),
+        let steps = pin_steps(&plan.server.host.value, plan.ports[0]);
+        let text = format!(
+            "REQUIRED, NOT SET YET. {history} The agent refuses to connect until the server's key is pinned here:\n{steps}\n  host_keys: [\"SHA256:...\"]"
         );
-        y.push_str("  host_keys: [] # REQUIRED: see above\n");
+        commented(&mut y, "  ", &text, "host_keys: [] # REQUIRED: see above");
     } else {
-        comment(
-            &mut y,
-            "  ",
-            &format!(
-                "{history} Pinned with --host-key: the agent accepts only these keys. Confirm them with the vendor over another channel."
-            ),
+        let text = format!(
+            "{history} Pinned with --host-key: the agent accepts only these keys. Confirm them with the vendor over another channel."
         );
-        y.push_str("  host_keys:\n");
+        commented(&mut y, "  ", &text, "host_keys:");
         for p in pins {
             let _ = writeln!(y, "    - {}", serde_json::to_string(p).unwrap_or_default());
         }
@@ -149,88 +125,158 @@ pub fn render_with(plan: &Plan, pins_override: Option<&[String]>) -> String {
             ),
         );
     }
-
-    // identity
-    match &plan.identity {
-        Some(id) => {
-            comment(
-                &mut y,
-                "",
-                &format!(
-                    "from {}. A relative path resolves against this file's folder. The key must be readable by the agent's user only (chmod 400).",
-                    id.how
-                ),
-            );
-            let _ = writeln!(y, "identity: {}", scalar(&id.value));
-        }
-        None => {
-            comment(
-                &mut y,
-                "",
-                "No -i in the old command: ssh used the user's default key (~/.ssh/id_*). Copy that key here, or point identity at it (a relative path resolves against this file's folder).",
-            );
-            let _ = writeln!(y, "identity: {}", crate::config::DEFAULT_IDENTITY);
-        }
-    }
-
-    // forwards
+    let (how, identity) = match &plan.server.identity {
+        Some(id) => (format!("from {}.", id.how), id.value.as_str()),
+        None => ("No -i in the old command: ssh used the user's default key (~/.ssh/id_*). Copy that key here, or point identity at it.".into(), DEFAULT_IDENTITY),
+    };
+    let text = format!(
+        "{how} A relative path resolves against this file's folder. The key must be readable by the agent's user only (chmod 400)."
+    );
+    commented(
+        &mut y,
+        "",
+        &text,
+        &format!("identity: {}", scalar(identity)),
+    );
     y.push_str("forwards:\n");
     for f in &plan.forwards {
-        let from = match &f.origin.program {
-            Some(p) => format!("[program:{p}] line {}", f.origin.line),
-            None => format!("line {}", f.origin.line),
+        // A bare port stays a number; an address is quoted (`*` would be a YAML alias).
+        let remote = match f.remote.parse::<u16>() {
+            Ok(port) => port.to_string(),
+            Err(_) => serde_json::to_string(&f.remote).unwrap_or_default(),
         };
-        comment(&mut y, "  ", &format!("{from}: -R {}", f.spec));
-        let _ = writeln!(y, "  - name: {}", scalar(&f.name));
-        let remote = if f.remote.chars().all(|c| c.is_ascii_digit()) {
-            f.remote.clone()
-        } else {
-            serde_json::to_string(&f.remote).unwrap_or_default()
-        };
-        let _ = writeln!(y, "    remote: {remote}");
-        let _ = writeln!(y, "    target: {}", scalar(&f.target));
+        let entry = format!(
+            "- name: {}\n    remote: {remote}\n    target: {}",
+            scalar(&f.name),
+            scalar(&f.target)
+        );
+        commented(
+            &mut y,
+            "  ",
+            &format!("{}: -R {}", from(&f.origin), f.spec),
+            &entry,
+        );
     }
-
-    // keepalive, timeouts, admin
-    match &plan.keepalive {
-        KeepalivePlan::Set(interval, missed, how) => {
-            comment(
+    match plan.keepalive {
+        Some((interval, missed)) => {
+            let text = format!(
+                "{}: a keepalive after {interval}s of silence; after {missed} unanswered the link counts as dead (about {}s) and the agent reconnects.",
+                plan.keepalive_how,
+                interval * u64::from(missed)
+            );
+            commented(
                 &mut y,
                 "",
-                &format!(
-                    "{how}: a keepalive after {interval}s of silence; after {missed} unanswered the link counts as dead (about {}s) and the agent reconnects.",
-                    interval * u64::from(*missed)
-                ),
-            );
-            let _ = writeln!(
-                y,
-                "keepalive: {{ interval: {interval}s, max_missed: {missed} }}"
+                &text,
+                &format!("keepalive: {{ interval: {interval}s, max_missed: {missed} }}"),
             );
         }
-        KeepalivePlan::Default(why) => comment(
+        None => comment(
             &mut y,
             "",
             &format!(
-                "{why}. The agent's default applies:\nkeepalive: {{ interval: 15s, max_missed: 3 }}"
+                "{}. The agent's default applies:\nkeepalive: {{ interval: 15s, max_missed: 3 }}",
+                plan.keepalive_how
             ),
         ),
     }
-    if let Some(t) = &plan.connect_timeout {
-        comment(&mut y, "", &format!("from {}", t.how));
-        let _ = writeln!(y, "timeouts: {{ connect: {}s }}", t.value);
+    if let Some(t) = &plan.server.connect_timeout {
+        commented(
+            &mut y,
+            "",
+            &format!("from {}", t.how),
+            &format!("timeouts: {{ connect: {}s }}", t.value),
+        );
     }
-    comment(
+    let admin = format!("admin: {{ listen: \"{DEFAULT_ADMIN}\" }}");
+    commented(
         &mut y,
         "",
         "Health and metrics (`agent health`), on loopback only; \"off\" disables them.",
+        &admin,
     );
-    let _ = writeln!(y, "admin: {{ listen: \"{DEFAULT_ADMIN}\" }}");
     y
 }
 
-/// The agent.yaml for `plan`.
-pub fn render(plan: &Plan) -> String {
-    render_with(plan, None)
+/// Proves `yaml` is an agent.yaml `agent run` accepts (apart from a pin still missing) and that
+/// it reads back with the server, key, forwards, keepalive and timeout the plan says.
+pub fn verify(config_path: &Path, yaml: &str, plan: &Plan) -> Result<(), Vec<ImportError>> {
+    let invalid = |e: ConfigError| -> Vec<ImportError> {
+        let problem = |p: &Problem| {
+            format!(
+                "the agent.yaml would be invalid: {}: {}",
+                p.field, p.message
+            )
+        };
+        e.problems
+            .iter()
+            .map(|p| ImportError::whole(problem(p), p.fix.as_deref()))
+            .collect()
+    };
+    let internal = |m: String| vec![ImportError::whole(format!("internal error: {m}"), None)];
+    // Without a pin the only problem allowed is the pin; the rest is checked with a stand-in.
+    let config = match Config::parse(config_path, yaml) {
+        Err(e)
+            if plan.host_keys.is_empty()
+                && e.problems.iter().all(|p| p.field == "server.host_keys") =>
+        {
+            Config::parse(config_path, &render(plan, &[STAND_IN_PIN.to_string()]))
+        }
+        Ok(_) if plan.host_keys.is_empty() => {
+            return Err(internal("agent.yaml without a pin was accepted".into()));
+        }
+        other => other,
+    }
+    .map_err(invalid)?;
+    let keepalive = (
+        config.keepalive.interval.as_secs(),
+        config.keepalive.max_missed,
+    );
+    let timeout = config.timeouts.connect.as_secs();
+    let forwards: Vec<_> = config
+        .forwards
+        .iter()
+        .map(|f| (&f.name, (f.remote_addr.clone(), f.remote_port), f.target()))
+        .collect();
+    let server = (
+        &config.server.host,
+        &config.server.user,
+        &config.server.ports,
+        config.server.host_keys.len(),
+    );
+    let got = (server, &config.identity, forwards, keepalive, timeout);
+    let first = &plan.server;
+    let identity = first
+        .identity
+        .as_ref()
+        .map_or(DEFAULT_IDENTITY, |i| &i.value);
+    let identity = config_path.parent().unwrap_or(Path::new("")).join(identity);
+    let remote = |f: &PlannedForward| values::remote_spec(&f.remote).unwrap_or_default();
+    let forwards: Vec<_> = plan
+        .forwards
+        .iter()
+        .map(|f| (&f.name, remote(f), f.target.clone()))
+        .collect();
+    let (keepalive, timeout) = (
+        plan.keepalive.unwrap_or(keepalive),
+        plan.server
+            .connect_timeout
+            .as_ref()
+            .map_or(timeout, |t| t.value),
+    );
+    let server = (
+        &plan.server.host.value,
+        &plan.server.user.value,
+        &plan.ports,
+        plan.host_keys.len().max(1),
+    );
+    let want = (server, &identity, forwards, keepalive, timeout);
+    match got == want {
+        true => Ok(()),
+        false => Err(internal(format!(
+            "the generated agent.yaml reads back as {got:?}, not {want:?}"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +296,21 @@ mod tests {
         assert_eq!(scalar("a \"b\""), "\"a \\\"b\\\"\"");
         assert_eq!(scalar("jira.acme.com:443"), "jira.acme.com:443");
         assert_eq!(scalar("[fd00::5]:443"), "\"[fd00::5]:443\"");
+    }
+
+    #[test]
+    fn comments_wrap_and_keep_line_breaks() {
+        let mut out = String::new();
+        comment(
+            &mut out,
+            "  ",
+            &format!("{}\nnext", "word ".repeat(30).trim_end()),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines.len() == 3 && lines.iter().all(|l| l.starts_with("  # ") && l.len() <= 98),
+            "{out}"
+        );
+        assert_eq!(lines[2], "  # next");
     }
 }

@@ -1,9 +1,12 @@
-//! Splits a command line into words the way the program that ran it did.
+//! Command text -> words, the way the program that ran it split them, and the file of plain
+//! command lines, which is nothing more than that per line.
 //!
-//! Two dialects: supervisord runs `command=` through Python's `shlex.split` (POSIX rules, no
-//! comments, no expansion), and a plain command file is read like a POSIX shell line (`#`
-//! comments, backslash-newline continuation). Shell features import cannot evaluate (`$VAR`,
-//! backquotes, pipes, `;`, `&`, redirections) are errors rather than guesses.
+//! supervisord runs `command=` through Python's `shlex.split` (POSIX quoting, no comments, no
+//! expansion); a command file is read like a POSIX shell line (`#` comments, backslash-newline
+//! continuation). Shell features import cannot evaluate (`$VAR`, backquotes, pipes, `;`, `&`,
+//! redirections) are errors rather than guesses.
+
+use super::{ImportError, Note, Origin, Severity, Source};
 
 /// Which program's rules to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,238 +17,256 @@ pub enum Dialect {
     Sh,
 }
 
-/// One word, and the 0-based offset of the physical line it started on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Word {
-    pub text: String,
-    pub line: usize,
-}
-
-/// Why a line could not be split, and on which physical line (0-based offset) it happened.
+/// Why a text could not be split, and the physical line (0-based offset) where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitError {
     pub message: String,
     pub line: usize,
 }
 
-enum State {
-    /// Between words.
-    Gap,
-    /// Inside an unquoted part of a word.
-    Word,
-    Single,
-    Double,
-}
-
-/// Splits `text` into words. Quotes are removed; quoted parts and unquoted parts next to each
-/// other form one word (`-o"A=b"` is `-oA=b`).
-pub fn split(text: &str, dialect: Dialect) -> Result<Vec<Word>, SplitError> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut start = 0;
-    let mut line = 0;
-    let mut quote_line = 0;
-    let mut state = State::Gap;
-    let mut chars = text.chars().peekable();
+/// Splits `text` into words. Quotes are removed; quoted and unquoted parts next to each other
+/// form one word (`-o"A=b"` is `-oA=b`).
+pub fn split(text: &str, dialect: Dialect) -> Result<Vec<String>, SplitError> {
+    let sh = dialect == Dialect::Sh;
     let err = |message: String, line: usize| SplitError { message, line };
-
+    let mut words = Vec::new();
+    // The word being read; `None` between words, so `''` still makes an (empty) word.
+    let mut word: Option<String> = None;
+    let mut line = 0;
+    let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        match state {
-            State::Gap | State::Word => match c {
-                c if c.is_whitespace() => {
-                    if let State::Word = state {
-                        words.push(Word {
-                            text: std::mem::take(&mut cur),
-                            line: start,
-                        });
-                        state = State::Gap;
-                    }
+        match c {
+            c if c.is_whitespace() => {
+                line += usize::from(c == '\n');
+                words.extend(word.take());
+            }
+            '#' if sh && word.is_none() => {
+                if chars.by_ref().any(|c| c == '\n') {
+                    line += 1;
                 }
-                '#' if dialect == Dialect::Sh && matches!(state, State::Gap) => {
-                    // A comment runs to the end of the line.
-                    for c in chars.by_ref() {
-                        if c == '\n' {
-                            line += 1;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                '\\' => match chars.next() {
-                    None => {
-                        return Err(err(
-                            "ends with a backslash that escapes nothing".into(),
-                            line,
-                        ));
-                    }
-                    Some('\n') if dialect == Dialect::Sh => {
-                        // Line continuation: removed, the word (if any) goes on.
-                        line += 1;
-                        continue;
-                    }
-                    Some('\n') => {
-                        return Err(err(
-                            "a backslash at the end of a line does not continue a supervisord \
-                             value (it becomes part of a word); indent the next line instead"
-                                .into(),
-                            line,
-                        ));
-                    }
-                    Some(n) => {
-                        begin(&mut state, &mut start, line);
-                        cur.push(n);
-                    }
-                },
-                '\'' => {
-                    begin(&mut state, &mut start, line);
-                    quote_line = line;
-                    state = State::Single;
-                }
-                '"' => {
-                    begin(&mut state, &mut start, line);
-                    quote_line = line;
-                    state = State::Double;
-                }
-                c if dialect == Dialect::Sh && "$`".contains(c) => {
-                    return Err(err(expansion_message(c, &mut chars), line));
-                }
-                c if dialect == Dialect::Sh && "|&;<>()".contains(c) => {
+            }
+            '\\' => match chars.next() {
+                None => {
                     return Err(err(
-                        format!(
-                            "uses the shell operator `{c}`; put exactly one ssh or autossh \
-                             command on each line, without pipes, `;`, `&` or redirections"
-                        ),
+                        "ends with a backslash that escapes nothing".into(),
                         line,
                     ));
                 }
-                c => {
-                    begin(&mut state, &mut start, line);
-                    cur.push(c);
+                // A shell continuation line: removed, and the word (if any) goes on.
+                Some('\n') if sh => line += 1,
+                Some('\n') => {
+                    return Err(err(
+                        "a backslash at the end of a line does not continue a supervisord value \
+                         (it becomes part of a word); indent the next line instead"
+                            .into(),
+                        line,
+                    ));
                 }
+                Some(n) => word.get_or_insert_default().push(n),
             },
-            State::Single => match c {
-                '\'' => state = State::Word,
-                c => cur.push(c),
-            },
-            State::Double => match c {
-                '"' => state = State::Word,
-                '\\' => match (dialect, chars.peek().copied()) {
-                    (_, Some(n @ ('"' | '\\'))) => {
-                        chars.next();
-                        cur.push(n);
+            '\'' | '"' => {
+                let opened = line;
+                let w = word.get_or_insert_default();
+                loop {
+                    match chars.next() {
+                        None => return Err(err("has a quote that is never closed".into(), opened)),
+                        Some(q) if q == c => break,
+                        // In double quotes a backslash escapes only these; elsewhere it is kept.
+                        Some('\\') if c == '"' => match chars.peek().copied() {
+                            Some(n @ ('"' | '\\')) => {
+                                chars.next();
+                                w.push(n);
+                            }
+                            Some(n @ ('$' | '`')) if sh => {
+                                chars.next();
+                                w.push(n);
+                            }
+                            Some('\n') if sh => {
+                                chars.next();
+                                line += 1;
+                            }
+                            _ => w.push('\\'),
+                        },
+                        Some(e @ ('$' | '`')) if sh && c == '"' => {
+                            return Err(err(expansion(e, &mut chars), line));
+                        }
+                        Some(q) => {
+                            line += usize::from(q == '\n');
+                            w.push(q);
+                        }
                     }
-                    (Dialect::Sh, Some(n @ ('$' | '`'))) => {
-                        chars.next();
-                        cur.push(n);
-                    }
-                    (Dialect::Sh, Some('\n')) => {
-                        chars.next();
-                        line += 1;
-                    }
-                    _ => cur.push('\\'),
-                },
-                c if dialect == Dialect::Sh && "$`".contains(c) => {
-                    return Err(err(expansion_message(c, &mut chars), line));
                 }
-                c => cur.push(c),
-            },
-        }
-        if c == '\n' {
-            line += 1;
+            }
+            '$' | '`' if sh => return Err(err(expansion(c, &mut chars), line)),
+            '|' | '&' | ';' | '<' | '>' | '(' | ')' if sh => {
+                return Err(err(
+                    format!(
+                        "uses the shell operator `{c}`; put exactly one ssh or autossh command on \
+                         each line, without pipes, `;`, `&` or redirections"
+                    ),
+                    line,
+                ));
+            }
+            c => word.get_or_insert_default().push(c),
         }
     }
-    match state {
-        State::Single | State::Double => {
-            Err(err("has a quote that is never closed".into(), quote_line))
-        }
-        State::Word => {
-            words.push(Word {
-                text: cur,
-                line: start,
-            });
-            Ok(words)
-        }
-        State::Gap => Ok(words),
-    }
+    words.extend(word);
+    Ok(words)
 }
 
-fn begin(state: &mut State, start: &mut usize, line: usize) {
-    if let State::Gap = state {
-        *state = State::Word;
-        *start = line;
-    }
-}
-
-fn expansion_message(c: char, rest: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
-    let mut what = String::from(c);
-    what.extend(
-        rest.take_while(|c| c.is_ascii_alphanumeric() || "_{}".contains(*c))
-            .take(40),
-    );
+fn expansion(c: char, rest: &mut impl Iterator<Item = char>) -> String {
+    let name: String = rest
+        .take_while(|c| c.is_ascii_alphanumeric() || "_{}".contains(*c))
+        .take(40)
+        .collect();
     format!(
-        "uses the shell expansion `{what}`, which import cannot evaluate; write the value itself"
+        "uses the shell expansion `{c}{name}`, which import cannot evaluate; write the value itself"
     )
+}
+
+/// A file of plain command lines: one `ssh` or `autossh` command per line, `#` comments, blank
+/// lines, backslash continuations. A line may start with `NAME=value` assignments
+/// (`AUTOSSH_GATETIME=0 autossh ...`), `exec`, or a `command=` / `ExecStart=` prefix copied from
+/// supervisord or a systemd unit. Returns the commands read and an error for each line that
+/// could not be.
+pub fn command_lines(text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, Vec<ImportError>) {
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for (line, logical) in logical_lines(text) {
+        let origin = Origin {
+            line,
+            program: None,
+        };
+        let mut body = logical.trim_start();
+        for prefix in ["command=", "ExecStart="] {
+            if let Some(rest) = body.strip_prefix(prefix) {
+                notes.push(Note::at(
+                    Severity::Info,
+                    &origin,
+                    format!("`{prefix}` prefix removed: only the command itself is imported, not the rest of that unit or program"),
+                ));
+                body = rest;
+            }
+        }
+        let words = match split(body, Dialect::Sh) {
+            Ok(w) if w.is_empty() => continue,
+            Ok(w) => w,
+            Err(e) => {
+                errors.push(ImportError::at(line + e.line, e.message, None));
+                continue;
+            }
+        };
+        // Leading `NAME=value` words are the command's environment; `exec` changes nothing.
+        let assignment = |w: &String| {
+            let name = w.split_once('=').map_or("", |(k, _)| k);
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let start = words.iter().position(|w| !assignment(w) && w != "exec");
+        let Some(start) = start else {
+            let message = "has no command after its environment assignments";
+            errors.push(ImportError::at(line, message, None));
+            continue;
+        };
+        let env = words[..start].iter().filter_map(|w| w.split_once('='));
+        let env = env.map(|(k, v)| (k.to_string(), v.to_string()));
+        let (words, env) = (words[start..].to_vec(), env.collect());
+        sources.push(Source {
+            origin,
+            words,
+            env,
+            ..Source::default()
+        });
+    }
+    (sources, errors)
+}
+
+/// Groups physical lines into commands: a line ending in an odd number of backslashes goes on
+/// on the next line. Returns each command's 1-based first line and its text, continuations
+/// still in it for [`split`] to remove.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let backslashes = line.len() - line.trim_end_matches('\\').len();
+        let (_, text) = current.get_or_insert_with(|| (i + 1, String::new()));
+        text.push_str(line);
+        if backslashes % 2 == 1 && !line.trim_start().starts_with('#') {
+            text.push('\n');
+        } else {
+            out.extend(current.take());
+        }
+    }
+    out.extend(current);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn words(text: &str, d: Dialect) -> Vec<String> {
-        split(text, d)
-            .unwrap()
-            .into_iter()
-            .map(|w| w.text)
-            .collect()
-    }
-
     #[test]
-    fn quoting_like_shlex() {
-        let w = words(
-            r#"autossh -o "ServerAliveInterval=30" -o'A B' -R *:5000:h:443 a\ b "x\"y" "\n" ''"#,
-            Dialect::Shlex,
-        );
-        assert_eq!(
-            w,
-            [
-                "autossh",
-                "-o",
-                "ServerAliveInterval=30",
-                "-oA B",
-                "-R",
-                "*:5000:h:443",
-                "a b",
-                "x\"y",
-                "\\n",
-                ""
-            ]
-        );
-        // shlex has no comments and no expansions.
-        assert_eq!(words("a #b $c", Dialect::Shlex), ["a", "#b", "$c"]);
-    }
-
-    #[test]
-    fn sh_comments_continuations_and_lines() {
-        let w = split("ssh -N \\\n  -R 1:h:2 # the tunnel\n", Dialect::Sh).unwrap();
-        let texts: Vec<_> = w.iter().map(|w| w.text.as_str()).collect();
-        assert_eq!(texts, ["ssh", "-N", "-R", "1:h:2"]);
-        assert_eq!(w[2].line, 1);
-        assert_eq!(words("a\\\nb", Dialect::Sh), ["ab"]);
-        assert_eq!(words("a#b", Dialect::Sh), ["a#b"]);
-        assert_eq!(words(r#""\$x" '$y'"#, Dialect::Sh), ["$x", "$y"]);
-    }
-
-    #[test]
-    fn errors_say_what_and_where() {
-        let e = split("ssh \\\n -o \"A=b", Dialect::Sh).unwrap_err();
-        assert_eq!(e.line, 1);
-        assert!(e.message.contains("never closed"), "{e:?}");
-        let e = split("ssh -i $KEY host", Dialect::Sh).unwrap_err();
-        assert!(e.message.contains("`$KEY`"), "{e:?}");
-        let e = split("ssh host &", Dialect::Sh).unwrap_err();
-        assert!(e.message.contains("`&`"), "{e:?}");
+    fn shlex_quoting_has_no_comments_or_expansions() {
+        let text = r#"autossh -o "A=30" -o'A B' -R *:5:h:4 a\ b "x\"y" "\n" '' #b $c"#;
+        let w = split(text, Dialect::Shlex).unwrap();
+        let want = [
+            "autossh", "-o", "A=30", "-oA B", "-R", "*:5:h:4", "a b", "x\"y", "\\n", "", "#b", "$c",
+        ];
+        assert_eq!(w, want);
         let e = split("autossh -N \\\n-R x", Dialect::Shlex).unwrap_err();
         assert!(e.message.contains("indent"), "{e:?}");
-        assert!(split("a\\", Dialect::Shlex).is_err());
+    }
+
+    #[test]
+    fn sh_comments_continuations_and_refused_expansions() {
+        let w = split(
+            "ssh -N \\\n  -R 1:h:2 # the tunnel\na\\\nb a#b \"\\$x\" '$y'",
+            Dialect::Sh,
+        )
+        .unwrap();
+        assert_eq!(w, ["ssh", "-N", "-R", "1:h:2", "ab", "a#b", "$x", "$y"]);
+        for (text, said, line) in [
+            ("ssh \\\n -o \"A=b", "never closed", 1),
+            ("ssh -i $KEY", "`$KEY`", 0),
+            ("ssh h &", "`&`", 0),
+            ("a\\", "escapes nothing", 0),
+        ] {
+            let e = split(text, Dialect::Sh).unwrap_err();
+            assert!(
+                e.message.contains(said) && e.line == line,
+                "{text:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn command_file_lines() {
+        let text = "# tunnels\n\nA_B=0 exec autossh -M 0 \\\n  -R 1:h:2 \\\n  u@s\nExecStart=/usr/bin/ssh u@s # x\n";
+        let mut notes = Vec::new();
+        let (s, e) = command_lines(text, &mut notes);
+        assert!(e.is_empty(), "{e:?}");
+        let read: Vec<_> = s
+            .iter()
+            .map(|s| (s.origin.line, s.words.join(" "), s.env.clone()))
+            .collect();
+        let env = vec![("A_B".to_string(), "0".to_string())];
+        assert_eq!(
+            read,
+            [
+                (3, "autossh -M 0 -R 1:h:2 u@s".into(), env),
+                (6, "/usr/bin/ssh u@s".into(), vec![])
+            ]
+        );
+        assert!(notes[0].message.contains("ExecStart="));
+        // Errors name the physical line.
+        let e = command_lines(
+            "ssh -N \\\n  -R \"1:h:2 u@s\nssh u@s\nA=1 B=2\n",
+            &mut notes,
+        )
+        .1;
+        assert_eq!(
+            e.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [Some(2), Some(4)]
+        );
     }
 }
