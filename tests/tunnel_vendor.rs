@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use agent::tunnel::state::ForwardState;
 use support::inproc::{Fwd, config_yaml, echo_exact, start_agent};
 use support::targets;
-use support::vendor_server::{EARLY_HELLO, ProbeChannel, VendorOptions, VendorServer};
+use support::vendor_server::{
+    EARLY_HELLO, Misbehaviour, ProbeChannel, VendorOptions, VendorServer,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -360,6 +362,67 @@ async fn a_reload_of_session_settings_reconnects_and_others_keep_the_session() {
         .await
         .unwrap();
     assert_eq!(s.server.session_count(), 1, "the old session was closed");
+    agent.stop().await;
+}
+
+/// A server that breaks the protocol on one channel (extended data, data after EOF) loses that
+/// channel, not the session; one that names an originator that is not an IP address has its
+/// channel refused before anything is dialed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_breaks_the_protocol_is_closed_and_the_session_lives_on() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (count_port, dialed, _listener) = counting_listener().await;
+    let (echo_remote, counted_remote) = (support::free_port(), support::free_port());
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(
+            &[
+                Fwd("echo", echo_remote, echo_port),
+                Fwd("counted", counted_remote, count_port),
+            ],
+            "",
+        ),
+    );
+    agent.wait_ready(READY).await;
+    for how in [Misbehaviour::ExtendedData, Misbehaviour::DataAfterEof] {
+        let m = s
+            .server
+            .misbehave("127.0.0.1", echo_remote, how.clone())
+            .await;
+        assert!(m.opened.is_ok(), "{how:?}: {m:?}");
+        assert!(
+            m.closed_by_client,
+            "{how:?}: the agent kept the channel open: {m:?}"
+        );
+    }
+    for originator in ["localhost", "10.0.0.1\nINFO forged line", &"1".repeat(5000)] {
+        let m = s
+            .server
+            .misbehave(
+                "127.0.0.1",
+                counted_remote,
+                Misbehaviour::Originator(originator.to_string()),
+            )
+            .await;
+        assert!(m.opened.is_err(), "{originator:?} accepted");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        dialed.load(Ordering::SeqCst),
+        0,
+        "a refused channel was dialed"
+    );
+    let snap = agent.snapshot();
+    assert!(snap.ready() && snap.reconnects == 0, "{snap:#?}");
+    echo_exact(echo_remote, 64 * 1024, 23, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let metrics = agent.state.metrics.encode();
+    assert!(
+        metrics.contains("agent_forward_channels_failed_total{forward=\"echo\"} 2"),
+        "{metrics}"
+    );
     agent.stop().await;
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use crate::tunnel::budget::ConnBudget;
 use crate::tunnel::conn::{IncomingChannel, Rejection};
+use crate::tunnel::inbound::{ChannelEvent, Gate};
 use crate::tunnel::pump::{ChannelSink, Inbound};
 
 /// A `forwarded-tcpip` channel the server opened, with the handle that answers it.
@@ -30,7 +31,9 @@ impl IncomingChannel for Incoming {
 
     async fn reject(self, why: Rejection) {
         let code = match why {
-            Rejection::NotListed => ChannelOpenFailure::AdministrativelyProhibited,
+            Rejection::NotListed | Rejection::BadOriginator => {
+                ChannelOpenFailure::AdministrativelyProhibited
+            }
             Rejection::ConnectionLimit => ChannelOpenFailure::ResourceShortage,
             Rejection::TargetUnreachable => ChannelOpenFailure::ConnectFailed,
         };
@@ -64,7 +67,8 @@ impl ChannelSink for RusshSink {
     }
 }
 
-/// Splits `channel`, starts its drain task, and returns the pump's two ends.
+/// Splits `channel`, starts its drain task, and returns the pump's two ends. What the server
+/// may queue is decided by the tunnel's [`Gate`]: bounded whatever it sends.
 pub fn adapt(
     channel: Channel<Msg>,
     budget: Arc<ConnBudget>,
@@ -72,24 +76,23 @@ pub fn adapt(
     let (mut rd, wr) = channel.split();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        // Ends when the channel closes, the pump is gone, or the budget overflows. Dropping
-        // `rd` then is safe: russh discards data for a channel whose reader is gone instead
-        // of waiting on it.
+        // Ends when the channel closes, the pump is gone, or the gate queued its last item
+        // (overflow, protocol violation). Dropping `rd` then is safe: russh discards data for a
+        // channel whose reader is gone instead of waiting on it.
+        let mut gate = Gate::new(budget);
         while let Some(msg) = rd.wait().await {
-            let ev = match msg {
-                ChannelMsg::Data { data } => match budget.take(data.len() as u64) {
-                    Ok(()) => Inbound::Data(data),
-                    Err(o) => {
-                        let _ = tx.send(Inbound::Overflow(o));
-                        break;
-                    }
-                },
-                ChannelMsg::Eof => Inbound::Eof,
+            let event = match msg {
+                ChannelMsg::Data { data } => ChannelEvent::Data(data),
+                ChannelMsg::ExtendedData { .. } => ChannelEvent::ExtendedData,
+                ChannelMsg::Eof => ChannelEvent::Eof,
                 ChannelMsg::Close => break,
-                // Extended data, requests and window changes mean nothing for a TCP forward.
-                _ => continue,
+                _ => ChannelEvent::Other,
             };
-            if tx.send(ev).is_err() {
+            let Some(item) = gate.admit(event) else {
+                continue;
+            };
+            let last = item.is_last();
+            if tx.send(item).is_err() || last {
                 break;
             }
         }

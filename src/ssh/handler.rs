@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::channel;
 use super::error::{HandlerError, describe_russh};
 use super::hostkey::{self, HostKeyPin, HostKeyVerdict};
+use crate::logging::printable;
 use crate::tunnel::conn::{self, ConnContext};
 
 /// What the host-key check needs to know about the server being dialed.
@@ -66,14 +67,17 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let from = format!("{originator_address}:{originator_port}");
         let incoming = channel::Incoming { channel, reply };
+        let origin = conn::Originator {
+            address: originator_address,
+            port: originator_port,
+        };
         let session = self.closed.subscribe();
         conn::open(
             &self.ctx,
             connected_address,
             connected_port,
-            &from,
+            origin,
             session,
             incoming,
         )
@@ -102,7 +106,7 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         warn!(
-            host = host_to_connect,
+            host = %printable(host_to_connect),
             port = port_to_connect,
             "server asked to open direct-tcpip"
         );
@@ -160,7 +164,7 @@ impl russh::client::Handler for ClientHandler {
         channel_type: &str,
     ) -> bool {
         warn!(
-            kind = channel_type,
+            kind = %printable(channel_type),
             "rejected a channel of unknown type opened by the server"
         );
         false
@@ -175,7 +179,7 @@ impl russh::client::Handler for ClientHandler {
                 format!(
                     "server disconnected: {:?} {}",
                     info.reason_code,
-                    info.message.trim()
+                    printable(info.message.trim())
                 )
             }
             DisconnectReason::Error(HandlerError::Russh(e)) => describe_russh(e),

@@ -12,6 +12,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What one queued message costs besides its payload: its queue slot and buffer header. Charged
+/// with every message, so a server cannot queue unbounded memory in messages of a few bytes.
+pub const MESSAGE_COST: u64 = 64;
+
+/// The charge for queueing a message of `len` payload bytes.
+pub fn charge(len: usize) -> u64 {
+    len as u64 + MESSAGE_COST
+}
+
 /// The total for all connections of the agent.
 #[derive(Debug)]
 pub struct TotalBudget {

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +19,15 @@ use super::budget::{ConnBudget, TotalBudget};
 use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
 use super::state::TunnelState;
 use crate::config::{Forward, Limits};
+use crate::logging::printable;
 
 /// Why a channel the server opened is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// No forward asked for on this session listens there.
     NotListed,
+    /// The originator is not an IP address and port, which is all a TCP listener can report.
+    BadOriginator,
     /// `limits.max_connections` connections are open.
     ConnectionLimit,
     /// The target did not accept the connection.
@@ -42,21 +46,44 @@ pub trait IncomingChannel: Send + 'static {
     fn reject(self, why: Rejection) -> impl Future<Output = ()> + Send;
 }
 
-/// Answers one `forwarded-tcpip` open for (`address`, `port`) from `from`. Decides at once
+/// Where a forwarded connection says it came from, as the server put it in the channel open.
+pub struct Originator<'a> {
+    pub address: &'a str,
+    pub port: u32,
+}
+
+impl Originator<'_> {
+    /// `IP:PORT` (`[IPv6]:PORT`). Anything else is refused: the text would otherwise reach every
+    /// log line of the connection as the server chose it.
+    fn parse(&self) -> Option<SocketAddr> {
+        // An IPv6 zone ("fe80::1%eth0") names a local interface of the server: keep the address.
+        let ip = self.address.split('%').next()?.parse::<IpAddr>().ok()?;
+        let port = u16::try_from(self.port).ok()?;
+        Some(SocketAddr::new(ip, port))
+    }
+}
+
+/// Answers one `forwarded-tcpip` open for (`address`, `port`) from `origin`. Decides at once
 /// whether the channel may be served; the target dial and the pump run in a task of their own,
 /// so the SSH session never waits on them. `session` ends the connection with the session.
 pub async fn open<C: IncomingChannel>(
     ctx: &Arc<ConnContext>,
     address: &str,
     port: u32,
-    from: &str,
+    origin: Originator<'_>,
     session: watch::Receiver<Option<String>>,
     channel: C,
 ) {
     let Some(route) = ctx.state.route(address, port) else {
-        warn!(address = %address, port, from = %from,
+        warn!(address = %printable(address), port,
             "rejected forwarded connection for a port this agent did not request");
         channel.reject(Rejection::NotListed).await;
+        return;
+    };
+    let Some(from) = origin.parse() else {
+        warn!(forward = %route.forward.name, originator = %printable(origin.address), port = origin.port,
+            "rejected forwarded connection: the server named an originator that is not an IP address and port");
+        channel.reject(Rejection::BadOriginator).await;
         return;
     };
     let forward = route.forward.clone();
@@ -163,5 +190,37 @@ pub fn log_end(report: &PumpReport) {
         info!(to_target, from_target, duration_ms = ms, end = %end.class(), "connection closed");
     } else {
         info!(to_target, from_target, duration_ms = ms, end = %end.class(), detail, "connection closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Originator;
+
+    #[test]
+    fn only_an_ip_address_and_port_is_an_originator() {
+        let parse = |address: &str, port: u32| Originator { address, port }.parse();
+        assert_eq!(
+            parse("203.0.113.7", 51000).unwrap().to_string(),
+            "203.0.113.7:51000"
+        );
+        assert_eq!(
+            parse("2001:db8::1", 443).unwrap().to_string(),
+            "[2001:db8::1]:443"
+        );
+        assert_eq!(
+            parse("fe80::1%eth0", 22).unwrap().to_string(),
+            "[fe80::1]:22"
+        );
+        for bad in [
+            "",
+            "localhost",
+            "1.2.3.4\nINFO forged",
+            &"9".repeat(10_000),
+            "1.2.3.4:5",
+        ] {
+            assert!(parse(bad, 1).is_none(), "{bad:?}");
+        }
+        assert!(parse("1.2.3.4", 70_000).is_none(), "a port above 65535");
     }
 }

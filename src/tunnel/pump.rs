@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -18,7 +18,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
 use super::batch::{Batch, WRITE_BATCH};
-use super::budget::{ConnBudget, Overflow};
+use super::budget::{ConnBudget, charge};
+pub use super::inbound::Inbound;
 use super::metrics::ForwardMetrics;
 
 /// Read size toward the vendor: 64 KiB cut CPU per byte by ~20% against tokio's 8 KiB default.
@@ -49,16 +50,6 @@ async fn read_chunk(rd: &mut OwnedReadHalf) -> std::io::Result<Bytes> {
     .await
 }
 
-/// What arrives from the vendor for this connection, in order.
-#[derive(Debug)]
-pub enum Inbound {
-    Data(Bytes),
-    /// The vendor side finished sending (half-close).
-    Eof,
-    /// More was queued than the budget allows; the drain stopped.
-    Overflow(Overflow),
-}
-
 /// Where bytes from the target go: the channel toward the vendor.
 pub trait ChannelSink: Send + Sync + 'static {
     /// Sends data, waiting for the peer's window; Err once the channel is gone.
@@ -82,6 +73,8 @@ pub enum End {
     SessionLost,
     /// A limit closed it (`limits.connection_buffer`, `limits.total_buffer`).
     Limit(String),
+    /// The server broke the protocol on this channel; only the channel was closed.
+    Protocol(String),
     /// The customer's side closed it: the forward left the desired set (a reload, later a
     /// policy), with the reason.
     Policy(String),
@@ -91,13 +84,18 @@ impl End {
     /// Whether this ending counts as a failed connection in the metrics: not when either end
     /// simply finished, nor when the customer's configuration closed it.
     pub fn is_failure(&self) -> bool {
-        matches!(self, End::TargetError(_) | End::Limit(_) | End::SessionLost)
+        matches!(
+            self,
+            End::TargetError(_) | End::Limit(_) | End::Protocol(_) | End::SessionLost
+        )
     }
 
     /// What happened, for the endings that carry more than who ended the connection.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            End::TargetError(why) | End::Limit(why) | End::Policy(why) => Some(why),
+            End::TargetError(why) | End::Limit(why) | End::Protocol(why) | End::Policy(why) => {
+                Some(why)
+            }
             _ => None,
         }
     }
@@ -110,6 +108,7 @@ impl End {
             End::TargetError(_) => "target_error",
             End::SessionLost => "session_lost",
             End::Limit(_) => "limit",
+            End::Protocol(_) => "protocol",
             End::Policy(_) => "policy",
         }
     }
@@ -123,6 +122,7 @@ impl std::fmt::Display for End {
             End::TargetError(e) => write!(f, "target error: {e}"),
             End::SessionLost => write!(f, "ssh session lost"),
             End::Limit(why) => write!(f, "closed: {why}"),
+            End::Protocol(why) => write!(f, "closed: the server {why}"),
             End::Policy(why) => write!(f, "closed: {why}"),
         }
     }
@@ -153,6 +153,10 @@ pub async fn pump<S: ChannelSink>(
     let to_target = AtomicU64::new(0);
     let from_target = AtomicU64::new(0);
 
+    // Set once the vendor has sent EOF: its side is done, though the queue is still read for a
+    // violation (only that, or the channel's end, can follow EOF).
+    let vendor_eof = AtomicBool::new(false);
+    let target_eof = AtomicBool::new(false);
     let down = async {
         let mut batch = Batch::default();
         let mut held: Option<Inbound> = None;
@@ -166,10 +170,14 @@ pub async fn pump<S: ChannelSink>(
             };
             match ev {
                 Inbound::Data(data) => {
+                    let mut queued = charge(data.len());
                     batch.push(data);
                     while batch.remaining() < WRITE_BATCH {
                         match inbound.try_recv() {
-                            Ok(Inbound::Data(more)) => batch.push(more),
+                            Ok(Inbound::Data(more)) => {
+                                queued += charge(more.len());
+                                batch.push(more);
+                            }
                             Ok(other) => {
                                 held = Some(other);
                                 break;
@@ -180,7 +188,7 @@ pub async fn pump<S: ChannelSink>(
                     let n = batch.remaining() as u64;
                     // Empties the batch on success; on error the connection ends.
                     let res = wr.write_all_buf(&mut batch).await;
-                    budget.give(n);
+                    budget.give(queued);
                     if let Err(e) = res {
                         return Err(End::TargetError(format!("write: {e}")));
                     }
@@ -190,10 +198,17 @@ pub async fn pump<S: ChannelSink>(
                 }
                 Inbound::Eof => {
                     let _ = wr.shutdown().await;
-                    return Ok(());
+                    vendor_eof.store(true, Ordering::Relaxed);
+                    if target_eof.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
                 }
                 Inbound::Overflow(o) => return Err(End::Limit(o.to_string())),
+                Inbound::Violation(what) => return Err(End::Protocol(what.to_string())),
             }
+        }
+        if vendor_eof.load(Ordering::Relaxed) {
+            return Ok(());
         }
         // The drain ended without EOF: the vendor closed the channel (or the session died,
         // which `stop` tells apart below).
@@ -204,6 +219,7 @@ pub async fn pump<S: ChannelSink>(
         loop {
             match read_chunk(&mut rd).await {
                 Ok(chunk) if chunk.is_empty() => {
+                    target_eof.store(true, Ordering::Relaxed);
                     sink.eof().await;
                     return Ok(());
                 }
@@ -225,7 +241,8 @@ pub async fn pump<S: ChannelSink>(
     let (mut down_done, mut up_done) = (false, false);
     let mut end = None;
     let mut cut = false;
-    while !(down_done && up_done) {
+    // Done when both sides have sent all they will: the vendor's EOF, the target's EOF.
+    while !(up_done && (down_done || vendor_eof.load(Ordering::Relaxed))) {
         tokio::select! {
             e = stop.wait() => {
                 end = Some(e);
@@ -234,7 +251,6 @@ pub async fn pump<S: ChannelSink>(
             r = &mut down, if !down_done => {
                 down_done = true;
                 match r {
-                    Ok(()) if !up_done => end = Some(End::VendorClosed),
                     Ok(()) => {}
                     Err(e) => {
                         (end, cut) = (Some(e), true);
@@ -245,7 +261,8 @@ pub async fn pump<S: ChannelSink>(
             r = &mut up, if !up_done => {
                 up_done = true;
                 match r {
-                    Ok(()) if !down_done => end = Some(End::TargetClosed),
+                    // Who finished first ended it.
+                    Ok(()) if !vendor_eof.load(Ordering::Relaxed) => end = Some(End::TargetClosed),
                     Ok(()) => {}
                     Err(e) => {
                         (end, cut) = (Some(e), true);
@@ -260,6 +277,7 @@ pub async fn pump<S: ChannelSink>(
     let end = match end {
         Some(End::VendorClosed) if cut => stop.now().unwrap_or(End::VendorClosed),
         Some(e) => e,
+        // The vendor finished first (EOF), or closed the channel after its EOF.
         None => End::VendorClosed,
     };
     sink.close().await;

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use super::*;
-use crate::tunnel::budget::TotalBudget;
+use crate::tunnel::budget::{Overflow, TotalBudget};
 use crate::tunnel::metrics::Metrics;
 
 /// What the pump did toward the vendor, in order.
@@ -219,4 +219,38 @@ async fn an_overflowing_budget_closes_only_with_a_limit() {
     assert!(matches!(&report.end, End::Limit(why) if why.contains("limits.connection_buffer")));
     assert!(report.end.is_failure());
     assert_eq!(r.sink.sent().last(), Some(&Sent::Close));
+}
+
+#[tokio::test]
+async fn a_protocol_violation_closes_only_this_connection_as_a_failure() {
+    let r = rig(1 << 20).await;
+    r.vendor
+        .send(Inbound::Violation(
+            "sent extended data on a forwarded TCP connection",
+        ))
+        .unwrap();
+    let report = finish(r.pump).await;
+    assert!(matches!(&report.end, End::Protocol(why) if why.contains("extended data")));
+    assert_eq!(report.end.class(), "protocol");
+    assert!(report.end.is_failure());
+    assert_eq!(r.sink.sent().last(), Some(&Sent::Close));
+}
+
+#[tokio::test]
+async fn a_violation_after_the_vendors_eof_still_closes_the_connection() {
+    let mut r = rig(1 << 20).await;
+    r.vendor
+        .send(Inbound::Data(Bytes::from_static(b"req")))
+        .unwrap();
+    r.vendor.send(Inbound::Eof).unwrap();
+    let mut got = Vec::new();
+    r.target.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"req");
+    // The target keeps its side open (as a server waiting to answer would); the vendor breaks
+    // the protocol after its EOF.
+    r.vendor
+        .send(Inbound::Violation("sent more after its end of data (EOF)"))
+        .unwrap();
+    let report = finish(r.pump).await;
+    assert!(matches!(&report.end, End::Protocol(why) if why.contains("after its end")));
 }

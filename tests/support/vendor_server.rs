@@ -85,6 +85,32 @@ pub enum ProbeChannel {
     },
 }
 
+/// How the server misbehaves on a `forwarded-tcpip` channel it opens
+/// ([`VendorServer::misbehave`]).
+#[derive(Clone, Debug)]
+pub enum Misbehaviour {
+    /// Sends [`MISBEHAVE_HELLO`], then extended data (stderr), which a TCP forward never has.
+    ExtendedData,
+    /// Sends [`MISBEHAVE_HELLO`], EOF, then more data.
+    DataAfterEof,
+    /// Names this originator address in the channel open, then sends [`MISBEHAVE_HELLO`].
+    Originator(String),
+}
+
+/// What a misbehaving channel sends first.
+pub const MISBEHAVE_HELLO: &[u8] = b"hello before misbehaving\n";
+
+/// What the client did with a misbehaving channel.
+#[derive(Debug)]
+pub struct Misbehaved {
+    /// Ok if the client accepted the channel, Err with why not.
+    pub opened: Result<(), String>,
+    /// What the client sent back before the channel ended.
+    pub received: Vec<u8>,
+    /// The client closed the channel within 10 s of the misbehaviour.
+    pub closed_by_client: bool,
+}
+
 pub struct VendorServer {
     pub port: u16,
     /// `ssh-ed25519 AAAA...` (no comment): what the agent pins.
@@ -269,16 +295,7 @@ impl VendorServer {
     /// Ok if the client confirmed it (the channel is then closed again), Err with the reason
     /// if it rejected it, did not answer within 10 s, or there is no session.
     pub async fn open_channel(&self, kind: ProbeChannel) -> Result<(), String> {
-        let handle = {
-            let state = lock(&self.shared.state);
-            state
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.authenticated)
-                .max_by_key(|(id, _)| **id)
-                .and_then(|(_, s)| s.handle.clone())
-        }
-        .ok_or_else(|| "no authenticated session".to_string())?;
+        let handle = self.latest_handle()?;
         // Originator ports are made up: nothing connects to the client for real.
         let open = async {
             match kind {
@@ -309,6 +326,79 @@ impl VendorServer {
                 Ok(())
             }
         }
+    }
+
+    fn latest_handle(&self) -> Result<server::Handle, String> {
+        let state = lock(&self.shared.state);
+        state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.authenticated)
+            .max_by_key(|(id, _)| **id)
+            .and_then(|(_, s)| s.handle.clone())
+            .ok_or_else(|| "no authenticated session".to_string())
+    }
+
+    /// Opens a `forwarded-tcpip` channel for `addr:port` on the most recent session and breaks
+    /// the protocol on it as `how` says; reports what the client did.
+    pub async fn misbehave(&self, addr: &str, port: u16, how: Misbehaviour) -> Misbehaved {
+        let mut outcome = Misbehaved {
+            opened: Err(String::new()),
+            received: Vec::new(),
+            closed_by_client: false,
+        };
+        let handle = match self.latest_handle() {
+            Ok(h) => h,
+            Err(e) => {
+                outcome.opened = Err(e);
+                return outcome;
+            }
+        };
+        let originator = match &how {
+            Misbehaviour::Originator(o) => o.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
+        let open = handle.channel_open_forwarded_tcpip(addr, port.into(), originator, 40004);
+        let mut channel = match tokio::time::timeout(CHANNEL_OPEN_TIMEOUT, open).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => {
+                outcome.opened = Err(format!("{e:?}"));
+                return outcome;
+            }
+            Err(_) => {
+                outcome.opened = Err("no answer".into());
+                return outcome;
+            }
+        };
+        outcome.opened = Ok(());
+        let _ = channel
+            .data_bytes(Bytes::from_static(MISBEHAVE_HELLO))
+            .await;
+        match how {
+            Misbehaviour::ExtendedData => {
+                let _ = channel
+                    .extended_data_bytes(1, Bytes::from_static(b"stderr?"))
+                    .await;
+            }
+            Misbehaviour::DataAfterEof => {
+                let _ = channel.eof().await;
+                let _ = channel.data_bytes(Bytes::from_static(b"late")).await;
+            }
+            Misbehaviour::Originator(_) => {}
+        }
+        let deadline = tokio::time::Instant::now() + CHANNEL_OPEN_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, channel.wait()).await {
+                Ok(Some(ChannelMsg::Data { data })) => outcome.received.extend_from_slice(&data),
+                Ok(Some(ChannelMsg::Close) | None) => {
+                    outcome.closed_by_client = true;
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Err(_) => break,
+            }
+        }
+        outcome
     }
 
     /// Drops every current session (SSH_MSG_DISCONNECT, then the socket is cut if the client
