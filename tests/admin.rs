@@ -47,6 +47,7 @@ fn jira() -> Forward {
         remote_port: 5000,
         target_host: "jira.acme.internal".into(),
         target_port: 443,
+        limits: Default::default(),
     }
 }
 

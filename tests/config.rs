@@ -984,3 +984,32 @@ fn an_invalid_file_keeps_what_could_be_read_and_the_same_problems() {
     );
     assert_eq!(invalid.error.problems[0].field, "file");
 }
+
+#[test]
+fn per_forward_idle_timeout_and_connection_cap() {
+    let c = parse(&format!(
+        "{}forwards:\n  - {{ name: a, remote: 5000, target: \"a:1\", idle_timeout: 5m, max_connections: 50 }}\n  - {{ name: b, remote: 5001, target: \"b:1\" }}\n",
+        server()
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.forwards[0].limits.idle_timeout,
+        Some(std::time::Duration::from_secs(300))
+    );
+    assert_eq!(c.forwards[0].limits.max_connections, Some(50));
+    assert_eq!(
+        c.forwards[1].limits,
+        Default::default(),
+        "both off by default"
+    );
+
+    let f = fail(&format!(
+        "{}forwards:\n  - {{ name: a, remote: 5000, target: \"a:1\", idle_timeout: soon, max_connections: 0 }}\n",
+        server()
+    ));
+    let (line, _) = f.problem("forwards[0].idle_timeout: ");
+    assert_contains(&line, &["soon"]);
+    let (line, fix) = f.problem("forwards[0].max_connections: ");
+    assert_contains(&line, &["refuse every connection"]);
+    assert_contains(&fix, &["at least 1"]);
+}

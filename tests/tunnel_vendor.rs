@@ -426,6 +426,62 @@ async fn a_channel_that_breaks_the_protocol_is_closed_and_the_session_lives_on()
     agent.stop().await;
 }
 
+/// A forward's own `max_connections` refuses the connection past it, while another forward is
+/// not affected; its target socket has TCP keepalive on, so a vanished target frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwards_own_connection_cap_refuses_the_next_connection_only() {
+    let s = setup(VendorOptions::default()).await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (capped, other) = (support::free_port(), support::free_port());
+    let yaml = s
+        .yaml(
+            &[
+                Fwd("capped", capped, echo_port),
+                Fwd("other", other, echo_port),
+            ],
+            "",
+        )
+        .replacen(
+            &format!("target: \"127.0.0.1:{echo_port}\" }}"),
+            &format!("target: \"127.0.0.1:{echo_port}\", max_connections: 2 }}"),
+            1,
+        );
+    assert!(yaml.contains("max_connections: 2"), "{yaml}");
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    let mut held = Vec::new();
+    for i in 0..2u8 {
+        let mut c = TcpStream::connect(("127.0.0.1", capped)).await.unwrap();
+        c.write_all(&[i]).await.unwrap();
+        let mut b = [0u8];
+        c.read_exact(&mut b).await.unwrap();
+        held.push(c);
+    }
+    let mut third = TcpStream::connect(("127.0.0.1", capped)).await.unwrap();
+    let _ = third.write_all(b"x").await;
+    let mut b = [0u8];
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut b))
+        .await
+        .expect("the third connection was neither served nor closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the third connection was served past max_connections");
+    echo_exact(other, 4096, 24, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let metrics = agent.state.metrics.encode();
+    assert!(
+        metrics.contains("agent_forward_channels_rejected_total{forward=\"capped\"} 1"),
+        "{metrics}"
+    );
+    drop(held);
+    // Slots come back when connections end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    echo_exact(capped, 4096, 25, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
+}
+
 /// A TCP listener that counts connections: proof that the agent never dialed it.
 async fn counting_listener() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

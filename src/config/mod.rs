@@ -72,9 +72,29 @@ pub struct Forward {
     pub remote_port: u16,
     pub target_host: String,
     pub target_port: u16,
+    pub limits: ForwardLimits,
+}
+
+/// What one forward's connections may hold (both off by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardLimits {
+    /// A connection with no byte either way for this long is closed.
+    pub idle_timeout: Option<Duration>,
+    /// Connections of this forward open at once; more are refused.
+    pub max_connections: Option<u32>,
 }
 
 impl Forward {
+    /// The same listener on the server and the same target: a reload that changes only the
+    /// limits keeps the forward and its connections (the new limits apply to new connections).
+    pub fn same_service(&self, other: &Forward) -> bool {
+        self.name == other.name
+            && self.remote_addr.eq_ignore_ascii_case(&other.remote_addr)
+            && self.remote_port == other.remote_port
+            && self.target_host == other.target_host
+            && self.target_port == other.target_port
+    }
+
     pub fn target(&self) -> String {
         if self.target_host.contains(':') {
             format!("[{}]:{}", self.target_host, self.target_port)

@@ -47,12 +47,14 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with name, remote and target"
+    expecting = "a mapping with name, remote, target, idle_timeout and max_connections"
 )]
 pub struct RawForward {
     pub name: Option<String>,
     pub remote: Option<RawRemote>,
     pub target: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<u32>,
 }
 
 /// `remote: 5000` or `remote: "127.0.0.1:5000"`.
@@ -172,6 +174,7 @@ pub const FIELDS: &[&str] = &[
     "name",
     "remote",
     "target",
+    "idle_timeout",
     "interval",
     "max_missed",
     "initial",

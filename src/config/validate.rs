@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::raw::{RawConfig, RawRemote};
 use super::values;
 use super::{
-    BestEffort, Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, Forward, Keepalive, Limits,
-    LogConfig, LogFormat, Problem, Reconnect, Server, Timeouts,
+    BestEffort, Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, Forward, ForwardLimits,
+    Keepalive, Limits, LogConfig, LogFormat, Problem, Reconnect, Server, Timeouts,
 };
 
 /// What [`validate`] found.
@@ -286,6 +286,21 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
                 }
             },
         };
+        let idle_timeout = f
+            .idle_timeout
+            .as_deref()
+            .map(|text| p.duration(&at("idle_timeout"), Some(text), Duration::from_secs(300)));
+        let max_connections = match f.max_connections {
+            Some(0) => {
+                p.add(
+                    at("max_connections"),
+                    "0 would refuse every connection",
+                    Some("remove the forward, or allow at least 1".into()),
+                );
+                None
+            }
+            n => n,
+        };
         if let (Some((remote_addr, remote_port)), Some((target_host, target_port))) =
             (remote, target)
         {
@@ -295,6 +310,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
                 remote_port,
                 target_host,
                 target_port,
+                limits: ForwardLimits {
+                    idle_timeout,
+                    max_connections,
+                },
             });
         }
     }

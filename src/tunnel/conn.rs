@@ -94,12 +94,23 @@ pub async fn open<C: IncomingChannel>(
         channel.reject(Rejection::ConnectionLimit).await;
         return;
     };
+    let own_permit = match route.slots.clone().map(Semaphore::try_acquire_owned) {
+        Some(Err(_)) => {
+            warn!(forward = %forward.name, from = %from, max = forward.limits.max_connections,
+                "rejected forwarded connection: the forward's max_connections reached");
+            route.metrics.rejected.inc();
+            channel.reject(Rejection::ConnectionLimit).await;
+            return;
+        }
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
     let ctx = ctx.clone();
     let span =
         info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
     tokio::spawn(
         async move {
-            let _permit = permit;
+            let _permits = (permit, own_permit);
             let meter = route.metrics;
             let tcp = match dial_target(&forward, ctx.target_connect).await {
                 Ok(tcp) => tcp,
@@ -115,7 +126,8 @@ pub async fn open<C: IncomingChannel>(
             meter.opened.inc();
             meter.open.inc();
             let stop = Stop::new(route.closed, session);
-            let report = pump(tcp, inbound, sink, budget, &meter, stop).await;
+            let idle = forward.limits.idle_timeout;
+            let report = pump(tcp, inbound, sink, budget, &meter, stop, idle).await;
             meter.open.dec();
             if report.end.is_failure() {
                 meter.failed.inc();
@@ -150,6 +162,12 @@ impl ConnContext {
     }
 }
 
+/// TCP keepalive on target sockets: probes after 60 s of silence, every 10 s, 6 tries.
+const TARGET_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(60))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(6);
+
 /// Connects to the forward's target, trying each resolved address, all within `timeout`.
 /// Only the configured target is ever dialed: the server's channel request names nothing here.
 pub async fn dial_target(forward: &Forward, timeout: Duration) -> io::Result<TcpStream> {
@@ -161,6 +179,10 @@ pub async fn dial_target(forward: &Forward, timeout: Duration) -> io::Result<Tcp
             match TcpStream::connect(addr).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
+                    // A target that vanishes without a FIN or RST (a host powered off, a
+                    // firewall that forgot the flow) is found within about two minutes of
+                    // silence instead of holding its connection slot forever.
+                    let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&TARGET_KEEPALIVE);
                     return Ok(s);
                 }
                 Err(e) => last = e,
@@ -195,7 +217,26 @@ pub fn log_end(report: &PumpReport) {
 
 #[cfg(test)]
 mod tests {
-    use super::Originator;
+    use super::*;
+
+    #[tokio::test]
+    async fn target_sockets_have_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let forward = Forward {
+            name: "t".into(),
+            remote_addr: "localhost".into(),
+            remote_port: 5000,
+            target_host: "127.0.0.1".into(),
+            target_port: listener.local_addr().unwrap().port(),
+            limits: Default::default(),
+        };
+        let tcp = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 6);
+    }
 
     #[test]
     fn only_an_ip_address_and_port_is_an_originator() {

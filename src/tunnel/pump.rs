@@ -138,7 +138,8 @@ pub struct PumpReport {
 }
 
 /// Pumps until both directions are done or one fails; a failure ends both, and so does `stop`
-/// (the forward closed, or the SSH session gone) with the ending it gives.
+/// (the forward closed, or the SSH session gone) with the ending it gives, and `idle`: no byte
+/// either way for that long.
 pub async fn pump<S: ChannelSink>(
     tcp: TcpStream,
     mut inbound: UnboundedReceiver<Inbound>,
@@ -146,6 +147,7 @@ pub async fn pump<S: ChannelSink>(
     budget: Arc<ConnBudget>,
     meter: &ForwardMetrics,
     mut stop: Stop,
+    idle: Option<Duration>,
 ) -> PumpReport {
     let started = Instant::now();
     let (mut rd, mut wr) = tcp.into_split();
@@ -156,6 +158,10 @@ pub async fn pump<S: ChannelSink>(
     // Set once the vendor has sent EOF: its side is done, though the queue is still read for a
     // violation (only that, or the channel's end, can follow EOF).
     let vendor_eof = AtomicBool::new(false);
+    // When bytes last moved either way, in ms after `clock` (tokio's clock: paused in tests).
+    let clock = tokio::time::Instant::now();
+    let last_active = AtomicU64::new(0);
+    let active = || last_active.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
     let target_eof = AtomicBool::new(false);
     let down = async {
         let mut batch = Batch::default();
@@ -193,6 +199,7 @@ pub async fn pump<S: ChannelSink>(
                         return Err(End::TargetError(format!("write: {e}")));
                     }
                     sink.consumed(n).await;
+                    active();
                     to_target.fetch_add(n, Ordering::Relaxed);
                     meter.to_target.inc_by(n);
                 }
@@ -225,6 +232,7 @@ pub async fn pump<S: ChannelSink>(
                 }
                 Ok(chunk) => {
                     let n = chunk.len() as u64;
+                    active();
                     from_target.fetch_add(n, Ordering::Relaxed);
                     meter.from_target.inc_by(n);
                     if sink.send(chunk).await.is_err() {
@@ -237,7 +245,23 @@ pub async fn pump<S: ChannelSink>(
         }
     };
 
-    tokio::pin!(down, up);
+    // Closes the connection once nothing has moved either way for `idle`.
+    let idle_watch = async {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = clock + Duration::from_millis(last_active.load(Ordering::Relaxed));
+            if last + idle <= tokio::time::Instant::now() {
+                return End::Policy(format!(
+                    "no byte either way for {} (idle_timeout)",
+                    humantime::format_duration(idle)
+                ));
+            }
+            tokio::time::sleep_until(last + idle).await;
+        }
+    };
+    tokio::pin!(down, up, idle_watch);
     let (mut down_done, mut up_done) = (false, false);
     let mut end = None;
     let mut cut = false;
@@ -245,6 +269,10 @@ pub async fn pump<S: ChannelSink>(
     while !(up_done && (down_done || vendor_eof.load(Ordering::Relaxed))) {
         tokio::select! {
             e = stop.wait() => {
+                end = Some(e);
+                break;
+            }
+            e = &mut idle_watch => {
                 end = Some(e);
                 break;
             }

@@ -74,6 +74,10 @@ struct Rig {
 }
 
 async fn rig(cap: u64) -> Rig {
+    rig_with_idle(cap, None).await
+}
+
+async fn rig_with_idle(cap: u64, idle: Option<Duration>) -> Rig {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_side = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
         .await
@@ -88,7 +92,7 @@ async fn rig(cap: u64) -> Rig {
     let meter = Metrics::new().forward("t");
     let pump = tokio::spawn({
         let sink = sink.clone();
-        async move { pump(agent_side, inbound, sink, budget, &meter, stop).await }
+        async move { pump(agent_side, inbound, sink, budget, &meter, stop, idle).await }
     });
     Rig {
         target,
@@ -101,7 +105,7 @@ async fn rig(cap: u64) -> Rig {
 }
 
 async fn finish(pump: tokio::task::JoinHandle<PumpReport>) -> PumpReport {
-    tokio::time::timeout(Duration::from_secs(10), pump)
+    tokio::time::timeout(Duration::from_secs(60), pump)
         .await
         .expect("the pump ended")
         .unwrap()
@@ -253,4 +257,33 @@ async fn a_violation_after_the_vendors_eof_still_closes_the_connection() {
         .unwrap();
     let report = finish(r.pump).await;
     assert!(matches!(&report.end, End::Protocol(why) if why.contains("after its end")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_closes_only_a_connection_silent_that_long_either_way() {
+    let idle = Duration::from_secs(300);
+    let mut r = rig_with_idle(1 << 20, Some(idle)).await;
+    r.vendor
+        .send(Inbound::Data(Bytes::from_static(b"ping")))
+        .unwrap();
+    let mut buf = [0u8; 4];
+    r.target.read_exact(&mut buf).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(240)).await;
+    r.target.write_all(b"pong").await.unwrap();
+    while r.sink.data() != b"pong" {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 290 s after the last byte (from the target): still open.
+    tokio::time::sleep(Duration::from_secs(290)).await;
+    assert!(
+        !r.pump.is_finished(),
+        "closed before idle_timeout of silence"
+    );
+    let report = finish(r.pump).await;
+    assert!(
+        matches!(&report.end, End::Policy(why) if why.contains("idle_timeout")),
+        "{:?}",
+        report.end
+    );
+    assert!(!report.end.is_failure());
 }

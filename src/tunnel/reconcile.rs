@@ -138,7 +138,7 @@ impl Reconciler {
             // Leaving (or changed): cancel on the server. Their task ends by itself.
             let mut leaving: Vec<(Arc<Forward>, watch::Receiver<()>)> = Vec::new();
             held.retain(|_, h| {
-                let keep = desired.contains(&*h.forward);
+                let keep = desired.iter().any(|d| d.same_service(&h.forward));
                 if !keep {
                     h.wanted.send_replace(false);
                     leaving.push((h.forward.clone(), h.done.clone()));
@@ -346,6 +346,7 @@ mod tests {
             remote_port: port,
             target_host: "127.0.0.1".into(),
             target_port,
+            limits: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::metrics::{ClassLabel, ForwardLabel, ForwardMetrics, Metrics};
 use crate::config::Forward;
@@ -44,6 +44,8 @@ pub struct ForwardStatus {
     /// Set to why when the forward is closed (removed from the desired set): its open
     /// connections close.
     closed: watch::Sender<Option<String>>,
+    /// One permit per open connection, when the forward has its own `max_connections`.
+    slots: Option<Arc<Semaphore>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +76,8 @@ impl Snapshot {
 pub struct Route {
     pub forward: Arc<Forward>,
     pub metrics: ForwardMetrics,
+    /// The forward's own connection slots (`max_connections`), if it has a cap.
+    pub slots: Option<Arc<Semaphore>>,
     /// Changes to `Some(why)` when the forward is closed (removed from the desired set).
     pub closed: watch::Receiver<Option<String>>,
 }
@@ -98,7 +102,14 @@ fn status(f: &Forward) -> ForwardStatus {
         forward: Arc::new(f.clone()),
         state: ForwardState::Pending,
         closed: watch::Sender::new(None),
+        slots: slots(f),
     }
+}
+
+fn slots(f: &Forward) -> Option<Arc<Semaphore>> {
+    f.limits
+        .max_connections
+        .map(|n| Arc::new(Semaphore::new(n as usize)))
 }
 
 impl TunnelState {
@@ -221,25 +232,38 @@ impl TunnelState {
             if s.connected_via.is_none() || s.session != session {
                 return;
             }
-            if let Some(f) = s.forwards.iter_mut().find(|f| *f.forward == *forward) {
+            if let Some(f) = s
+                .forwards
+                .iter_mut()
+                .find(|f| f.forward.same_service(forward))
+            {
                 f.state = state;
             }
         });
     }
 
-    /// Makes the list of forwards equal to `desired`, in its order: unchanged forwards keep
-    /// their state and connections; new or changed ones start pending; removed or changed ones
-    /// stop routing at once and their open connections close with `why`. Returns the forwards
-    /// that left the list.
+    /// Makes the list of forwards equal to `desired`, in its order: forwards for the same
+    /// service keep their state and connections (new limits apply to new connections); new or
+    /// changed ones start pending; removed or changed ones stop routing at once and their open
+    /// connections close with `why`. Returns the forwards that left the list.
     pub fn set_forwards(&self, desired: &[Forward], why: &str) -> Vec<Arc<Forward>> {
         self.with(|s| {
             let mut old = std::mem::take(&mut s.forwards);
             s.forwards = desired
                 .iter()
-                .map(|f| match old.iter().position(|o| *o.forward == *f) {
-                    Some(i) => old.swap_remove(i),
-                    None => status(f),
-                })
+                .map(
+                    |f| match old.iter().position(|o| o.forward.same_service(f)) {
+                        Some(i) => {
+                            let mut kept = old.swap_remove(i);
+                            if kept.forward.limits != f.limits {
+                                kept.forward = Arc::new(f.clone());
+                                kept.slots = slots(f);
+                            }
+                            kept
+                        }
+                        None => status(f),
+                    },
+                )
                 .collect();
             old.into_iter()
                 .map(|gone| {
@@ -270,12 +294,13 @@ impl TunnelState {
                         && u32::from(f.forward.remote_port) == port
                         && same_bind_address(&f.forward.remote_addr, address)
                 })
-                .map(|f| (f.forward.clone(), f.closed.subscribe()))
+                .map(|f| (f.forward.clone(), f.closed.subscribe(), f.slots.clone()))
         })?;
         Some(Route {
             metrics: self.metrics.forward(&f.0.name),
             forward: f.0,
             closed: f.1,
+            slots: f.2,
         })
     }
 
@@ -307,6 +332,7 @@ mod tests {
             remote_port: port,
             target_host: "127.0.0.1".into(),
             target_port: 80,
+            limits: Default::default(),
         }
     }
 
