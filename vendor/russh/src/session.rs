@@ -34,6 +34,14 @@ use crate::{
     ChannelId, ChannelParams, CryptoVec, Disconnect, Limits, auth, cipher, mac, msg, negotiation,
 };
 
+/// While our KEXINIT is outstanding, the connection-layer messages the peer may still send that
+/// are not channel data (agent patch, see vendor/russh/PATCHES.md). Channel data is bounded by
+/// the windows granted (adjusts are held back while rekeying); everything else gets this fixed
+/// budget, which does not grow with the number of channels the peer chose to open. Upstream
+/// counted both against `2 * window_size`, so a rekey with three or more busy channels dropped
+/// the connection with `Error::Pending`.
+pub(crate) const REKEY_CONTROL_BUDGET: u64 = 256 * 1024;
+
 #[derive(Debug)]
 pub(crate) struct Encrypted {
     pub state: EncryptedState,
@@ -300,21 +308,6 @@ impl Encrypted {
         } else {
             0
         }
-    }
-
-    /// Upper bound on the connection-layer bytes the peer may legitimately still send after we
-    /// sent KEXINIT and before it sees it (agent patch, see vendor/russh/PATCHES.md): every
-    /// byte of window granted on every channel (window adjusts are held back while rekeying),
-    /// doubled to cover packet headers, plus one window of slack for control messages. The
-    /// upstream bound of `2 * window_size` ignores the channel count, so a rekey with three or
-    /// more busy channels dropped the connection with `Error::Pending`.
-    pub(crate) fn rekey_in_flight_budget(&self, window_size: u32) -> u64 {
-        let granted: u64 = self
-            .channels
-            .values()
-            .map(|c| u64::from(c.sender_window_size))
-            .sum();
-        2 * (granted + u64::from(window_size))
     }
 
     pub fn adjust_window_size(

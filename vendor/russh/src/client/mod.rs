@@ -95,7 +95,6 @@ pub struct Session {
     target_window_size: u32,
     pending_reads: Vec<Vec<u8>>,
     pending_len: u64,
-    pending_limit: u64,
     priority_sender: UnboundedSender<Msg>,
     priority_receiver: UnboundedReceiver<Msg>,
     inbound_channel_sender: Sender<Msg>,
@@ -1333,7 +1332,6 @@ impl Session {
             channels: HashMap::new(),
             pending_reads: Vec::new(),
             pending_len: 0,
-            pending_limit: 0,
             open_global_requests: VecDeque::new(),
             server_sig_algs: None,
             ext_info_count: 0,
@@ -1879,9 +1877,6 @@ impl Session {
     fn begin_rekey(&mut self) -> Result<(), crate::Error> {
         debug!("beginning re-key");
         self.pending_len = 0;
-        self.pending_limit = self.common.encrypted.as_ref().map_or(0, |enc| {
-            enc.rekey_in_flight_budget(self.common.config.window_size)
-        });
         let mut kex = ClientKex::new(
             self.common.config.clone(),
             &self.common.config.client_id,
@@ -2010,9 +2005,15 @@ async fn reply<H: Handler>(
                 if kex.peer_kexinit_received() {
                     return Err(crate::Error::Inconsistent.into());
                 }
-                session.pending_len = session.pending_len.saturating_add(pkt.buffer.len() as u64);
-                if session.pending_len > session.pending_limit {
-                    return Err(crate::Error::Pending.into());
+                // Channel data is bounded by the windows granted (and, past them, by the
+                // application's per-channel budget); every other message by a fixed budget
+                // that does not grow with the number of channels the peer opened.
+                if !matches!(msg_type, msg::CHANNEL_DATA | msg::CHANNEL_EXTENDED_DATA) {
+                    session.pending_len =
+                        session.pending_len.saturating_add(pkt.buffer.len() as u64);
+                    if session.pending_len > crate::session::REKEY_CONTROL_BUDGET {
+                        return Err(crate::Error::Pending.into());
+                    }
                 }
             }
         }

@@ -1123,7 +1123,6 @@ where
         sender: handle.clone(),
         pending_reads: Vec::new(),
         pending_len: 0,
-        pending_limit: 0,
         channels: HashMap::new(),
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
@@ -1228,9 +1227,14 @@ async fn reply<H: Handler + Send>(
                 if kex.peer_kexinit_received() {
                     return Err(crate::Error::Inconsistent.into());
                 }
-                session.pending_len = session.pending_len.saturating_add(pkt.buffer.len() as u64);
-                if session.pending_len > session.pending_limit {
-                    return Err(crate::Error::Pending.into());
+                // Channel data is bounded by the windows granted; every other message by a
+                // fixed budget that does not grow with the number of channels.
+                if !matches!(msg_type, msg::CHANNEL_DATA | msg::CHANNEL_EXTENDED_DATA) {
+                    session.pending_len =
+                        session.pending_len.saturating_add(pkt.buffer.len() as u64);
+                    if session.pending_len > crate::session::REKEY_CONTROL_BUDGET {
+                        return Err(crate::Error::Pending.into());
+                    }
                 }
             }
         }
