@@ -12,6 +12,23 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::config::Limits;
+
+/// The agent's own memory with no connection open: code, runtime, the SSH session with its
+/// read-ahead and rekey budgets (measured idle: 4-8 MiB; this leaves room).
+pub const BASE_MEMORY: u64 = 16 << 20;
+/// What one open connection holds besides the bytes queued toward its target (task, sockets'
+/// user-space state, channel bookkeeping: ~12.5 KiB measured at 10,000 connections), plus the
+/// one read from its target that may wait for the vendor's window.
+pub const CONNECTION_MEMORY: u64 = (16 << 10) + super::pump::READ_CHUNK as u64;
+
+/// The most memory a connected agent holds whatever the server sends: the base, every allowed
+/// connection, and every byte the budgets let queue toward targets. Past the budgets the
+/// offending connection is closed; past `max_connections` new ones are refused.
+pub fn memory_bound(limits: &Limits) -> u64 {
+    BASE_MEMORY + u64::from(limits.max_connections) * CONNECTION_MEMORY + limits.total_buffer
+}
+
 /// What one queued message costs besides its payload: its queue slot and buffer header. Charged
 /// with every message, so a server cannot queue unbounded memory in messages of a few bytes.
 pub const MESSAGE_COST: u64 = 64;
@@ -133,5 +150,23 @@ mod tests {
         assert!(b.take(10).is_ok());
         drop(b);
         assert_eq!(total.used(), 0);
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_bound_adds_base_connections_and_the_total_budget() {
+        let limits = Limits {
+            max_connections: 1000,
+            total_buffer: 64 << 20,
+            ..Limits::default()
+        };
+        assert_eq!(
+            memory_bound(&limits),
+            (16 << 20) + 1000 * (80 << 10) + (64 << 20)
+        );
     }
 }

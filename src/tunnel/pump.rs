@@ -23,7 +23,7 @@ pub use super::inbound::Inbound;
 use super::metrics::ForwardMetrics;
 
 /// Read size toward the vendor: 64 KiB cut CPU per byte by ~20% against tokio's 8 KiB default.
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
 
 thread_local! {
     /// One read buffer per worker thread, borrowed only between readiness and the copy out, so
