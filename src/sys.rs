@@ -5,7 +5,7 @@
 //! "dumpable" by default: any other process of the same user may ptrace it (read its memory, so
 //! the key), and a crash writes a core file with the whole heap wherever `core_pattern` says.
 //! [`set_non_dumpable`] turns both off: ptrace then needs CAP_SYS_PTRACE, no core file is
-//! written, and the process's /proc/PID files belong to root. The flag holds until the process
+//! written, and the files in /proc/PID belong to root. The flag holds until the process
 //! ends (the agent never executes another program).
 //!
 //! Besides `memory`, only this module uses `unsafe`: three libc calls that take and return plain
@@ -80,9 +80,9 @@ mod tests {
                 !is_dumpable().unwrap(),
                 "PR_GET_DUMPABLE after PR_SET_DUMPABLE 0"
             );
-            // And as other processes see it: /proc/self is handed to root.
+            // And as other processes see it: the files in /proc/PID are handed to root.
             use std::os::unix::fs::MetadataExt;
-            assert_eq!(std::fs::metadata("/proc/self").unwrap().uid(), 0);
+            assert_eq!(std::fs::metadata("/proc/self/status").unwrap().uid(), 0);
             return;
         }
         let out = std::process::Command::new(std::env::current_exe().unwrap())

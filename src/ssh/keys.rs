@@ -46,13 +46,13 @@ impl KeyFile {
         self.owned_by_agent() && self.mode & 0o077 != 0
     }
 
-    /// "mode 0400", or "mode 0440, owned by uid 0 (not the agent's uid 65532: ...)".
+    /// "mode 0400", or "mode 0440, owned by uid 0 (not the agent's uid 65532, ...)".
     pub fn describe(&self) -> String {
         if self.owned_by_agent() {
             format!("mode {:04o}", self.mode)
         } else {
             format!(
-                "mode {:04o}, owned by uid {} (not the agent's uid {}: its owner decides who may read it, as OpenSSH allows)",
+                "mode {:04o}, owned by uid {} (not the agent's uid {}, so group read is allowed, as in OpenSSH)",
                 self.mode, self.owner, self.agent_uid
             )
         }
