@@ -102,7 +102,7 @@ pub fn config_step(file: &Path) -> ConfigStep {
                 }
             );
             let mut rows = vec![Row::pass("config", shown.clone(), detail).took(started.elapsed())];
-            rows.extend(warning_rows(&c, &shown));
+            rows.extend(warning_row(&c, &shown));
             ConfigStep {
                 rows,
                 plan: Plan::from_config(&c, None),
@@ -134,7 +134,7 @@ pub fn config_step(file: &Path) -> ConfigStep {
                 .as_ref()
                 .filter(|b| b.proxy_error.is_none())
             {
-                rows.extend(warning_rows(&b.config, &shown));
+                rows.extend(warning_row(&b.config, &shown));
             }
             let plan = invalid
                 .best_effort
@@ -150,7 +150,7 @@ pub fn config_step(file: &Path) -> ConfigStep {
 }
 
 /// What `agent run` logs as a warning about the file at start, as a WARN row.
-fn warning_rows(c: &Config, shown: &str) -> Option<Row> {
+fn warning_row(c: &Config, shown: &str) -> Option<Row> {
     let p = c.exposed_proxy_password()?;
     let fix = p.fix.unwrap_or_default();
     Some(Row::problem(
