@@ -30,11 +30,13 @@
 //! - [`keygen`]: `agent keygen`.
 //! - [`logging`]: text or JSON logs on stdout.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
+//! - [`sys`]: the process's real uid, and making `agent run` non-dumpable (no ptrace by other
+//!   local processes, no core file with the key).
 //! - [`exit`]: the exit codes every subcommand shares, and how an invalid agent.yaml is reported.
 //!
 //! [`cli`] depends on [`run`], [`admin`] and [`check`]; none of them depends on [`cli`] or on
 //! another of the three except [`run`] on [`admin`] (it serves the endpoint).
-// Only `memory` (two glibc calls) may opt out.
+// Only `memory` (two glibc calls) and `sys` (getuid, prctl) may opt out.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -49,4 +51,5 @@ pub mod memory;
 pub mod proxy;
 pub mod run;
 pub mod ssh;
+pub mod sys;
 pub mod tunnel;

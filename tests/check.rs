@@ -802,6 +802,78 @@ async fn a_weak_or_exposed_identity_fails_but_the_network_steps_still_run() {
     assert_status(row(&report, "auth"), "SKIP");
 }
 
+/// The identity and config rows follow `agent run`'s rules without a server: a closed port is
+/// enough (the network rows fail; only these rows are looked at).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ownership_and_a_readable_proxy_password_show_as_agent_run_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = support::agent_key(dir.path());
+    let closed = support::free_port();
+    let config = dir.path().join("agent.yaml");
+    let write = |extra: &str, mode: u32| {
+        let yaml = config_yaml(
+            &[closed],
+            WRONG_PIN,
+            "acme",
+            &key,
+            &[Fwd("web", 5000, closed)],
+            extra,
+        );
+        std::fs::write(&config, yaml).unwrap();
+        set_mode(&config, mode);
+    };
+
+    // The agent's own key, group-readable: FAIL, as `agent run` refuses it.
+    write("", 0o600);
+    set_mode(&key, 0o440);
+    let (_, report) = check_json(&config).await;
+    let id = row(&report, "identity");
+    assert_status(id, "FAIL");
+    assert!(detail(id).contains("mode 0440"), "{id:#}");
+    assert_eq!(fix(id), format!("chmod 400 {}", key.display()), "{id:#}");
+    assert_eq!(rows(&report, "config").len(), 1, "{report:#}");
+    assert_status(row(&report, "config"), "PASS");
+
+    // Owned by another user (a root-owned Secret with fsGroup): PASS, owner and mode shown.
+    if agent::sys::real_uid() == 0 {
+        std::os::unix::fs::chown(&key, Some(65532), Some(65532)).unwrap();
+        let (_, report) = check_json(&config).await;
+        let id = row(&report, "identity");
+        assert_status(id, "PASS");
+        assert!(
+            detail(id).contains("mode 0440, owned by uid 65532"),
+            "{id:#}"
+        );
+    } else {
+        eprintln!(
+            "SKIPPED the key-owned-by-another-user case: needs root to give a file another owner (running as uid {})",
+            agent::sys::real_uid()
+        );
+    }
+
+    // A proxy password in a file others can read: a WARN row on the config step, with the fix.
+    let proxy = format!("proxy: http://svc-agent:hunter2@127.0.0.1:{closed}\n");
+    write(&proxy, 0o644);
+    let (_, report) = check_json(&config).await;
+    let config_rows = rows(&report, "config");
+    assert_eq!(config_rows.len(), 2, "{report:#}");
+    assert_status(config_rows[0], "PASS");
+    let warn = config_rows[1];
+    assert_status(warn, "WARN");
+    assert_eq!(warn["target"], format!("{}: proxy", config.display()));
+    assert!(
+        detail(warn).contains("proxy password") && detail(warn).contains("mode 0644"),
+        "{warn:#}"
+    );
+    assert_eq!(fix(warn), format!("chmod 600 {}", config.display()));
+    assert!(!report.to_string().contains("hunter2"), "{report:#}");
+
+    write(&proxy, 0o600);
+    let (_, report) = check_json(&config).await;
+    assert_eq!(rows(&report, "config").len(), 1, "{report:#}");
+    assert_status(row(&report, "config"), "PASS");
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

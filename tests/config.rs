@@ -771,6 +771,50 @@ fn load_reads_the_identity_next_to_the_config() {
     assert_eq!(identity.fingerprint(), written.fingerprint);
 }
 
+#[test]
+fn a_proxy_password_in_a_file_others_can_read_is_a_warning_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    let write = |proxy: &str, mode: u32| {
+        fs::write(&file, format!("{}{FORWARD}proxy: {proxy}\n", server())).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+        Config::read(&file).unwrap_or_else(|e| panic!("valid config refused: {e}"))
+    };
+    let secret = "http://svc-agent:hunter2@proxy.acme.internal:3128";
+    for mode in [0o644, 0o640, 0o604] {
+        let problem = write(secret, mode)
+            .exposed_proxy_password()
+            .unwrap_or_else(|| panic!("mode {mode:04o}: no warning"));
+        assert_eq!(problem.field, "proxy");
+        assert_contains(
+            &problem.message,
+            &[
+                "proxy password",
+                "svc-agent:****@proxy.acme.internal:3128",
+                "readable by group or others",
+                &format!("mode {mode:04o}"),
+            ],
+        );
+        assert!(!problem.message.contains("hunter2"), "{}", problem.message);
+        assert_eq!(
+            problem.fix.as_deref(),
+            Some(format!("chmod 600 {}", file.display()).as_str())
+        );
+    }
+    // Private file, no password, an empty one, or no proxy URL at all: nothing to say.
+    for (proxy, mode) in [
+        (secret, 0o600),
+        (secret, 0o400),
+        ("http://proxy.acme.internal:3128", 0o644),
+        ("http://svc-agent@proxy.acme.internal:3128", 0o644),
+        ("http://svc-agent:@proxy.acme.internal:3128", 0o644),
+        ("none", 0o644),
+    ] {
+        let problem = write(proxy, mode).exposed_proxy_password();
+        assert!(problem.is_none(), "{proxy} mode {mode:04o}: {problem:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // all problems at once; no input panics
 

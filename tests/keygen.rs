@@ -541,7 +541,9 @@ fn missing_identity() {
 }
 
 #[test]
-fn identity_readable_by_others_is_refused_with_chmod_400() {
+fn identity_of_the_agents_own_user_open_to_group_or_others_is_refused_with_chmod_400() {
+    // OpenSSH's rule: a key owned by the agent's own (real) uid must have no group/other bits.
+    // The test's files are owned by the uid it runs as, like a key the agent's user made.
     let tmp = tempdir();
     let k = make_key(
         tmp.path(),
@@ -549,19 +551,97 @@ fn identity_readable_by_others_is_refused_with_chmod_400() {
         "ssh-keygen",
         &["-q", "-t", "ed25519", "-N", "", "-f", "OUT"],
     );
-    for m in [0o644, 0o640, 0o604, 0o440] {
+    assert_eq!(fs::metadata(&k).unwrap().uid(), agent::sys::real_uid());
+    for (m, access) in [
+        (0o440, "readable"),
+        (0o644, "readable"),
+        (0o640, "readable"),
+        (0o604, "readable"),
+        (0o620, "writable"),
+        (0o410, "accessible"),
+    ] {
         chmod(&k, m);
         let err = load_identity(&k).expect_err("too open");
         match &err {
-            KeyError::TooOpen { path, mode } => {
+            KeyError::TooOpen { path, mode, owner } => {
                 assert_eq!(path, &k);
                 assert_eq!(*mode, m);
+                assert_eq!(*owner, agent::sys::real_uid());
             }
             other => panic!("mode {m:o}: expected TooOpen, got {other:?}"),
         }
-        assert!(err.to_string().contains(&format!("mode {m:04o}")), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(s(&k)), "{msg}");
+        assert!(msg.contains(&format!("mode {m:04o}")), "{msg}");
+        assert!(
+            msg.contains(&format!("{access} by group or others")),
+            "{msg}"
+        );
+        assert!(msg.contains("owned by the agent's own user"), "{msg}");
         assert_eq!(err.fix().unwrap(), format!("chmod 400 {}", k.display()));
     }
+}
+
+/// Another uid than the test's: the image's user (the test's own uid is root here) or root.
+fn another_uid() -> u32 {
+    if agent::sys::real_uid() == 65532 {
+        0
+    } else {
+        65532
+    }
+}
+
+#[test]
+fn identity_owned_by_another_user_may_be_group_readable_as_a_kubernetes_secret_is() {
+    // OpenSSH's rule leaves a key owned by another user to that user: Kubernetes mounts a Secret
+    // root-owned, group fsGroup, mode 0440, behind a `..data` symlink.
+    if agent::sys::real_uid() != 0 {
+        eprintln!(
+            "SKIPPED identity_owned_by_another_user_may_be_group_readable_as_a_kubernetes_secret_is: \
+             needs root to give a file another owner (running as uid {})",
+            agent::sys::real_uid()
+        );
+        return;
+    }
+    let tmp = tempdir();
+    let data = tmp.path().join("..data");
+    fs::create_dir(&data).unwrap();
+    let k = make_key(
+        &data,
+        "private-key.pem",
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", "OUT"],
+    );
+    let mounted = tmp.path().join("private-key.pem");
+    std::os::unix::fs::symlink("..data/private-key.pem", &mounted).unwrap();
+    let other = another_uid();
+    std::os::unix::fs::chown(&k, Some(other), Some(65532)).unwrap();
+    let expected = ssh_keygen_fingerprint(&k).1;
+    for m in [0o440, 0o640, 0o400, 0o644] {
+        chmod(&k, m);
+        let id = load_identity(&mounted)
+            .unwrap_or_else(|e| panic!("owner {other}, mode {m:o}: refused: {e}"));
+        assert_eq!(id.fingerprint(), expected);
+        assert_eq!(
+            (id.file.mode, id.file.owner),
+            (m, other),
+            "fstat of the target"
+        );
+        assert!(!id.file.owned_by_agent());
+        let facts = id.file.describe();
+        assert!(
+            facts.contains(&format!("mode {m:04o}")) && facts.contains(&format!("uid {other}")),
+            "{facts}"
+        );
+    }
+    // Given back to the agent's own user, the same 0440 file is refused.
+    std::os::unix::fs::chown(&k, Some(agent::sys::real_uid()), None).unwrap();
+    chmod(&k, 0o440);
+    let err = load_identity(&mounted).expect_err("own key, group-readable");
+    assert!(
+        matches!(err, KeyError::TooOpen { mode: 0o440, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -729,18 +809,37 @@ fn garbage_identity_is_not_a_key() {
 }
 
 #[test]
-fn identity_that_cannot_be_read_as_a_file_is_unreadable() {
-    // A folder passes the mode check (0700) but cannot be read as a file; this is the one
-    // "cannot be read" case a test can produce when running as root.
+fn identity_that_is_not_a_regular_file_or_too_large_is_refused_at_once() {
     let tmp = tempdir();
     let dir = tmp.path().join("keys");
     fs::create_dir(&dir).unwrap();
     chmod(&dir, 0o700);
-    let err = load_identity(&dir).expect_err("a folder is not a key file");
-    assert!(
-        matches!(&err, KeyError::Unreadable { path, .. } if path == &dir),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("cannot be read"), "{err}");
-    assert!(err.fix().unwrap().contains("readable"), "{:?}", err.fix());
+    // A FIFO would block open() until a writer came: it must be refused, not waited on.
+    let fifo = tmp.path().join("fifo");
+    tool("mkfifo", &["-m", "0600", s(&fifo)]);
+    let huge = tmp.path().join("huge.pem");
+    let mut big = b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec();
+    big.resize(2 << 20, b'A');
+    fs::write(&huge, big).unwrap();
+    chmod(&huge, 0o400);
+    for (path, needle) in [
+        (&dir, "a directory"),
+        (&fifo, "not a regular file"),
+        (&huge, "larger than 1024 KiB"),
+    ] {
+        let started = std::time::Instant::now();
+        let err = load_identity(path).expect_err("not a key file");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            matches!(&err, KeyError::NotAKey { path: p, .. } if p == path),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(s(path)) && msg.contains(needle), "{msg}");
+        assert!(
+            err.fix().unwrap().contains("agent keygen"),
+            "{:?}",
+            err.fix()
+        );
+    }
 }

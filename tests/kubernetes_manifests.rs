@@ -246,21 +246,12 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
     assert_eq!(sub, Some("agent.yaml"));
     assert_eq!(Path::new(mount), config_path(&d), "AGENT_CONFIG vs mount");
 
-    // identity (relative to agent.yaml's folder) is in the volume the init container fills.
-    let keys = named(volumes, "keys");
-    assert_eq!(
-        str_at(keys, "emptyDir/medium"),
-        "Memory",
-        "keep the key off disk"
+    // identity (relative to agent.yaml's folder) is in the Secret, mounted as it is: no init
+    // container, no copy of the key (the agent accepts a root-owned 0440 key, as OpenSSH does).
+    assert!(
+        spec.get("initContainers").is_none(),
+        "no init container: the agent reads the Secret's mount directly"
     );
-    let (keys_mount, _) = mount_of(agent, "keys");
-    assert_eq!(
-        config.identity,
-        Path::new(keys_mount).join("private-key.pem"),
-        "agent.yaml identity vs the keys mount"
-    );
-
-    // The Secret: mode 0400, the name and key secret.yaml documents.
     let secret = load("secret.yaml");
     let secret_volume = volumes
         .iter()
@@ -270,31 +261,46 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
         str_at(secret_volume, "secret/secretName"),
         str_at(&secret, "metadata/name")
     );
-    // Kubernetes reads YAML 1.1, where `0400` is octal (256); serde_yaml reads YAML 1.2, where
-    // it is not a plain integer. Accept both spellings, as Kubernetes understands them.
+    assert!(
+        !volumes.iter().any(|v| v.get("emptyDir").is_some()),
+        "no second copy of the key"
+    );
+    let (keys_mount, sub) = mount_of(agent, str_at(secret_volume, "name"));
+    let key_name = config
+        .identity
+        .strip_prefix(keys_mount)
+        .unwrap_or_else(|_| {
+            panic!(
+                "agent.yaml identity {} is not under the Secret's mount {keys_mount}",
+                config.identity.display()
+            )
+        })
+        .to_str()
+        .unwrap();
+    assert_eq!(
+        sub, None,
+        "a subPath mount would not follow a Secret update"
+    );
+    at(&secret, &format!("stringData/{key_name}"));
+    if let Some(items) = at(secret_volume, "secret").get("items") {
+        panic!("the whole Secret is mounted under its own key names, not {items:?}");
+    }
+
+    // Mode: owner (root) and group (fsGroup 65532, the agent's) read, nothing else. Kubernetes
+    // reads YAML 1.1, where `0440` is octal (288); serde_yaml reads YAML 1.2, where it is not a
+    // plain integer. Accept both spellings, as Kubernetes understands them.
     let mode = match at(secret_volume, "secret/defaultMode") {
         Value::Number(n) => n.as_i64().unwrap(),
         Value::String(s) if s.starts_with('0') => i64::from_str_radix(s, 8).expect("octal mode"),
         other => panic!("defaultMode {other:?}"),
     };
-    assert_eq!(mode, 0o400, "defaultMode");
-    at(&secret, "stringData/private-key.pem");
-
-    // The init container copies Secret -> keys volume, never readable by group/others.
-    let init = named(seq(spec, "initContainers"), "install-key");
-    let (secret_mount, _) = mount_of(init, str_at(secret_volume, "name"));
-    let (init_keys_mount, _) = mount_of(init, "keys");
-    let script = seq(init, "command")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
-    assert!(script.contains("umask 0377"), "{script}");
-    assert!(
-        script.contains(&format!("{secret_mount}/private-key.pem"))
-            && script.contains(&format!("{init_keys_mount}/private-key.pem")),
-        "the init container must copy {secret_mount}/private-key.pem to {init_keys_mount}/private-key.pem: {script}"
+    assert_eq!(mode, 0o440, "defaultMode: what fsGroup gives anyway");
+    assert_eq!(
+        int_at(at(pod_spec(&d), "securityContext"), "fsGroup"),
+        UID,
+        "the group the Secret's files get, so the agent can read them"
     );
+
     let read_only = seq(agent, "volumeMounts")
         .iter()
         .all(|m| m.get("readOnly").and_then(Value::as_bool) == Some(true));

@@ -1,8 +1,7 @@
-//! Step 2, the identity: the private key exists, is readable by its owner only, parses, is
-//! strong enough, and matches the public key file next to it. Its fingerprint is printed: it is
-//! the one the vendor must hold.
+//! Step 2, the identity: the private key exists, is private (OpenSSH's rule, through the same
+//! `load_identity` as `agent run`), parses, is strong enough, and matches the public key file
+//! next to it. Its fingerprint is printed: it is the one the vendor must hold.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,10 +23,13 @@ pub fn identity_step(path: &Path) -> (Vec<Row>, Option<Identity>) {
             return (vec![row.took(started.elapsed())], None);
         }
     };
-    let mode = std::fs::metadata(path)
-        .map(|m| format!(", mode {:04o}", m.permissions().mode() & 0o777))
-        .unwrap_or_default();
-    let facts = format!("{}, {}{mode}", identity.description(), key_format(path));
+    // Owner, mode and format as `load_identity` found them on the file it read the key from.
+    let facts = format!(
+        "{}, {}, {}",
+        identity.description(),
+        identity.format,
+        identity.file.describe()
+    );
     let fp = identity.fingerprint();
     let mut rows = Vec::new();
     let row = match identity.rsa_bits() {
@@ -96,20 +98,6 @@ fn public_half_mismatch(path: &Path, identity: &Identity) -> Option<Row> {
         ));
     }
     None
-}
-
-fn key_format(path: &Path) -> &'static str {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let begin = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("-----BEGIN "));
-    match begin {
-        Some(l) if l.contains("OPENSSH PRIVATE KEY") => "OpenSSH format",
-        Some(l) if l.contains("RSA PRIVATE KEY") => "PKCS#1 PEM",
-        Some(l) if l.contains("BEGIN PRIVATE KEY") => "PKCS#8 PEM",
-        _ => "PEM",
-    }
 }
 
 fn parent(path: &Path) -> String {

@@ -101,15 +101,17 @@ pub fn config_step(file: &Path) -> ConfigStep {
                     ""
                 }
             );
+            let mut rows = vec![Row::pass("config", shown.clone(), detail).took(started.elapsed())];
+            rows.extend(warning_row(&c, &shown));
             ConfigStep {
-                rows: vec![Row::pass("config", shown, detail).took(started.elapsed())],
+                rows,
                 plan: Plan::from_config(&c, None),
                 unusable: false,
             }
         }
         Err(invalid) => {
             let elapsed = started.elapsed();
-            let rows = invalid
+            let mut rows: Vec<Row> = invalid
                 .error
                 .problems
                 .iter()
@@ -127,6 +129,13 @@ pub fn config_step(file: &Path) -> ConfigStep {
                     .took(elapsed)
                 })
                 .collect();
+            if let Some(b) = invalid
+                .best_effort
+                .as_ref()
+                .filter(|b| b.proxy_error.is_none())
+            {
+                rows.extend(warning_row(&b.config, &shown));
+            }
             let plan = invalid
                 .best_effort
                 .map(|b| Plan::from_config(&b.config, b.proxy_error.as_deref()))
@@ -138,6 +147,19 @@ pub fn config_step(file: &Path) -> ConfigStep {
             }
         }
     }
+}
+
+/// What `agent run` logs as a warning about the file at start, as a WARN row.
+fn warning_row(c: &Config, shown: &str) -> Option<Row> {
+    let p = c.exposed_proxy_password()?;
+    let fix = p.fix.unwrap_or_default();
+    Some(Row::problem(
+        "config",
+        format!("{shown}: {}", p.field),
+        Status::Warn,
+        p.message,
+        fix,
+    ))
 }
 
 pub fn join(ports: &[u16]) -> String {

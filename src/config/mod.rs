@@ -301,6 +301,29 @@ impl Config {
     }
 }
 
+impl Config {
+    /// A warning, never a refusal: `proxy:` holds a password and the file is readable by group
+    /// or others, so other users of this host can read that password. `agent run` logs it at
+    /// start and on reload; `agent check` shows it as a WARN row of its config step.
+    pub fn exposed_proxy_password(&self) -> Option<Problem> {
+        use std::os::unix::fs::PermissionsExt;
+        let ProxyConfig::Url(url) = &self.proxy else {
+            return None;
+        };
+        if url.password.as_ref().is_none_or(|p| p.expose().is_empty()) {
+            return None;
+        }
+        let mode = std::fs::metadata(&self.file).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then(|| Problem {
+            field: "proxy".into(),
+            message: format!(
+                "holds the proxy password ({url}), and the file is readable by group or others (mode {mode:04o}): other users of this host can read it"
+            ),
+            fix: Some(format!("chmod 600 {}", self.file.display())),
+        })
+    }
+}
+
 /// Relative paths in `file` resolve against its folder.
 fn base_dir(file: &Path) -> PathBuf {
     file.parent().map(Path::to_path_buf).unwrap_or_default()

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::ssh::keys::{self, Identity};
@@ -128,6 +128,14 @@ pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
     Ok((config, identity))
 }
 
+/// Logs what is valid but unsafe to leave as it is in agent.yaml (never fatal).
+fn warn_about(config: &Config) {
+    if let Some(p) = config.exposed_proxy_password() {
+        let fix = p.fix.map(|f| format!("; fix: {f}")).unwrap_or_default();
+        warn!("{}: {}: {}{fix}", config.file.display(), p.field, p.message);
+    }
+}
+
 /// Re-reads agent.yaml and hands it to the agent; an invalid file is reported and ignored.
 #[derive(Clone)]
 pub struct Reloader {
@@ -140,6 +148,7 @@ impl Reloader {
         info!(config = %self.file.display(), "reloading configuration");
         match load(&self.file) {
             Ok((config, identity)) => {
+                warn_about(&config);
                 let _ = self.tx.send(Reload { config, identity }).await;
             }
             Err(e) => {
@@ -182,11 +191,20 @@ pub async fn termination_signal() {
 /// 1 when the agent cannot start.
 pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     use crate::exit;
+    // First, before the key is read: from here on no other process of this user can ptrace the
+    // agent and read the key from its memory, and a crash leaves no core file holding it.
+    let non_dumpable = crate::sys::set_non_dumpable();
     let (config, identity) = match load(config_file) {
         Ok(loaded) => loaded,
         Err(e) => return exit::invalid_config(&e),
     };
     crate::logging::init(&config.log);
+    if let Err(e) = non_dumpable {
+        warn!(
+            "cannot make the process non-dumpable ({e}): other processes of this user could read the key from its memory"
+        );
+    }
+    warn_about(&config);
     crate::memory::tune();
     // One thread, like `ssh`: every byte is decrypted or encrypted by the one SSH session task
     // anyway, and extra workers only added cross-thread wake-ups between that task and the

@@ -2,8 +2,8 @@
 //! PKCS#8 from OpenSSL 3, OpenSSH from ssh-keygen; RSA or Ed25519) and generating a new one.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +14,49 @@ use russh::keys::{HashAlg, PrivateKey};
 pub struct Identity {
     pub(crate) key: Arc<PrivateKey>,
     pub path: PathBuf,
+    /// What the open file said about itself when the key was read from it.
+    pub file: KeyFile,
+    /// "PKCS#8 PEM", "PKCS#1 PEM", "OpenSSH format" or "PEM".
+    pub format: &'static str,
+}
+
+/// The key file's owner and mode, from the open file the key was read from (fstat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFile {
+    /// Permission bits (`0o400`).
+    pub mode: u32,
+    /// The owner's uid.
+    pub owner: u32,
+    /// The agent's real uid when the file was checked.
+    pub agent_uid: u32,
+}
+
+impl KeyFile {
+    /// OpenSSH's rule, as `sshkey_perm_ok` in openssh-portable's authfile.c applies it: a key
+    /// owned by the user the program runs as (its real uid) must not be accessible to group or
+    /// others at all (`mode & 077 == 0`); a key owned by another user is not checked, because
+    /// that user (typically root) decides who may read it. So a Kubernetes Secret mounted with
+    /// `fsGroup` (root-owned, mode 0440, group = the agent's) is accepted, while the agent's own
+    /// key must be 0400 or 0600.
+    pub fn owned_by_agent(&self) -> bool {
+        self.owner == self.agent_uid
+    }
+
+    fn too_open(&self) -> bool {
+        self.owned_by_agent() && self.mode & 0o077 != 0
+    }
+
+    /// "mode 0400", or "mode 0440, owned by uid 0 (not the agent's uid 65532, ...)".
+    pub fn describe(&self) -> String {
+        if self.owned_by_agent() {
+            format!("mode {:04o}", self.mode)
+        } else {
+            format!(
+                "mode {:04o}, owned by uid {} (not the agent's uid {}, so group read is allowed, as in OpenSSH)",
+                self.mode, self.owner, self.agent_uid
+            )
+        }
+    }
 }
 
 impl Identity {
@@ -52,6 +95,7 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("path", &self.path)
+            .field("file", &self.file)
             .field("key", &self.description())
             .field("fingerprint", &self.fingerprint())
             .finish()
@@ -67,8 +111,12 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{} is readable by group or others (mode {mode:04o}); a private key must be readable by its owner only", .path.display())]
-    TooOpen { path: PathBuf, mode: u32 },
+    #[error("{} is {} by group or others (mode {mode:04o}) and owned by the agent's own user (uid {owner}); a private key that user owns must be readable by it only", .path.display(), access(*.mode))]
+    TooOpen {
+        path: PathBuf,
+        mode: u32,
+        owner: u32,
+    },
     #[error("{} is protected by a passphrase; the agent runs unattended and cannot unlock it", .path.display())]
     Encrypted { path: PathBuf },
     #[error("{} is a public key; `identity` must name the private key", .path.display())]
@@ -113,45 +161,136 @@ impl KeyError {
     }
 }
 
-/// Reads and checks the private key at `path`.
-pub fn load_identity(path: &Path) -> Result<Identity, KeyError> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => KeyError::Missing {
-            path: path.to_path_buf(),
-        },
-        _ => KeyError::Unreadable {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::TooOpen {
-            path: path.to_path_buf(),
-            mode,
-        });
+/// "readable", "writable" or "accessible" (execute only), for the group/other bits of `mode`.
+fn access(mode: u32) -> &'static str {
+    if mode & 0o044 != 0 {
+        "readable"
+    } else if mode & 0o022 != 0 {
+        "writable"
+    } else {
+        "accessible"
     }
-    let bytes = std::fs::read(path).map_err(|e| KeyError::Unreadable {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+}
+
+/// The largest key file read, as OpenSSH's MAX_KEY_FILE_SIZE: an `identity` naming a log or a
+/// disk image is refused, not read into memory.
+const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// Reads and checks the private key at `path`. The file is opened once; its owner and mode are
+/// checked on the open file (fstat) and the key is read from that same file, so what was checked
+/// is what is read, whatever happens to the path meanwhile. `agent run`, a reload and
+/// `agent check` all load the key here.
+pub fn load_identity(path: &Path) -> Result<Identity, KeyError> {
+    let (bytes, file) = read_key_file(path)?;
     // A binary file (e.g. a DER key from `openssl ... -outform DER`) is readable but not a key:
     // say so, rather than "cannot be read" with a chown hint.
-    let text = String::from_utf8(bytes).map_err(|_| KeyError::NotAKey {
-        path: path.to_path_buf(),
-        detail: "binary data, not a PEM or OpenSSH text file".into(),
+    let text = String::from_utf8(bytes).map_err(|e| {
+        wipe(e.into_bytes());
+        KeyError::NotAKey {
+            path: path.to_path_buf(),
+            detail: "binary data, not a PEM or OpenSSH text file".into(),
+        }
     })?;
-    let key = decode(&text).map_err(|detail| classify(path, &text, detail))?;
+    let decoded = decode(&text).map_err(|detail| classify(path, &text, detail));
+    let format = key_format(&text);
+    wipe(text.into_bytes());
     Ok(Identity {
-        key: Arc::new(key),
+        key: Arc::new(decoded?),
         path: path.to_path_buf(),
+        file,
+        format,
     })
+}
+
+/// Opens `path` once, checks the open file, and reads it.
+fn read_key_file(path: &Path) -> Result<(Vec<u8>, KeyFile), KeyError> {
+    let unreadable = |source| KeyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_a_key = |detail: String| KeyError::NotAKey {
+        path: path.to_path_buf(),
+        detail,
+    };
+    // O_NONBLOCK: a FIFO named as the key must not hang the agent in open(); it is refused
+    // below as not a regular file. Reads of a regular file ignore the flag.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => KeyError::Missing {
+                path: path.to_path_buf(),
+            },
+            _ => unreadable(e),
+        })?;
+    let meta = f.metadata().map_err(unreadable)?;
+    if meta.is_dir() {
+        return Err(not_a_key("a directory, not a key file".into()));
+    }
+    if !meta.is_file() {
+        return Err(not_a_key(
+            "not a regular file (a device, FIFO or socket)".into(),
+        ));
+    }
+    let file = KeyFile {
+        mode: meta.mode() & 0o7777,
+        owner: meta.uid(),
+        agent_uid: crate::sys::real_uid(),
+    };
+    if file.too_open() {
+        return Err(KeyError::TooOpen {
+            path: path.to_path_buf(),
+            mode: file.mode,
+            owner: file.owner,
+        });
+    }
+    let too_large = || {
+        not_a_key(format!(
+            "larger than {} KiB: no key file is",
+            MAX_KEY_FILE >> 10
+        ))
+    };
+    if meta.len() > MAX_KEY_FILE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&mut f)
+        .take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        wipe(bytes);
+        return Err(too_large());
+    }
+    Ok((bytes, file))
+}
+
+/// Best effort: overwrites key material before its allocation is freed.
+fn wipe(mut bytes: Vec<u8>) {
+    bytes.iter_mut().for_each(|b| *b = 0);
+    std::hint::black_box(&bytes);
 }
 
 fn decode(text: &str) -> Result<PrivateKey, russh::keys::Error> {
     // russh matches the BEGIN line exactly; editors and copy-paste add stray blanks.
     let trimmed: String = text.lines().map(str::trim).collect::<Vec<_>>().join("\n");
-    russh::keys::decode_secret_key(&trimmed, None)
+    let key = russh::keys::decode_secret_key(&trimmed, None);
+    wipe(trimmed.into_bytes());
+    key
+}
+
+fn key_format(text: &str) -> &'static str {
+    let begin = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("-----BEGIN "));
+    match begin {
+        Some(l) if l.contains("OPENSSH PRIVATE KEY") => "OpenSSH format",
+        Some(l) if l.contains("RSA PRIVATE KEY") => "PKCS#1 PEM",
+        Some(l) if l.contains("BEGIN PRIVATE KEY") => "PKCS#8 PEM",
+        _ => "PEM",
+    }
 }
 
 fn classify(path: &Path, text: &str, err: russh::keys::Error) -> KeyError {
@@ -185,10 +324,7 @@ pub struct GeneratedKey {
 
 impl Drop for GeneratedKey {
     fn drop(&mut self) {
-        // Best effort: overwrite the PEM text before the allocation is freed.
-        let mut bytes = std::mem::take(&mut self.private_pem).into_bytes();
-        bytes.iter_mut().for_each(|b| *b = 0);
-        std::hint::black_box(&bytes);
+        wipe(std::mem::take(&mut self.private_pem).into_bytes());
     }
 }
 

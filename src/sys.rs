@@ -1,0 +1,109 @@
+//! What the agent asks the kernel about its own process: the user it runs as, and that no other
+//! process may look inside it.
+//!
+//! `agent run` holds the customer's private key in memory for as long as it runs. A process is
+//! "dumpable" by default: any other process of the same user may ptrace it (read its memory, so
+//! the key), and a crash writes a core file with the whole heap wherever `core_pattern` says.
+//! [`set_non_dumpable`] turns both off: ptrace then needs CAP_SYS_PTRACE, no core file is
+//! written, and the files in /proc/PID belong to root. The flag holds until the process
+//! ends (the agent never executes another program).
+//!
+//! Besides `memory`, only this module uses `unsafe`: three libc calls that take and return plain
+//! integers.
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// The real user id of this process: the "agent's own user" of OpenSSH's key-permission rule
+/// (`crate::ssh::keys`).
+pub fn real_uid() -> u32 {
+    // SAFETY: getuid takes no argument, touches no memory of ours and cannot fail (POSIX).
+    unsafe { libc::getuid() }
+}
+
+/// Makes this process non-dumpable: no ptrace by other unprivileged processes, no core file.
+pub fn set_non_dumpable() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_DUMPABLE reads only its integer arguments (the unused ones
+        // are passed as 0, as prctl(2) asks), changes only this process's dumpable flag, and
+        // reports failure through its return value and errno.
+        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "PR_SET_DUMPABLE is Linux-only",
+    ))
+}
+
+/// Whether this process is dumpable (PR_GET_DUMPABLE), to check [`set_non_dumpable`].
+pub fn is_dumpable() -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_GET_DUMPABLE reads only its integer arguments and returns the
+        // flag (0, 1 or 2) or -1 with errno; it writes no memory of ours.
+        let rc = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc != 0)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "PR_GET_DUMPABLE is Linux-only",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the child process that this test starts: the flag is per process, and the test
+    /// runner's own process must stay as it is.
+    const CHILD: &str = "AGENT_SYS_TEST_NON_DUMPABLE_CHILD";
+    const NAME: &str = "sys::tests::set_non_dumpable_turns_ptrace_and_core_dumps_off";
+
+    #[test]
+    fn set_non_dumpable_turns_ptrace_and_core_dumps_off() {
+        if std::env::var_os(CHILD).is_some() {
+            assert!(is_dumpable().unwrap(), "a fresh process is dumpable");
+            set_non_dumpable().unwrap();
+            assert!(
+                !is_dumpable().unwrap(),
+                "PR_GET_DUMPABLE after PR_SET_DUMPABLE 0"
+            );
+            // And as other processes see it: the files in /proc/PID are handed to root.
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::metadata("/proc/self/status").unwrap().uid(), 0);
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the child test failed or did not run:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn real_uid_is_the_owner_of_what_this_process_creates() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().uid(), real_uid());
+    }
+}
