@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{Imported, Note, Options, Severity, import};
+use super::{Imported, Note, Severity, import};
 use crate::exit;
 
 /// The notes as stderr lines: `ATTENTION: FILE:4,8 (ACCESS_JIRA, ACCESS_SONARQUBE): message`,
@@ -33,11 +33,8 @@ pub fn report(file: &Path, notes: &[Note]) -> String {
             place = format!("{place} ({})", programs.join(", "));
         }
         let mut message = n.message.lines();
-        let _ = writeln!(
-            out,
-            "{label}: {place}: {}",
-            message.next().unwrap_or_default()
-        );
+        let first = message.next().unwrap_or_default();
+        let _ = writeln!(out, "{label}: {place}: {first}");
         for more in message {
             let _ = writeln!(out, "    {more}");
         }
@@ -51,10 +48,8 @@ fn summary(imported: &Imported, output: Option<&Path>) -> String {
     let to = output.map_or("agent.yaml to stdout".into(), |o| o.display().to_string());
     let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
     let (user, host, n) = (&p.server.user.value, &p.server.host.value, p.forwards.len());
-    let mut s = format!(
-        "wrote {to}: {user}@{host} (ports {}), {n} forward(s):\n",
-        ports.join(", ")
-    );
+    let ports = ports.join(", ");
+    let mut s = format!("wrote {to}: {user}@{host} (ports {ports}), {n} forward(s):\n");
     for f in &p.forwards {
         let _ = writeln!(s, "  {}: server {} -> {}", f.name, f.remote, f.target);
     }
@@ -95,11 +90,8 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
                 fix,
             );
         }
-        if out
-            .canonicalize()
-            .ok()
-            .is_some_and(|o| input.canonicalize().is_ok_and(|i| i == o))
-        {
+        let same_file = |o: std::path::PathBuf| input.canonicalize().is_ok_and(|i| i == o);
+        if out.canonicalize().is_ok_and(same_file) {
             let fix = Some("write agent.yaml to another path");
             return refuse(
                 format!("-o {} is the input file itself", out.display()),
@@ -107,11 +99,7 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
             );
         }
     }
-    let options = Options {
-        host_keys: host_keys.to_vec(),
-        output: output.map(Path::to_path_buf),
-    };
-    let imported = match import(input, &text, &options) {
+    let imported = match import(input, &text, host_keys) {
         Ok(i) => i,
         Err(errors) => {
             for e in &errors {
@@ -122,17 +110,14 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
         }
     };
     eprint!("{}", report(input, &imported.notes));
+    let yaml = imported.yaml.as_bytes();
     // Without --force, create_new: a file that appeared since the check above is not replaced.
     let written = match output {
-        Some(out) if force => std::fs::write(out, &imported.yaml),
-        Some(out) => {
-            std::fs::File::create_new(out).and_then(|mut f| f.write_all(imported.yaml.as_bytes()))
-        }
+        Some(out) if force => std::fs::write(out, yaml),
+        Some(out) => std::fs::File::create_new(out).and_then(|mut f| f.write_all(yaml)),
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(imported.yaml.as_bytes())
-                .and_then(|()| stdout.flush())
+            stdout.write_all(yaml).and_then(|()| stdout.flush())
         }
     };
     if let Err(e) = written {
@@ -140,7 +125,8 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
         return refuse(format!("cannot write {to}: {e}"), None);
     }
     eprint!("{}", summary(&imported, output));
-    exit::code(if imported.needs_attention() {
+    let needs_attention = imported.needs_attention();
+    exit::code(if needs_attention {
         exit::FAILURE
     } else {
         exit::OK
