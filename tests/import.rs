@@ -426,7 +426,7 @@ fn connect_timeout_maps_and_disagreements_are_said() {
     assert_eq!(config(&imported).timeouts.connect, Duration::from_secs(20));
     assert!(has(
         &notes(&imported, Severity::Warning),
-        "ConnectTimeout differs from that of program P0"
+        "ServerAlive* or ConnectTimeout setting differs from that of program P0"
     ));
 }
 

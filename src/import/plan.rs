@@ -7,25 +7,14 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::Severity::*;
-use super::ssh_command::SshCommand;
-use super::{ImportError, Note, Origin};
+use super::ssh_command::{RemoteForward, SshCommand};
+use super::{ImportError, Note, Written};
 use crate::ssh::hostkey::HostKeyPin;
 
 /// ssh's default `ServerAliveCountMax`.
 const SSH_ALIVE_COUNT: u32 = 3;
 /// agent.yaml allows 63 characters in a forward name; leave room for a `-PORT` suffix.
 const MAX_NAME: usize = 50;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedForward {
-    pub name: String,
-    /// agent.yaml `remote:` and `target:` values.
-    pub remote: String,
-    pub target: String,
-    pub origin: Origin,
-    /// The `-R` spec as written.
-    pub spec: String,
-}
 
 /// Everything agent.yaml will say, with where each value came from.
 #[derive(Debug, Clone)]
@@ -39,11 +28,8 @@ pub struct Plan {
     /// What the old tunnel did about the server's identity, as a sentence for agent.yaml.
     pub host_key_history: String,
     pub known_hosts_files: Vec<String>,
-    pub forwards: Vec<PlannedForward>,
-    /// `(interval seconds, max missed)`; `None` for the agent's default.
-    pub keepalive: Option<(u64, u32)>,
-    /// Where the keepalive came from, or why the default applies.
-    pub keepalive_how: String,
+    /// Every command's forwards, named.
+    pub forwards: Vec<RemoteForward>,
 }
 
 pub fn plan(
@@ -89,15 +75,14 @@ pub fn plan(
         Some(_) => None,
     };
     notes.extend(key_note.map(|(s, m)| Note::new(s, Some(&first.origin), m)));
-    let mut known_hosts_files: Vec<String> = Vec::new();
-    for f in cmds.iter().flat_map(|c| &c.known_hosts_files) {
-        if !known_hosts_files.contains(f) {
-            known_hosts_files.push(f.clone());
-        }
-    }
+    let mut known_hosts_files: Vec<String> = cmds
+        .iter()
+        .flat_map(|c| c.known_hosts_files.clone())
+        .collect();
+    known_hosts_files.sort();
+    known_hosts_files.dedup();
     let (host_key_history, note) = host_key_checking(&cmds, &known_hosts_files, pins);
     notes.push(note);
-    let (keepalive, keepalive_how) = keepalive(first);
     let mut server = first.clone();
     server.connect_timeout = server.connect_timeout.filter(|t| t.value > 0);
     let host_keys = pins.iter().map(|k| k.trim().to_string()).collect();
@@ -109,60 +94,60 @@ pub fn plan(
         host_key_history,
         known_hosts_files,
         forwards,
-        keepalive,
-        keepalive_how,
     })
 }
 
 /// Compares every command with the first. One agent.yaml holds one server, user, port and key:
-/// an error for each that differs. It has one keepalive and connect timeout too, but there the
-/// first command's is a fair choice: a warning.
+/// an error where they differ. It has one keepalive and connect timeout too, but there the first
+/// command's is a fair choice: a warning.
 fn disagreements(cmds: &[&SshCommand], notes: &mut Vec<Note>, errors: &mut Vec<ImportError>) {
-    // (what, value, how it was written) for each setting; the last two go unexplained.
-    let settings = |c: &SshCommand| {
-        let (key, key_how) = match &c.identity {
-            Some(i) => (i.value.clone(), i.how.clone()),
-            None => ("ssh's default keys".into(), "no -i".into()),
-        };
-        let alive = (&c.alive_interval, &c.alive_count);
-        let alive = (
-            alive.0.as_ref().map(|w| w.value),
-            alive.1.as_ref().map(|w| w.value),
-        );
-        let timeout = c.connect_timeout.as_ref().map(|w| w.value);
+    let server = |c: &SshCommand| {
+        let key = c
+            .identity
+            .as_ref()
+            .map_or("ssh's default keys", |i| &i.value);
         [
-            (
-                "servers",
-                c.host.value.to_ascii_lowercase(),
-                c.host.how.clone(),
-            ),
-            ("users", c.user.value.clone(), c.user.how.clone()),
-            ("ports", c.port.value.to_string(), c.port.how.clone()),
-            ("keys", key, key_how),
-            ("ServerAlive* setting", format!("{alive:?}"), String::new()),
-            ("ConnectTimeout", format!("{timeout:?}"), String::new()),
+            c.host.value.to_lowercase(),
+            c.user.value.clone(),
+            c.port.value.to_string(),
+            key.into(),
         ]
     };
-    let fix = "import each group of programs into its own agent.yaml (and run one agent per file), or make them use the same one";
+    let value = |w: &Option<Written<u64>>| w.as_ref().map(|w| w.value);
+    let count = |c: &SshCommand| c.alive_count.as_ref().map(|w| w.value);
+    let timing = |c: &SshCommand| {
+        (
+            value(&c.alive_interval),
+            count(c),
+            value(&c.connect_timeout),
+        )
+    };
     let Some((first, rest)) = cmds.split_first() else {
         return;
     };
-    for (i, (what, want, want_how)) in settings(first).into_iter().enumerate() {
-        let differing = rest.iter().map(|c| (c, settings(c)[i].clone()));
-        let Some((c, (_, got, got_how))) = differing.into_iter().find(|(_, s)| s.1 != want) else {
-            continue;
-        };
-        let (a, b) = (first.origin.describe(), c.origin.describe());
-        if want_how.is_empty() {
+    for c in rest {
+        let (want, got, a) = (server(first), server(c), first.origin.describe());
+        let names = ["servers", "users", "ports", "keys"]
+            .iter()
+            .zip(want.iter().zip(&got));
+        let differ: Vec<&str> = names
+            .filter(|(_, (w, g))| w != g)
+            .map(|(n, _)| *n)
+            .collect();
+        let [want, got] = [want, got].map(|[h, u, p, k]| format!("{u}@{h}:{p} with {k}"));
+        if !differ.is_empty() {
             let message = format!(
-                "its {what} differs from that of {a}; the agent has one, and uses the first"
+                "{a} and {} use different {}: {want} and {got}; one agent.yaml holds one server, user, port and key",
+                c.origin.describe(),
+                differ.join(", ")
+            );
+            let fix = "import each group of programs into its own agent.yaml (and run one agent per file), or make them use the same one";
+            errors.push(ImportError::new(Some(c.origin.line), message, Some(fix)));
+        } else if timing(c) != timing(first) {
+            let message = format!(
+                "its ServerAlive* or ConnectTimeout setting differs from that of {a}; the agent has one, and uses the first"
             );
             notes.push(Note::new(Warning, Some(&c.origin), message));
-        } else {
-            let message = format!(
-                "{a} and {b} use different {what}: {want} (`{want_how}`) and {got} (`{got_how}`); one agent.yaml holds one server, user, port and key"
-            );
-            errors.push(ImportError::new(Some(c.origin.line), message, Some(fix)));
         }
     }
 }
@@ -176,7 +161,7 @@ fn forwards(
     cmds: &[&SshCommand],
     notes: &mut Vec<Note>,
     errors: &mut Vec<ImportError>,
-) -> Vec<PlannedForward> {
+) -> Vec<RemoteForward> {
     let mut programs: Vec<String> = Vec::new();
     for p in cmds.iter().filter_map(|c| c.origin.program.as_deref()) {
         programs.extend(Some(sanitize(p)).filter(|p| !programs.contains(p)));
@@ -187,21 +172,8 @@ fn forwards(
             format!("forward names are the program names without the `{p}` they all start with");
         notes.push(Note::new(Info, None, message));
     }
-    let mut planned: Vec<PlannedForward> = Vec::new();
-    let mut ports: Vec<(u16, &Origin)> = Vec::new();
-    for (c, f) in cmds
-        .iter()
-        .flat_map(|c| c.forwards.iter().map(move |f| (c, f)))
-    {
-        if let Some((_, earlier)) = ports.iter().find(|(p, _)| *p == f.port) {
-            let (a, b, port) = (earlier.describe(), c.origin.describe(), f.port);
-            let message = format!(
-                "{a} and {b} both forward remote port {port}; the server gives a port to one forward only"
-            );
-            let fix = "remove the duplicate, or ask the vendor for the right port";
-            errors.push(ImportError::new(Some(c.origin.line), message, Some(fix)));
-        }
-        ports.push((f.port, &c.origin));
+    let mut planned: Vec<RemoteForward> = Vec::new();
+    for c in cmds {
         let program = c
             .origin
             .program
@@ -213,30 +185,32 @@ fn forwards(
             None => p,
         };
         let program = program.map(unprefixed);
-        let is_address = f.target_host.parse::<std::net::IpAddr>().is_ok();
-        let host = sanitize(f.target_host.split('.').next().unwrap_or_default());
-        let wanted = match program {
-            Some(p) if c.forwards.len() == 1 => p,
-            Some(p) => format!("{p}-{}", f.port),
-            None if is_address || host.is_empty() || host == "localhost" => {
-                format!("port-{}", f.port)
+        for f in &c.forwards {
+            if let Some(earlier) = planned.iter().find(|p| p.port == f.port) {
+                let (a, b, port) = (earlier.origin.describe(), c.origin.describe(), f.port);
+                let message = format!(
+                    "{a} and {b} both forward remote port {port}; the server gives a port to one forward only"
+                );
+                let fix = "remove the duplicate, or ask the vendor for the right port";
+                errors.push(ImportError::new(Some(c.origin.line), message, Some(fix)));
             }
-            None => host,
-        };
-        // Remote ports are distinct (or an error above), so `-PORT` makes a taken name free.
-        let name = match planned.iter().any(|p| p.name == wanted) {
-            true => format!("{wanted}-{}", f.port),
-            false => wanted,
-        };
-        let (remote, target, origin, spec) =
-            (f.remote(), f.target(), c.origin.clone(), f.spec.clone());
-        planned.push(PlannedForward {
-            name,
-            remote,
-            target,
-            origin,
-            spec,
-        });
+            let is_address = f.target_host.parse::<std::net::IpAddr>().is_ok();
+            let host = sanitize(f.target_host.split('.').next().unwrap_or_default());
+            let wanted = match &program {
+                Some(p) if c.forwards.len() == 1 => p.clone(),
+                Some(p) => format!("{p}-{}", f.port),
+                None if is_address || ["", "localhost"].contains(&host.as_str()) => {
+                    format!("port-{}", f.port)
+                }
+                None => host,
+            };
+            // Remote ports are distinct (or an error above), so `-PORT` makes a taken name free.
+            let name = match planned.iter().any(|p| p.name == wanted) {
+                true => format!("{wanted}-{}", f.port),
+                false => wanted,
+            };
+            planned.push(RemoteForward { name, ..f.clone() });
+        }
     }
     planned
 }
@@ -323,8 +297,8 @@ pub fn pin_steps(host: &str, port: u16) -> String {
 
 /// `ServerAliveInterval` / `ServerAliveCountMax` -> `keepalive`: the same meaning (a probe after
 /// that much silence, the link dead after that many unanswered). ssh without them sent none;
-/// the agent always does, so its default applies.
-fn keepalive(first: &SshCommand) -> (Option<(u64, u32)>, String) {
+/// the agent always does, so its default applies (`None`). Also says where it came from.
+pub fn keepalive(first: &SshCommand) -> (Option<(u64, u32)>, String) {
     let count = first.alive_count.as_ref().map(|w| w.value);
     match first.alive_interval.as_ref().map(|w| w.value) {
         Some(i) if i > 0 => {

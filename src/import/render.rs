@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::ImportError;
-use super::plan::{Plan, pin_steps};
+use super::plan::{Plan, keepalive, pin_steps};
 use crate::config::{Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, values};
 
 /// The line written while no pin was given; `agent run` refuses the file until it is filled in.
@@ -111,11 +111,11 @@ pub fn render(plan: &Plan) -> String {
     );
     for f in &plan.forwards {
         // A bare port stays a number; an address is quoted (`*` would be a YAML alias).
-        let remote = match f.remote.parse::<u16>() {
-            Ok(port) => port.to_string(),
-            Err(_) => serde_json::to_string(&f.remote).unwrap_or_default(),
+        let remote = match f.bind {
+            None => f.port.to_string(),
+            Some(_) => serde_json::to_string(&f.remote()).unwrap_or_default(),
         };
-        let (name, target) = (scalar(&f.name), scalar(&f.target));
+        let (name, target) = (scalar(&f.name), scalar(&f.target()));
         let entry = format!("- name: {name}\n    remote: {remote}\n    target: {target}");
         commented(
             &mut y,
@@ -124,17 +124,16 @@ pub fn render(plan: &Plan) -> String {
             &entry,
         );
     }
-    let how = &plan.keepalive_how;
-    match plan.keepalive {
-        Some((interval, missed)) => {
-            let dead = interval * u64::from(missed);
+    match keepalive(s) {
+        (Some((interval, missed)), how) => {
+            let dead = interval.saturating_mul(u64::from(missed));
             let text = format!(
                 "{how}: a keepalive after {interval}s of silence; after {missed} unanswered the link counts as dead (about {dead}s) and the agent reconnects."
             );
             let yaml = format!("keepalive: {{ interval: {interval}s, max_missed: {missed} }}");
             commented(&mut y, "", &text, &yaml);
         }
-        None => {
+        (None, how) => {
             let text = format!(
                 "{how}. The agent's default applies:\nkeepalive: {{ interval: 15s, max_missed: 3 }}"
             );
@@ -178,7 +177,7 @@ pub fn verify(yaml: &str, plan: &Plan) -> Result<(), Vec<ImportError>> {
     let got = (&s.host, &s.user, &s.ports, forwards.collect::<Vec<_>>());
     let remote = |r: &str| values::remote_spec(r).unwrap_or_default();
     let planned = plan.forwards.iter();
-    let planned = planned.map(|f| (f.name.clone(), remote(&f.remote), f.target.clone()));
+    let planned = planned.map(|f| (f.name.clone(), remote(&f.remote()), f.target()));
     let want = (
         &plan.server.host.value,
         &plan.server.user.value,

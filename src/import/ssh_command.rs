@@ -4,7 +4,7 @@
 //! reads it, the destination as `user@host`; autossh's `-M` and `AUTOSSH_*` on top.
 //!
 //! What agent.yaml can say is kept; like ssh, the first value of a setting wins. The options that
-//! change what the tunnel did get a note saying what the agent does instead, any other one
+//! change what the tunnel did get a note saying what the agent does instead, any other one a
 //! generic note.
 
 use super::Severity::{self, *};
@@ -62,7 +62,7 @@ pub fn tool_of(exe: &str) -> Option<&'static str> {
 }
 
 /// A TCP remote forward the agent can express.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoteForward {
     /// The bind address as written; `None` when the spec had none (the server listens on
     /// localhost), `Some("")` for an empty one (all interfaces, like `*`).
@@ -70,8 +70,11 @@ pub struct RemoteForward {
     pub port: u16,
     pub target_host: String,
     pub target_port: u16,
-    /// The spec as written, for comments and messages.
+    /// The spec as written, and the command it is in, for comments and messages.
     pub spec: String,
+    pub origin: Origin,
+    /// Its agent.yaml name, which [`super::plan`] chooses; empty until then.
+    pub name: String,
 }
 
 impl RemoteForward {
@@ -138,15 +141,11 @@ struct Reader {
 
 pub fn parse(source: &Source) -> Result<SshCommand, ImportError> {
     let origin = &source.origin;
-    let at = |m: String| format!("{}: {m}", origin.describe());
-    let fail = |m: String| ImportError::new(Some(origin.line), at(m), None);
+    let fail = |m: String| ImportError::new(Some(origin.line), origin.describe() + ": " + &m, None);
     let exe = source.words.first().map_or("", String::as_str);
     let tool = tool_of(exe).ok_or_else(|| fail(format!("runs `{exe}`, not ssh or autossh")))?;
-    let mut r = Reader {
-        autossh: tool == "autossh",
-        ..Reader::default()
-    };
-    r.cmd.origin = origin.clone();
+    let mut r = Reader::default();
+    (r.autossh, r.cmd.origin) = (tool == "autossh", origin.clone());
     for (k, v) in &source.env {
         let autossh = k.starts_with("AUTOSSH_");
         let replaced = if autossh { "autossh" } else { "environment" };
@@ -175,24 +174,17 @@ impl Reader {
         self.cmd.notes.push(note);
     }
 
-    /// The note for `how`, an option the agent.yaml has no setting for: what the agent does
-    /// instead when `keyword` is in [`REPLACED`], else that it does not use it.
+    /// The note for `how`, an option agent.yaml has no setting for: what the agent does instead
+    /// when `keyword` is in [`REPLACED`], else that it does not use it.
     fn not_carried_over(&mut self, keyword: &str, how: &str) {
-        match REPLACED.iter().find(|(k, ..)| *k == keyword) {
-            Some((_, severity, why)) => {
-                self.note(*severity, format!("{how} not carried over: {why}"))
-            }
-            None => self.note(
+        let (severity, message) = match REPLACED.iter().find(|(k, ..)| *k == keyword) {
+            Some((_, severity, why)) => (*severity, format!("{how} not carried over: {why}")),
+            None => (
                 Info,
                 format!("ssh option {how} is not carried over: the agent does not use it"),
             ),
-        }
-    }
-
-    fn conflict(&mut self, what: &str, first: Option<String>, how: &str) {
-        if let Some(first) = first {
-            self.note(Attention, format!("conflicting values for {what}: `{first}` and `{how}`; agent.yaml keeps the first, as ssh does: check it"));
-        }
+        };
+        self.note(severity, message);
     }
 
     /// The words after the executable, as ssh's `getopt` loop reads them.
@@ -232,13 +224,13 @@ impl Reader {
         Ok(())
     }
 
-    /// An option letter with its value: `-o`, a keyword's short form, or one of its own.
+    /// An option letter with its value: `-o`, a keyword's short form, or one of its own (only
+    /// autossh gets here with `-M`: for ssh it is a flag).
     fn option(&mut self, letter: char, value: &str) -> Result<(), String> {
         let how = format!("-{letter} {value}");
         match LETTER_KEYWORDS.iter().find(|(l, _)| *l == letter) {
             _ if letter == 'o' => return self.config_line(value),
             Some((_, keyword)) => return self.keyword(keyword, vec![value.to_string()], &how),
-            // Only autossh gets here with -M: for ssh it is a flag.
             None if letter == 'M' => self.not_carried_over("autossh", &how),
             None => self.not_carried_over("", &how),
         }
@@ -248,17 +240,20 @@ impl Reader {
     /// One `-o`, read as ssh's config parser reads a line: keyword case-insensitive, separated
     /// from the value by whitespace or one `=`, the value's quotes removed.
     fn config_line(&mut self, text: &str) -> Result<(), String> {
-        let parsed = split_keyword(text).and_then(|(k, raw)| {
-            let values = words::split(raw, Dialect::Shlex).ok()?;
-            (!values.is_empty()).then_some((k, values))
-        });
-        let Some((keyword, values)) = parsed else {
-            return Err(format!(
+        let t = text.trim();
+        let (keyword, rest) =
+            t.split_at(t.find(|c: char| c.is_whitespace() || c == '=').unwrap_or(0));
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix('=').unwrap_or(rest);
+        match words::split(rest, Dialect::Shlex) {
+            Ok(values) if !keyword.is_empty() && !values.is_empty() => {
+                let how = format!("-o {keyword}={}", values.join(" "));
+                self.keyword(&keyword.to_ascii_lowercase(), values, &how)
+            }
+            _ => Err(format!(
                 "-o \"{text}\" is not Keyword=Value; write e.g. -o ServerAliveInterval=30"
-            ));
-        };
-        let how = format!("-o {keyword}={}", values.join(" "));
-        self.keyword(&keyword.to_ascii_lowercase(), values, &how)
+            )),
+        }
     }
 
     /// A setting by its lowercased config keyword, from `-o` or an option letter.
@@ -286,20 +281,23 @@ impl Reader {
             }
             "userknownhostsfile" => {
                 let none = |f: &String| f == "/dev/null" || f.eq_ignore_ascii_case("none");
-                let files: Vec<String> = values.into_iter().filter(|f| !none(f)).collect();
-                let why = match files.is_empty() {
+                c.known_hosts_files
+                    .extend(values.into_iter().filter(|f| !none(f)));
+                let why = match c.known_hosts_files.is_empty() {
                     true => "ssh remembered no server key at all",
                     false => {
                         "the agent checks the server against server.host_keys; it can also read that file as server.known_hosts (see agent.yaml)"
                     }
                 };
-                c.known_hosts_files.extend(files);
                 self.note(Info, format!("{how} not carried over: {why}"));
                 None
             }
             "remoteforward" => {
                 match parse_remote(&values.join(":"))? {
-                    Parsed::Tcp(f) => c.forwards.push(f),
+                    Parsed::Tcp(f) => c.forwards.push(RemoteForward {
+                        origin: c.origin.clone(),
+                        ..f
+                    }),
                     Parsed::Unsupported(why) => {
                         self.note(Attention, format!("not carried over: {why}"))
                     }
@@ -312,28 +310,25 @@ impl Reader {
                 None
             }
         };
-        self.conflict(keyword, first, how);
+        if let Some(first) = first {
+            self.note(Attention, format!("conflicting values for {keyword}: `{first}` and `{how}`; agent.yaml keeps the first, as ssh does: check it"));
+        }
         Ok(())
     }
 
     /// The end of reading: the server and user, and the notes about the whole command.
     fn finish(mut self, source: &Source) -> Result<SshCommand, String> {
-        let dest = self
-            .destination
-            .take()
-            .ok_or("has no destination: write the server as user@host")?;
-        let (user, host) = match dest.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, dest.as_str()),
-        };
+        let dest = self.destination.take().unwrap_or_default();
+        let (user, host) = dest
+            .rsplit_once('@')
+            .map_or((None, dest.as_str()), |(u, h)| (Some(u), h));
         if host.is_empty() || user == Some("") {
             return Err(format!(
-                "`{dest}` is not a destination ssh accepts; write user@host"
+                "has no destination ssh accepts (`{dest}`); write the server as user@host"
             ));
         }
         if let Some(u) = user {
-            let first = first_wins(&mut self.user, u.to_string(), &dest);
-            self.conflict("user", first, &dest);
+            self.keyword("user", vec![u.to_string()], &dest)?;
         }
         // Without a user ssh logs in with the local name: supervisord's `user=`, if any.
         let local = source.local_user.as_ref().map(|u| {
@@ -345,26 +340,26 @@ impl Reader {
         self.cmd.user = self.user.take().or(local).ok_or_else(|| {
             format!("names no user, so ssh logged in as whoever ran it, which import cannot know; write the account the vendor gave you as USER@{host}")
         })?;
-        let host = Written::new(host.to_string(), &dest);
-        self.cmd.host = self.hostname.take().unwrap_or(host);
-        let default_port = Written::new(22, "no -p: ssh's default");
-        self.cmd.port = self.port.take().unwrap_or(default_port);
+        self.cmd.host = self
+            .hostname
+            .take()
+            .unwrap_or(Written::new(host.to_string(), &dest));
+        self.cmd.port = self
+            .port
+            .take()
+            .unwrap_or(Written::new(22, "no -p: ssh's default"));
         if !self.remote_command.is_empty() {
             let command = self.remote_command.join(" ");
             self.note(Warning, format!("remote command `{command}` not carried over: the agent never runs commands on the server"));
         }
-        let relative = self
-            .cmd
-            .identity
-            .as_mut()
-            .filter(|id| !id.value.starts_with(['/', '~']));
-        if let (Some(id), Some(dir)) = (
-            relative,
-            source.directory.as_ref().filter(|d| d.starts_with('/')),
-        ) {
+        // supervisord started ssh in `directory=`, so a relative key path was relative to it.
+        let dir = source.directory.as_deref().filter(|d| d.starts_with('/'));
+        if let (Some(id), Some(dir)) = (&mut self.cmd.identity, dir)
+            && !id.value.starts_with(['/', '~'])
+        {
             id.value = format!("{}/{}", dir.trim_end_matches('/'), id.value);
             let message = format!(
-                "{}: relative to directory={dir}, where supervisord started ssh, so the key is {}",
+                "{}: relative to directory={dir}, so the key is {}",
                 id.how, id.value
             );
             self.note(Info, message);
@@ -373,39 +368,28 @@ impl Reader {
     }
 }
 
-/// Splits `Keyword=Value`, `Keyword Value` and `Keyword = Value`.
-fn split_keyword(text: &str) -> Option<(&str, &str)> {
-    let t = text.trim();
-    let (keyword, rest) = t.split_at(t.find(|c: char| c.is_whitespace() || c == '=')?);
-    let rest = rest.trim_start();
-    let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
-    (!keyword.is_empty() && !rest.is_empty()).then_some((keyword, rest))
-}
-
-/// ssh's time format (`30`, `30s`, `1m30s`, `1h`) in seconds.
+/// ssh's time format (`30`, `30s`, `1m30s`, `1h`) in seconds: numbers, each with one unit
+/// letter after it but the last, which may have none (seconds).
 fn seconds(text: &str) -> Option<u64> {
-    let (mut total, mut digits) = (0u64, String::new());
-    for c in text.trim().chars() {
-        let unit = match c.to_ascii_lowercase() {
-            d if d.is_ascii_digit() => {
-                digits.push(d);
-                continue;
-            }
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            'w' => 604800,
+    let mut total = 0u64;
+    for part in text
+        .to_ascii_lowercase()
+        .split_inclusive(|c: char| c.is_ascii_alphabetic())
+    {
+        let (number, unit) = part.split_at(part.trim_end_matches(char::is_alphabetic).len());
+        let scale = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 604800,
             _ => return None,
         };
-        total = total.saturating_add(digits.parse::<u64>().ok()?.saturating_mul(unit));
-        digits.clear();
+        let all_digits = !number.is_empty() && number.chars().all(|c| c.is_ascii_digit());
+        let number = number.parse::<u64>().ok().filter(|_| all_digits)?;
+        total = total.checked_add(number.checked_mul(scale)?)?;
     }
-    match (digits.as_str(), text.trim()) {
-        (_, "") => None,
-        ("", _) => Some(total),
-        (d, _) => Some(total.saturating_add(d.parse().ok()?)),
-    }
+    (!text.is_empty()).then_some(total)
 }
 
 /// Parses the argument of `-R` (or the two words of `RemoteForward`, joined with `:`) as
@@ -439,33 +423,32 @@ pub fn parse_remote(spec: &str) -> Result<Parsed, String> {
         [b, l, h, p] => (Some(b.clone()), l, h, p),
         _ => return Err(malformed()),
     };
-    let port = |text: &str, what: &str| match text.parse() {
+    let number = |text: &str, what: &str| match text.parse() {
         Ok(p) if text.chars().all(|c| c.is_ascii_digit()) => Ok(p),
-        _ if text.chars().any(|c| c.is_ascii_alphabetic()) => Err(format!(
-            "-R {spec}: {what} \"{text}\" is not a number (service names are not read; write e.g. 443 for https)"
-        )),
         _ => Err(format!(
-            "-R {spec}: {what} \"{text}\" is not a port number (0-65535)"
+            "-R {spec}: {what} \"{text}\" is not a port number (0-65535; service names such as https are not read)"
         )),
     };
-    let listen_port = port(listen, "remote port")?;
-    if listen_port == 0 {
+    let port = number(listen, "remote port")?;
+    if port == 0 {
         return unsupported(
             "asks the server to pick a free port, which nobody could know in advance; ask the vendor which port is yours and write it",
         );
     }
-    let target_port = port(hostport, "target port")?;
+    let target_port = number(hostport, "target port")?;
     if target_port == 0 || host.is_empty() {
         return Err(format!("-R {spec} has no target host or port"));
     }
     let (target_host, spec) = (host.clone(), spec.to_string());
-    Ok(Parsed::Tcp(RemoteForward {
+    let forward = RemoteForward {
         bind,
-        port: listen_port,
+        port,
         target_host,
         target_port,
         spec,
-    }))
+        ..Default::default()
+    };
+    Ok(Parsed::Tcp(forward))
 }
 
 /// Splits off the next field of a forward spec; `None` on a malformed bracket or escape.

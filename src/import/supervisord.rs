@@ -179,18 +179,13 @@ fn program(
     };
     let mut note =
         |severity, message: String| notes.push(Note::new(severity, Some(&origin), message));
-    let off = ["false", "no", "off", "0"];
-    if let Some(e) = s
-        .get("autostart")
-        .filter(|e| off.contains(&e.value.to_ascii_lowercase().as_str()))
-    {
-        note(
-            Warning,
-            format!(
-                "autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)",
-                e.value
-            ),
+    let off = |e: &&Entry| ["false", "no", "off", "0"].contains(&e.value.to_lowercase().as_str());
+    if let Some(e) = s.get("autostart").filter(off) {
+        let message = format!(
+            "autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)",
+            e.value
         );
+        note(Warning, message);
         return Ok(None);
     }
     let expanded = |e: &Entry| {
@@ -207,23 +202,19 @@ fn program(
     };
     let local_user = s.get("user").map(|e| e.value.clone());
     if let Some(user) = &local_user {
-        note(
-            Info,
-            format!(
-                "user={user}: supervisord ran ssh as {user}; run the agent as {user} too (it does not switch users), so it can read the key"
-            ),
+        let message = format!(
+            "user={user}: supervisord ran ssh as {user}; run the agent as {user} too (it does not switch users), so it can read the key"
         );
+        note(Info, message);
     }
     let keys = s.entries.iter().map(|e| e.key.as_str());
     let not_read: Vec<&str> = keys.filter(|k| !PROGRAM_KEYS.contains(k)).collect();
     if !not_read.is_empty() {
         let not_read = not_read.join(", ");
-        note(
-            Info,
-            format!(
-                "supervisord settings not carried over ({not_read}): the agent reconnects forever on its own and logs to stdout"
-            ),
+        let message = format!(
+            "supervisord settings not carried over ({not_read}): the agent reconnects forever on its own and logs to stdout"
         );
+        note(Info, message);
     }
     Ok(Some(Source {
         origin,
@@ -238,28 +229,23 @@ fn program(
 /// name and the file's folder are known here.
 fn expand(value: &str, program: &str, here: &str) -> Result<String, String> {
     let known = [
+        ("%%", "%"),
         ("%(program_name)s", program),
         ("%(group_name)s", program),
         ("%(here)s", here),
     ];
-    let mut parts = Vec::new();
-    for part in value.split("%%") {
-        if known
-            .iter()
-            .fold(part.to_string(), |p, (k, _)| p.replace(k, ""))
-            .contains('%')
-        {
+    let (mut out, mut rest) = (String::new(), value);
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let Some((k, v)) = known.iter().find(|(k, _)| rest[i..].starts_with(k)) else {
             return Err(format!(
                 "has a `%` expansion import cannot know (only %(program_name)s and %(here)s; `%%` for a literal %): {value}"
             ));
-        }
-        parts.push(
-            known
-                .iter()
-                .fold(part.to_string(), |p, (k, v)| p.replace(k, v)),
-        );
+        };
+        out.push_str(v);
+        rest = &rest[i + k.len()..];
     }
-    Ok(parts.join("%"))
+    Ok(out + rest)
 }
 
 /// `environment=KEY="val",KEY2=val2`: commas outside quotes separate the pairs.
@@ -285,10 +271,8 @@ fn environment(value: &str, line: usize) -> Result<Vec<(String, String)>, Import
             return Err(ImportError::new(Some(line), message, None));
         };
         // supervisord strips the quotes around a value the same way.
-        env.push((
-            k.trim().to_string(),
-            v.trim().trim_matches(['"', '\'']).to_string(),
-        ));
+        let value = v.trim().trim_matches(['"', '\'']).to_string();
+        env.push((k.trim().to_string(), value));
     }
     Ok(env)
 }
