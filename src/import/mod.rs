@@ -146,12 +146,6 @@ pub fn import(file: &Path, text: &str, pins: &[String]) -> Result<Imported, Vec<
     };
     let mut commands = Vec::new();
     for source in &sources {
-        let exe = source.words.first().map_or("", String::as_str);
-        if let (Some(p), None) = (&source.origin.program, ssh_command::tool_of(exe)) {
-            // supervisord may run other things too; say so loudly rather than fail or guess.
-            notes.push(Note::new(Severity::Attention, Some(&source.origin), format!("[program:{p}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand")));
-            continue;
-        }
         match ssh_command::parse(source) {
             Ok(c) => commands.push(c),
             Err(e) => errors.push(e),

@@ -37,7 +37,10 @@ fn commented(out: &mut String, indent: &str, text: &str, yaml: &str) {
             if !line.is_empty() && indent.len() + line.len() + word.len() > 95 {
                 let _ = writeln!(out, "{indent}# {}", std::mem::take(&mut line));
             }
-            line += &format!("{}{word}", if line.is_empty() { "" } else { " " });
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
         }
         let _ = writeln!(out, "{indent}# {line}");
     }

@@ -144,12 +144,23 @@ pub fn parse(source: &Source) -> Result<SshCommand, ImportError> {
     let fail = |m: String| ImportError::new(Some(origin.line), origin.describe() + ": " + &m, None);
     let exe = source.words.first().map_or("", String::as_str);
     let tool = tool_of(exe).ok_or_else(|| fail(format!("runs `{exe}`, not ssh or autossh")))?;
-    let mut r = Reader::default();
-    (r.autossh, r.cmd.origin) = (tool == "autossh", origin.clone());
+    let cmd = SshCommand {
+        origin: origin.clone(),
+        ..SshCommand::default()
+    };
+    let autossh = tool == "autossh";
+    let mut r = Reader {
+        cmd,
+        autossh,
+        ..Reader::default()
+    };
+    // The environment reached ssh or autossh only; the agent runs neither.
     for (k, v) in &source.env {
-        let autossh = k.starts_with("AUTOSSH_");
-        let replaced = if autossh { "autossh" } else { "environment" };
-        r.not_carried_over(replaced, &format!("environment {k}={v}"));
+        let keyword = match k.starts_with("AUTOSSH_") {
+            true => "autossh",
+            false => "environment",
+        };
+        r.not_carried_over(keyword, &format!("environment {k}={v}"));
     }
     r.arguments(source.words.get(1..).unwrap_or_default())
         .map_err(fail)?;
@@ -311,7 +322,7 @@ impl Reader {
             }
         };
         if let Some(first) = first {
-            self.note(Attention, format!("conflicting values for {keyword}: `{first}` and `{how}`; agent.yaml keeps the first, as ssh does: check it"));
+            self.note(Attention, format!("conflicting values for {keyword}: `{first}` and `{how}`; agent.yaml keeps the first (ssh used the first too, but tried every key): check it"));
         }
         Ok(())
     }
@@ -323,8 +334,9 @@ impl Reader {
             .rsplit_once('@')
             .map_or((None, dest.as_str()), |(u, h)| (Some(u), h));
         if host.is_empty() || user == Some("") {
+            let found = if dest.is_empty() { "none" } else { &dest };
             return Err(format!(
-                "has no destination ssh accepts (`{dest}`); write the server as user@host"
+                "has no destination ssh accepts ({found}); write the server as user@host"
             ));
         }
         if let Some(u) = user {

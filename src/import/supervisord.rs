@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use super::Severity::*;
+use super::ssh_command;
 use super::words::{self, Dialect};
 use super::{ImportError, Note, Origin, Source};
 
@@ -195,6 +196,17 @@ fn program(
     let words = words::split(&expanded(command)?, Dialect::Shlex).map_err(|(offset, m)| {
         ImportError::new(Some(command.line + offset), format!("command= {m}"), None)
     })?;
+    let exe = words.first().map_or("", String::as_str);
+    if ssh_command::tool_of(exe).is_none() {
+        // supervisord may run other things too; say so loudly rather than fail or guess.
+        note(
+            Attention,
+            format!(
+                "[program:{name}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand"
+            ),
+        );
+        return Ok(None);
+    }
     let directory = s.get("directory").map(expanded).transpose()?;
     let env = match s.get("environment") {
         Some(e) => environment(&expanded(e)?, e.line)?,
