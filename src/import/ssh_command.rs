@@ -38,11 +38,8 @@ const REPLACED: &[(&str, Severity, &str)] = &[
     ("autossh", Info, AUTOSSH),
     ("exitonforwardfailure", Info, ALWAYS_EXIT_ON_FAILURE),
     ("include", Warning, CONFIG_NOT_READ),
-    (
-        "environment",
-        Warning,
-        "the agent does not run ssh, so it passes no environment on",
-    ),
+    ("userknownhostsfile", Info, KNOWN_HOSTS),
+    ("environment", Warning, NO_ENVIRONMENT),
     ("localforward", Warning, LOCAL),
     ("dynamicforward", Warning, LOCAL),
     ("proxyjump", Attention, PROXY),
@@ -52,6 +49,8 @@ const AUTOSSH: &str = "autossh's own setting; the agent reconnects forever and d
 const ALWAYS_EXIT_ON_FAILURE: &str =
     "always on in the agent: a refused forward is an error, retried until the server grants it";
 const CONFIG_NOT_READ: &str = "the ssh config file(s) named there were NOT read; copy what matters in them (User, Port, IdentityFile, ServerAlive*) onto the command line";
+const KNOWN_HOSTS: &str = "the agent checks the server against server.host_keys (a known_hosts file, if any, is offered in agent.yaml, commented out)";
+const NO_ENVIRONMENT: &str = "the agent does not run ssh, so it passes no environment on";
 const LOCAL: &str = "a local forward let this machine reach into the vendor's network; the agent only exposes the services you list";
 const PROXY: &str = "the old tunnel reached the server through that proxy or jump host; the agent dials the server directly. Make sure this machine can reach it directly before switching";
 
@@ -291,16 +290,11 @@ impl Reader {
                 first_wins(&mut c.strict_host_keys, value.to_ascii_lowercase(), how)
             }
             "userknownhostsfile" => {
+                // `/dev/null` (or `none`): ssh remembered no key at all, so there is none to offer.
                 let none = |f: &String| f == "/dev/null" || f.eq_ignore_ascii_case("none");
                 c.known_hosts_files
                     .extend(values.into_iter().filter(|f| !none(f)));
-                let why = match c.known_hosts_files.is_empty() {
-                    true => "ssh remembered no server key at all",
-                    false => {
-                        "the agent checks the server against server.host_keys; it can also read that file as server.known_hosts (see agent.yaml)"
-                    }
-                };
-                self.note(Info, format!("{how} not carried over: {why}"));
+                self.not_carried_over(keyword, how);
                 None
             }
             "remoteforward" => {
