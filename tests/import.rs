@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use agent::config::Config;
-use agent::import::{Imported, Options, Severity, import};
+use agent::import::{Imported, Severity, import};
 use support::inproc::{echo_exact, start_agent};
 use support::sshd::Sshd;
 use support::targets;
@@ -25,11 +25,8 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn import_text(name: &str, text: &str, pins: &[&str]) -> Result<Imported, Vec<String>> {
-    let options = Options {
-        host_keys: pins.iter().map(|p| p.to_string()).collect(),
-        output: None,
-    };
-    import(Path::new(name), text, &options).map_err(|errors| {
+    let pins: Vec<String> = pins.iter().map(|p| p.to_string()).collect();
+    import(Path::new(name), text, &pins).map_err(|errors| {
         errors
             .iter()
             .map(|e| e.display(Path::new(name)).to_string())
@@ -107,7 +104,7 @@ fn incumbent_sample_becomes_the_equivalent_agent_yaml() {
     // Commented: where each value came from.
     let y = &imported.yaml;
     assert!(
-        y.contains("# [program:ACCESS_JIRA] line 4: -R *:5000:jira.acme.com:443"),
+        y.contains("# program ACCESS_JIRA (line 4): -R *:5000:jira.acme.com:443"),
         "{y}"
     );
     assert!(
@@ -126,13 +123,7 @@ fn incumbent_sample_becomes_the_equivalent_agent_yaml() {
         "accepted ANY server key"
     ));
     let info = notes(&imported, Severity::Info);
-    for dropped in [
-        "-M 0",
-        "user=appuser",
-        "ExitOnForwardFailure",
-        "`access-`",
-        "[22, 443]",
-    ] {
+    for dropped in ["-M 0", "user=appuser", "`access-`", "[22, 443]"] {
         assert!(has(&info, dropped), "no note about {dropped}: {info:#?}");
     }
 }
@@ -287,6 +278,28 @@ fn remote_forward_parsing_matches_the_openssh_client() {
     }
 }
 
+/// Specs the real client refuses are refused too (nothing is guessed from them).
+#[test]
+fn remote_forwards_the_openssh_client_rejects_are_errors() {
+    for spec in [
+        "",
+        "a:b:c:d:e",
+        "70000:h:1",
+        "5000:h:0",
+        "[::1:5000:h:1",
+        "[a]b:1:h:2",
+        "1:h:2\\",
+    ] {
+        let out = Command::new("ssh")
+            .args(["-F", "/dev/null", "-G", "-R", spec, "u@s.example"])
+            .output()
+            .expect("run ssh -G");
+        assert!(!out.status.success(), "{spec}: ssh accepts it");
+        let parsed = agent::import::ssh_command::parse_remote(spec);
+        assert!(parsed.is_err(), "{spec}: {parsed:?}");
+    }
+}
+
 /// `ssh -G` also prints user, port and keepalives: import must read the options the same way.
 #[test]
 fn option_parsing_matches_the_openssh_client() {
@@ -294,7 +307,9 @@ fn option_parsing_matches_the_openssh_client() {
         "ssh -N -p 2222 -l acme -o ServerAliveInterval=30 -o ServerAliveCountMax=5 -R 1:h:2 s.example",
         "ssh -o 'ServerAliveInterval 1m30s' -oServerAliveCountMax=2 -oPort=2200 -R 1:h:2 acme@s.example",
         "ssh -o \"User=acme\" -o \"ServerAliveInterval = 45\" -p2022 -R 1:h:2 s.example",
-        "ssh -gnNT -R 1:h:2 -o serveraliveinterval=15 ssh://acme@s.example:2201",
+        // A setting given twice: ssh uses the first, -l before user@, -o Port before -p.
+        "ssh -gnNT -R 1:h:2 -o serveraliveinterval=15 -o Port=2201 -p 2202 -l acme other@s.example",
+        "ssh -l acme -o User=other -p 2203 -o Port=2204 -R 1:h:2 -o ServerAliveInterval=20 ot@her@s.example",
     ];
     for line in commands {
         let text = format!("{line}\n");
@@ -352,7 +367,7 @@ fn option_forms_are_all_read() {
 
 #[test]
 fn server_alive_settings_map_to_keepalive() {
-    let cases: [(&str, u64, u32, &str); 5] = [
+    let cases: [(&str, u64, u32, &str); 6] = [
         (
             "-o ServerAliveInterval=10 -o ServerAliveCountMax=6",
             10,
@@ -360,6 +375,12 @@ fn server_alive_settings_map_to_keepalive() {
             "ServerAliveCountMax=6",
         ),
         ("-o ServerAliveInterval=2m", 120, 3, "ssh's default 3"),
+        (
+            "-o ServerAliveInterval=1H -o ServerAliveCountMax=2",
+            3600,
+            2,
+            "=2",
+        ),
         (
             "-o ServerAliveInterval=10 -o ServerAliveCountMax=0",
             10,
@@ -405,7 +426,7 @@ fn connect_timeout_maps_and_disagreements_are_said() {
     assert_eq!(config(&imported).timeouts.connect, Duration::from_secs(20));
     assert!(has(
         &notes(&imported, Severity::Warning),
-        "ConnectTimeout differs from P0's"
+        "ServerAlive* or ConnectTimeout setting differs from that of program P0"
     ));
 }
 
@@ -435,8 +456,7 @@ fn plain_command_lines_with_continuations_env_and_several_forwards() {
     for said in [
         "AUTOSSH_GATETIME=0",
         "ssh option -f is not carried over",
-        "ExitOnForwardFailure=yes: always on",
-        "ExecStart=",
+        "ExitOnForwardFailure=yes not carried over: always on",
     ] {
         assert!(has(&info, said), "no note about {said}: {info:#?}");
     }
@@ -464,6 +484,87 @@ fn supervisord_expansions_directory_and_user() {
     let info = notes(&imported, Severity::Info);
     assert!(has(&info, "directory=/etc/armorcode"), "{info:#?}");
     assert!(has(&info, "user=appuser"), "{info:#?}");
+}
+
+/// configparser's rules beyond the fixtures: an inline comment needs whitespace before it, an
+/// indented line (or a blank one inside) continues the value, `:` works as `=`, a key or section
+/// given again wins; `%%` is a literal `%`, `%(here)s` the file's folder; `environment=` pairs
+/// are split at commas outside quotes, and lose their quotes.
+#[test]
+fn supervisord_ini_rules_expansions_and_environment() {
+    let text = "[program:A]\ncommand=ssh -N ; c\n   -R 1:h:2  # more\n\n   -i k%%1#x s\nUser = x\n[b]\n[program:A]\nuser: y\ndirectory=%(here)s/%(program_name)s\nenvironment=AUTOSSH_GATETIME=\"0\",HTTP_PROXY='a,b',\n";
+    let imported = import_text("/etc/sup/t.conf", text, &[PIN]).unwrap();
+    let c = config(&imported);
+    assert_eq!(c.server.user, "y");
+    assert_eq!(c.identity, Path::new("/etc/sup/A/k%1#x"));
+    assert!(has(
+        &notes(&imported, Severity::Info),
+        "environment AUTOSSH_GATETIME=0 not"
+    ));
+    assert!(has(
+        &notes(&imported, Severity::Warning),
+        "environment HTTP_PROXY=a,b not"
+    ));
+    let e = import_text("t.conf", "k=x\n[a]\nwords\n[b\n", &[PIN]).unwrap_err();
+    assert!(
+        e.len() == 3
+            && ["t.conf:1:", "t.conf:3:", "t.conf:4:"]
+                .iter()
+                .zip(&e)
+                .all(|(at, e)| e.starts_with(at)),
+        "{e:?}"
+    );
+    let e = import_text(
+        "t.conf",
+        "[program:a]\ncommand=ssh u@s\nenvironment=nonsense\n",
+        &[PIN],
+    );
+    assert!(e.unwrap_err()[0].starts_with("t.conf:3: environment= entry `nonsense`"));
+}
+
+/// What supervisord's `shlex` and a shell do differently; the fixtures cover what they share.
+#[test]
+fn shlex_has_no_comments_or_expansions_and_the_shell_refuses_them() {
+    use agent::import::words::{Dialect, split};
+    let shlex = split(r#"a\ b "x\"y" "\n" '' #b $c"#, Dialect::Shlex).unwrap();
+    assert_eq!(shlex, ["a b", "x\"y", "\\n", "", "#b", "$c"]);
+    assert!(
+        split("a \\\nb", Dialect::Shlex)
+            .unwrap_err()
+            .1
+            .contains("indent")
+    );
+    let sh = split("a \\\n b # c\nd\\\ne f#g \"\\$x\" '$y'", Dialect::Sh).unwrap();
+    assert_eq!(sh, ["a", "b", "de", "f#g", "$x", "$y"]);
+    for (text, line, said) in [
+        ("a \\\n\"b", 1, "never closed"),
+        ("a &", 0, "`&`"),
+        ("a\\", 0, "escapes nothing"),
+    ] {
+        let (l, message) = split(text, Dialect::Sh).unwrap_err();
+        assert!(l == line && message.contains(said), "{text:?}: {message}");
+    }
+}
+
+#[test]
+fn a_first_word_all_programs_share_is_dropped_only_when_names_stay_distinct() {
+    for (programs, names) in [
+        (["ACCESS_JIRA", "__Access.Sonar__"], ["jira", "sonar"]),
+        (["ACCESS", "ACCESS_X"], ["access", "access-x"]),
+    ] {
+        let [a, b] = programs;
+        let text = format!(
+            "[program:{a}]\ncommand=ssh -N -R 5000:j:1 -i /k u@s\n[program:{b}]\ncommand=ssh -N -R 5001:g:1 -i /k u@s\n"
+        );
+        let c = config(&import_text("t.conf", &text, &[PIN]).unwrap());
+        assert_eq!(
+            c.forwards
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>(),
+            names
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,7 +595,7 @@ fn options_not_carried_over_are_each_reported() {
     let info = notes(&imported, Severity::Info);
     for said in [
         "-M 20000",
-        "ExitOnForwardFailure=yes: always on",
+        "ExitOnForwardFailure=yes not carried over: always on",
         "UserKnownHostsFile=/etc/tunnel/known_hosts",
         "AUTOSSH_POLL=60",
         "AUTOSSH_GATETIME=0",
@@ -619,7 +720,7 @@ fn malformed_lines_are_errors_with_file_and_line() {
         e[0]
     );
 
-    let cases: [(&str, &str, &str); 13] = [
+    let cases: [(&str, &str, &str); 11] = [
         (
             "[program:a]\ncommand=ssh -N -R 1:h:2 -o \"ServerAliveInterval=30 u@s\n",
             "t.conf:2",
@@ -661,30 +762,19 @@ fn malformed_lines_are_errors_with_file_and_line() {
             "$KEY",
         ),
         (
+            "[program:a]\ncommand=ssh -N -R 1:h:2 -o ControlPath=/tmp/%h -i /k u@s\n",
+            "t.conf:2",
+            "`%%` for a literal %",
+        ),
+        (
+            "ssh -N -R 1:h:2 -o ServerAliveInterval=1x -i /k u@s\n",
+            "t.conf:1",
+            "expected a time",
+        ),
+        (
             "ssh -N -R 1:h:2 -i /k u@s\nnc -l 5000\n",
             "t.conf:2",
             "not ssh or autossh",
-        ),
-        // Contradictions ssh would resolve silently, and commands that never opened a tunnel.
-        (
-            "ssh -N -R 1:h:2 -i /k -l a b@h\n",
-            "t.conf:1",
-            "sets the user twice, differently",
-        ),
-        (
-            "ssh -N -R 1:h:2 -i /a -i /b u@h\n",
-            "t.conf:1",
-            "several keys",
-        ),
-        (
-            "ssh -G -R 1:h:2 -i /k u@h\n",
-            "t.conf:1",
-            "never opened a tunnel",
-        ),
-        (
-            "ssh -N -o ClearAllForwardings=yes -R 1:h:2 -i /k u@h\n",
-            "t.conf:1",
-            "ClearAllForwardings",
         ),
     ];
     for (text, at, said) in cases {
@@ -741,11 +831,31 @@ fn getopt_reads_like_ssh_and_autossh() {
         Severity::Warning,
     );
     for said in [
-        "-F /etc/t.conf: the ssh config file",
-        "-o Include=/etc/more.conf: the ssh config file",
+        "-F /etc/t.conf not carried over: the ssh config file",
+        "-o Include=/etc/more.conf not carried over: the ssh config file",
     ] {
         assert!(has(&warnings, said), "{said}: {warnings:#?}");
     }
+}
+
+#[test]
+fn a_setting_given_twice_keeps_the_first_and_needs_attention() {
+    let text = "ssh -N -R 1:h:2 -i /a -i /b -p 2222 -o Port=2222 -l a b@h\n";
+    let imported = import_text("t.txt", text, &[PIN]).unwrap();
+    let c = config(&imported);
+    assert_eq!(
+        (c.identity.as_path(), c.server.user.as_str()),
+        (Path::new("/a"), "a")
+    );
+    let attention = notes(&imported, Severity::Attention);
+    for said in [
+        "conflicting values for identityfile: `-i /a` and `-i /b`",
+        "conflicting values for user: `-l a` and `b@h`",
+    ] {
+        assert!(has(&attention, said), "{said}: {attention:#?}");
+    }
+    // The same value twice is no conflict.
+    assert!(!has(&attention, "port"), "{attention:#?}");
 }
 
 #[test]
@@ -753,8 +863,13 @@ fn other_supervisord_programs_are_skipped_loudly() {
     let text = conf(&[
         "/usr/bin/autossh -M 0 -N -R 5000:jira:443 -i /k u@s",
         "/usr/bin/fluent-bit -c /etc/fb.conf",
+        "/usr/bin/autossh -M 0 -N -R 5001:old:443 -i /k u@s\nautostart=false",
     ]);
     let imported = import_text("t.conf", &text, &[PIN]).unwrap();
+    assert!(has(
+        &notes(&imported, Severity::Warning),
+        "autostart=false: supervisord never started this program, so it is NOT imported"
+    ));
     assert!(
         has(
             &notes(&imported, Severity::Attention),

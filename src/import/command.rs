@@ -2,12 +2,13 @@
 //! every note on stderr, writes the result (stdout without `-o`), and exits 0 (done), 1 (written,
 //! but it needs an edit first, e.g. the host key pin) or 2 (nothing written).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{Imported, Note, Options, Severity, import};
+use super::{Note, Severity, import};
 use crate::exit;
 
 /// The notes as stderr lines: `ATTENTION: FILE:4,8 (ACCESS_JIRA, ACCESS_SONARQUBE): message`,
@@ -20,24 +21,19 @@ pub fn report(file: &Path, notes: &[Note]) -> String {
             Severity::Warning => "warning",
             Severity::Info => "note",
         };
-        let mut lines: Vec<usize> = n.at.iter().map(|o| o.line).collect();
-        lines.sort_unstable();
-        lines.dedup();
+        let lines: BTreeSet<usize> = n.at.iter().map(|o| o.line).collect();
         let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
         let mut place = file.display().to_string();
         if !lines.is_empty() {
-            place = format!("{place}:{}", lines.join(","));
+            place += &format!(":{}", lines.join(","));
         }
         let programs: Vec<&str> = n.at.iter().filter_map(|o| o.program.as_deref()).collect();
         if !programs.is_empty() {
-            place = format!("{place} ({})", programs.join(", "));
+            place += &format!(" ({})", programs.join(", "));
         }
         let mut message = n.message.lines();
-        let _ = writeln!(
-            out,
-            "{label}: {place}: {}",
-            message.next().unwrap_or_default()
-        );
+        let first = message.next().unwrap_or_default();
+        let _ = writeln!(out, "{label}: {place}: {first}");
         for more in message {
             let _ = writeln!(out, "    {more}");
         }
@@ -45,36 +41,9 @@ pub fn report(file: &Path, notes: &[Note]) -> String {
     out
 }
 
-/// What happened and what to do next, for the last lines on stderr.
-fn summary(imported: &Imported, output: Option<&Path>) -> String {
-    let p = &imported.plan;
-    let to = output.map_or("agent.yaml to stdout".into(), |o| o.display().to_string());
-    let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
-    let (user, host, n) = (&p.server.user.value, &p.server.host.value, p.forwards.len());
-    let mut s = format!(
-        "wrote {to}: {user}@{host} (ports {}), {n} forward(s):\n",
-        ports.join(", ")
-    );
-    for f in &p.forwards {
-        let _ = writeln!(s, "  {}: server {} -> {}", f.name, f.remote, f.target);
-    }
-    let agent = output.map_or("agent".into(), |o| format!("agent -c {}", o.display()));
-    match imported.needs_attention() {
-        true => {
-            s + &format!(
-                "NOT READY: fix every ATTENTION line above (the file says where), then `{agent} check` and `{agent} run`\n"
-            )
-        }
-        false => s + &format!("next: `{agent} check`, then `{agent} run`\n"),
-    }
-}
-
 /// Nothing was written: says why, and exits 2.
-fn refuse(message: String, fix: Option<&str>) -> ExitCode {
-    eprintln!("error: {message}");
-    if let Some(fix) = fix {
-        eprintln!("  fix: {fix}");
-    }
+fn refuse(message: String, fix: &str) -> ExitCode {
+    eprintln!("error: {message}\n  fix: {fix}");
     exit::code(exit::USAGE)
 }
 
@@ -84,34 +53,27 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
         Err(e) => {
             let fix =
                 "pass the supervisord.conf (or a file of ssh/autossh command lines) to import";
-            return refuse(format!("cannot read {}: {e}", input.display()), Some(fix));
+            return refuse(format!("cannot read {}: {e}", input.display()), fix);
         }
     };
     if let Some(out) = output {
         if out.exists() && !force {
-            let fix = Some("pass --force to replace it, or -o another path");
+            let fix = "pass --force to replace it, or -o another path";
             return refuse(
                 format!("{} already exists; nothing was written", out.display()),
                 fix,
             );
         }
-        if out
-            .canonicalize()
-            .ok()
-            .is_some_and(|o| input.canonicalize().is_ok_and(|i| i == o))
-        {
-            let fix = Some("write agent.yaml to another path");
+        let same_file = |o: std::path::PathBuf| input.canonicalize().is_ok_and(|i| i == o);
+        if out.canonicalize().is_ok_and(same_file) {
+            let fix = "write agent.yaml to another path";
             return refuse(
                 format!("-o {} is the input file itself", out.display()),
                 fix,
             );
         }
     }
-    let options = Options {
-        host_keys: host_keys.to_vec(),
-        output: output.map(Path::to_path_buf),
-    };
-    let imported = match import(input, &text, &options) {
+    let imported = match import(input, &text, host_keys) {
         Ok(i) => i,
         Err(errors) => {
             for e in &errors {
@@ -122,27 +84,35 @@ pub fn main(input: &Path, output: Option<&Path>, host_keys: &[String], force: bo
         }
     };
     eprint!("{}", report(input, &imported.notes));
+    let yaml = imported.yaml.as_bytes();
     // Without --force, create_new: a file that appeared since the check above is not replaced.
     let written = match output {
-        Some(out) if force => std::fs::write(out, &imported.yaml),
-        Some(out) => {
-            std::fs::File::create_new(out).and_then(|mut f| f.write_all(imported.yaml.as_bytes()))
-        }
+        Some(out) if force => std::fs::write(out, yaml),
+        Some(out) => std::fs::File::create_new(out).and_then(|mut f| f.write_all(yaml)),
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(imported.yaml.as_bytes())
-                .and_then(|()| stdout.flush())
+            stdout.write_all(yaml).and_then(|()| stdout.flush())
         }
     };
+    let to = output.map_or("stdout".into(), |o| o.display().to_string());
     if let Err(e) = written {
-        let to = output.map_or("stdout".into(), |o| o.display().to_string());
-        return refuse(format!("cannot write {to}: {e}"), None);
+        return refuse(
+            format!("cannot write {to}: {e}"),
+            "check the path and its permissions",
+        );
     }
-    eprint!("{}", summary(&imported, output));
-    exit::code(if imported.needs_attention() {
-        exit::FAILURE
-    } else {
-        exit::OK
-    })
+    let (p, agent) = (
+        &imported.plan,
+        output.map_or("agent".into(), |o| format!("agent -c {}", o.display())),
+    );
+    let (user, host, n) = (&p.server.user.value, &p.server.host.value, p.forwards.len());
+    eprintln!("wrote {to}: {n} forward(s) through {user}@{host}");
+    if imported.needs_attention() {
+        eprintln!(
+            "NOT READY: fix every ATTENTION line above (the file says where), then `{agent} check` and `{agent} run`"
+        );
+        return exit::code(exit::FAILURE);
+    }
+    eprintln!("next: `{agent} check`, then `{agent} run`");
+    exit::code(exit::OK)
 }

@@ -1,11 +1,11 @@
 //! `agent import`: turns the incumbent's supervisord.conf (one autossh program per service), or
 //! a file of plain `ssh`/`autossh` command lines, into an equivalent, commented agent.yaml.
 //!
-//! [`supervisord`] and [`words`] read the file into one [`Source`] per command, words split as
-//! the program that ran it did; [`ssh_command`] reads each as ssh/autossh did; [`plan`] checks
-//! they agree on one server and decides every agent.yaml value; [`render`] writes the YAML and
-//! proves `agent run` reads it as planned; [`command`] is the CLI. Nothing is dropped silently:
-//! what is not carried over is a [`Note`], what cannot be safely is an [`ImportError`].
+//! [`supervisord`] and [`words`] read the file into one [`Source`] per command, its words split
+//! as the program that ran it split them; [`ssh_command`] reads each as ssh did; [`plan`] checks
+//! they share one server and decides every value; [`render`] writes the YAML and reads it back
+//! as `agent run` will; [`command`] is the CLI. Nothing is dropped silently: what is not carried
+//! over is a [`Note`], what cannot be is an [`ImportError`] and nothing is written.
 
 pub mod command;
 pub mod plan;
@@ -14,7 +14,7 @@ pub mod ssh_command;
 pub mod supervisord;
 pub mod words;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How much a note matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,15 +37,9 @@ pub struct Note {
 }
 
 impl Note {
-    pub fn at(severity: Severity, origin: &Origin, message: impl Into<String>) -> Self {
-        Self::about(severity, vec![origin.clone()], message.into())
-    }
-
-    pub fn whole(severity: Severity, message: impl Into<String>) -> Self {
-        Self::about(severity, Vec::new(), message.into())
-    }
-
-    fn about(severity: Severity, at: Vec<Origin>, message: String) -> Self {
+    /// A note about the command at `origin`, or the whole file when `None`.
+    pub fn new(severity: Severity, origin: Option<&Origin>, message: impl Into<String>) -> Self {
+        let (at, message) = (origin.into_iter().cloned().collect(), message.into());
         Self {
             severity,
             at,
@@ -70,12 +64,6 @@ impl Origin {
             None => format!("the command on line {}", self.line),
         }
     }
-
-    /// `ACCESS_JIRA` or `line 4`.
-    pub fn label(&self) -> String {
-        let line = || format!("line {}", self.line);
-        self.program.clone().unwrap_or_else(line)
-    }
 }
 
 /// One ssh/autossh command to import.
@@ -98,6 +86,13 @@ pub struct Written<T> {
     pub how: String,
 }
 
+impl<T> Written<T> {
+    pub fn new(value: T, how: impl Into<String>) -> Self {
+        let how = how.into();
+        Self { value, how }
+    }
+}
+
 /// A problem that stops the import: nothing is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
@@ -108,16 +103,8 @@ pub struct ImportError {
 }
 
 impl ImportError {
-    pub fn at(line: usize, message: impl Into<String>, fix: Option<&str>) -> Self {
-        Self::on(Some(line), message.into(), fix)
-    }
-
-    pub fn whole(message: impl Into<String>, fix: Option<&str>) -> Self {
-        Self::on(None, message.into(), fix)
-    }
-
-    fn on(line: Option<usize>, message: String, fix: Option<&str>) -> Self {
-        let fix = fix.map(str::to_string);
+    pub fn new(line: Option<usize>, message: impl Into<String>, fix: Option<&str>) -> Self {
+        let (message, fix) = (message.into(), fix.map(str::to_string));
         Self { line, message, fix }
     }
 
@@ -130,16 +117,6 @@ impl ImportError {
             .map_or(String::new(), |f| format!("\n  fix: {f}"));
         format!("{}{line}: {}{fix}", file.display(), self.message)
     }
-}
-
-/// What the caller adds to the file's contents.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// `--host-key` values, each a `SHA256:` fingerprint or an OpenSSH public key line.
-    pub host_keys: Vec<String>,
-    /// Where the result will be written (relative identity paths resolve against it); `None`
-    /// for stdout, read as `agent.yaml` in the working directory.
-    pub output: Option<PathBuf>,
 }
 
 /// A successful import: the agent.yaml text and what the reader should know about it.
@@ -159,21 +136,16 @@ impl Imported {
 }
 
 /// Imports `text` (the contents of `file`): supervisord.conf when it has `[section]` lines,
-/// otherwise one ssh/autossh command per line. Returns every error at once.
-pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Vec<ImportError>> {
+/// otherwise one ssh/autossh command per line; `pins` are the `--host-key` values. Returns every
+/// error at once.
+pub fn import(file: &Path, text: &str, pins: &[String]) -> Result<Imported, Vec<ImportError>> {
     let mut notes = Vec::new();
     let (sources, mut errors) = match supervisord::looks_like_ini(text) {
         true => supervisord::sources(file, text, &mut notes),
-        false => words::command_lines(text, &mut notes),
+        false => words::command_lines(text),
     };
     let mut commands = Vec::new();
     for source in &sources {
-        let exe = source.words.first().map_or("", String::as_str);
-        if let (Some(p), None) = (&source.origin.program, ssh_command::tool_of(exe)) {
-            // supervisord may run other things too; say so loudly rather than fail or guess.
-            notes.push(Note::at(Severity::Attention, &source.origin, format!("[program:{p}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand")));
-            continue;
-        }
         match ssh_command::parse(source) {
             Ok(c) => commands.push(c),
             Err(e) => errors.push(e),
@@ -183,10 +155,9 @@ pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Ve
         errors.sort_by_key(|e| e.line);
         return Err(errors);
     }
-    let plan = plan::plan(file, &commands, options, &mut notes)?;
-    let yaml = render::render(&plan, &plan.host_keys);
-    let config_path = options.output.as_deref().unwrap_or(Path::new("agent.yaml"));
-    render::verify(config_path, &yaml, &plan)?;
+    let plan = plan::plan(file, &commands, pins, &mut notes)?;
+    let yaml = render::render(&plan);
+    render::verify(&yaml, &plan)?;
     // The same note from several commands (the same flag in every program) becomes one.
     let mut merged: Vec<Note> = Vec::new();
     for n in notes {
@@ -200,6 +171,9 @@ pub fn import(file: &Path, text: &str, options: &Options) -> Result<Imported, Ve
         }
     }
     merged.sort_by_key(|n| std::cmp::Reverse(n.severity));
-    let notes = merged;
-    Ok(Imported { yaml, plan, notes })
+    Ok(Imported {
+        yaml,
+        plan,
+        notes: merged,
+    })
 }

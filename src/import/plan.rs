@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::Severity::*;
-use super::ssh_command::SshCommand;
-use super::{ImportError, Note, Options, Origin};
+use super::ssh_command::{RemoteForward, SshCommand};
+use super::{ImportError, Note, Written};
 use crate::ssh::hostkey::HostKeyPin;
 
 /// ssh's default `ServerAliveCountMax`.
@@ -16,22 +16,10 @@ const SSH_ALIVE_COUNT: u32 = 3;
 /// agent.yaml allows 63 characters in a forward name; leave room for a `-PORT` suffix.
 const MAX_NAME: usize = 50;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedForward {
-    pub name: String,
-    /// agent.yaml `remote:` and `target:` values.
-    pub remote: String,
-    pub target: String,
-    pub origin: Origin,
-    /// The `-R` spec as written.
-    pub spec: String,
-}
-
 /// Everything agent.yaml will say, with where each value came from.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub input: String,
-    pub origins: Vec<Origin>,
     /// The first command: its server, user, port, key and connect timeout are every command's.
     pub server: SshCommand,
     /// The server's port, then 443 as the fallback.
@@ -40,57 +28,45 @@ pub struct Plan {
     /// What the old tunnel did about the server's identity, as a sentence for agent.yaml.
     pub host_key_history: String,
     pub known_hosts_files: Vec<String>,
-    pub forwards: Vec<PlannedForward>,
-    /// `(interval seconds, max missed)`; `None` for the agent's default.
-    pub keepalive: Option<(u64, u32)>,
-    /// Where the keepalive came from, or why the default applies.
-    pub keepalive_how: String,
+    /// Every command's forwards, named.
+    pub forwards: Vec<RemoteForward>,
 }
 
 pub fn plan(
     file: &Path,
     commands: &[SshCommand],
-    options: &Options,
+    pins: &[String],
     notes: &mut Vec<Note>,
 ) -> Result<Plan, Vec<ImportError>> {
-    let mut errors = Vec::new();
-    for k in &options.host_keys {
-        if let Err(e) = HostKeyPin::parse(k) {
-            errors.push(ImportError::whole(
-                format!("--host-key: {e}"),
-                Some("pass the fingerprint `agent check HOST` or `ssh-keygen -lf` prints (SHA256:...), or an OpenSSH public key line"),
-            ));
-        }
-    }
+    let fix = "pass the fingerprint `agent check HOST` or `ssh-keygen -lf` prints (SHA256:...), or an OpenSSH public key line";
+    let bad_pin = |e| ImportError::new(None, format!("--host-key: {e}"), Some(fix));
+    let bad_pins = pins.iter().filter_map(|k| HostKeyPin::parse(k).err());
+    let mut errors: Vec<ImportError> = bad_pins.map(bad_pin).collect();
     for c in commands {
         notes.extend(c.notes.iter().cloned());
         if c.forwards.is_empty() && !c.notes.iter().any(|n| n.severity == Attention) {
-            notes.push(Note::at(
-                Warning,
-                &c.origin,
-                "no -R in this command: nothing to import from it",
-            ));
+            let message = "no -R in this command: nothing to import from it";
+            notes.push(Note::new(Warning, Some(&c.origin), message));
         }
     }
     let cmds: Vec<&SshCommand> = commands.iter().filter(|c| !c.forwards.is_empty()).collect();
     let Some(&first) = cmds.first() else {
-        errors.push(ImportError::whole(
-            "found no remote forward (-R) to import",
-            Some("import reads ssh/autossh commands with -R [BIND:]PORT:HOST:HOSTPORT, one [program:...] each in supervisord.conf"),
-        ));
+        let fix = "import reads ssh/autossh commands with -R [BIND:]PORT:HOST:HOSTPORT, one [program:...] each in supervisord.conf";
+        let message = "found no remote forward (-R) to import";
+        errors.push(ImportError::new(None, message, Some(fix)));
         return Err(errors);
     };
-    agree(&cmds, &mut errors);
+    disagreements(&cmds, notes, &mut errors);
     let forwards = forwards(&cmds, notes, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
-    notes.push(Note::whole(Info, "ssh also read ~/.ssh/config and /etc/ssh/ssh_config, which import cannot see: if they set User, Port, IdentityFile, ProxyCommand or ServerAlive* for this server, compare them with agent.yaml"));
-    let port = &first.port;
-    let mut ports = vec![port.value];
-    if port.value != 443 {
+    notes.push(Note::new(Info, None, "ssh also read ~/.ssh/config and /etc/ssh/ssh_config, which import cannot see: if they set User, Port, IdentityFile, ProxyCommand or ServerAlive* for this server, compare them with agent.yaml"));
+    let port = first.port.value;
+    let mut ports = vec![port];
+    if port != 443 {
         ports.push(443);
-        notes.push(Note::whole(Info, format!("server.ports is [{0}, 443]: the agent falls back to 443 when {0} is unreachable; remove 443 if the vendor's server does not listen there", port.value)));
+        notes.push(Note::new(Info, None, format!("server.ports is [{port}, 443]: the agent falls back to 443 when {port} is unreachable; remove 443 if the vendor's server does not listen there")));
     }
     let key_note = match &first.identity {
         None => Some((Attention, "no -i: ssh used the user's default key (~/.ssh/id_*); the agent reads keys/private-key.pem next to agent.yaml: copy the key there or set identity".to_string())),
@@ -98,93 +74,80 @@ pub fn plan(
         Some(i) if !i.value.starts_with('/') => Some((Warning, format!("{}: a relative path; ssh resolved it against its working directory, the agent resolves it against agent.yaml's folder: keep agent.yaml next to it, or write the full path", i.how))),
         Some(_) => None,
     };
-    notes.extend(key_note.map(|(s, m)| Note::at(s, &first.origin, m)));
-    let (host_key_history, known_hosts_files) =
-        host_key_checking(&cmds, &options.host_keys, port.value, notes);
-    let alive = |c: &SshCommand| {
-        (
-            c.alive_interval.as_ref().map(|w| w.value),
-            c.alive_count.as_ref().map(|w| w.value),
-        )
-    };
-    let timeout = |c: &SshCommand| c.connect_timeout.as_ref().map(|t| t.value);
-    for c in &cmds {
-        for (what, differs) in [
-            ("ServerAlive* setting", alive(c) != alive(first)),
-            ("ConnectTimeout", timeout(c) != timeout(first)),
-        ] {
-            if differs {
-                let message = format!(
-                    "its {what} differs from {0}'s; the agent has one and uses {0}'s",
-                    first.origin.label()
-                );
-                notes.push(Note::at(Warning, &c.origin, message));
-            }
-        }
-    }
-    let (keepalive, keepalive_how) = keepalive(first);
+    notes.extend(key_note.map(|(s, m)| Note::new(s, Some(&first.origin), m)));
+    let mut known_hosts_files: Vec<String> = cmds
+        .iter()
+        .flat_map(|c| c.known_hosts_files.clone())
+        .collect();
+    known_hosts_files.sort();
+    known_hosts_files.dedup();
+    let (host_key_history, note) = host_key_checking(&cmds, &known_hosts_files, pins);
+    notes.push(note);
     let mut server = first.clone();
     server.connect_timeout = server.connect_timeout.filter(|t| t.value > 0);
+    let host_keys = pins.iter().map(|k| k.trim().to_string()).collect();
     Ok(Plan {
         input: file.display().to_string(),
-        origins: cmds.iter().map(|c| c.origin.clone()).collect(),
         server,
         ports,
-        host_keys: options
-            .host_keys
-            .iter()
-            .map(|k| k.trim().to_string())
-            .collect(),
+        host_keys,
         host_key_history,
         known_hosts_files,
         forwards,
-        keepalive,
-        keepalive_how,
     })
 }
 
-/// One agent.yaml holds one server, user, port and key: an error for the first command that
-/// differs from the first one in any of them.
-fn agree(cmds: &[&SshCommand], errors: &mut Vec<ImportError>) {
-    type Get = fn(&SshCommand) -> (String, String);
-    let split = "import each group of programs into its own agent.yaml (and run one agent per file), or remove the outdated programs";
-    let checks: [(&str, Get, &str); 4] = [
+/// Compares every command with the first. One agent.yaml holds one server, user, port and key:
+/// an error where they differ. It has one keepalive and connect timeout too, but there the first
+/// command's is a fair choice: a warning.
+fn disagreements(cmds: &[&SshCommand], notes: &mut Vec<Note>, errors: &mut Vec<ImportError>) {
+    let server = |c: &SshCommand| {
+        let key = c
+            .identity
+            .as_ref()
+            .map_or("ssh's default keys", |i| &i.value);
+        [
+            c.host.value.to_lowercase(),
+            c.user.value.clone(),
+            c.port.value.to_string(),
+            key.into(),
+        ]
+    };
+    let value = |w: &Option<Written<u64>>| w.as_ref().map(|w| w.value);
+    let count = |c: &SshCommand| c.alive_count.as_ref().map(|w| w.value);
+    let timing = |c: &SshCommand| {
         (
-            "servers",
-            |c| (c.host.value.to_ascii_lowercase(), c.host.how.clone()),
-            split,
-        ),
-        (
-            "users",
-            |c| (c.user.value.clone(), c.user.how.clone()),
-            split,
-        ),
-        (
-            "ports",
-            |c| (c.port.value.to_string(), c.port.how.clone()),
-            split,
-        ),
-        (
-            "keys",
-            |c| {
-                c.identity
-                    .as_ref()
-                    .map_or(("ssh's default keys".into(), "no -i".into()), |i| {
-                        (i.value.clone(), i.how.clone())
-                    })
-            },
-            "the agent uses one key: keep the one whose public key the vendor has, in every program",
-        ),
-    ];
-    for (what, get, fix) in checks {
-        let (want, want_how) = get(cmds[0]);
-        if let Some(c) = cmds.iter().find(|c| get(c).0 != want) {
-            let (got, got_how) = get(c);
-            let (a, b) = (cmds[0].origin.describe(), c.origin.describe());
+            value(&c.alive_interval),
+            count(c),
+            value(&c.connect_timeout),
+        )
+    };
+    let Some((first, rest)) = cmds.split_first() else {
+        return;
+    };
+    for c in rest {
+        let (want, got, a) = (server(first), server(c), first.origin.describe());
+        let names = ["servers", "users", "ports", "keys"]
+            .iter()
+            .zip(want.iter().zip(&got));
+        let differ: Vec<&str> = names
+            .filter(|(_, (w, g))| w != g)
+            .map(|(n, _)| *n)
+            .collect();
+        let [want, got] = [want, got].map(|[h, u, p, k]| format!("{u}@{h}:{p} with {k}"));
+        if !differ.is_empty() {
             let message = format!(
-                "{a} and {b} use different {what}: {want} (`{want_how}`) and {got} (`{got_how}`); one agent.yaml holds one server, user and key"
+                "{a} and {} use different {}: {want} and {got}; one agent.yaml holds one server, user, port and key",
+                c.origin.describe(),
+                differ.join(", ")
             );
-            errors.push(ImportError::at(c.origin.line, message, Some(fix)));
+            let fix = "import each group of programs into its own agent.yaml (and run one agent per file), or make them use the same one";
+            errors.push(ImportError::new(Some(c.origin.line), message, Some(fix)));
+        } else if timing(c) != timing(first) {
+            let message = format!(
+                "its ServerAlive* or ConnectTimeout setting differs from that of {a}; the agent has one, and uses the first"
+            );
+            notes.push(Note::new(Warning, Some(&c.origin), message));
         }
     }
 }
@@ -198,74 +161,55 @@ fn forwards(
     cmds: &[&SshCommand],
     notes: &mut Vec<Note>,
     errors: &mut Vec<ImportError>,
-) -> Vec<PlannedForward> {
+) -> Vec<RemoteForward> {
     let mut programs: Vec<String> = Vec::new();
-    for p in cmds
-        .iter()
-        .filter_map(|c| c.origin.program.as_deref())
-        .map(sanitize)
-    {
-        if !programs.contains(&p) {
-            programs.push(p);
-        }
+    for p in cmds.iter().filter_map(|c| c.origin.program.as_deref()) {
+        programs.extend(Some(sanitize(p)).filter(|p| !programs.contains(p)));
     }
     let prefix = common_first_word(&programs);
     if let Some(p) = &prefix {
-        notes.push(Note::whole(
-            Info,
-            format!("forward names are the program names without the `{p}` they all start with"),
-        ));
+        let message =
+            format!("forward names are the program names without the `{p}` they all start with");
+        notes.push(Note::new(Info, None, message));
     }
-    let mut planned: Vec<PlannedForward> = Vec::new();
-    let mut ports: Vec<(u16, &Origin)> = Vec::new();
+    let mut planned: Vec<RemoteForward> = Vec::new();
     for c in cmds {
+        let program = c
+            .origin
+            .program
+            .as_deref()
+            .map(sanitize)
+            .filter(|p| !p.is_empty());
+        let unprefixed = |p: String| match prefix.as_deref().and_then(|x| p.strip_prefix(x)) {
+            Some(rest) => rest.to_string(),
+            None => p,
+        };
+        let program = program.map(unprefixed);
         for f in &c.forwards {
-            if let Some((_, earlier)) = ports.iter().find(|(p, _)| *p == f.port) {
+            if let Some(earlier) = planned.iter().find(|p| p.port == f.port) {
+                let (a, b, port) = (earlier.origin.describe(), c.origin.describe(), f.port);
                 let message = format!(
-                    "{} and {} both forward remote port {}; the server gives a port to one forward only",
-                    earlier.describe(),
-                    c.origin.describe(),
-                    f.port
+                    "{a} and {b} both forward remote port {port}; the server gives a port to one forward only"
                 );
-                errors.push(ImportError::at(
-                    c.origin.line,
-                    message,
-                    Some("remove the duplicate, or ask the vendor for the right port"),
-                ));
+                let fix = "remove the duplicate, or ask the vendor for the right port";
+                errors.push(ImportError::new(Some(c.origin.line), message, Some(fix)));
             }
-            ports.push((f.port, &c.origin));
-            let host_label = match f.target_host.parse::<std::net::IpAddr>() {
-                Err(_) if f.target_host != "localhost" => {
-                    sanitize(f.target_host.split('.').next().unwrap_or_default())
+            let is_address = f.target_host.parse::<std::net::IpAddr>().is_ok();
+            let host = sanitize(f.target_host.split('.').next().unwrap_or_default());
+            let wanted = match &program {
+                Some(p) if c.forwards.len() == 1 => p.clone(),
+                Some(p) => format!("{p}-{}", f.port),
+                None if is_address || ["", "localhost"].contains(&host.as_str()) => {
+                    format!("port-{}", f.port)
                 }
-                _ => String::new(),
-            };
-            let wanted = match c.origin.program.as_deref().map(sanitize) {
-                Some(p) if !p.is_empty() => {
-                    let base = prefix
-                        .as_deref()
-                        .and_then(|x| p.strip_prefix(x))
-                        .unwrap_or(&p);
-                    match c.forwards.len() {
-                        1 => base.to_string(),
-                        _ => format!("{base}-{}", f.port),
-                    }
-                }
-                _ if host_label.is_empty() => format!("port-{}", f.port),
-                _ => host_label,
+                None => host,
             };
             // Remote ports are distinct (or an error above), so `-PORT` makes a taken name free.
             let name = match planned.iter().any(|p| p.name == wanted) {
                 true => format!("{wanted}-{}", f.port),
                 false => wanted,
             };
-            planned.push(PlannedForward {
-                name,
-                remote: f.remote(),
-                target: f.target(),
-                origin: c.origin.clone(),
-                spec: f.spec.clone(),
-            });
+            planned.push(RemoteForward { name, ..f.clone() });
         }
     }
     planned
@@ -288,77 +232,44 @@ fn sanitize(text: &str) -> String {
 /// `access-` when at least two programs all start with that word and removing it leaves every
 /// name non-empty and distinct.
 fn common_first_word(programs: &[String]) -> Option<String> {
-    if programs.len() < 2 {
-        return None;
-    }
-    let prefix = format!("{}-", programs[0].split_once('-')?.0);
-    let rests: HashSet<&str> = programs
+    let prefix = format!("{}-", programs.first()?.split_once('-')?.0);
+    let rests = programs
         .iter()
-        .map(|p| p.strip_prefix(&prefix).filter(|r| !r.is_empty()))
-        .collect::<Option<_>>()?;
-    (rests.len() == programs.len()).then_some(prefix)
+        .map(|p| p.strip_prefix(&prefix).filter(|r| !r.is_empty()));
+    let rests: HashSet<&str> = rests.collect::<Option<_>>()?;
+    (programs.len() > 1 && rests.len() == programs.len()).then_some(prefix)
 }
 
-/// What the old tunnel did about the server's identity (a sentence for agent.yaml), and its
-/// known_hosts files. The note says what the agent needs instead: ATTENTION while no pin was
-/// given. `StrictHostKeyChecking=no` is the dangerous case and is said loudly.
-fn host_key_checking(
-    cmds: &[&SshCommand],
-    pins: &[String],
-    port: u16,
-    notes: &mut Vec<Note>,
-) -> (String, Vec<String>) {
-    // The commands that set StrictHostKeyChecking to one of `values`, and how the first did.
-    let with = |values: &[&str]| {
-        let set = |c: &&&SshCommand| {
-            c.strict_host_keys
-                .as_ref()
-                .is_some_and(|s| values.contains(&s.value.as_str()))
-        };
-        let at: Vec<Origin> = cmds.iter().filter(set).map(|c| c.origin.clone()).collect();
-        let how = cmds
-            .iter()
-            .find(set)
-            .and_then(|c| c.strict_host_keys.clone())
-            .map(|s| s.how);
-        (how, at)
+/// What the old tunnel did about the server's identity (a sentence for agent.yaml), and the
+/// note on what the agent needs instead: ATTENTION while no pin was given, a warning to confirm
+/// the pin when the old tunnel ran with `StrictHostKeyChecking=no` and accepted any key.
+fn host_key_checking(cmds: &[&SshCommand], files: &[String], pins: &[String]) -> (String, Note) {
+    let set_to = |values: &[&str]| {
+        let mut strict = cmds.iter().filter_map(|c| c.strict_host_keys.as_ref());
+        strict
+            .find(|s| values.contains(&s.value.as_str()))
+            .map(|s| s.how.clone())
     };
-    let (disabled, disabled_at) = with(&["no", "off", "false"]);
-    let (first_seen, first_seen_at) = with(&["accept-new"]);
-    let mut files: Vec<String> = Vec::new();
-    for f in cmds.iter().flat_map(|c| &c.known_hosts_files) {
-        if !files.contains(f) {
-            files.push(f.clone());
+    let any_key = set_to(&["no", "off", "false"]);
+    let history = match (&any_key, set_to(&["accept-new"]), files) {
+        (Some(how), ..) => format!(
+            "ran with {how}: it accepted ANY server key, so anyone in the network path could have posed as the vendor"
+        ),
+        (None, Some(how), _) => format!("ran with {how}: it trusted whatever key it saw first"),
+        (None, None, []) => "checked the server against the user's ~/.ssh/known_hosts".into(),
+        (None, None, files) => format!("checked the server against {}", files.join(", ")),
+    };
+    let history = format!("The old tunnel {history}.");
+    let (severity, message) = match (pins.is_empty(), any_key.is_some()) {
+        (true, _) => {
+            let steps = pin_steps(&cmds[0].host.value, cmds[0].port.value);
+            (
+                Attention,
+                format!(
+                    "{history} The agent refuses to connect without a pinned key: server.host_keys is REQUIRED and left empty.\n{steps}"
+                ),
+            )
         }
-    }
-    let against = match files.is_empty() {
-        true => "the user's ~/.ssh/known_hosts".to_string(),
-        false => files.join(", "),
-    };
-    let (history, at) = match (&disabled, first_seen) {
-        (Some(how), _) => (
-            format!(
-                "The old tunnel ran with {how}: it accepted ANY server key, so anyone in the network path could have posed as the vendor."
-            ),
-            disabled_at,
-        ),
-        (None, Some(how)) => (
-            format!("The old tunnel ran with {how}: it trusted whatever key it saw first."),
-            first_seen_at,
-        ),
-        (None, None) => (
-            format!("The old tunnel checked the server against {against}."),
-            Vec::new(),
-        ),
-    };
-    let (severity, message) = match (pins.is_empty(), disabled.is_some()) {
-        (true, _) => (
-            Attention,
-            format!(
-                "{history} The agent refuses to connect without a pinned key: server.host_keys is REQUIRED and left empty.\n{}",
-                pin_steps(&cmds[0].host.value, port)
-            ),
-        ),
         (false, true) => (
             Warning,
             format!(
@@ -370,12 +281,7 @@ fn host_key_checking(
             format!("{history} The agent accepts only the --host-key you gave."),
         ),
     };
-    notes.push(Note {
-        severity,
-        at,
-        message,
-    });
-    (history, files)
+    (history, Note::new(severity, None, message))
 }
 
 /// How to obtain and pin the server's fingerprint, as numbered steps on separate lines.
@@ -391,8 +297,8 @@ pub fn pin_steps(host: &str, port: u16) -> String {
 
 /// `ServerAliveInterval` / `ServerAliveCountMax` -> `keepalive`: the same meaning (a probe after
 /// that much silence, the link dead after that many unanswered). ssh without them sent none;
-/// the agent always does, so its default applies.
-fn keepalive(first: &SshCommand) -> (Option<(u64, u32)>, String) {
+/// the agent always does, so its default applies (`None`). Also says where it came from.
+pub fn keepalive(first: &SshCommand) -> (Option<(u64, u32)>, String) {
     let count = first.alive_count.as_ref().map(|w| w.value);
     match first.alive_interval.as_ref().map(|w| w.value) {
         Some(i) if i > 0 => {
@@ -405,30 +311,5 @@ fn keepalive(first: &SshCommand) -> (Option<(u64, u32)>, String) {
         }
         Some(_) => (None, "ServerAliveInterval=0 turned ssh's keepalives off".into()),
         None => (None, "No ServerAliveInterval: ssh sent no keepalives, so a dead link could go unnoticed for a long time".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_and_a_prefix_every_program_shares() {
-        assert_eq!(sanitize("__Git.Lab__"), "git-lab");
-        let prefix =
-            |p: &[&str]| common_first_word(&p.iter().map(|p| sanitize(p)).collect::<Vec<_>>());
-        assert_eq!(
-            prefix(&["ACCESS_JIRA", "ACCESS_SONARQUBE"]).as_deref(),
-            Some("access-")
-        );
-        // One program shares nothing; stripping must leave names non-empty and distinct.
-        assert_eq!(
-            [
-                prefix(&["ACCESS_JIRA"]),
-                prefix(&["ACCESS", "ACCESS_X"]),
-                prefix(&["A_X", "A-X"])
-            ],
-            [None, None, None]
-        );
     }
 }

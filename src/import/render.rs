@@ -1,44 +1,40 @@
 //! [`Plan`] -> agent.yaml text, every value with a comment saying where it came from and a
-//! clearly marked REQUIRED block while the server's key still has to be pinned; and the proof,
-//! before anything is written, that `agent run` reads that text as the plan says.
+//! clearly marked REQUIRED block while the server's key still has to be pinned; and the check,
+//! before anything is written, that `agent run` reads that text back as planned.
 
 use std::fmt::Write;
 use std::path::Path;
 
-use super::plan::{Plan, PlannedForward, pin_steps};
-use super::{ImportError, Origin};
-use crate::config::{Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IDENTITY, Problem, values};
+use super::ImportError;
+use super::plan::{Plan, keepalive, pin_steps};
+use crate::config::{Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, values};
 
-/// A syntactically valid fingerprint that matches no key, to check the rest of a file whose
-/// pin is still missing.
-const STAND_IN_PIN: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+/// The line written while no pin was given; `agent run` refuses the file until it is filled in.
+const MISSING_PIN: &str = "host_keys: [] # REQUIRED: see above";
 
 /// A YAML scalar: plain when that cannot be misread, otherwise double-quoted (a JSON string is
 /// a valid YAML double-quoted scalar).
-pub fn scalar(text: &str) -> String {
-    let reserved = [
-        "true", "false", "yes", "no", "on", "off", "null", "y", "n", "~",
-    ];
+fn scalar(text: &str) -> String {
+    let reserved = ["true", "false", "yes", "no", "on", "off", "null", "y", "n"];
     let plain = text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/')
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._/@+-:".contains(c))
         && !text.ends_with(':')
         && !reserved.contains(&text.to_ascii_lowercase().as_str());
-    if plain {
-        text.to_string()
-    } else {
-        serde_json::to_string(text).unwrap_or_else(|_| format!("\"{text}\""))
+    match plain {
+        true => text.to_string(),
+        false => serde_json::to_string(text).unwrap_or_default(),
     }
 }
 
-/// A comment block at `indent`, wrapped at 98 columns; '\n' in `text` starts a new line.
-fn comment(out: &mut String, indent: &str, text: &str) {
-    let width = 96 - indent.len();
+/// A comment block at `indent`, wrapped at 98 columns ('\n' in `text` starts a new line), then
+/// the YAML it explains.
+fn commented(out: &mut String, indent: &str, text: &str, yaml: &str) {
     for paragraph in text.split('\n') {
         let mut line = String::new();
         for word in paragraph.split(' ') {
-            if !line.is_empty() && line.len() + 1 + word.len() > width {
+            if !line.is_empty() && indent.len() + line.len() + word.len() > 95 {
                 let _ = writeln!(out, "{indent}# {}", std::mem::take(&mut line));
             }
             if !line.is_empty() {
@@ -48,84 +44,62 @@ fn comment(out: &mut String, indent: &str, text: &str) {
         }
         let _ = writeln!(out, "{indent}# {line}");
     }
+    if !yaml.is_empty() {
+        let _ = writeln!(out, "{indent}{yaml}");
+    }
 }
 
-/// A comment block, then the YAML line it explains.
-fn commented(out: &mut String, indent: &str, text: &str, yaml: &str) {
-    comment(out, indent, text);
-    let _ = writeln!(out, "{indent}{yaml}");
-}
-
-/// The agent.yaml for `plan`, with `pins` under `server.host_keys` (the REQUIRED placeholder
-/// when there are none).
-pub fn render(plan: &Plan, pins: &[String]) -> String {
-    let mut y = String::new();
-    let from = |o: &Origin| match &o.program {
-        Some(p) => format!("[program:{p}] line {}", o.line),
-        None => format!("line {}", o.line),
-    };
-    let sources: Vec<String> = plan.origins.iter().map(from).collect();
+/// The agent.yaml for `plan`.
+pub fn render(plan: &Plan) -> String {
+    let (mut y, s) = (String::new(), &plan.server);
+    let mut sources: Vec<String> = plan.forwards.iter().map(|f| f.origin.describe()).collect();
+    sources.dedup();
     let header = format!(
-        "agent.yaml written by `agent import` from {}\n({}).\nEach setting says where it came from; the README's \"agent.yaml reference\" explains every field.\nNext: `agent check` (probes every hop), then `agent run`.",
+        "agent.yaml written by `agent import` from {} ({}).\nEach setting says where it came from; the README's \"agent.yaml reference\" explains every field.\nNext: `agent check` (probes every hop), then `agent run`.",
         plan.input,
         sources.join(", ")
     );
-    comment(&mut y, "", &header);
-    y.push_str("\nserver:\n");
-    commented(
-        &mut y,
-        "  ",
-        &format!("from {}", plan.server.host.how),
-        &format!("host: {}", scalar(&plan.server.host.value)),
-    );
-    let fallback = match plan.ports.len() {
-        1 => "",
-        _ => {
-            "; the agent falls back to 443 when it is unreachable (remove 443 if the vendor's server does not listen there)"
-        }
-    };
-    let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
-    let port_how = &plan.server.port.how;
-    let ports_line = format!("ports: [{}]", ports.join(", "));
-    commented(
-        &mut y,
-        "  ",
-        &format!("{} ({}){fallback}", plan.ports[0], port_how),
-        &ports_line,
-    );
-    commented(
-        &mut y,
-        "  ",
-        &format!("from {}", plan.server.user.how),
-        &format!("user: {}", scalar(&plan.server.user.value)),
-    );
+    commented(&mut y, "", &header, "\nserver:");
+    let host = format!("host: {}", scalar(&s.host.value));
+    commented(&mut y, "  ", &format!("from {}", s.host.how), &host);
+    let mut port_how = format!("{} ({})", plan.ports[0], s.port.how);
+    if plan.ports.len() > 1 {
+        port_how += "; the agent falls back to 443 when it is unreachable (remove 443 if the vendor's server does not listen there)";
+    }
+    commented(&mut y, "  ", &port_how, &format!("ports: {:?}", plan.ports));
+    let user = format!("user: {}", scalar(&s.user.value));
+    commented(&mut y, "  ", &format!("from {}", s.user.how), &user);
     let history = &plan.host_key_history;
-    if pins.is_empty() {
-        let steps = pin_steps(&plan.server.host.value, plan.ports[0]);
+    if plan.host_keys.is_empty() {
+        let steps = pin_steps(&s.host.value, plan.ports[0]);
         let text = format!(
             "REQUIRED, NOT SET YET. {history} The agent refuses to connect until the server's key is pinned here:\n{steps}\n  host_keys: [\"SHA256:...\"]"
         );
-        commented(&mut y, "  ", &text, "host_keys: [] # REQUIRED: see above");
+        commented(&mut y, "  ", &text, MISSING_PIN);
     } else {
         let text = format!(
             "{history} Pinned with --host-key: the agent accepts only these keys. Confirm them with the vendor over another channel."
         );
-        commented(&mut y, "  ", &text, "host_keys:");
-        for p in pins {
-            let _ = writeln!(y, "    - {}", serde_json::to_string(p).unwrap_or_default());
-        }
-    }
-    for f in &plan.known_hosts_files {
-        comment(
+        let pins = plan
+            .host_keys
+            .iter()
+            .map(|p| serde_json::to_string(p).unwrap_or_default());
+        let pins: Vec<String> = pins.map(|p| format!("    - {p}")).collect();
+        commented(
             &mut y,
             "  ",
-            &format!(
-                "The old UserKnownHostsFile; if it holds the vendor's key, the agent can read it (relative to this file's folder):\nknown_hosts: {}",
-                scalar(f)
-            ),
+            &text,
+            &format!("host_keys:\n{}", pins.join("\n")),
         );
     }
-    let (how, identity) = match &plan.server.identity {
+    for f in &plan.known_hosts_files {
+        let text = format!(
+            "The old UserKnownHostsFile; if it holds the vendor's key, the agent can read it (relative to this file's folder):\nknown_hosts: {}",
+            scalar(f)
+        );
+        commented(&mut y, "  ", &text, "");
+    }
+    let (how, identity) = match &s.identity {
         Some(id) => (format!("from {}.", id.how), id.value.as_str()),
         None => ("No -i in the old command: ssh used the user's default key (~/.ssh/id_*). Copy that key here, or point identity at it.".into(), DEFAULT_IDENTITY),
     };
@@ -136,181 +110,87 @@ pub fn render(plan: &Plan, pins: &[String]) -> String {
         &mut y,
         "",
         &text,
-        &format!("identity: {}", scalar(identity)),
+        &format!("identity: {}\nforwards:", scalar(identity)),
     );
-    y.push_str("forwards:\n");
     for f in &plan.forwards {
         // A bare port stays a number; an address is quoted (`*` would be a YAML alias).
-        let remote = match f.remote.parse::<u16>() {
-            Ok(port) => port.to_string(),
-            Err(_) => serde_json::to_string(&f.remote).unwrap_or_default(),
+        let remote = match f.bind {
+            None => f.port.to_string(),
+            Some(_) => serde_json::to_string(&f.remote()).unwrap_or_default(),
         };
-        let entry = format!(
-            "- name: {}\n    remote: {remote}\n    target: {}",
-            scalar(&f.name),
-            scalar(&f.target)
-        );
+        let (name, target) = (scalar(&f.name), scalar(&f.target()));
+        let entry = format!("- name: {name}\n    remote: {remote}\n    target: {target}");
         commented(
             &mut y,
             "  ",
-            &format!("{}: -R {}", from(&f.origin), f.spec),
+            &format!("{}: -R {}", f.origin.describe(), f.spec),
             &entry,
         );
     }
-    match plan.keepalive {
-        Some((interval, missed)) => {
+    match keepalive(s) {
+        (Some((interval, missed)), how) => {
+            let dead = interval.saturating_mul(u64::from(missed));
             let text = format!(
-                "{}: a keepalive after {interval}s of silence; after {missed} unanswered the link counts as dead (about {}s) and the agent reconnects.",
-                plan.keepalive_how,
-                interval * u64::from(missed)
+                "{how}: a keepalive after {interval}s of silence; after {missed} unanswered the link counts as dead (about {dead}s) and the agent reconnects."
             );
-            commented(
-                &mut y,
-                "",
-                &text,
-                &format!("keepalive: {{ interval: {interval}s, max_missed: {missed} }}"),
-            );
+            let yaml = format!("keepalive: {{ interval: {interval}s, max_missed: {missed} }}");
+            commented(&mut y, "", &text, &yaml);
         }
-        None => comment(
-            &mut y,
-            "",
-            &format!(
-                "{}. The agent's default applies:\nkeepalive: {{ interval: 15s, max_missed: 3 }}",
-                plan.keepalive_how
-            ),
-        ),
+        (None, how) => {
+            let text = format!(
+                "{how}. The agent's default applies:\nkeepalive: {{ interval: 15s, max_missed: 3 }}"
+            );
+            commented(&mut y, "", &text, "");
+        }
     }
-    if let Some(t) = &plan.server.connect_timeout {
-        commented(
-            &mut y,
-            "",
-            &format!("from {}", t.how),
-            &format!("timeouts: {{ connect: {}s }}", t.value),
-        );
+    if let Some(t) = &s.connect_timeout {
+        let yaml = format!("timeouts: {{ connect: {}s }}", t.value);
+        commented(&mut y, "", &format!("from {}", t.how), &yaml);
     }
     let admin = format!("admin: {{ listen: \"{DEFAULT_ADMIN}\" }}");
-    commented(
-        &mut y,
-        "",
-        "Health and metrics (`agent health`), on loopback only; \"off\" disables them.",
-        &admin,
-    );
+    let text = "Health and metrics (`agent health`), on loopback only; \"off\" disables them.";
+    commented(&mut y, "", text, &admin);
     y
 }
 
-/// Proves `yaml` is an agent.yaml `agent run` accepts (apart from a pin still missing) and that
-/// it reads back with the server, key, forwards, keepalive and timeout the plan says.
-pub fn verify(config_path: &Path, yaml: &str, plan: &Plan) -> Result<(), Vec<ImportError>> {
-    let invalid = |e: ConfigError| -> Vec<ImportError> {
-        let problem = |p: &Problem| {
-            format!(
+/// Checks that `yaml` is an agent.yaml `agent run` accepts (apart from a pin still missing) and
+/// that it reads back with the server and forwards the plan says.
+pub fn verify(yaml: &str, plan: &Plan) -> Result<(), Vec<ImportError>> {
+    // A syntactically valid fingerprint that matches no key stands in for a missing pin.
+    let stand_in = "host_keys: [\"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"]";
+    let yaml = yaml.replace(MISSING_PIN, stand_in);
+    let config = Config::parse(Path::new("agent.yaml"), &yaml).map_err(|e| {
+        let invalid = |p: &crate::config::Problem| {
+            let message = format!(
                 "the agent.yaml would be invalid: {}: {}",
                 p.field, p.message
-            )
+            );
+            ImportError::new(None, message, p.fix.as_deref())
         };
-        e.problems
-            .iter()
-            .map(|p| ImportError::whole(problem(p), p.fix.as_deref()))
-            .collect()
-    };
-    let internal = |m: String| vec![ImportError::whole(format!("internal error: {m}"), None)];
-    // Without a pin the only problem allowed is the pin; the rest is checked with a stand-in.
-    let config = match Config::parse(config_path, yaml) {
-        Err(e)
-            if plan.host_keys.is_empty()
-                && e.problems.iter().all(|p| p.field == "server.host_keys") =>
-        {
-            Config::parse(config_path, &render(plan, &[STAND_IN_PIN.to_string()]))
-        }
-        Ok(_) if plan.host_keys.is_empty() => {
-            return Err(internal("agent.yaml without a pin was accepted".into()));
-        }
-        other => other,
-    }
-    .map_err(invalid)?;
-    let keepalive = (
-        config.keepalive.interval.as_secs(),
-        config.keepalive.max_missed,
-    );
-    let timeout = config.timeouts.connect.as_secs();
-    let forwards: Vec<_> = config
-        .forwards
-        .iter()
-        .map(|f| (&f.name, (f.remote_addr.clone(), f.remote_port), f.target()))
-        .collect();
-    let server = (
-        &config.server.host,
-        &config.server.user,
-        &config.server.ports,
-        config.server.host_keys.len(),
-    );
-    let got = (server, &config.identity, forwards, keepalive, timeout);
-    let first = &plan.server;
-    let identity = first
-        .identity
-        .as_ref()
-        .map_or(DEFAULT_IDENTITY, |i| &i.value);
-    let identity = config_path.parent().unwrap_or(Path::new("")).join(identity);
-    let remote = |f: &PlannedForward| values::remote_spec(&f.remote).unwrap_or_default();
-    let forwards: Vec<_> = plan
-        .forwards
-        .iter()
-        .map(|f| (&f.name, remote(f), f.target.clone()))
-        .collect();
-    let (keepalive, timeout) = (
-        plan.keepalive.unwrap_or(keepalive),
-        plan.server
-            .connect_timeout
-            .as_ref()
-            .map_or(timeout, |t| t.value),
-    );
-    let server = (
+        e.problems.iter().map(invalid).collect::<Vec<_>>()
+    })?;
+    let (s, forwards) = (&config.server, config.forwards.iter());
+    let forwards = forwards.map(|f| {
+        (
+            f.name.clone(),
+            (f.remote_addr.clone(), f.remote_port),
+            f.target(),
+        )
+    });
+    let got = (&s.host, &s.user, &s.ports, forwards.collect::<Vec<_>>());
+    let remote = |r: &str| values::remote_spec(r).unwrap_or_default();
+    let planned = plan.forwards.iter();
+    let planned = planned.map(|f| (f.name.clone(), remote(&f.remote()), f.target()));
+    let want = (
         &plan.server.host.value,
         &plan.server.user.value,
         &plan.ports,
-        plan.host_keys.len().max(1),
+        planned.collect(),
     );
-    let want = (server, &identity, forwards, keepalive, timeout);
-    match got == want {
-        true => Ok(()),
-        false => Err(internal(format!(
-            "the generated agent.yaml reads back as {got:?}, not {want:?}"
-        ))),
+    if got == want {
+        return Ok(());
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scalars() {
-        assert_eq!(scalar("tunnel.vendor.example"), "tunnel.vendor.example");
-        assert_eq!(
-            scalar("/etc/armorcode/private-key.pem"),
-            "/etc/armorcode/private-key.pem"
-        );
-        assert_eq!(scalar("127.0.0.1"), "\"127.0.0.1\"");
-        assert_eq!(scalar("no"), "\"no\"");
-        assert_eq!(scalar("~/.ssh/id_rsa"), "\"~/.ssh/id_rsa\"");
-        assert_eq!(scalar("a \"b\""), "\"a \\\"b\\\"\"");
-        assert_eq!(scalar("jira.acme.com:443"), "jira.acme.com:443");
-        assert_eq!(scalar("[fd00::5]:443"), "\"[fd00::5]:443\"");
-    }
-
-    #[test]
-    fn comments_wrap_and_keep_line_breaks() {
-        let mut out = String::new();
-        comment(
-            &mut out,
-            "  ",
-            &format!("{}\nnext", "word ".repeat(30).trim_end()),
-        );
-        let lines: Vec<&str> = out.lines().collect();
-        assert!(
-            lines.len() == 3 && lines.iter().all(|l| l.starts_with("  # ") && l.len() <= 98),
-            "{out}"
-        );
-        assert_eq!(lines[2], "  # next");
-    }
+    let message =
+        format!("internal error: the generated agent.yaml reads back as {got:?}, not {want:?}");
+    Err(vec![ImportError::new(None, message, None)])
 }

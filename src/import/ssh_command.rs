@@ -1,10 +1,11 @@
 //! One ssh or autossh command -> [`SshCommand`], read exactly as ssh reads it: its `getopt`
 //! string (flags grouped as `-gnNT`, values attached as `-R5000:h:1` or separate, options after
 //! the destination too, `--` ending them), `-o` in every form, `-R` as OpenSSH's `parse_forward`
-//! reads it, the destination as `user@host` or `ssh://`; autossh's `-M` and `AUTOSSH_*` on top.
+//! reads it, the destination as `user@host`; autossh's `-M` and `AUTOSSH_*` on top.
 //!
-//! What agent.yaml can say is kept. The few options that change what the tunnel did get a note
-//! saying how; any other gets one generic note.
+//! What agent.yaml can say is kept; like ssh, the first value of a setting wins. The options that
+//! change what the tunnel did get a note saying what the agent does instead, any other one a
+//! generic note.
 
 use super::Severity::{self, *};
 use super::words::{self, Dialect};
@@ -18,23 +19,49 @@ const SSH_FLAGS: &str = "1246afgkMNnqstvxACGKTVXYy";
 /// forwarding, GSSAPI delegation) or quiet ssh: nothing to say about them.
 const QUIET_FLAGS: &str = "NTnqaxk";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tool {
-    Ssh,
-    Autossh,
-}
+/// Option letters that are short for a config keyword, read as that `-o` would be (`-F` names
+/// config files to read, as `Include` does).
+const LETTER_KEYWORDS: &[(char, &str)] = &[
+    ('p', "port"),
+    ('l', "user"),
+    ('i', "identityfile"),
+    ('R', "remoteforward"),
+    ('L', "localforward"),
+    ('D', "dynamicforward"),
+    ('J', "proxyjump"),
+    ('F', "include"),
+];
 
-/// Which tool an executable path runs, if it is one import reads.
-pub fn tool_of(exe: &str) -> Option<Tool> {
-    match exe.rsplit('/').next() {
-        Some("ssh") => Some(Tool::Ssh),
-        Some("autossh") => Some(Tool::Autossh),
-        _ => None,
-    }
+/// What the agent does instead of these keywords (`autossh`: `-M` and `AUTOSSH_*`;
+/// `environment`: any other variable); every other option gets the generic note.
+const REPLACED: &[(&str, Severity, &str)] = &[
+    ("autossh", Info, AUTOSSH),
+    ("exitonforwardfailure", Info, ALWAYS_EXIT_ON_FAILURE),
+    ("include", Warning, CONFIG_NOT_READ),
+    ("userknownhostsfile", Info, KNOWN_HOSTS),
+    ("environment", Warning, NO_ENVIRONMENT),
+    ("localforward", Warning, LOCAL),
+    ("dynamicforward", Warning, LOCAL),
+    ("proxyjump", Attention, PROXY),
+    ("proxycommand", Attention, PROXY),
+];
+const AUTOSSH: &str = "autossh's own setting; the agent reconnects forever and detects a dead link with SSH keepalives";
+const ALWAYS_EXIT_ON_FAILURE: &str =
+    "always on in the agent: a refused forward is an error, retried until the server grants it";
+const CONFIG_NOT_READ: &str = "the ssh config file(s) named there were NOT read; copy what matters in them (User, Port, IdentityFile, ServerAlive*) onto the command line";
+const KNOWN_HOSTS: &str = "the agent checks the server against server.host_keys (a known_hosts file, if any, is offered in agent.yaml, commented out)";
+const NO_ENVIRONMENT: &str = "the agent does not run ssh, so it passes no environment on";
+const LOCAL: &str = "a local forward let this machine reach into the vendor's network; the agent only exposes the services you list";
+const PROXY: &str = "the old tunnel reached the server through that proxy or jump host; the agent dials the server directly. Make sure this machine can reach it directly before switching";
+
+/// The tool an executable path runs, `ssh` or `autossh`, if it is one import reads.
+pub fn tool_of(exe: &str) -> Option<&'static str> {
+    let name = exe.rsplit('/').next();
+    ["ssh", "autossh"].into_iter().find(|t| name == Some(t))
 }
 
 /// A TCP remote forward the agent can express.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoteForward {
     /// The bind address as written; `None` when the spec had none (the server listens on
     /// localhost), `Some("")` for an empty one (all interfaces, like `*`).
@@ -42,8 +69,11 @@ pub struct RemoteForward {
     pub port: u16,
     pub target_host: String,
     pub target_port: u16,
-    /// The spec as written, for comments and messages.
+    /// The spec as written, and the command it is in, for comments and messages.
     pub spec: String,
+    pub origin: Origin,
+    /// Its agent.yaml name, which [`super::plan`] chooses; empty until then.
+    pub name: String,
 }
 
 impl RemoteForward {
@@ -96,106 +126,75 @@ pub struct SshCommand {
     pub notes: Vec<Note>,
 }
 
-/// The command while it is read; [`Reader::finish`] settles the server, user and key.
+/// The command while it is read; [`Reader::finish`] settles the server and user.
 #[derive(Default)]
 struct Reader {
     cmd: SshCommand,
     autossh: bool,
     destination: Option<String>,
-    port: Option<Written<u16>>,
     remote_command: Vec<String>,
     hostname: Option<Written<String>>,
     user: Option<Written<String>>,
-    identities: Vec<Written<String>>,
-    exit_on_forward_failure: Option<Written<bool>>,
-    clear_all_forwardings: bool,
+    port: Option<Written<u16>>,
 }
 
 pub fn parse(source: &Source) -> Result<SshCommand, ImportError> {
     let origin = &source.origin;
-    let fail =
-        |m: String| ImportError::at(origin.line, format!("{}: {m}", origin.describe()), None);
+    let fail = |m: String| ImportError::new(Some(origin.line), origin.describe() + ": " + &m, None);
     let exe = source.words.first().map_or("", String::as_str);
     let tool = tool_of(exe).ok_or_else(|| fail(format!("runs `{exe}`, not ssh or autossh")))?;
+    let cmd = SshCommand {
+        origin: origin.clone(),
+        ..SshCommand::default()
+    };
+    let autossh = tool == "autossh";
     let mut r = Reader {
-        autossh: tool == Tool::Autossh,
+        cmd,
+        autossh,
         ..Reader::default()
     };
-    r.cmd.origin = origin.clone();
+    // The environment reached ssh or autossh only; the agent runs neither.
     for (k, v) in &source.env {
-        r.environment(k, v);
+        let keyword = match k.starts_with("AUTOSSH_") {
+            true => "autossh",
+            false => "environment",
+        };
+        r.not_carried_over(keyword, &format!("environment {k}={v}"));
     }
     r.arguments(source.words.get(1..).unwrap_or_default())
         .map_err(fail)?;
     r.finish(source).map_err(fail)
 }
 
-/// Sets a single-valued setting once; the same value again is fine, a different one is an error
-/// (ssh silently uses one of them, rarely the one the author meant).
-fn set_once<T: PartialEq>(
-    slot: &mut Option<Written<T>>,
-    value: T,
-    how: &str,
-    what: &str,
-) -> Result<(), String> {
+/// Keeps the first value of a setting, as ssh does. Returns how the first was written when
+/// `value` differs from it: a conflict the reader must settle.
+fn first_wins<T: PartialEq>(slot: &mut Option<Written<T>>, value: T, how: &str) -> Option<String> {
     match slot {
-        Some(old) if old.value != value => Err(format!(
-            "sets the {what} twice, differently: `{}` and `{how}`; keep the one the vendor gave you",
-            old.how
-        )),
-        Some(_) => Ok(()),
+        Some(first) => (first.value != value).then(|| first.how.clone()),
         None => {
-            *slot = Some(Written {
-                value,
-                how: how.to_string(),
-            });
-            Ok(())
+            *slot = Some(Written::new(value, how));
+            None
         }
     }
 }
 
 impl Reader {
     fn note(&mut self, severity: Severity, message: String) {
-        self.cmd
-            .notes
-            .push(Note::at(severity, &self.cmd.origin, message));
+        let note = Note::new(severity, Some(&self.cmd.origin), message);
+        self.cmd.notes.push(note);
     }
 
-    /// Everything the agent has no setting for, and no reason to do.
-    fn not_carried_over(&mut self, how: &str) {
-        self.note(
-            Info,
-            format!("ssh option {how} is not carried over: the agent does not use it"),
-        );
-    }
-
-    fn local_forward(&mut self, how: &str) {
-        self.note(Warning, format!("{how} not carried over: a local forward let this machine reach into the vendor's network; the agent only exposes the services you list"));
-    }
-
-    fn proxy(&mut self, how: &str) {
-        self.note(Attention, format!("{how} not carried over: the old tunnel reached the server through that proxy or jump host; the agent dials the server directly. Make sure this machine can reach it directly before switching"));
-    }
-
-    fn config_file(&mut self, how: &str) {
-        self.note(Warning, format!("{how}: the ssh config file(s) named there were NOT read; copy what matters in them (User, Port, IdentityFile, ServerAlive*) onto the command line"));
-    }
-
-    fn autossh_setting(&mut self, how: &str) {
-        self.note(Info, format!("{how} not carried over: autossh's own setting; the agent reconnects forever and detects a dead link with SSH keepalives"));
-    }
-
-    fn remote_forward(&mut self, spec: &str) -> Result<(), String> {
-        match parse_remote(spec)? {
-            Parsed::Tcp(f) => self.cmd.forwards.push(f),
-            Parsed::Unsupported(why) => self.note(Attention, format!("not carried over: {why}")),
-        }
-        Ok(())
-    }
-
-    fn port(&mut self, text: &str, how: &str) -> Result<(), String> {
-        let port = port_number(text).map_err(|e| format!("{how}: {e}"))?;
-        set_once(&mut self.port, port, how, "port")
+    /// The note for `how`, an option agent.yaml has no setting for: what the agent does instead
+    /// when `keyword` is in [`REPLACED`], else that it does not use it.
+    fn not_carried_over(&mut self, keyword: &str, how: &str) {
+        let (severity, message) = match REPLACED.iter().find(|(k, ..)| *k == keyword) {
+            Some((_, severity, why)) => (*severity, format!("{how} not carried over: {why}")),
+            None => (
+                Info,
+                format!("ssh option {how} is not carried over: the agent does not use it"),
+            ),
+        };
+        self.note(severity, message);
     }
 
     /// The words after the executable, as ssh's `getopt` loop reads them.
@@ -217,22 +216,17 @@ impl Reader {
                         let value = match &w[i + 1..] {
                             "" => args
                                 .next()
-                                .map(String::as_str)
                                 .ok_or(format!("ends with -{c}, which needs a value"))?,
                             attached => attached,
                         };
                         self.option(c, value)?;
                         break;
-                    } else if c == 'G' || c == 'V' {
-                        return Err(format!(
-                            "-{c} prints something and exits: this command never opened a tunnel"
-                        ));
                     } else if !SSH_FLAGS.contains(c) {
                         return Err(format!(
                             "-{c} (in `{w}`) is not an ssh option; ssh would refuse to start"
                         ));
                     } else if !QUIET_FLAGS.contains(c) {
-                        self.not_carried_over(&format!("-{c}"));
+                        self.not_carried_over("", &format!("-{c}"));
                     }
                 }
             }
@@ -240,214 +234,168 @@ impl Reader {
         Ok(())
     }
 
-    fn option(&mut self, c: char, v: &str) -> Result<(), String> {
-        let how = format!("-{c} {v}");
-        match c {
-            'R' => return self.remote_forward(v),
-            'o' => return self.keyword(v),
-            'p' => return self.port(v, &how),
-            'l' => return set_once(&mut self.user, v.to_string(), &how, "user"),
-            'i' => self.identities.push(Written {
-                value: v.to_string(),
-                how,
-            }),
-            // Only autossh gets here with -M: for ssh it is a flag.
-            'M' => self.autossh_setting(&how),
-            'L' | 'D' => self.local_forward(&how),
-            'J' => self.proxy(&how),
-            'F' => self.config_file(&how),
-            _ => self.not_carried_over(&how),
+    /// An option letter with its value: `-o`, a keyword's short form, or one of its own (only
+    /// autossh gets here with `-M`: for ssh it is a flag).
+    fn option(&mut self, letter: char, value: &str) -> Result<(), String> {
+        let how = format!("-{letter} {value}");
+        match LETTER_KEYWORDS.iter().find(|(l, _)| *l == letter) {
+            _ if letter == 'o' => return self.config_line(value),
+            Some((_, keyword)) => return self.keyword(keyword, vec![value.to_string()], &how),
+            None if letter == 'M' => self.not_carried_over("autossh", &how),
+            None => self.not_carried_over("", &how),
         }
         Ok(())
     }
 
     /// One `-o`, read as ssh's config parser reads a line: keyword case-insensitive, separated
     /// from the value by whitespace or one `=`, the value's quotes removed.
-    fn keyword(&mut self, text: &str) -> Result<(), String> {
-        let parsed = split_keyword(text).and_then(|(k, raw)| {
-            let values = words::split(raw, Dialect::Shlex).ok()?;
-            (!values.is_empty()).then_some((k, values))
-        });
-        let Some((keyword, values)) = parsed else {
-            return Err(format!(
+    fn config_line(&mut self, text: &str) -> Result<(), String> {
+        let t = text.trim();
+        let (keyword, rest) =
+            t.split_at(t.find(|c: char| c.is_whitespace() || c == '=').unwrap_or(0));
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix('=').unwrap_or(rest);
+        match words::split(rest, Dialect::Shlex) {
+            Ok(values) if !keyword.is_empty() && !values.is_empty() => {
+                let how = format!("-o {keyword}={}", values.join(" "));
+                self.keyword(&keyword.to_ascii_lowercase(), values, &how)
+            }
+            _ => Err(format!(
                 "-o \"{text}\" is not Keyword=Value; write e.g. -o ServerAliveInterval=30"
-            ));
-        };
+            )),
+        }
+    }
+
+    /// A setting by its lowercased config keyword, from `-o` or an option letter.
+    fn keyword(&mut self, keyword: &str, values: Vec<String>, how: &str) -> Result<(), String> {
         let value = values.join(" ");
-        let how = format!("-o {keyword}={value}");
         let bad = |expected: &str| format!("{how}: expected {expected}");
         let time = || seconds(&value).ok_or_else(|| bad("a time, e.g. 30, 30s, 1m30s"));
-        let yes = || match value.to_ascii_lowercase().as_str() {
-            "yes" | "true" => Ok(true),
-            "no" | "false" => Ok(false),
-            _ => Err(bad("yes or no")),
-        };
         let c = &mut self.cmd;
-        match keyword.to_ascii_lowercase().as_str() {
-            "serveraliveinterval" => {
-                set_once(&mut c.alive_interval, time()?, &how, "ServerAliveInterval")?
+        let first = match keyword {
+            "port" => {
+                let port = port_number(&value).map_err(|e| format!("{how}: {e}"))?;
+                first_wins(&mut self.port, port, how)
             }
+            "user" => first_wins(&mut self.user, value, how),
+            "hostname" => first_wins(&mut self.hostname, value, how),
+            "identityfile" => first_wins(&mut c.identity, value, how),
+            "serveraliveinterval" => first_wins(&mut c.alive_interval, time()?, how),
             "serveralivecountmax" => {
-                let n = value.parse().map_err(|_| bad("a number"))?;
-                set_once(&mut c.alive_count, n, &how, "ServerAliveCountMax")?;
+                let count = value.parse().map_err(|_| bad("a number"))?;
+                first_wins(&mut c.alive_count, count, how)
             }
-            "connecttimeout" => set_once(&mut c.connect_timeout, time()?, &how, "ConnectTimeout")?,
-            "port" => self.port(&value, &how)?,
-            "user" => set_once(&mut self.user, value, &how, "user")?,
-            "hostname" => set_once(&mut self.hostname, value, &how, "HostName")?,
-            "identityfile" => self.identities.push(Written { value, how }),
+            "connecttimeout" => first_wins(&mut c.connect_timeout, time()?, how),
             "stricthostkeychecking" => {
-                let value = value.to_ascii_lowercase();
-                set_once(
-                    &mut c.strict_host_keys,
-                    value,
-                    &how,
-                    "StrictHostKeyChecking",
-                )?;
+                first_wins(&mut c.strict_host_keys, value.to_ascii_lowercase(), how)
             }
             "userknownhostsfile" => {
-                let files = values
-                    .into_iter()
-                    .filter(|f| f != "/dev/null" && !f.eq_ignore_ascii_case("none"));
-                c.known_hosts_files.extend(files);
-                let message = match c.known_hosts_files.is_empty() {
-                    true => format!("{how} not carried over: ssh remembered no server key at all"),
-                    false => format!(
-                        "{how}: the agent checks the server against server.host_keys; it can also read that file as server.known_hosts (see agent.yaml)"
-                    ),
-                };
-                self.note(Info, message);
+                // `/dev/null` (or `none`): ssh remembered no key at all, so there is none to offer.
+                let none = |f: &String| f == "/dev/null" || f.eq_ignore_ascii_case("none");
+                c.known_hosts_files
+                    .extend(values.into_iter().filter(|f| !none(f)));
+                self.not_carried_over(keyword, how);
+                None
             }
-            "exitonforwardfailure" => {
-                self.exit_on_forward_failure = Some(Written { value: yes()?, how })
+            "remoteforward" => {
+                match parse_remote(&values.join(":"))? {
+                    Parsed::Tcp(f) => c.forwards.push(RemoteForward {
+                        origin: c.origin.clone(),
+                        ..f
+                    }),
+                    Parsed::Unsupported(why) => {
+                        self.note(Attention, format!("not carried over: {why}"))
+                    }
+                }
+                None
             }
-            "clearallforwardings" => self.clear_all_forwardings = yes()?,
-            "remoteforward" => self.remote_forward(&values.join(":"))?,
-            "localforward" | "dynamicforward" => self.local_forward(&how),
-            "include" => self.config_file(&how),
-            "proxycommand" | "proxyjump" if !value.eq_ignore_ascii_case("none") => self.proxy(&how),
-            _ => self.not_carried_over(&how),
+            "proxycommand" | "proxyjump" if value.eq_ignore_ascii_case("none") => None,
+            _ => {
+                self.not_carried_over(keyword, how);
+                None
+            }
+        };
+        if let Some(first) = first {
+            self.note(Attention, format!("conflicting values for {keyword}: `{first}` and `{how}`; agent.yaml keeps the first (ssh used the first too, but tried every key): check it"));
         }
         Ok(())
     }
 
-    /// `environment=` or `NAME=value` before the command: ssh got it, the agent runs no ssh.
-    fn environment(&mut self, key: &str, value: &str) {
-        let kv = format!("{key}={value}");
-        match key.starts_with("AUTOSSH_") {
-            true => self.autossh_setting(&kv),
-            false => self.note(Warning, format!("environment {kv} not carried over: the agent does not run ssh, so it passes no environment on")),
-        }
-    }
-
-    /// The end of reading: the server, user and key, and the notes about the whole command.
+    /// The end of reading: the server and user, and the notes about the whole command.
     fn finish(mut self, source: &Source) -> Result<SshCommand, String> {
-        let dest = self
-            .destination
-            .take()
-            .ok_or("has no destination: write the server as user@host")?;
-        let (user, host, port) = destination(&dest)?;
-        if let Some(u) = user {
-            set_once(&mut self.user, u, &dest, "user")?;
+        let dest = self.destination.take().unwrap_or_default();
+        let (user, host) = dest
+            .rsplit_once('@')
+            .map_or((None, dest.as_str()), |(u, h)| (Some(u), h));
+        if host.is_empty() || user == Some("") {
+            let found = if dest.is_empty() { "none" } else { &dest };
+            return Err(format!(
+                "has no destination ssh accepts ({found}); write the server as user@host"
+            ));
         }
-        if let Some(p) = port {
-            set_once(&mut self.port, p, &dest, "port")?;
+        if let Some(u) = user {
+            self.keyword("user", vec![u.to_string()], &dest)?;
         }
         // Without a user ssh logs in with the local name: supervisord's `user=`, if any.
-        let local = source.local_user.as_ref().map(|u| Written {
-            value: u.clone(),
-            how: format!(
-                "user={u}, the local user supervisord ran ssh as (no user in the command)"
-            ),
+        let local = source.local_user.as_ref().map(|u| {
+            Written::new(
+                u.clone(),
+                format!("user={u}, the local user supervisord ran ssh as (no user in the command)"),
+            )
         });
         self.cmd.user = self.user.take().or(local).ok_or_else(|| {
             format!("names no user, so ssh logged in as whoever ran it, which import cannot know; write the account the vendor gave you as USER@{host}")
         })?;
-        self.cmd.host = self.hostname.take().unwrap_or(Written {
-            value: host,
-            how: dest,
-        });
-        self.cmd.port = self.port.take().unwrap_or(Written {
-            value: 22,
-            how: "no -p: ssh's default".into(),
-        });
-        if self.clear_all_forwardings {
-            return Err("sets ClearAllForwardings=yes, so ssh ignored every forward in it; there is nothing to import".into());
-        }
+        self.cmd.host = self
+            .hostname
+            .take()
+            .unwrap_or(Written::new(host.to_string(), &dest));
+        self.cmd.port = self
+            .port
+            .take()
+            .unwrap_or(Written::new(22, "no -p: ssh's default"));
         if !self.remote_command.is_empty() {
             let command = self.remote_command.join(" ");
             self.note(Warning, format!("remote command `{command}` not carried over: the agent never runs commands on the server"));
         }
-        match self.exit_on_forward_failure.take() {
-            Some(e) if e.value => self.note(Info, format!("{}: always on in the agent: a refused forward is an error, retried until the server grants it", e.how)),
-            e if !self.cmd.forwards.is_empty() => {
-                let how = e.map_or("ExitOnForwardFailure unset".into(), |e| e.how);
-                self.note(Info, format!("{how}: ssh carried on silently without a forward the server refused; the agent logs it as an error and retries it until granted"));
-            }
-            _ => {}
-        }
-        if self
-            .identities
-            .iter()
-            .any(|i| i.value != self.identities[0].value)
-        {
-            let all: Vec<&str> = self.identities.iter().map(|i| i.how.as_str()).collect();
-            return Err(format!(
-                "names several keys ({}), and ssh tried each; the agent uses exactly one: keep the one whose public key the vendor has",
-                all.join(", ")
-            ));
-        }
-        self.cmd.identity = self.identities.into_iter().next();
-        if let (Some(id), Some(dir)) = (&mut self.cmd.identity, &source.directory)
+        // supervisord started ssh in `directory=`, so a relative key path was relative to it.
+        let dir = source.directory.as_deref().filter(|d| d.starts_with('/'));
+        if let (Some(id), Some(dir)) = (&mut self.cmd.identity, dir)
             && !id.value.starts_with(['/', '~'])
-            && dir.starts_with('/')
         {
             id.value = format!("{}/{}", dir.trim_end_matches('/'), id.value);
             let message = format!(
-                "{}: relative to directory={dir}, where supervisord started ssh, so the key is {}",
+                "{}: relative to directory={dir}, so the key is {}",
                 id.how, id.value
             );
-            self.cmd
-                .notes
-                .push(Note::at(Info, &self.cmd.origin, message));
+            self.note(Info, message);
         }
         Ok(self.cmd)
     }
 }
 
-/// Splits `Keyword=Value`, `Keyword Value` and `Keyword = Value`.
-fn split_keyword(text: &str) -> Option<(&str, &str)> {
-    let t = text.trim();
-    let (keyword, rest) = t.split_at(t.find(|c: char| c.is_whitespace() || c == '=')?);
-    let rest = rest.trim_start();
-    let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
-    (!keyword.is_empty() && !rest.is_empty()).then_some((keyword, rest))
-}
-
-/// ssh's time format (`30`, `30s`, `1m30s`, `1h`) in seconds.
+/// ssh's time format (`30`, `30s`, `1m30s`, `1h`) in seconds: numbers, each with one unit
+/// letter after it but the last, which may have none (seconds).
 fn seconds(text: &str) -> Option<u64> {
-    let (mut total, mut digits) = (0u64, String::new());
-    for c in text.trim().chars() {
-        let unit = match c.to_ascii_lowercase() {
-            d if d.is_ascii_digit() => {
-                digits.push(d);
-                continue;
-            }
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            'w' => 604800,
+    let mut total = 0u64;
+    for part in text
+        .to_ascii_lowercase()
+        .split_inclusive(|c: char| c.is_ascii_alphabetic())
+    {
+        let (number, unit) = part.split_at(part.trim_end_matches(char::is_alphabetic).len());
+        let scale = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 604800,
             _ => return None,
         };
-        total = total.saturating_add(digits.parse::<u64>().ok()?.saturating_mul(unit));
-        digits.clear();
+        let all_digits = !number.is_empty() && number.chars().all(|c| c.is_ascii_digit());
+        let number = number.parse::<u64>().ok().filter(|_| all_digits)?;
+        total = total.checked_add(number.checked_mul(scale)?)?;
     }
-    match (digits.as_str(), text.trim()) {
-        (_, "") => None,
-        ("", _) => Some(total),
-        (d, _) => Some(total.saturating_add(d.parse().ok()?)),
-    }
+    (!text.is_empty()).then_some(total)
 }
 
 /// Parses the argument of `-R` (or the two words of `RemoteForward`, joined with `:`) as
@@ -481,34 +429,32 @@ pub fn parse_remote(spec: &str) -> Result<Parsed, String> {
         [b, l, h, p] => (Some(b.clone()), l, h, p),
         _ => return Err(malformed()),
     };
-    let port = |text: &str, what: &str| -> Result<u16, String> {
-        match text.parse() {
-            Ok(p) if text.chars().all(|c| c.is_ascii_digit()) => Ok(p),
-            _ if text.chars().any(|c| c.is_ascii_alphabetic()) => Err(format!(
-                "-R {spec}: {what} \"{text}\" is not a number (service names are not read; write e.g. 443 for https)"
-            )),
-            _ => Err(format!(
-                "-R {spec}: {what} \"{text}\" is not a port number (0-65535)"
-            )),
-        }
+    let number = |text: &str, what: &str| match text.parse() {
+        Ok(p) if text.chars().all(|c| c.is_ascii_digit()) => Ok(p),
+        _ => Err(format!(
+            "-R {spec}: {what} \"{text}\" is not a port number (0-65535; service names such as https are not read)"
+        )),
     };
-    let listen_port = port(listen, "remote port")?;
-    if listen_port == 0 {
+    let port = number(listen, "remote port")?;
+    if port == 0 {
         return unsupported(
             "asks the server to pick a free port, which nobody could know in advance; ask the vendor which port is yours and write it",
         );
     }
-    let target_port = port(hostport, "target port")?;
+    let target_port = number(hostport, "target port")?;
     if target_port == 0 || host.is_empty() {
         return Err(format!("-R {spec} has no target host or port"));
     }
-    Ok(Parsed::Tcp(RemoteForward {
+    let (target_host, spec) = (host.clone(), spec.to_string());
+    let forward = RemoteForward {
         bind,
-        port: listen_port,
-        target_host: host.clone(),
+        port,
+        target_host,
         target_port,
-        spec: spec.to_string(),
-    }))
+        spec,
+        ..Default::default()
+    };
+    Ok(Parsed::Tcp(forward))
 }
 
 /// Splits off the next field of a forward spec; `None` on a malformed bracket or escape.
@@ -534,81 +480,4 @@ fn next_field(rest: &mut &str) -> Option<String> {
     }
     *rest = "";
     Some(field)
-}
-
-/// `user@host`, `host`, or `ssh://[user@]host[:port]`.
-fn destination(dest: &str) -> Result<(Option<String>, String, Option<u16>), String> {
-    let bad = || format!("`{dest}` is not a destination ssh accepts; write user@host");
-    let uri = dest.strip_prefix("ssh://").map(|u| u.trim_end_matches('/'));
-    let (rest, port) = match uri.map(|u| (u, u.rsplit_once(':').filter(|(_, p)| !p.contains(']'))))
-    {
-        None => (dest, None),
-        Some((u, None)) => (u, None),
-        Some((_, Some((u, p)))) => (u, Some(port_number(p).map_err(|e| format!("{dest}: {e}"))?)),
-    };
-    let (user, mut host) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u.to_string()), h),
-        None => (None, rest),
-    };
-    // Only the URI form puts an IPv6 address in brackets.
-    if uri.is_some() {
-        host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-    }
-    if host.is_empty() || user.as_deref() == Some("") {
-        return Err(bad());
-    }
-    Ok((user, host.to_string(), port))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forward_specs_ssh_accepts_but_the_agent_cannot_express_or_ssh_rejects() {
-        for spec in ["5000", "*:5000", "5000:/tmp/sock", "/tmp/s:h:1", "0:h:443"] {
-            assert!(
-                matches!(parse_remote(spec), Ok(Parsed::Unsupported(_))),
-                "{spec}"
-            );
-        }
-        for spec in [
-            "",
-            "a:b:c:d:e",
-            "5000:h:https",
-            "70000:h:1",
-            "5000:h:0",
-            "[::1:5000:h:1",
-            "[a]b:1:h:2",
-            "5000::443",
-            "1:h:2\\",
-        ] {
-            assert!(parse_remote(spec).is_err(), "{spec}");
-        }
-    }
-
-    #[test]
-    fn destinations_and_times() {
-        assert_eq!(
-            destination("ssh://u@h:2222").unwrap(),
-            (Some("u".into()), "h".into(), Some(2222))
-        );
-        assert_eq!(
-            destination("ssh://[::1]:22").unwrap(),
-            (None, "::1".into(), Some(22))
-        );
-        assert_eq!(
-            destination("a@b@h").unwrap(),
-            (Some("a@b".into()), "h".into(), None)
-        );
-        assert!(destination("@h").is_err() && destination("ssh://u@h:x").is_err());
-        assert_eq!(
-            [seconds("1m30s"), seconds("2H"), seconds("30"), seconds("")],
-            [Some(90), Some(7200), Some(30), None]
-        );
-        assert_eq!((seconds("s"), seconds("1x")), (None, None));
-    }
 }

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use super::Severity::*;
+use super::ssh_command;
 use super::words::{self, Dialect};
 use super::{ImportError, Note, Origin, Source};
 
@@ -63,88 +64,71 @@ fn strip_comment(line: &str) -> &str {
 pub fn parse_ini(text: &str) -> Result<Vec<Section>, Vec<ImportError>> {
     let mut sections: Vec<Section> = Vec::new();
     let mut errors = Vec::new();
-    let mut reject = |line, message: String| errors.push(ImportError::at(line, message, None));
     let mut current: Option<usize> = None;
-    // The entry (section, index) a more-indented line continues, and its key line's indentation.
-    let mut open: Option<(usize, usize)> = None;
-    let mut indent_level = 0;
+    // While the last key's value may go on: that key line's indentation.
+    let mut open: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        let value = strip_comment(raw).trim();
+        let (line, value) = (i + 1, strip_comment(raw).trim());
         let indent = raw.len() - raw.trim_start().len();
-        if let Some((s, e)) = open {
-            let entry = &mut sections[s].entries[e].value;
-            if value.is_empty() {
-                // Kept inside a value (whitespace to shlex) so offsets stay physical lines.
-                entry.push('\n');
-                continue;
-            }
-            if indent > indent_level {
-                entry.push('\n');
-                entry.push_str(value);
-                continue;
-            }
+        let continues = open.is_some_and(|key| value.is_empty() || indent > key);
+        if let Some(entry) = current
+            .filter(|_| continues)
+            .and_then(|s| sections[s].entries.last_mut())
+        {
+            // A blank line stays in the value (whitespace to shlex) so offsets are physical lines.
+            entry.value.push('\n');
+            entry.value.push_str(value);
+            continue;
         }
+        open = None;
         if value.is_empty() {
             continue;
         }
-        indent_level = indent;
-        open = None;
+        let reject = |what: &str| {
+            ImportError::new(
+                Some(line),
+                format!("`{value}` is not {what}; supervisord rejects this line"),
+                None,
+            )
+        };
         if let Some(rest) = value.strip_prefix('[') {
             match rest.split_once(']') {
                 Some((name, _)) if !name.is_empty() => {
-                    current = sections.iter().position(|s| s.name == name).or_else(|| {
+                    current = sections.iter().position(|s| s.name == name);
+                    if current.is_none() {
+                        let entries = Vec::new();
+                        let name = name.to_string();
                         sections.push(Section {
-                            name: name.to_string(),
+                            name,
                             line,
-                            entries: Vec::new(),
+                            entries,
                         });
-                        Some(sections.len() - 1)
-                    });
+                        current = Some(sections.len() - 1);
+                    }
                 }
-                _ => reject(
-                    line,
-                    format!("`{value}` is not a section header; write `[program:NAME]`"),
-                ),
+                _ => errors.push(reject("a section header such as `[program:NAME]`")),
             }
             continue;
         }
-        let Some(s) = current else {
-            reject(
-                line,
-                format!(
-                    "`{value}` comes before any `[section]` line; supervisord rejects this file"
-                ),
-            );
-            continue;
-        };
-        match value.split_once(['=', ':']) {
-            Some((key, val)) if !key.trim().is_empty() => {
+        match (current, value.split_once(['=', ':'])) {
+            (Some(s), Some((key, val))) if !key.trim().is_empty() => {
                 let key = key.trim().to_lowercase();
                 let entries = &mut sections[s].entries;
                 // Later keys win (supervisord's parser is not strict).
                 entries.retain(|e| e.key != key);
-                entries.push(Entry {
-                    key,
-                    value: val.trim().to_string(),
-                    line,
-                });
-                open = Some((s, entries.len() - 1));
+                let value = val.trim().to_string();
+                entries.push(Entry { key, value, line });
+                open = Some(indent);
             }
-            _ => reject(
-                line,
-                format!("`{value}` is not `key = value`; supervisord rejects this line"),
-            ),
+            _ => errors.push(reject("`key = value` under a `[section]` line")),
         }
     }
     for e in sections.iter_mut().flat_map(|s| &mut s.entries) {
         e.value.truncate(e.value.trim_end().len());
     }
-    if errors.is_empty() {
-        Ok(sections)
-    } else {
-        Err(errors)
+    match errors.is_empty() {
+        true => Ok(sections),
+        false => Err(errors),
     }
 }
 
@@ -156,18 +140,15 @@ pub fn sources(file: &Path, text: &str, notes: &mut Vec<Note>) -> (Vec<Source>, 
         Ok(s) => s,
         Err(errors) => return (Vec::new(), errors),
     };
-    let here = std::path::absolute(file)
-        .ok()
-        .and_then(|p| Some(p.parent()?.display().to_string()));
+    let here = std::path::absolute(file).ok();
+    let here = here.and_then(|p| Some(p.parent()?.display().to_string()));
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     for s in &sections {
         if s.name == "include" {
-            errors.push(ImportError::at(
-                s.line,
-                "[include] pulls in other files, and import reads only this one",
-                Some("run `agent import` on a file that holds every [program:...] section (paste the included programs in)"),
-            ));
+            let fix = "run `agent import` on a file that holds every [program:...] section (paste the included programs in)";
+            let message = "[include] pulls in other files, and import reads only this one";
+            errors.push(ImportError::new(Some(s.line), message, Some(fix)));
         } else if let Some(name) = s.name.strip_prefix("program:") {
             match program(s, name.trim(), here.as_deref().unwrap_or("."), notes) {
                 Ok(source) => sources.extend(source),
@@ -190,38 +171,42 @@ fn program(
         .filter(|c| !name.is_empty() && !c.value.is_empty());
     let Some(command) = command else {
         let fix = Some("write [program:NAME] with the autossh command, or remove the section");
-        return Err(ImportError::at(
-            s.line,
-            format!("[{}] has no name or no command=", s.name),
-            fix,
-        ));
+        let message = format!("[{}] has no name or no command=", s.name);
+        return Err(ImportError::new(Some(s.line), message, fix));
     };
     let origin = Origin {
         line: command.line,
         program: Some(name.to_string()),
     };
-    let note = |severity, message: String| Note::at(severity, &origin, message);
-    let off = ["false", "no", "off", "0"];
-    if let Some(e) = s
-        .get("autostart")
-        .filter(|e| off.contains(&e.value.to_ascii_lowercase().as_str()))
-    {
-        notes.push(note(Warning, format!("autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)", e.value)));
+    let mut note =
+        |severity, message: String| notes.push(Note::new(severity, Some(&origin), message));
+    let off = |e: &&Entry| ["false", "no", "off", "0"].contains(&e.value.to_lowercase().as_str());
+    if let Some(e) = s.get("autostart").filter(off) {
+        let message = format!(
+            "autostart={}: supervisord never started this program, so it is NOT imported (add its forward by hand if you want it)",
+            e.value
+        );
+        note(Warning, message);
         return Ok(None);
     }
-    let numprocs = s.get("numprocs").map_or("1", |e| e.value.as_str());
     let expanded = |e: &Entry| {
         let fix = Some("write the value itself instead of the %(...)s expansion");
-        expand(&e.value, name, numprocs, here).map_err(|m| ImportError::at(e.line, m, fix))
+        expand(&e.value, name, here).map_err(|m| ImportError::new(Some(e.line), m, fix))
     };
-    let split = words::split(&expanded(command)?, Dialect::Shlex);
-    let words = split.map_err(|e| {
-        ImportError::at(
-            command.line + e.line,
-            format!("command= {}", e.message),
-            None,
-        )
+    let words = words::split(&expanded(command)?, Dialect::Shlex).map_err(|(offset, m)| {
+        ImportError::new(Some(command.line + offset), format!("command= {m}"), None)
     })?;
+    let exe = words.first().map_or("", String::as_str);
+    if ssh_command::tool_of(exe).is_none() {
+        // supervisord may run other things too; say so loudly rather than fail or guess.
+        note(
+            Attention,
+            format!(
+                "[program:{name}] runs `{exe}`, not ssh or autossh: NOT imported. If it opened a tunnel too, add its forward by hand"
+            ),
+        );
+        return Ok(None);
+    }
     let directory = s.get("directory").map(expanded).transpose()?;
     let env = match s.get("environment") {
         Some(e) => environment(&expanded(e)?, e.line)?,
@@ -229,13 +214,19 @@ fn program(
     };
     let local_user = s.get("user").map(|e| e.value.clone());
     if let Some(user) = &local_user {
-        notes.push(note(Info, format!("user={user}: supervisord ran ssh as {user}; run the agent as {user} too (it does not switch users), so it can read the key")));
+        let message = format!(
+            "user={user}: supervisord ran ssh as {user}; run the agent as {user} too (it does not switch users), so it can read the key"
+        );
+        note(Info, message);
     }
     let keys = s.entries.iter().map(|e| e.key.as_str());
     let not_read: Vec<&str> = keys.filter(|k| !PROGRAM_KEYS.contains(k)).collect();
     if !not_read.is_empty() {
         let not_read = not_read.join(", ");
-        notes.push(note(Info, format!("supervisord settings not carried over ({not_read}): the agent reconnects forever on its own and logs to stdout")));
+        let message = format!(
+            "supervisord settings not carried over ({not_read}): the agent reconnects forever on its own and logs to stdout"
+        );
+        note(Info, message);
     }
     Ok(Some(Source {
         origin,
@@ -246,50 +237,32 @@ fn program(
     }))
 }
 
-/// supervisord's `%(name)s` expansion of a value; only what import can know is expanded.
-fn expand(value: &str, program: &str, numprocs: &str, here: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
+/// supervisord's `%(name)s` expansion of a value: `%%` is a literal `%`, and only the program's
+/// name and the file's folder are known here.
+fn expand(value: &str, program: &str, here: &str) -> Result<String, String> {
+    let known = [
+        ("%%", "%"),
+        ("%(program_name)s", program),
+        ("%(group_name)s", program),
+        ("%(here)s", here),
+    ];
+    let (mut out, mut rest) = (String::new(), value);
     while let Some(i) = rest.find('%') {
         out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('%') {
-            out.push('%');
-            rest = r;
-            continue;
-        }
-        let Some((name, r)) = after
-            .strip_prefix('(')
-            .and_then(|a| a.split_once(")s"))
-            .filter(|(n, _)| !n.contains(['(', ')', '%']))
-        else {
+        let Some((k, v)) = known.iter().find(|(k, _)| rest[i..].starts_with(k)) else {
             return Err(format!(
-                "has a lone `%` that supervisord cannot expand (it fails on this too); write `%%` for a literal %: {value}"
+                "has a `%` expansion import cannot know (only %(program_name)s and %(here)s; `%%` for a literal %): {value}"
             ));
         };
-        out.push_str(match name {
-            "program_name" | "group_name" => program,
-            "process_num" => "0",
-            "numprocs" => numprocs,
-            "here" => here,
-            n if n.starts_with("ENV_") => {
-                return Err(format!(
-                    "uses %({n})s, which supervisord took from its own environment; import cannot know its value"
-                ));
-            }
-            n => return Err(format!("uses %({n})s, which depends on the machine supervisord ran on")),
-        });
-        rest = r;
+        out.push_str(v);
+        rest = &rest[i + k.len()..];
     }
-    out.push_str(rest);
-    Ok(out)
+    Ok(out + rest)
 }
 
 /// `environment=KEY="val",KEY2=val2`: commas outside quotes separate the pairs.
 fn environment(value: &str, line: usize) -> Result<Vec<(String, String)>, ImportError> {
-    let mut pairs = Vec::new();
-    let mut pair = String::new();
-    let mut quote = None;
+    let (mut pairs, mut pair, mut quote) = (Vec::new(), String::new(), None);
     for c in value.chars() {
         match (quote, c) {
             (None, ',') => {
@@ -306,83 +279,12 @@ fn environment(value: &str, line: usize) -> Result<Vec<(String, String)>, Import
     let mut env = Vec::new();
     for pair in pairs.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
         let Some((k, v)) = pair.split_once('=') else {
-            return Err(ImportError::at(
-                line,
-                format!("environment= entry `{pair}` is not KEY=value"),
-                None,
-            ));
+            let message = format!("environment= entry `{pair}` is not KEY=value");
+            return Err(ImportError::new(Some(line), message, None));
         };
-        let v = match words::split(v.trim(), Dialect::Shlex).as_deref() {
-            Ok([one]) => one.clone(),
-            _ => v.trim().to_string(),
-        };
-        env.push((k.trim().to_string(), v));
+        // supervisord strips the quotes around a value the same way.
+        let value = v.trim().trim_matches(['"', '\'']).to_string();
+        env.push((k.trim().to_string(), value));
     }
     Ok(env)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ini_as_configparser_reads_it() {
-        let text = "; top\n[supervisord]\n\n[program:A]\ncommand=/usr/bin/autossh -N ; trailing\n   -R x  # more\nUser = appuser\nweird=a#b;c\n[b]\n[program:A]\nuser: later\n";
-        let s = parse_ini(text).unwrap();
-        assert_eq!(
-            s.iter()
-                .map(|s| (s.name.as_str(), s.line))
-                .collect::<Vec<_>>(),
-            [("supervisord", 2), ("program:A", 4), ("b", 9)]
-        );
-        let get = |k: &str| s[1].get(k).map(|e| (e.value.as_str(), e.line));
-        assert_eq!(get("command"), Some(("/usr/bin/autossh -N\n-R x", 5)));
-        assert_eq!(
-            (get("user"), get("weird")),
-            (Some(("later", 11)), Some(("a#b;c", 8)))
-        );
-        let e = parse_ini("command=x\n[a]\njust words\n[b\n").unwrap_err();
-        assert_eq!(
-            e.iter().map(|e| e.line).collect::<Vec<_>>(),
-            [Some(1), Some(3), Some(4)]
-        );
-        assert!(looks_like_ini("# c\n[program:x]\n") && !looks_like_ini("ssh -R 1:h:2 host\n"));
-    }
-
-    #[test]
-    fn expansions_and_environment() {
-        let expanded = expand("a %(program_name)s %(here)s/k 100%%", "P", "1", "/etc/x");
-        assert_eq!(expanded.unwrap(), "a P /etc/x/k 100%");
-        assert!(
-            expand("%(ENV_HOME)s", "P", "1", "/")
-                .unwrap_err()
-                .contains("ENV_HOME")
-        );
-        assert!(
-            expand("ControlPath=%h", "P", "1", "/")
-                .unwrap_err()
-                .contains("%%")
-        );
-        let e = environment("AUTOSSH_GATETIME=0, A=\"x,y\"", 3).unwrap();
-        assert_eq!(
-            e,
-            [
-                ("AUTOSSH_GATETIME".into(), "0".into()),
-                ("A".into(), "x,y".into())
-            ]
-        );
-        assert_eq!(environment("nonsense", 3).unwrap_err().line, Some(3));
-    }
-
-    #[test]
-    fn autostart_false_is_skipped_loudly() {
-        let mut notes = Vec::new();
-        let (s, e) = sources(
-            Path::new("s.conf"),
-            "[program:b]\ncommand=ssh u@s\nautostart=false\n",
-            &mut notes,
-        );
-        assert!(s.is_empty() && e.is_empty(), "{e:?}");
-        assert!(notes[0].message.starts_with("autostart=false"), "{notes:?}");
-    }
 }
