@@ -13,7 +13,7 @@
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
 //! - [`import`]: `agent import`, supervisord.conf / autossh command lines -> agent.yaml.
 //! - [`proxy`]: reaching the server through an HTTP CONNECT or SOCKS5 egress proxy (russh-free).
-//! - [`ssh`]: the only modules that use russh: keys, host-key pins, the session (dial, host-key
+//! - [`ssh`]: the only modules that use russh: keys, host-key pins and known_hosts, the session (dial, host-key
 //!   check, authentication, forward requests), the channel handler and the channel adapter, the
 //!   TCP transport under the session (read-ahead, quick ACKs), and `agent check`'s probe, which
 //!   runs the same session code.
@@ -28,7 +28,9 @@
 //! Data flows one way: config -> desired forwards -> reconciler -> session -> forwarded
 //! connection -> target.
 //! - [`keygen`]: `agent keygen`.
-//! - [`logging`]: text or JSON logs on stdout.
+//! - [`logging`]: text or JSON logs on stdout, and [`logging::printable`], through which any text
+//!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output.
+//!   It imports nothing of the crate, so every module may use it.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
 //! - [`sys`]: the process's real uid, and making `agent run` non-dumpable (no ptrace by other
 //!   local processes, no core file with the key).

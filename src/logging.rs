@@ -1,11 +1,29 @@
 //! Logs go to stdout (containers collect stdout; the incumbent hid them in files), as
 //! human-readable text or one JSON object per line.
+//!
+//! Text a server (or a proxy, or anything on the path) sends goes through [`printable`] before
+//! it reaches a log line, an error or `agent check`'s output.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+/// agent.yaml's `log:` (re-exported as `crate::config::LogConfig`). Defined here so that this
+/// module imports nothing of the crate: any module, the proxy and the SSH layer included, can
+/// use [`printable`] without an import cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
 /// Calling it twice (tests) keeps the first subscriber.
@@ -30,39 +48,106 @@ pub fn init(log: &LogConfig) {
     };
 }
 
-/// `text` from outside (a server's disconnect reason, an address it named) made safe for a log
-/// line or a terminal: control characters (newlines, ESC, ...) and Unicode bidirectional
-/// controls are escaped (`\u{1b}`), so a peer cannot forge log lines or rewrite a terminal.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// `text` with every character that could forge a log line or rewrite a terminal escaped:
+/// control characters (C0 such as ESC, CR, LF and TAB; DEL; C1 such as the 8-bit CSI), the
+/// Unicode bidirectional controls that reorder what a reader sees (U+061C, U+200E, U+200F,
+/// U+202A-U+202E, U+2066-U+2069) and the Unicode line and paragraph separators. `\n`, `\r` and
+/// `\t` are written as such, the others as `\u{1b}`; a backslash is doubled, so what a server
+/// sent can always be told apart from an escape. Borrowed when there is nothing to escape.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let Some(first) = text.find(needs_escape) else {
+        return Cow::Borrowed(text);
     };
-    if !text.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(text);
-    }
     let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if unsafe_char(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
+    out.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
         }
     }
-    std::borrow::Cow::Owned(out)
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The inverse of [`printable`], to show nothing is lost or ambiguous.
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('\\') => out.push('\\'),
+                Some('u') => {
+                    let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                }
+                other => panic!("bad escape {other:?} in {s:?}"),
+            }
+        }
+        out
+    }
 
     #[test]
-    fn control_and_bidi_characters_are_escaped_and_the_rest_kept() {
-        assert_eq!(printable("plain text: ok, été"), "plain text: ok, été");
+    fn control_characters_are_escaped() {
+        assert!(matches!(
+            printable("SSH-2.0-OpenSSH_9.2p1 Debian"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("ok\r\nFAKE log line"), "ok\\r\\nFAKE log line");
         assert_eq!(
-            printable("bye\n2026-11-25T00:00:00Z INFO forged\x1b[2J"),
-            "bye\\u{a}2026-11-25T00:00:00Z INFO forged\\u{1b}[2J"
+            printable("\x1b[2J\x1b]0;title\x07"),
+            "\\u{1b}[2J\\u{1b}]0;title\\u{7}"
         );
-        assert_eq!(printable("a\u{202e}b\r"), "a\\u{202e}b\\u{d}");
+        assert_eq!(printable("a\tb\0c\x7f"), "a\\tb\\u{0}c\\u{7f}");
+        assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(printable("user\u{202e}txt.exe"), "user\\u{202e}txt.exe");
+        assert_eq!(
+            printable("\u{2066}x\u{2069}\u{200f}"),
+            "\\u{2066}x\\u{2069}\\u{200f}"
+        );
+        assert_eq!(printable("a\\nb"), "a\\\\nb");
+        assert_eq!(printable("ünïcödé ✓"), "ünïcödé ✓");
+    }
+
+    proptest! {
+        #[test]
+        fn output_is_printable_and_reversible(text in any::<String>()) {
+            let shown = printable(&text);
+            prop_assert!(!shown.chars().any(|c| c != '\\' && needs_escape(c)), "{shown:?}");
+            prop_assert_eq!(unescape(&shown), text.clone());
+            prop_assert_eq!(matches!(shown, Cow::Borrowed(_)), !text.chars().any(needs_escape));
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::admin::client::{Health, check};
-use agent::admin::{MAX_HEAD, READ_TIMEOUT, ReadyReport};
+use agent::admin::{MAX_CONNECTIONS, MAX_HEAD, READ_TIMEOUT, ReadyReport};
 use agent::config::Forward;
 use agent::tunnel::state::{ForwardState, TunnelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -280,6 +280,71 @@ async fn a_slow_client_is_dropped_after_the_read_timeout() {
     );
     // Still serving.
     assert_eq!(get(server.addr, "/healthz").await.status, 200);
+}
+
+/// The connection after the first [`MAX_CONNECTIONS`] is closed at once (well before
+/// [`READ_TIMEOUT`]) while those are held open, however many follow; the held ones are still
+/// served; and once they go, /healthz answers at once.
+#[tokio::test]
+async fn a_flood_of_idle_connections_is_capped_and_health_answers_once_it_is_gone() {
+    let server = start_server(TunnelState::new(&[jira()])).await;
+    let started = std::time::Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Closed at once: end of file, or a reset, well within the read timeout.
+    async fn closed_at_once(addr: SocketAddr) -> bool {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(READ_TIMEOUT / 5, conn.read(&mut byte)).await {
+            Ok(Ok(0)) => true,
+            Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
+    for i in 0..300 {
+        assert!(
+            closed_at_once(server.addr).await,
+            "connection {} past the cap was not closed at once",
+            MAX_CONNECTIONS + 1 + i
+        );
+    }
+    assert!(
+        started.elapsed() < READ_TIMEOUT,
+        "the flood took {:?}",
+        started.elapsed()
+    );
+
+    // The held connections each still have their slot: one is served when it asks.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(EXCHANGE, first.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+
+    // Once the idle ones hang up, /healthz answers at once (no wait for their read timeout).
+    drop(held);
+    let deadline = std::time::Instant::now() + READ_TIMEOUT / 5;
+    loop {
+        if !closed_at_once(server.addr).await {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still at the cap after the held connections closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = std::time::Instant::now();
+    assert_eq!(get(server.addr, "/healthz").await.status, 200);
+    assert!(asked.elapsed() < READ_TIMEOUT / 5, "{:?}", asked.elapsed());
 }
 
 /// `agent run` binds admin.listen before anything else; taken, it refuses to start (exit 1)

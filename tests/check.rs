@@ -325,6 +325,98 @@ async fn a_wrong_host_key_fails_and_still_shows_the_offered_fingerprint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_hosts_entries_trust_revoked_lines_refuse_and_ca_lines_are_named() {
+    let s = setup();
+    let forwards = [Fwd("web", support::free_port(), 9)];
+    let config = s.good_config(&forwards);
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let kh = s.dir.path().join("known_hosts");
+    let line = &s.sshd.host_key_line;
+    let host = format!("[127.0.0.1]:{}", s.sshd.port);
+    // agent.yaml pinning `pin` and naming known_hosts holding `text`.
+    let with = |pin: &str, text: &str| {
+        std::fs::write(&kh, text).unwrap();
+        let pinned = format!("  host_keys: [\"{}\"]\n", s.sshd.host_key_fingerprint);
+        assert!(yaml.contains(&pinned), "{yaml}");
+        let yaml = yaml.replace(
+            &pinned,
+            &format!(
+                "  host_keys: [\"{pin}\"]\n  known_hosts: {}\n",
+                kh.display()
+            ),
+        );
+        std::fs::write(&config, yaml).unwrap();
+    };
+
+    // A hashed entry, as OpenSSH's own `ssh-keygen -H` writes it, trusts the server.
+    with(WRONG_PIN, &format!("# vendor\n{host} {line}\n"));
+    let hashed = std::process::Command::new("ssh-keygen")
+        .args(["-H", "-f"])
+        .arg(&kh)
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{hashed:?}");
+    assert!(std::fs::read_to_string(&kh).unwrap().contains("|1|"));
+    let (_, report) = check_json(&config).await;
+    assert_status(row(&report, "host-key"), "PASS");
+    assert_status(row(&report, "auth"), "PASS");
+
+    // @cert-authority is said to be unused, not skipped silently.
+    with(
+        WRONG_PIN,
+        &format!("{host} {line}\n@cert-authority * {line}\n"),
+    );
+    let (_, report) = check_json(&config).await;
+    let hk = row(&report, "host-key");
+    assert_status(hk, "WARN");
+    assert!(
+        detail(hk).contains("known_hosts line 2: @cert-authority")
+            && detail(hk).contains("not supported"),
+        "{hk:#}"
+    );
+
+    // @revoked refuses the key although agent.yaml pins it; nothing logs in.
+    let logins = s.sshd.log().matches("Accepted publickey").count();
+    with(
+        &s.sshd.host_key_fingerprint,
+        &format!("{host} {line}\n@revoked * {line}\n"),
+    );
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 1, "{report:#}");
+    let hk = row(&report, "host-key");
+    assert_status(hk, "FAIL");
+    assert!(
+        detail(hk).contains("revoked: ") && detail(hk).contains("known_hosts line 2"),
+        "{hk:#}"
+    );
+    assert!(
+        detail(hk).contains("although server.host_keys pins it"),
+        "{hk:#}"
+    );
+    assert!(fix(hk).contains("current key"), "{hk:#}");
+    assert_status(row(&report, "auth"), "SKIP");
+
+    // A malformed file is an error naming file and line, even with a matching pin.
+    with(
+        &s.sshd.host_key_fingerprint,
+        &format!("{host} {line}\n127.0.0.1 ssh-ed25519\n"),
+    );
+    let (_, report) = check_json(&config).await;
+    let hk = row(&report, "host-key");
+    assert_status(hk, "FAIL");
+    assert!(
+        detail(hk).contains(&format!("{} line 2: no key after", kh.display())),
+        "{hk:#}"
+    );
+    assert!(fix(hk).contains("line 2 of"), "{hk:#}");
+    assert_eq!(
+        s.sshd.log().matches("Accepted publickey").count(),
+        logins,
+        "logged in to a server whose key was refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_the_server_does_not_know_fails_auth_with_its_fingerprint() {
     let s = setup();
     s.sshd.set_authorized_key(

@@ -1057,3 +1057,130 @@ fn per_forward_idle_timeout_and_connection_cap() {
     assert_contains(&line, &["refuse every connection"]);
     assert_contains(&fix, &["at least 1"]);
 }
+
+/// Properties over generated files: whatever agent.yaml holds, `Config::parse` (and the salvage
+/// `agent check` uses) returns a config or problems that each name a field; never a panic.
+mod properties {
+    use std::path::Path;
+
+    use agent::config::Config;
+    use proptest::prelude::*;
+    use serde_yaml::{Mapping, Value};
+
+    /// Field names agent.yaml knows, so generated documents reach the validator's branches.
+    const KEYS: &[&str] = &[
+        "server",
+        "host",
+        "ports",
+        "user",
+        "host_keys",
+        "known_hosts",
+        "identity",
+        "forwards",
+        "name",
+        "remote",
+        "target",
+        "idle_timeout",
+        "max_connections",
+        "keepalive",
+        "interval",
+        "max_missed",
+        "reconnect",
+        "initial",
+        "max",
+        "admin",
+        "listen",
+        "log",
+        "format",
+        "level",
+        "limits",
+        "connection_buffer",
+        "total_buffer",
+        "max_connections",
+        "rekey_after",
+        "timeouts",
+        "connect",
+        "handshake",
+        "target_connect",
+        "proxy",
+    ];
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::Number(n.into())),
+            any::<u64>().prop_map(|n| Value::Number(n.into())),
+            any::<f64>().prop_map(|n| Value::Number(n.into())),
+            any::<String>().prop_map(Value::String),
+            // Values shaped like the fields': durations, sizes, addresses, ports, URLs, pins.
+            "[0-9]{1,25}(ns|ms|s|m|h|d|w|y|B|KiB|MiB|GiB|TiB|k|)".prop_map(Value::String),
+            "(\\*|[a-z0-9.:\\[\\]-]{0,30}):[0-9]{0,7}".prop_map(Value::String),
+            "(http|https|socks5|socks5h|ftp)://([a-z%0-9:]{0,10}@)?[a-z0-9.\\[\\]:-]{0,20}(/[ -~]{0,10})?"
+                .prop_map(Value::String),
+            "(SHA256:|MD5:|ssh-ed25519 |ssh-rsa )[A-Za-z0-9+/=:]{0,60}".prop_map(Value::String),
+            prop::sample::select(vec!["off", "none", "text", "json", "info", "debug,x=trace", "", "~"])
+                .prop_map(|s| Value::String(s.into())),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                3 => prop::sample::select(KEYS).prop_map(|k| Value::String(k.into())),
+                1 => scalar(),
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Sequence),
+                prop::collection::vec((key, inner), 0..8)
+                    .prop_map(|pairs| Value::Mapping(pairs.into_iter().collect::<Mapping>())),
+            ]
+        })
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let file = Path::new("/nonexistent/agent.yaml");
+        if let Err(e) = Config::parse(file, text) {
+            prop_assert!(!e.problems.is_empty());
+            for p in &e.problems {
+                prop_assert!(!p.field.is_empty() && !p.message.is_empty(), "{p:?}");
+            }
+            prop_assert!(e.to_string().contains("/nonexistent/agent.yaml"));
+        }
+        let _ = Config::parse_or_salvage(file, text);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_yaml_document_parses_or_names_its_problems(doc in value()) {
+            check(&serde_yaml::to_string(&doc).unwrap())?;
+        }
+
+        #[test]
+        fn any_text_parses_or_names_its_problems(text in any::<String>()) {
+            check(&text)?;
+        }
+
+        /// A valid file with one field replaced by any value.
+        #[test]
+        fn any_value_in_any_field_of_a_valid_file(
+            section in prop::sample::select(vec!["server", "forwards", "keepalive", "reconnect", "admin", "log", "limits", "timeouts", "proxy", "identity"]),
+            field in prop::sample::select(KEYS),
+            v in value(),
+        ) {
+            let mut doc: Value = serde_yaml::from_str(&format!("{}{}", super::server(), super::FORWARD)).unwrap();
+            let map = doc.as_mapping_mut().unwrap();
+            match map.get_mut(section) {
+                Some(Value::Mapping(m)) => { m.insert(Value::String(field.into()), v); }
+                Some(Value::Sequence(s)) => {
+                    if let Some(Value::Mapping(m)) = s.first_mut() {
+                        m.insert(Value::String(field.into()), v);
+                    }
+                }
+                _ => { map.insert(Value::String(section.into()), v); }
+            }
+            check(&serde_yaml::to_string(&doc).unwrap())?;
+        }
+    }
+}

@@ -2,8 +2,9 @@
 //! forward granted, with per-forward detail as JSON) and `/metrics` (Prometheus text).
 //!
 //! A deliberately small HTTP/1.1 server: GET only, one request per connection, the request head
-//! bounded in size and time. [`serve`] takes a bound listener: `agent run` binds it only where
-//! `admin.listen` says (127.0.0.1 by default).
+//! bounded in size and time, the answer bounded in time, at most [`MAX_CONNECTIONS`] at once.
+//! [`serve`] takes a bound listener: `agent run` binds it only where `admin.listen` says
+//! (127.0.0.1 by default).
 
 pub mod client;
 mod report;
@@ -11,8 +12,9 @@ mod report;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 pub use report::{ReadyReport, ready_report};
@@ -23,8 +25,14 @@ use crate::tunnel::state::TunnelState;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// A client that has not sent its request within this time is dropped.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that has not taken the answer within this time is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The runtime is considered stuck when its liveness ticker is this late.
 pub const STUCK_AFTER: Duration = Duration::from_secs(10);
+/// Most connections served at once. The endpoint runs on the tunnel's thread: beyond this, a new
+/// connection is closed as soon as it is accepted, so a flood of idle clients costs the tunnel
+/// a bounded number of tasks (each bounded in bytes and time), not one per client.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// Serves on `listener` until the future is dropped (its task aborted). The caller binds it, so
 /// a taken `admin.listen` is its error to report, and tests can serve on 127.0.0.1:0.
@@ -33,16 +41,33 @@ pub async fn serve(listener: TcpListener, state: Arc<TunnelState>) {
         Ok(addr) => info!(listen = %addr, "admin endpoint: /healthz /readyz /metrics"),
         Err(e) => warn!(error = %e, "admin endpoint: /healthz /readyz /metrics (address unknown)"),
     }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut burst = Burst::default();
     loop {
         match listener.accept().await {
-            Ok((conn, peer)) => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(conn, &state).await {
-                        debug!(%peer, error = %e, "admin request failed");
+            Ok((conn, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    if let Some(closed) = burst.admitted() {
+                        info!(
+                            closed,
+                            "admin endpoint: serving again; it closed {closed} connections at once while {MAX_CONNECTIONS} were open"
+                        );
                     }
-                });
-            }
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(conn, &state).await {
+                            debug!(%peer, error = %e, "admin request failed");
+                        }
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    if burst.refused() {
+                        warn!(%peer, "admin endpoint: {MAX_CONNECTIONS} connections open, its limit: new ones are closed at once until one ends (counted, logged again when it serves again)");
+                    }
+                    drop(conn);
+                }
+            },
             Err(e) => {
                 // Out of file descriptors, typically: wait instead of spinning on the error.
                 warn!(error = %e, "admin endpoint accept failed");
@@ -52,11 +77,36 @@ pub async fn serve(listener: TcpListener, state: Arc<TunnelState>) {
     }
 }
 
-async fn handle(mut conn: TcpStream, state: &TunnelState) -> std::io::Result<()> {
+/// Connections closed at once since the endpoint last served one: logged at the start and the
+/// end of a burst, not per connection.
+#[derive(Debug, Default)]
+struct Burst {
+    closed: u64,
+}
+
+impl Burst {
+    /// Counts a connection closed at once; true for the first of a burst.
+    fn refused(&mut self) -> bool {
+        self.closed += 1;
+        self.closed == 1
+    }
+
+    /// A connection is served: the burst, if any, is over, and this many were closed in it.
+    fn admitted(&mut self) -> Option<u64> {
+        Some(std::mem::take(&mut self.closed)).filter(|n| *n > 0)
+    }
+}
+
+/// One request on `conn`: the head read within [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes, the
+/// answer taken within [`WRITE_TIMEOUT`], then the connection closed.
+async fn handle<S>(mut conn: S, state: &TunnelState) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut head = Vec::with_capacity(512);
     let read = async {
         let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        while !head_complete(&head) {
             let n = conn.read(&mut buf).await?;
             if n == 0 || head.len() + n > MAX_HEAD {
                 return Err(std::io::Error::new(
@@ -71,18 +121,49 @@ async fn handle(mut conn: TcpStream, state: &TunnelState) -> std::io::Result<()>
     tokio::time::timeout(READ_TIMEOUT, read)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timeout"))??;
-    let line =
-        String::from_utf8_lossy(head.split(|b| *b == b'\n').next().unwrap_or_default()).to_string();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let path = path.split('?').next().unwrap_or_default();
-    let (status, content_type, body) = if method != "GET" && method != "HEAD" {
+    let response = respond(&Request::parse(&head), state);
+    let write = async {
+        conn.write_all(&response).await?;
+        conn.shutdown().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response not taken"))?
+}
+
+/// The blank line that ends a request head has arrived (CRLF or, from `printf | nc`, bare LF).
+fn head_complete(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+}
+
+/// What the endpoint reads of a request: its method and its path without the query. Any bytes
+/// give one (empty strings where the request line has nothing), which [`respond`] refuses unless
+/// it is a GET or HEAD of a known path.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    method: String,
+    path: String,
+}
+
+impl Request {
+    fn parse(head: &[u8]) -> Request {
+        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or_default();
+        let path = path.split('?').next().unwrap_or_default().to_string();
+        Request { method, path }
+    }
+}
+
+/// The whole HTTP response to `request`.
+fn respond(request: &Request, state: &TunnelState) -> Vec<u8> {
+    let head_only = request.method == "HEAD";
+    let (status, content_type, body) = if request.method != "GET" && !head_only {
         (405, "text/plain", "only GET\n".to_string())
     } else {
-        route(path, state)
+        route(&request.path, state)
     };
     let reason = match status {
         200 => "OK",
@@ -94,11 +175,10 @@ async fn handle(mut conn: TcpStream, state: &TunnelState) -> std::io::Result<()>
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if method != "HEAD" {
+    if !head_only {
         resp.push_str(&body);
     }
-    conn.write_all(resp.as_bytes()).await?;
-    conn.shutdown().await
+    resp.into_bytes()
 }
 
 fn route(path: &str, state: &TunnelState) -> (u16, &'static str, String) {
@@ -134,5 +214,111 @@ fn route(path: &str, state: &TunnelState) -> (u16, &'static str, String) {
             "text/plain",
             "try /healthz, /readyz or /metrics\n".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::io::duplex;
+
+    #[test]
+    fn a_burst_is_logged_once_at_each_end() {
+        let mut burst = Burst::default();
+        assert_eq!(burst.admitted(), None);
+        assert!(burst.refused());
+        assert!(!burst.refused());
+        assert!(!burst.refused());
+        assert_eq!(burst.admitted(), Some(3));
+        assert_eq!(burst.admitted(), None);
+        assert!(burst.refused());
+    }
+
+    #[test]
+    fn the_request_line_gives_method_and_path() {
+        let r = Request::parse(b"GET /healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/healthz"));
+        let r = Request::parse(b"\r\n\r\n");
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("", ""));
+    }
+
+    /// Sends `pieces` one write each, then reads the whole answer.
+    fn exchange(pieces: Vec<Vec<u8>>) -> (std::io::Result<()>, Vec<u8>) {
+        let state = TunnelState::new(&[]);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let (mut client, server) = duplex(64 * 1024);
+                let served = tokio::spawn(async move { handle(server, &state).await });
+                for p in pieces {
+                    if client.write_all(&p).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown().await;
+                let mut answer = Vec::new();
+                let _ = client.read_to_end(&mut answer).await;
+                (served.await.unwrap(), answer)
+            })
+    }
+
+    fn status_of(answer: &[u8]) -> Option<u16> {
+        let text = std::str::from_utf8(answer).ok()?;
+        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_bytes_get_an_answer_or_are_dropped(
+            bytes in prop::collection::vec(any::<u8>(), 0..(MAX_HEAD + 100)),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let at = split.index(bytes.len() + 1);
+            let (result, answer) = exchange(vec![bytes[..at].to_vec(), bytes[at..].to_vec()]);
+            match result {
+                Ok(()) => prop_assert!(
+                    matches!(status_of(&answer), Some(200 | 404 | 405 | 503)),
+                    "{:?}", String::from_utf8_lossy(&answer)
+                ),
+                Err(_) => prop_assert!(answer.is_empty()),
+            }
+            let _ = Request::parse(&bytes);
+        }
+
+        #[test]
+        fn a_get_with_any_headers_in_any_pieces_is_answered(
+            path in prop_oneof![Just("/healthz"), Just("/readyz"), Just("/metrics"), Just("/nope")],
+            query in "(\\?[ -~&&[^ ]]{0,20})?",
+            headers in prop::collection::vec(("[A-Za-z-]{1,20}", "[ -~]{0,60}"), 0..10),
+            bare_lf in any::<bool>(),
+            sizes in prop::collection::vec(1usize..64, 0..30),
+        ) {
+            let end = if bare_lf { "\n" } else { "\r\n" };
+            let mut head = format!("GET {path}{query} HTTP/1.1{end}");
+            for (n, v) in headers {
+                head.push_str(&format!("{n}: {v}{end}"));
+            }
+            head.push_str(end);
+            let mut bytes = head.into_bytes();
+            let mut pieces = Vec::new();
+            for size in sizes {
+                let n = size.min(bytes.len());
+                pieces.push(bytes.drain(..n).collect());
+            }
+            pieces.push(bytes);
+            let (result, answer) = exchange(pieces);
+            prop_assert!(result.is_ok(), "{result:?}");
+            // An agent with no session is not ready.
+            let expected = match path {
+                "/nope" => 404,
+                "/readyz" => 503,
+                _ => 200,
+            };
+            prop_assert_eq!(status_of(&answer), Some(expected));
+        }
     }
 }

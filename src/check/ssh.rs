@@ -84,9 +84,32 @@ fn reason(end: &HandshakeEnd) -> String {
 
 pub fn host_key_row(server: &str, k: &OfferedKey, plan: &Plan) -> Row {
     let offered = format!("{} {}", k.algorithm, k.fingerprint);
-    if k.trusted {
-        return Row::pass("host-key", server, format!("{offered} is pinned"));
+    if let Some(refusal) = &k.refusal {
+        return Row::problem(
+            "host-key",
+            server,
+            Status::Fail,
+            format!("the server offered {offered}: {refusal}"),
+            refusal.fix(),
+        );
     }
+    if k.trusted {
+        return match &k.notice {
+            None => Row::pass("host-key", server, format!("{offered} is pinned")),
+            Some(notice) => Row::problem(
+                "host-key",
+                server,
+                Status::Warn,
+                format!("{offered} is pinned; {notice}"),
+                "nothing to do for this server; remove the @cert-authority lines from server.known_hosts to silence this",
+            ),
+        };
+    }
+    let notice = k
+        .notice
+        .as_deref()
+        .map(|n| format!("; {n}"))
+        .unwrap_or_default();
     if plan.first_contact {
         return Row::pass(
             "host-key",
@@ -108,7 +131,7 @@ pub fn host_key_row(server: &str, k: &OfferedKey, plan: &Plan) -> Row {
         server,
         Status::Fail,
         format!(
-            "the server offered {offered}, which matches none of the pins ({})",
+            "the server offered {offered}, which matches none of the pins ({}){notice}",
             describe_pins(&plan.pins, plan.known_hosts.as_deref())
         ),
         format!(

@@ -120,17 +120,8 @@ pub struct Reconnect {
     pub max: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: String,
-}
+// `log:`; defined in the leaf module `logging`, so that every module may use its `printable`.
+pub use crate::logging::{LogConfig, LogFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

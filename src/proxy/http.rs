@@ -2,12 +2,14 @@
 //!
 //! The response head is read one byte at a time, so nothing past its blank line is consumed:
 //! the SSH server's banner often arrives in the same TCP segment as the proxy's `200`, and it
-//! must still be in the socket for the SSH handshake.
+//! must still be in the socket for the SSH handshake. What the proxy says (its reason phrase,
+//! the schemes it asks for) reaches errors only through [`printable`].
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::ProxyError;
 use super::url::ProxyUrl;
+use crate::logging::printable;
 
 /// A response head longer than this is not from a proxy worth talking to.
 const MAX_HEAD: usize = 16 * 1024;
@@ -28,12 +30,15 @@ where
         .await
         .map_err(|e| protocol(format!("sending CONNECT failed: {e}")))?;
     let head = read_head(stream).await.map_err(protocol)?;
-    let (status, reason) = status_line(&head).map_err(protocol)?;
+    let Reply {
+        status,
+        reason,
+        schemes,
+    } = parse_reply(&head).map_err(protocol)?;
     if (200..300).contains(&status) {
         return Ok(());
     }
     let said = format!("{status} {reason}").trim_end().to_string();
-    let schemes = auth_schemes(&head);
     Err(match status {
         // 407 is the proxy's "authenticate"; tinyproxy answers a wrong password with 401.
         401 | 407 => {
@@ -95,7 +100,7 @@ fn request(proxy: &ProxyUrl, target: &str) -> String {
 }
 
 /// Reads up to and including the blank line that ends the head, and not one byte more.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, String> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     loop {
@@ -107,8 +112,8 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, Strin
             Ok(_) => head.push(byte[0]),
             Err(e) => return Err(format!("reading its answer failed: {e}")),
         }
-        if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
-            return Ok(String::from_utf8_lossy(&head).into_owned());
+        if ends_head(&head) {
+            return Ok(head);
         }
         if head.len() >= MAX_HEAD {
             return Err(format!(
@@ -118,26 +123,66 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, Strin
     }
 }
 
+/// `head` ends with the empty line that closes a response head. Lines end with CRLF or, as
+/// RFC 9112 §2.2 lets a recipient accept, a bare LF.
+fn ends_head(head: &[u8]) -> bool {
+    head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")
+}
+
+/// The most of the proxy's reason phrase an error repeats.
+const MAX_REASON: usize = 200;
+
+/// What a proxy's answer to CONNECT says. Its text is [`printable`]: it goes into errors and
+/// logs as it is.
+#[derive(Debug, PartialEq, Eq)]
+struct Reply {
+    status: u16,
+    reason: String,
+    /// The lowercase scheme names of every `Proxy-Authenticate` (or `WWW-Authenticate`) header.
+    schemes: Vec<String>,
+}
+
+/// Reads a response head (`HTTP/1.1 403 Forbidden`, then headers); any bytes are accepted and
+/// either read or refused with the reason.
+fn parse_reply(head: &[u8]) -> Result<Reply, String> {
+    let head = String::from_utf8_lossy(head);
+    let (status, reason) = status_line(&head)?;
+    Ok(Reply {
+        status,
+        reason,
+        schemes: auth_schemes(&head),
+    })
+}
+
 /// `HTTP/1.1 403 Forbidden` -> (403, "Forbidden").
 fn status_line(head: &str) -> Result<(u16, String), String> {
     let line = head.lines().next().unwrap_or_default().trim_end();
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
-    let code = parts.next().and_then(|c| c.parse::<u16>().ok());
+    let code = parts
+        .next()
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse::<u16>().ok());
     match code {
         Some(code) if version.starts_with("HTTP/") && (100..600).contains(&code) => {
-            Ok((code, parts.next().unwrap_or_default().to_string()))
+            let reason: String = parts
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(MAX_REASON)
+                .collect();
+            Ok((code, printable(&reason).into_owned()))
         }
         _ => {
             let shown: String = line.chars().take(60).collect();
             Err(format!(
-                "not an HTTP proxy response: {shown:?} (is it an HTTP proxy? for a SOCKS proxy write socks5h://)"
+                "not an HTTP proxy response: \"{}\" (is it an HTTP proxy? for a SOCKS proxy write socks5h://)",
+                printable(&shown)
             ))
         }
     }
 }
 
-/// The lowercase scheme names of every `Proxy-Authenticate` (or `WWW-Authenticate`) header.
 fn auth_schemes(head: &str) -> Vec<String> {
     head.lines()
         .filter_map(|l| l.split_once(':'))
@@ -147,7 +192,10 @@ fn auth_schemes(head: &str) -> Vec<String> {
                 || name.eq_ignore_ascii_case("www-authenticate")
         })
         .filter_map(|(_, v)| v.split_whitespace().next())
-        .map(|s| s.trim_end_matches(',').to_ascii_lowercase())
+        .map(|s| {
+            let scheme: String = s.trim_end_matches(',').chars().take(40).collect();
+            printable(&scheme.to_ascii_lowercase()).into_owned()
+        })
         .collect()
 }
 
@@ -176,6 +224,8 @@ fn base64(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::testing::{Pieces, block_on};
+    use proptest::prelude::*;
     use tokio::io::duplex;
 
     fn url(text: &str) -> ProxyUrl {
@@ -191,7 +241,7 @@ mod tests {
             let req = read_head(&mut server).await.unwrap();
             server.write_all(&answer).await.unwrap();
             drop(server);
-            req
+            String::from_utf8(req).unwrap()
         });
         let r = connect(&mut client, &url(proxy), "tunnel.example:22").await;
         let req = fake.await.unwrap();
@@ -276,5 +326,88 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("ntlm, negotiate"), "{e}");
         assert!(e.to_string().contains("http://USER:PASSWORD@p:1"), "{e}");
+    }
+
+    #[test]
+    fn what_the_proxy_says_is_escaped() {
+        let r = parse_reply(b"HTTP/1.1 403 no\x1b[2J\x1b]0;pwned\x07\r\n\r\n").unwrap();
+        assert_eq!(r.reason, "no\\u{1b}[2J\\u{1b}]0;pwned\\u{7}");
+        let r = parse_reply(b"HTTP/1.1 407 x\r\nProxy-Authenticate: Ev\x1bil\r\n\r\n").unwrap();
+        assert_eq!(r.schemes, ["ev\\u{1b}il"]);
+        let e = parse_reply(b"\x1b[31mSSH-2.0\r\n\r\n").unwrap_err();
+        assert!(e.contains("\\u{1b}[31mSSH-2.0"), "{e}");
+        assert!(!e.contains('\x1b'), "{e}");
+        assert!(parse_reply(b"HTTP/1.1 +20 OK\r\n\r\n").is_err());
+        assert!(parse_reply(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        let long = format!("HTTP/1.1 403 {}\r\n\r\n", "x".repeat(5000));
+        assert_eq!(
+            parse_reply(long.as_bytes()).unwrap().reason.len(),
+            MAX_REASON
+        );
+    }
+
+    /// A valid response head: the status line, then headers, each line ending in CRLF or LF.
+    fn valid_head(status: u16) -> impl Strategy<Value = Vec<u8>> {
+        let line_end = prop_oneof![Just("\r\n"), Just("\n")];
+        let header = (
+            "[A-Za-z][A-Za-z0-9-]{0,20}",
+            "[ -~]{0,60}",
+            line_end.clone(),
+        )
+            .prop_map(|(n, v, end)| format!("{n}: {v}{end}"));
+        (
+            prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0")],
+            "[ -~]{0,40}",
+            line_end.clone(),
+            prop::collection::vec(header, 0..8),
+            line_end,
+        )
+            .prop_map(move |(version, reason, end, headers, last)| {
+                format!("{version} {status} {reason}{end}{}{last}", headers.concat()).into_bytes()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_reply_bytes_parse_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(r) = parse_reply(&bytes) {
+                prop_assert!((100..600).contains(&r.status));
+                prop_assert!(!r.reason.chars().any(char::is_control), "{:?}", r.reason);
+            }
+            let _ = ends_head(&bytes);
+        }
+
+        #[test]
+        fn any_answer_on_the_wire_ends_in_ok_or_an_error(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            sizes in prop::collection::vec(1usize..40, 0..10),
+        ) {
+            let mut stream = Pieces::new(bytes, sizes);
+            let _ = block_on(connect(&mut stream, &url("http://p:1"), "t:22"));
+        }
+
+        #[test]
+        fn a_200_split_anywhere_is_accepted_and_keeps_every_later_byte(
+            head in valid_head(200),
+            after in prop::collection::vec(any::<u8>(), 0..200),
+            sizes in prop::collection::vec(1usize..50, 0..20),
+        ) {
+            let mut data = head.clone();
+            data.extend_from_slice(&after);
+            let mut stream = Pieces::new(data, sizes);
+            block_on(connect(&mut stream, &url("http://p:1"), "t:22")).unwrap();
+            let mut rest = Vec::new();
+            block_on(stream.read_to_end(&mut rest)).unwrap();
+            prop_assert_eq!(rest, after);
+        }
+
+        #[test]
+        fn a_refusal_is_an_error_whatever_its_headers(status in 300u16..600, head in valid_head(0)) {
+            let head = String::from_utf8(head).unwrap().replacen(" 0 ", &format!(" {status} "), 1);
+            let r = parse_reply(head.as_bytes()).unwrap();
+            prop_assert_eq!(r.status, status);
+            let mut stream = Pieces::new(head.into_bytes(), vec![]);
+            prop_assert!(block_on(connect(&mut stream, &url("http://p:1"), "t:22")).is_err());
+        }
     }
 }

@@ -16,6 +16,8 @@ mod env;
 mod error;
 mod http;
 mod socks;
+#[cfg(test)]
+mod testing;
 mod url;
 
 use std::fmt;

@@ -127,6 +127,8 @@ fn describe(e: SocksError, proxy: &ProxyUrl, dest: &Destination) -> ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::testing::{Pieces, block_on};
+    use proptest::prelude::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     /// A scripted SOCKS5 server: accepts `method`, records the CONNECT request and answers
@@ -222,6 +224,64 @@ mod tests {
             let e = against(proxy, name(), method, reply).await.0.unwrap_err();
             assert_eq!(e.class(), class, "{e}");
             assert!(!e.to_string().contains("wrong"), "{e}");
+        }
+    }
+
+    /// The server's choice of method, its user/password answer when it chose 2, and a
+    /// successful CONNECT reply with any kind of bound address.
+    fn valid_reply() -> impl Strategy<Value = (bool, Vec<u8>)> {
+        let bound = prop_oneof![
+            prop::collection::vec(any::<u8>(), 4).prop_map(|a| [vec![1], a].concat()),
+            prop::collection::vec(any::<u8>(), 16).prop_map(|a| [vec![4], a].concat()),
+            // A name (tokio-socks refuses one that is not UTF-8: an error, which the property
+            // above covers).
+            "[a-z0-9.-]{0,255}".prop_map(|n| [vec![3, n.len() as u8], n.into_bytes()].concat()),
+        ];
+        (any::<bool>(), bound, any::<u16>()).prop_map(|(password, bound, port)| {
+            let mut reply = if password {
+                vec![5, 2, 1, 0]
+            } else {
+                vec![5, 0]
+            };
+            reply.extend_from_slice(&[5, 0, 0]);
+            reply.extend(bound);
+            reply.extend_from_slice(&port.to_be_bytes());
+            (password, reply)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_answer_ends_in_a_tunnel_or_an_error(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            sizes in prop::collection::vec(1usize..40, 0..10),
+            password in any::<bool>(),
+            name in any::<bool>(),
+        ) {
+            let proxy = ProxyUrl::parse(if password { "socks5h://u:pw@p" } else { "socks5h://p" }).unwrap();
+            let dest = if name {
+                Destination::Name("tunnel.example".into(), 22)
+            } else {
+                Destination::Addr("10.1.2.3:22".parse().unwrap())
+            };
+            if let Err(e) = block_on(connect(Pieces::new(bytes, sizes), &proxy, &dest)) {
+                prop_assert!(!e.to_string().contains("pw@"), "{e}");
+            }
+        }
+
+        #[test]
+        fn a_valid_reply_split_anywhere_keeps_every_later_byte(
+            (password, reply) in valid_reply(),
+            after in prop::collection::vec(any::<u8>(), 0..200),
+            sizes in prop::collection::vec(1usize..50, 0..20),
+        ) {
+            let proxy = ProxyUrl::parse(if password { "socks5h://u:pw@p" } else { "socks5h://p" }).unwrap();
+            let dest = Destination::Name("tunnel.example".into(), 22);
+            let data = [reply, after.clone()].concat();
+            let mut stream = block_on(connect(Pieces::new(data, sizes), &proxy, &dest)).unwrap();
+            let mut rest = Vec::new();
+            block_on(stream.read_to_end(&mut rest)).unwrap();
+            prop_assert_eq!(rest, after);
         }
     }
 }

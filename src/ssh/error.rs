@@ -12,7 +12,7 @@ pub enum SshError {
         "{target} accepted TCP but the SSH handshake did not finish within {secs}s (is it an SSH server?)"
     )]
     HandshakeTimeout { target: String, secs: u64 },
-    #[error("host key mismatch at {target}: the server offered {} ({}), expected {expected}", .verdict.offered, .verdict.algorithm)]
+    #[error("{}", host_key_message(target, verdict, expected))]
     HostKeyMismatch {
         target: String,
         verdict: HostKeyVerdict,
@@ -64,6 +64,26 @@ impl SshError {
     }
 }
 
+/// A key matching no pin: "mismatch ... expected"; a key refused whatever pins it (revoked,
+/// known_hosts unusable): "refused ... because".
+fn host_key_message(target: &str, verdict: &HostKeyVerdict, expected: &str) -> String {
+    let offered = format!("{} ({})", verdict.offered, verdict.algorithm);
+    let mut message = match &verdict.refusal {
+        Some(why) => format!(
+            "host key refused at {target}: the server offered {offered}: {why}; {}",
+            why.fix()
+        ),
+        None => format!(
+            "host key mismatch at {target}: the server offered {offered}, expected {expected}"
+        ),
+    };
+    if let Some(notice) = &verdict.notice {
+        message.push_str("; ");
+        message.push_str(notice);
+    }
+    message
+}
+
 /// The handler's error type: russh errors plus the host-key verdict, which must travel out of
 /// `check_server_key` to be reported with the fingerprint the server offered.
 #[derive(Debug)]
@@ -99,5 +119,48 @@ pub fn describe_russh(e: &russh::Error) -> String {
         russh::Error::IO(io) => format!("network error: {io}"),
         russh::Error::Pending => "rekey overflow (peer sent too much while rekeying)".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::ssh::hostkey::Refusal;
+
+    #[test]
+    fn a_refused_key_says_why_and_what_to_do() {
+        let mut verdict = HostKeyVerdict {
+            offered: "SHA256:abc".into(),
+            algorithm: "ssh-ed25519".into(),
+            line: String::new(),
+            trusted: false,
+            refusal: None,
+            notice: None,
+        };
+        let mismatch = |verdict: &HostKeyVerdict| {
+            SshError::HostKeyMismatch {
+                target: "t:22".into(),
+                verdict: verdict.clone(),
+                expected: "SHA256:def".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            mismatch(&verdict),
+            "host key mismatch at t:22: the server offered SHA256:abc (ssh-ed25519), expected SHA256:def"
+        );
+        verdict.refusal = Some(Refusal::Revoked {
+            path: PathBuf::from("/etc/agent/known_hosts"),
+            line: 7,
+            pinned: true,
+        });
+        let text = mismatch(&verdict);
+        assert!(
+            text.starts_with("host key refused at t:22: the server offered SHA256:abc (ssh-ed25519): it is revoked: /etc/agent/known_hosts line 7 marks it @revoked (refused although server.host_keys pins it); "),
+            "{text}"
+        );
+        assert!(text.contains("ask the vendor"), "{text}");
     }
 }

@@ -1,12 +1,15 @@
 //! Which server keys the agent trusts: pins from agent.yaml (fingerprints or key lines) and an
-//! optional OpenSSH known_hosts file. Keys are compared by key material, never by comment.
+//! optional OpenSSH known_hosts file (`super::known_hosts`), whose `@revoked` lines refuse a key
+//! whatever else trusts it. Keys are compared by key material, never by comment.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use russh::keys::HashAlg;
 use russh::keys::ssh_key::{Fingerprint, PublicKey};
+
+use super::known_hosts::{KnownHosts, KnownHostsError};
 
 /// One trusted server key.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,9 +114,61 @@ pub struct HostKeyVerdict {
     /// `ssh-ed25519 AAAA...`, without a comment: pinnable as it is.
     pub line: String,
     pub trusted: bool,
+    /// Why the key is refused whatever pins it.
+    pub refusal: Option<Refusal>,
+    /// The `@cert-authority` lines of known_hosts, which the agent does not use.
+    pub notice: Option<String>,
 }
 
-/// Decides whether `key`, offered by `host:port`, is one the config trusts.
+/// Why a key is refused whatever pins it or lists it.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// known_hosts marks the key `@revoked` on `line`.
+    Revoked {
+        path: PathBuf,
+        line: usize,
+        /// server.host_keys pins it too.
+        pinned: bool,
+    },
+    /// known_hosts cannot be read or parsed: a revocation in it could be missed.
+    KnownHostsUnusable(KnownHostsError),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Revoked { path, line, pinned } => write!(
+                f,
+                "it is revoked: {} line {line} marks it @revoked{}",
+                path.display(),
+                if *pinned {
+                    " (refused although server.host_keys pins it)"
+                } else {
+                    ""
+                }
+            ),
+            Refusal::KnownHostsUnusable(e) => write!(
+                f,
+                "server.known_hosts cannot be used: {e}; no key is trusted until it can (a revocation in it could be missed)"
+            ),
+        }
+    }
+}
+
+impl Refusal {
+    /// One line to act on.
+    pub fn fix(&self) -> String {
+        match self {
+            Refusal::Revoked { .. } => "a revoked key was replaced, or is held by someone else: ask the vendor over another channel (phone, ticket) for their current key and pin that; do not delete the @revoked line to get connected".into(),
+            Refusal::KnownHostsUnusable(e) => e.fix(),
+        }
+    }
+}
+
+/// Decides whether `key`, offered by `host:port`, is one the config trusts: never when
+/// `known_hosts` marks it `@revoked` or cannot be read or parsed; otherwise when a pin or a
+/// known_hosts entry for the server holds it. The file is read afresh each time, so an edit
+/// (a revocation) applies from the next connection on.
 pub fn verify(
     key: &PublicKey,
     pins: &[HostKeyPin],
@@ -121,26 +176,49 @@ pub fn verify(
     host: &str,
     port: u16,
 ) -> HostKeyVerdict {
-    let trusted = pins.iter().any(|p| p.matches(key))
-        || known_hosts.is_some_and(|path| known_hosts_trusts(path, host, port, key));
+    let pinned = pins.iter().any(|p| p.matches(key));
+    let (mut listed, mut refusal, mut notice) = (false, None, None);
+    if let Some(path) = known_hosts {
+        match KnownHosts::read(path) {
+            Ok(file) => {
+                refusal = file.revoked(key).map(|line| Refusal::Revoked {
+                    path: path.to_path_buf(),
+                    line,
+                    pinned,
+                });
+                listed = file.trusts(host, port, key).is_some();
+                notice = file.cert_authority_notice();
+            }
+            Err(e) => refusal = Some(Refusal::KnownHostsUnusable(e)),
+        }
+    }
     let mut bare = key.clone();
     bare.set_comment("");
     HostKeyVerdict {
         offered: key.fingerprint(HashAlg::Sha256).to_string(),
         algorithm: key.algorithm().as_str().to_string(),
         line: bare.to_openssh().unwrap_or_default().trim().to_string(),
-        trusted,
+        trusted: refusal.is_none() && (pinned || listed),
+        refusal,
+        notice,
     }
 }
 
-/// A known_hosts entry for `[host]:port` or plain `host` (the same server on 443 usually has the
-/// keys recorded for 22) trusts the key.
-fn known_hosts_trusts(path: &Path, host: &str, port: u16, key: &PublicKey) -> bool {
-    [port, 22].iter().any(|p| {
-        russh::keys::known_hosts::known_host_keys_path(host, *p, path)
-            .map(|keys| keys.iter().any(|(_, k)| k.key_data() == key.key_data()))
-            .unwrap_or(false)
-    })
+/// Reads `known_hosts` once when a configuration is taken into use, so a file that cannot be
+/// used, or lines the agent ignores, are logged then rather than only at the first connection.
+pub fn check_known_hosts(known_hosts: Option<&Path>) {
+    let Some(path) = known_hosts else { return };
+    match KnownHosts::read(path) {
+        Ok(file) => {
+            if let Some(notice) = file.cert_authority_notice() {
+                tracing::warn!("server.known_hosts: {notice}");
+            }
+        }
+        Err(e) => tracing::error!(
+            "server.known_hosts: {e}; no server key is trusted until it is fixed: {}",
+            e.fix()
+        ),
+    }
 }
 
 /// Describes the pins for a log line or error: "SHA256:abc, SHA256:def".
@@ -182,5 +260,85 @@ mod tests {
                 .contains("MD5")
         );
         assert!(HostKeyPin::parse("hello").is_err());
+    }
+
+    fn verdict(pins: &[&str], known_hosts: Option<&str>) -> HostKeyVerdict {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        if let Some(text) = known_hosts {
+            std::fs::write(&path, text).unwrap();
+        }
+        let pins: Vec<HostKeyPin> = pins.iter().map(|p| HostKeyPin::parse(p).unwrap()).collect();
+        let key = PublicKey::from_openssh(ED).unwrap();
+        verify(&key, &pins, Some(&path), "tunnel.example", 443)
+    }
+
+    #[test]
+    fn known_hosts_trusts_refuses_and_fails_closed() {
+        let line = ED.trim_end_matches(" any comment");
+        let v = verdict(&[], Some(&format!("[tunnel.example]:443 {line}\n")));
+        assert!(v.trusted && v.refusal.is_none(), "{v:?}");
+        let v = verdict(&[], Some(&format!("other.example {line}\n")));
+        assert!(!v.trusted && v.refusal.is_none(), "{v:?}");
+
+        // Revoked: refused even though a pin and an entry trust it.
+        let v = verdict(
+            &[line],
+            Some(&format!("tunnel.example {line}\n@revoked * {line}\n")),
+        );
+        assert!(!v.trusted, "{v:?}");
+        let why = v.refusal.unwrap().to_string();
+        assert!(
+            why.contains("revoked") && why.contains("known_hosts line 2"),
+            "{why}"
+        );
+        assert!(why.contains("although server.host_keys pins it"), "{why}");
+
+        // Unreadable or malformed: nothing is trusted, not even a pinned key.
+        let v = verdict(&[line], None);
+        assert!(!v.trusted, "{v:?}");
+        assert!(v.refusal.unwrap().to_string().contains("cannot read it"));
+        let v = verdict(&[line], Some("tunnel.example ssh-ed25519\n"));
+        assert!(!v.trusted, "{v:?}");
+        let refusal = v.refusal.unwrap();
+        let why = refusal.to_string();
+        assert!(why.contains("known_hosts line 1: no key after"), "{why}");
+        assert!(refusal.fix().contains("line 1 of"), "{}", refusal.fix());
+
+        // @cert-authority: said, not used.
+        let v = verdict(&[line], Some(&format!("@cert-authority * {line}\n")));
+        assert!(v.trusted, "{v:?}");
+        assert!(v.notice.unwrap().contains("@cert-authority"));
+    }
+
+    #[test]
+    fn sha1_rsa_is_never_offered_as_a_host_key_algorithm() {
+        use russh::keys::Algorithm;
+        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC4mdjP9PsKqhLSyoLMc5L0M3e+fNqKcHN2W7uJFy6dlhZIDB4sHwD0eYSX3QXpcBbqDL0pMZnhrJLyFwu3mVTZTSSKaBXtdXEcQMqn7kU/CVMA0zSG1aMqdDrzH3cNxkyyuqcvTvS8c+lX/e3xEWDT6ANJOyv2fpuJH4RpNHpB1w==";
+        let sha1 = Algorithm::Rsa { hash: None };
+        for (pins, has_known_hosts) in [
+            (vec![], true),
+            (vec![rsa], false),
+            (vec![rsa, ED], false),
+            (
+                vec!["SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"],
+                false,
+            ),
+        ] {
+            let pins: Vec<HostKeyPin> =
+                pins.iter().map(|p| HostKeyPin::parse(p).unwrap()).collect();
+            let offered = crate::ssh::session::preferred(&pins, has_known_hosts).key;
+            assert!(!offered.contains(&sha1), "{offered:?}");
+            assert!(!offered.is_empty());
+            if !pins.is_empty() && pins.iter().all(|p| p.algorithm().is_some()) {
+                assert!(offered.contains(&Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512)
+                }));
+            }
+        }
+        assert!(
+            russh::Preferred::default().key.contains(&sha1),
+            "russh's default still has it: keep the filter"
+        );
     }
 }

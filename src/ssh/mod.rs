@@ -6,6 +6,7 @@ pub mod error;
 pub mod handler;
 pub mod hostkey;
 pub mod keys;
+pub mod known_hosts;
 pub mod probe;
 pub mod session;
 pub mod transport;

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{HandlerError, SshError, describe_russh};
 use super::handler::{ClientHandler, HostCheck};
-use super::hostkey::{HostKeyPin, HostKeyVerdict, describe_pins, parse_pins};
+use super::hostkey::{HostKeyPin, HostKeyVerdict, check_known_hosts, describe_pins, parse_pins};
 use super::keys::Identity;
 use super::transport::transport;
 use crate::config::{Forward, SessionSettings};
@@ -58,6 +58,7 @@ pub struct Dialer {
 impl Dialer {
     pub fn new(config: &SessionSettings, identity: Identity) -> Self {
         let pins = parse_pins(&config.server.host_keys);
+        check_known_hosts(config.server.known_hosts.as_deref());
         let preferred = preferred(&pins, config.server.known_hosts.is_some());
         let mut limits = russh::Limits::default();
         limits.rekey_read_limit = config.limits.rekey_after as usize;
@@ -288,16 +289,20 @@ pub(crate) fn client_id(suffix: &str) -> russh::SshId {
 }
 
 /// What the agent offers in negotiation: its cipher order, and only the pinned host-key
-/// algorithms when every pin is a key line.
+/// algorithms when every pin is a key line. Never `ssh-rsa` (RSA with SHA-1) as a host-key
+/// algorithm: an RSA host key must sign with rsa-sha2-512 or rsa-sha2-256.
 pub(crate) fn preferred(pins: &[HostKeyPin], has_known_hosts: bool) -> Preferred {
-    let mut preferred = Preferred {
+    let key = pinned_algorithms(pins, has_known_hosts)
+        .unwrap_or_else(|| Preferred::default().key.into_owned());
+    Preferred {
         cipher: Cow::Borrowed(CIPHERS),
+        key: Cow::Owned(key.into_iter().filter(|a| !is_sha1_rsa(a)).collect()),
         ..Preferred::default()
-    };
-    if let Some(algs) = pinned_algorithms(pins, has_known_hosts) {
-        preferred.key = Cow::Owned(algs);
     }
-    preferred
+}
+
+fn is_sha1_rsa(a: &Algorithm) -> bool {
+    matches!(a, Algorithm::Rsa { hash: None })
 }
 
 /// A session after key exchange: the handle if the host key was trusted, and the verdict on

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use self::tap::{Tap, Tapped};
 use super::error::{HandlerError, describe_russh};
 use super::handler::{ClientHandler, HostCheck};
-use super::hostkey::HostKeyPin;
+use super::hostkey::{HostKeyPin, Refusal};
 use super::keys::Identity;
 use super::session::{self, authenticate, client_id, preferred};
 use crate::config::Limits;
@@ -45,8 +45,12 @@ pub struct OfferedKey {
     pub algorithm: String,
     /// `ssh-ed25519 AAAA...`, without a comment: pinnable as it is.
     pub line: String,
-    /// It matches a pin or a known_hosts entry.
+    /// It matches a pin or a known_hosts entry, and known_hosts does not refuse it.
     pub trusted: bool,
+    /// Why it is refused whatever pins it (`@revoked`, known_hosts unusable): file and line.
+    pub refusal: Option<Refusal>,
+    /// known_hosts has `@cert-authority` lines, which the agent does not use.
+    pub notice: Option<String>,
 }
 
 /// How far the handshake got.
@@ -120,6 +124,8 @@ impl ServerProbe {
                     algorithm: v.algorithm,
                     line: v.line,
                     trusted: v.trusted,
+                    refusal: v.refusal,
+                    notice: v.notice,
                 });
                 (end, offered)
             }

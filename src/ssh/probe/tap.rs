@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::lock;
+use crate::logging::printable;
 
 /// The first bytes the server sent, kept to show its banner (or what it sent instead).
 #[derive(Default)]
@@ -25,22 +26,21 @@ impl Tap {
         self.bytes.extend_from_slice(&data[..data.len().min(room)]);
     }
 
+    /// The server's identification line, escaped ([`printable`]): it is shown as it is.
     pub(super) fn banner(&self) -> Option<String> {
         let text = String::from_utf8_lossy(&self.bytes);
         text.split_inclusive('\n')
             .find(|l| l.starts_with("SSH-") && l.ends_with('\n'))
-            .map(|l| l.trim_end().to_string())
+            .map(|l| printable(l.trim_end_matches(['\r', '\n'])).into_owned())
     }
 
+    /// The first bytes, when they are not an SSH banner: at most 60, escaped ([`printable`]).
     pub(super) fn other_bytes(&self) -> Option<String> {
         if self.bytes.is_empty() || self.banner().is_some() {
             return None;
         }
-        let shown: String = String::from_utf8_lossy(&self.bytes[..self.bytes.len().min(60)])
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        Some(shown.trim().to_string())
+        let text = String::from_utf8_lossy(&self.bytes[..self.bytes.len().min(60)]);
+        Some(printable(text.trim()).into_owned())
     }
 }
 
@@ -111,6 +111,20 @@ mod tests {
             Some("SSH-2.0-OpenSSH_9.2p1 Debian")
         );
         assert_eq!(tap.other_bytes(), None);
+    }
+
+    #[test]
+    fn what_the_server_sends_is_escaped() {
+        let mut tap = Tap::default();
+        tap.record(b"SSH-2.0-Evil\x1b[2J\x1b]0;owned\x07 \xe2\x80\xae\r\n");
+        assert_eq!(
+            tap.banner().as_deref(),
+            Some("SSH-2.0-Evil\\u{1b}[2J\\u{1b}]0;owned\\u{7} \\u{202e}")
+        );
+        let mut tap = Tap::default();
+        tap.record(b"\x1b[31mred\rINFO forged\n\x00");
+        let shown = tap.other_bytes().unwrap();
+        assert_eq!(shown, "\\u{1b}[31mred\\rINFO forged\\n\\u{0}");
     }
 
     #[test]
