@@ -3,7 +3,7 @@
 //!
 //! Each test starts that server and `agent run` (the release build, `AGENT_RELEASE_BIN`, which
 //! scripts/test.sh builds and exports) with two listed forwards: `echo`, whose target echoes,
-//! and `sink`, whose target never reads nor closes. Both targets count the connections they
+//! and `sink`, whose target neither reads nor closes (until a test lets it read). Both targets count the connections they
 //! accept, and so do two decoy listeners that are listed nowhere: the server names them as
 //! destinations and originators. The server runs one scenario, and every test asserts what no
 //! scenario may change:
@@ -253,6 +253,8 @@ struct Rig {
     limits: Limits,
     echo: Target,
     sink: Target,
+    /// Lets the sink target read (it holds its connections unread until then).
+    release_sink: tokio::sync::watch::Sender<bool>,
     decoys: Vec<Target>,
     /// What the listed targets must have counted so far, from the server's reports.
     expect_echo: u64,
@@ -270,7 +272,8 @@ impl Rig {
         let public_file = dir.path().join("agent.pub");
         std::fs::write(&public_file, &public).unwrap();
         let echo = Target::new(targets::counting_echo().await);
-        let sink = Target::new(targets::counting_sink().await);
+        let (port, accepted, release_sink, task) = targets::counting_gated_sink().await;
+        let sink = Target::new((port, accepted, task));
         let decoys = vec![
             Target::new(targets::counting_sink().await),
             Target::new(targets::counting_sink().await),
@@ -307,6 +310,7 @@ impl Rig {
             limits: config.limits,
             echo,
             sink,
+            release_sink,
             decoys,
             expect_echo: 0,
             expect_sink: 0,
@@ -626,8 +630,11 @@ async fn repeated_eof_data_after_eof_and_extended_data_close_only_their_channel(
     );
 }
 
+/// Past the window toward a target whose socket is full: the agent's write to it is blocked
+/// when its budget overflows. The channel must be closed all the same (the overflow must not
+/// wait behind that write), and memory stay within the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_past_the_window_closes_that_channel_and_memory_stays_bounded() {
+async fn data_past_the_window_toward_a_stuck_target_closes_that_channel() {
     let mut rig = Rig::start(LIMITS).await;
     let out = rig
         .scenario("data_past_window", json!({ "max_bytes": 64 << 20 }))
@@ -635,14 +642,48 @@ async fn data_past_the_window_closes_that_channel_and_memory_stays_bounded() {
     rig.assert_unharmed(&out).await;
     rig.assert_session_survived(&out).await;
     assert_eq!(out.num("window"), 1 << 20, "window = limits.connection_buffer");
-    assert!(out.flag("closed_by_agent"), "{}", out.done);
     assert!(out.num("bytes_sent") > out.num("window"), "{}", out.done);
+    assert!(
+        out.flag("closed_by_agent"),
+        "{} bytes sent on a 1 MiB window and the channel is still open, its connection \
+         neither closed nor counted failed ({}): {}",
+        out.num("bytes_sent"),
+        rig.metric("agent_forward_channels_failed_total{forward=\"sink\"}")
+            .await,
+        out.done
+    );
     assert_eq!(
         rig.metric("agent_forward_channels_failed_total{forward=\"sink\"}")
             .await,
         1.0,
         "closed by its limit"
     );
+}
+
+/// A server that keeps to the window, in full-size packets, toward a target that is stuck and
+/// then recovers: nothing past the window was sent, so the connection must not be closed for
+/// its budget (README: "a server that keeps to the protocol never reaches this cap").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_keeps_to_the_window_is_never_cut_off_by_the_budget() {
+    let mut rig = Rig::start(LIMITS).await;
+    let fill = rig.scenario("fill_window", json!({})).await;
+    rig.assert_unharmed(&fill).await;
+    rig.release_sink.send(true).unwrap();
+    let after = rig.scenario("after_release", json!({ "bytes": 2 << 20 })).await;
+    rig.assert_unharmed(&after).await;
+    rig.assert_session_survived(&after).await;
+    let failed = rig
+        .metric("agent_forward_channels_failed_total{forward=\"sink\"}")
+        .await;
+    assert!(
+        !fill.flag("closed_by_agent") && !after.flag("closed_by_agent") && failed == 0.0,
+        "the agent closed a channel whose server kept to the window ({failed} failed): \
+         fill {}, after release {}\n{}",
+        fill.done,
+        after.done,
+        rig.evidence()
+    );
+    assert_eq!(after.num("sent_after_release"), 2 << 20, "{}", after.done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ window adjusts, channel opens it does not track) goes out as raw messages
 counted by handlers installed on the transport instead of paramiko's own. Works with paramiko
 2.9 and later (Debian and Ubuntu package 2.9 to 3.x; PyPI 4 and 5).
 
-Usage: server.py --authorized-key FILE --echo-port P [--sink-port P] [--decoy PORT]...
+Usage: server.py --authorized-key FILE --echo-port P [--sink-port P] [--decoy PORT]... [--log F]
   --echo-port / --sink-port: the remote ports of the agent's listed forwards whose targets
   echo / never read; --decoy: ports of local listeners the agent must never dial (the server
   names them as destinations and originators).
@@ -248,6 +248,8 @@ class Server:
         self.lock = threading.Lock()
         self.sessions = []
         self.opens = 0
+        # A channel a scenario leaves open for the next one.
+        self.held = None
 
     def fingerprint(self):
         digest = hashlib.sha256(self.host_key.asbytes()).digest()
@@ -459,8 +461,10 @@ def unrequested_channels(srv, s, args):
         kind, extra = kinds[i % len(kinds)]
         send(s, MSG_CHANNEL_OPEN, kind, RAW_CHANNEL_BASE + i, 2 * 1024 * 1024, 32768, *extra)
     answered = poll(
-        lambda: s.t.counted("raw_open_refused") + s.t.counted("raw_open_confirmed") >= raw, WAIT
+        lambda: len(s.t.raw_refused_ids) + s.t.counted("raw_open_confirmed") >= raw, WAIT
     )
+    # A round trip after the last open: whatever else the agent sends for them is in by now.
+    keepalive(s)
     emit(
         event="flood",
         scenario=name,
@@ -721,10 +725,14 @@ def eof_and_violations(srv, s, args):
 
 
 def data_past_window(srv, s, args):
-    """CHANNEL_DATA far past the window the agent granted, on a channel whose target never
-    reads: the agent closes that channel (its budget), the session goes on."""
+    """CHANNEL_DATA past the window the agent granted, on a channel whose target never reads:
+    paced at first, so the agent keeps up until the target's socket buffers are full and its
+    write to the target blocks, then on and on past the window. The agent must close that
+    channel (limits.connection_buffer) and the session go on."""
     name = "data_past_window"
     cap = int(args.get("max_bytes", 64 * 2**20))
+    pace = float(args.get("pace_ms", 1.0)) / 1000
+    paced = int(args.get("paced_bytes", 8 * 2**20))
     chan = open_listed(srv, s, srv.args.sink_port)
     window = chan.out_window_size
     chunk = b"W" * 32 * 1024
@@ -733,6 +741,8 @@ def data_past_window(srv, s, args):
     while sent < cap and chan.get_id() not in s.t.closed_by_peer and s.alive():
         send(s, MSG_CHANNEL_DATA, chan.remote_chanid, chunk)
         sent += len(chunk)
+        if sent < paced:
+            time.sleep(pace)
     closed = wait_closed_by_agent(s, chan)
     emit(
         event="flood",
@@ -745,6 +755,50 @@ def data_past_window(srv, s, args):
     )
     chan.close()
     return dict(window=window, bytes_sent=sent, closed_by_agent=closed, sink_accepted=1)
+
+
+def fill_window(srv, s, args):
+    """Keeps to the window on a channel whose target does not read (yet): sends until the
+    window stays shut for a second, and leaves the channel open for `after_release`. A server
+    that keeps to the window must never be cut off for it."""
+    chan = open_listed(srv, s, srv.args.sink_port)
+    window = chan.out_window_size
+    sent, error = send_windowed(chan, int(args.get("max_bytes", 64 * 2**20)), idle=1.0)
+    srv.held = chan
+    return dict(
+        window=window,
+        within_window=sent,
+        send_error=error,
+        closed_by_agent=chan.get_id() in s.t.closed_by_peer,
+        sink_accepted=1,
+    )
+
+
+def after_release(srv, s, args):
+    """Once the test lets the target read: the channel `fill_window` filled carries on."""
+    chan = srv.held
+    srv.held = None
+    more, error = send_windowed(chan, int(args.get("bytes", 2 * 2**20)), idle=WAIT)
+    # The agent's verdict on what it had queued comes as its target's write completes.
+    closed = wait_closed_by_agent(s, chan, seconds=2.0)
+    chan.close()
+    return dict(sent_after_release=more, send_error=error, closed_by_agent=closed)
+
+
+def send_windowed(chan, total, idle):
+    """Sends up to `total` bytes within the window (paramiko's own accounting), stopping once
+    the window has stayed shut for `idle` seconds. Returns (bytes sent, error if any)."""
+    chunk = b"F" * 32 * 1024
+    sent = 0
+    chan.settimeout(idle)
+    try:
+        while sent < total:
+            sent += chan.send(chunk[: total - sent])
+    except socket.timeout:
+        return sent, None
+    except Exception as e:  # noqa: BLE001 - the agent closed the channel
+        return sent, str(e)
+    return sent, None
 
 
 def kex_stall(srv, s, args):
@@ -869,6 +923,8 @@ SCENARIOS = {
         flood_ignore_debug,
         eof_and_violations,
         data_past_window,
+        fill_window,
+        after_release,
         kex_stall,
         connection_ceiling,
         probe,
@@ -906,9 +962,13 @@ def main():
     parser.add_argument("--echo-port", type=int, required=True)
     parser.add_argument("--sink-port", type=int)
     parser.add_argument("--decoy", type=int, action="append")
+    parser.add_argument("--log", help="paramiko's own log, at DEBUG, to this file")
     args = parser.parse_args()
-    # paramiko logs every refused open at ERROR: thousands of lines per flood.
-    logging.getLogger("paramiko").setLevel(logging.CRITICAL + 1)
+    if args.log:
+        paramiko.util.log_to_file(args.log, logging.DEBUG)
+    else:
+        # paramiko logs every refused open at ERROR: thousands of lines per flood.
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL + 1)
     srv = Server(args)
     emit(event="listening", port=srv.sock.getsockname()[1], fingerprint=srv.fingerprint(),
          paramiko=paramiko.__version__)

@@ -73,6 +73,25 @@ pub async fn counting_sink() -> (u16, Accepted, Task) {
     counting(hold_one).await
 }
 
+/// [`counting_sink`] until `true` is sent on the returned switch: from then on every
+/// connection, held or new, is read (and discarded) to its end, then closed. A target that is
+/// stuck for a while, then recovers.
+pub async fn counting_gated_sink() -> (u16, Accepted, tokio::sync::watch::Sender<bool>, Task) {
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let (port, accepted, task) = counting(move |mut conn| {
+        let mut gate = gate.clone();
+        async move {
+            if gate.wait_for(|open| *open).await.is_err() {
+                // The switch is gone: stay stuck.
+                return hold_one(conn).await;
+            }
+            let _ = tokio::io::copy(&mut conn, &mut tokio::io::sink()).await;
+        }
+    })
+    .await;
+    (port, accepted, release, task)
+}
+
 async fn counting<F, Fut>(handle: F) -> (u16, Accepted, Task)
 where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
