@@ -46,7 +46,8 @@ const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile/server.
 const ECHO_REMOTE: u16 = 3001;
 const SINK_REMOTE: u16 = 3002;
 const MAX_CONNECTIONS: u64 = 64;
-const LIMITS: &str = "limits: { max_connections: 64, total_buffer: 16MiB, connection_buffer: 1MiB }";
+const LIMITS: &str =
+    "limits: { max_connections: 64, total_buffer: 16MiB, connection_buffer: 1MiB }";
 
 const READY: Duration = Duration::from_secs(30);
 const SCENARIO_TIME: Duration = Duration::from_secs(180);
@@ -365,7 +366,10 @@ impl Rig {
                     }
                     events.push(event);
                 }
-                Ok(None) => panic!("the hostile server exited during {name}\n{}", self.evidence()),
+                Ok(None) => panic!(
+                    "the hostile server exited during {name}\n{}",
+                    self.evidence()
+                ),
                 Err(_) => panic!(
                     "{name} not done within {SCENARIO_TIME:?}\n{}",
                     self.evidence()
@@ -424,8 +428,8 @@ impl Rig {
             "/healthz after {name}: {after:?}"
         );
 
-        self.expect_echo += out.done["echo_accepted"].as_u64().unwrap_or(0)
-            + u64::from(out.done["echo"] == true);
+        self.expect_echo +=
+            out.done["echo_accepted"].as_u64().unwrap_or(0) + u64::from(out.done["echo"] == true);
         self.expect_sink += out.done["sink_accepted"].as_u64().unwrap_or(0);
         for (target, expect, what) in [
             (&self.echo, self.expect_echo, "echo"),
@@ -466,7 +470,8 @@ impl Rig {
         );
         match check(self.admin).await {
             Health::Ready(r) => assert_eq!(
-                r.reconnects, 0,
+                r.reconnects,
+                0,
                 "the agent reconnected during {name}\n{}",
                 self.evidence()
             ),
@@ -538,7 +543,11 @@ async fn originators_that_are_not_an_ip_address_and_port_are_refused() {
     rig.assert_session_survived(&out).await;
     assert_eq!(out.num("refused"), out.num("bad"), "{}", out.done);
     assert_eq!(out.num("accepted_bad"), 0);
-    assert_eq!(out.num("served"), out.num("good"), "well-formed ones are served");
+    assert_eq!(
+        out.num("served"),
+        out.num("good"),
+        "well-formed ones are served"
+    );
     for open in out.events("open") {
         if open["result"] == "refused" {
             assert_eq!(open["code"], 1, "{open}");
@@ -641,7 +650,11 @@ async fn data_past_the_window_toward_a_stuck_target_closes_that_channel() {
         .await;
     rig.assert_unharmed(&out).await;
     rig.assert_session_survived(&out).await;
-    assert_eq!(out.num("window"), 1 << 20, "window = limits.connection_buffer");
+    assert_eq!(
+        out.num("window"),
+        1 << 20,
+        "window = limits.connection_buffer"
+    );
     assert!(out.num("bytes_sent") > out.num("window"), "{}", out.done);
     assert!(
         out.flag("closed_by_agent"),
@@ -669,7 +682,9 @@ async fn a_server_that_keeps_to_the_window_is_never_cut_off_by_the_budget() {
     let fill = rig.scenario("fill_window", json!({})).await;
     rig.assert_unharmed(&fill).await;
     rig.release_sink.send(true).unwrap();
-    let after = rig.scenario("after_release", json!({ "bytes": 2 << 20 })).await;
+    let after = rig
+        .scenario("after_release", json!({ "bytes": 2 << 20 }))
+        .await;
     rig.assert_unharmed(&after).await;
     rig.assert_session_survived(&after).await;
     let failed = rig
@@ -687,8 +702,7 @@ async fn a_server_that_keeps_to_the_window_is_never_cut_off_by_the_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_exchange_the_server_never_finishes_while_it_floods_ends_the_session_not_the_agent()
-{
+async fn a_key_exchange_the_server_never_finishes_while_it_floods_ends_the_session_not_the_agent() {
     let mut rig = Rig::start(&LIMITS.replace(" }", ", rekey_after: 1MiB }")).await;
     let out = rig.scenario("kex_stall", json!({ "count": 100_000 })).await;
     rig.assert_unharmed(&out).await;

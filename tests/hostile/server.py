@@ -957,6 +957,12 @@ def run(srv, line):
 
 
 def main():
+    version = tuple(int(x) for x in paramiko.__version__.split(".")[:2])
+    if version < (2, 9):
+        sys.exit(
+            "paramiko %s is too old: 2.9 or later is needed (rsa-sha2 signatures; the agent "
+            "never signs with SHA-1)" % paramiko.__version__
+        )
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--authorized-key", required=True)
     parser.add_argument("--echo-port", type=int, required=True)
