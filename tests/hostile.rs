@@ -673,13 +673,15 @@ async fn data_past_the_window_toward_a_stuck_target_closes_that_channel() {
     );
 }
 
-/// A server that keeps to the window, in full-size packets, toward a target that is stuck and
-/// then recovers: nothing past the window was sent, so the connection must not be closed for
-/// its budget (README: "a server that keeps to the protocol never reaches this cap").
+/// A server that keeps to the window, in small messages (64 bytes: interactive traffic),
+/// toward a target that is stuck for a while and then recovers: nothing past the window was
+/// sent, so the connection must not be closed for its budget (README: "a server that keeps to
+/// the protocol never reaches this cap"). The per-message cost the budget charges must not
+/// turn a full window of small messages into an overflow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_keeps_to_the_window_is_never_cut_off_by_the_budget() {
     let mut rig = Rig::start(LIMITS).await;
-    let fill = rig.scenario("fill_window", json!({})).await;
+    let fill = rig.scenario("fill_window", json!({ "packet": 64 })).await;
     rig.assert_unharmed(&fill).await;
     rig.release_sink.send(true).unwrap();
     let after = rig

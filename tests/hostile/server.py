@@ -758,16 +758,22 @@ def data_past_window(srv, s, args):
 
 
 def fill_window(srv, s, args):
-    """Keeps to the window on a channel whose target does not read (yet): sends until the
-    window stays shut for a second, and leaves the channel open for `after_release`. A server
-    that keeps to the window must never be cut off for it."""
+    """Keeps to the window, in messages of `packet` bytes, on a channel whose target does not
+    read (yet): sends until the window stays shut for a second, and leaves the channel open for
+    `after_release`. A server that keeps to the window must never be cut off for it."""
     chan = open_listed(srv, s, srv.args.sink_port)
     window = chan.out_window_size
-    sent, error = send_windowed(chan, int(args.get("max_bytes", 64 * 2**20)), idle=1.0)
+    packet = int(args.get("packet", 32 * 1024))
+    started = time.monotonic()
+    sent, error = send_windowed(
+        chan, int(args.get("max_bytes", 64 * 2**20)), idle=1.0, packet=packet
+    )
     srv.held = chan
     return dict(
         window=window,
+        packet=packet,
         within_window=sent,
+        fill_seconds=round(time.monotonic() - started, 3),
         send_error=error,
         closed_by_agent=chan.get_id() in s.t.closed_by_peer,
         sink_accepted=1,
@@ -785,10 +791,11 @@ def after_release(srv, s, args):
     return dict(sent_after_release=more, send_error=error, closed_by_agent=closed)
 
 
-def send_windowed(chan, total, idle):
-    """Sends up to `total` bytes within the window (paramiko's own accounting), stopping once
-    the window has stayed shut for `idle` seconds. Returns (bytes sent, error if any)."""
-    chunk = b"F" * 32 * 1024
+def send_windowed(chan, total, idle, packet=32 * 1024):
+    """Sends up to `total` bytes within the window (paramiko's own accounting), `packet` bytes
+    a message at most, stopping once the window has stayed shut for `idle` seconds. Returns
+    (bytes sent, error if any)."""
+    chunk = b"F" * packet
     sent = 0
     chan.settimeout(idle)
     try:
