@@ -397,9 +397,10 @@ impl Rig {
         let name = &out.name;
         let hwm = self.agent.status_kib("VmHWM");
         let bound = memory_bound(&self.limits) / 1024;
+        let (warnings, lines) = self.agent.logged_at("WARN");
         eprintln!(
             "hostile {name}: VmHWM {hwm} KiB of bound {bound} KiB; /healthz answered {} times, \
-             slowest {:?}; report {}",
+             slowest {:?}; agent log {lines} lines so far ({warnings} WARN); report {}",
             out.healthz.answered, out.healthz.slowest, out.done
         );
         assert!(

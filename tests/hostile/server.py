@@ -47,6 +47,7 @@ import paramiko
 # Message numbers (RFC 4250), written out so the script does not depend on which ones a
 # paramiko version exports.
 MSG_IGNORE = 2
+MSG_UNIMPLEMENTED = 3
 MSG_DEBUG = 4
 MSG_KEXINIT = 20
 MSG_GLOBAL_REQUEST = 80
@@ -590,7 +591,8 @@ def flood_window_adjust(srv, s, args):
 
 
 def flood_channel_requests(srv, s, args):
-    """CHANNEL_REQUEST of every kind, with and without want_reply, on a served channel."""
+    """CHANNEL_REQUEST of every kind, with and without want_reply, on a served channel and on
+    channels that do not exist; and replies to requests the agent never made."""
     name = "flood_channel_requests"
     n = int(args.get("count", 20_000))
     chan = open_listed(srv, s, srv.args.echo_port)
@@ -618,6 +620,10 @@ def flood_channel_requests(srv, s, args):
     for i in range(n // 10):
         send(s, MSG_CHANNEL_REQUEST, 0x7FFF0000 + i % 7, "hostile-request@example.com", True)
         sent += 1
+    # Replies to requests the agent never made.
+    for i in range(n // 10):
+        send(s, MSG_CHANNEL_SUCCESS if i % 2 else MSG_CHANNEL_FAILURE, rid)
+        sent += 1
     flood(name, "CHANNEL_REQUEST", s, sent, started)
 
     def replies():
@@ -638,7 +644,8 @@ def flood_channel_requests(srv, s, args):
 
 def flood_global_requests(srv, s, args):
     """GLOBAL_REQUEST with want_reply (unknown names, keepalives, a forward request to the
-    client, host keys announced with garbage), many times."""
+    client, host keys announced with garbage), many times; and replies to requests the agent
+    never made."""
     name = "flood_global_requests"
     n = int(args.get("count", 20_000))
     sent = want = 0
@@ -659,6 +666,10 @@ def flood_global_requests(srv, s, args):
             request("tcpip-forward", True, "0.0.0.0", 22)
         if i % 100 == 0:
             request("hostkeys-00@openssh.com", False, b"\x00garbage", b"")
+    # Replies to requests the agent never made.
+    for i in range(n // 10):
+        send(s, MSG_REQUEST_SUCCESS if i % 2 else MSG_REQUEST_FAILURE)
+        sent += 1
     flood(name, "GLOBAL_REQUEST", s, sent, started)
 
     def replies():
@@ -669,7 +680,7 @@ def flood_global_requests(srv, s, args):
 
 
 def flood_ignore_debug(srv, s, args):
-    """IGNORE and DEBUG, small and large, many times."""
+    """IGNORE and DEBUG, small and large, and UNIMPLEMENTED, many times."""
     name = "flood_ignore_debug"
     n = int(args.get("count", 50_000))
     large = int(args.get("large", 1000))
@@ -678,12 +689,14 @@ def flood_ignore_debug(srv, s, args):
         send(s, MSG_IGNORE, b"i" * (i % 200))
         if i % 2 == 0:
             send(s, MSG_DEBUG, True, "debug \x1b[31m%d\n2026-01-01 INFO forged" % i, "")
+    for i in range(n // 10):
+        send(s, MSG_UNIMPLEMENTED, i)
     big = b"I" * (32 * 1024)
     for i in range(large):
         send(s, MSG_IGNORE, big)
         send(s, MSG_DEBUG, i % 2 == 0, "D" * (32 * 1024), "en")
-    sent = n + (n + 1) // 2 + 2 * large
-    flood(name, "IGNORE and DEBUG", s, sent, started)
+    sent = n + (n + 1) // 2 + n // 10 + 2 * large
+    flood(name, "IGNORE, DEBUG and UNIMPLEMENTED", s, sent, started)
     return dict(sent=sent, megabytes=round((2 * large * 32 * 1024 + n * 100) / 2**20, 1))
 
 
