@@ -348,8 +348,23 @@ impl Rig {
         )
     }
 
-    /// Runs `name` on the server while /healthz is polled, and returns its report.
+    /// Runs `name` on the server while /healthz is polled, checks what no scenario may change
+    /// ([`Rig::assert_unharmed`]) and returns the server's report.
     async fn scenario(&mut self, name: &str, args: Value) -> Outcome {
+        let out = self.run(name, args).await;
+        self.assert_unharmed(&out).await;
+        out
+    }
+
+    /// [`Rig::scenario`], after which the session it ran on must still be up and serving
+    /// ([`Rig::assert_session_survived`]).
+    async fn survived(&mut self, name: &str, args: Value) -> Outcome {
+        let out = self.scenario(name, args).await;
+        self.assert_session_survived(&out).await;
+        out
+    }
+
+    async fn run(&mut self, name: &str, args: Value) -> Outcome {
         let stop = Arc::new(AtomicBool::new(false));
         let poller = tokio::spawn(poll_healthz(self.admin, stop.clone()));
         self.server.command(&format!("{name} {args}"));
@@ -496,10 +511,8 @@ impl Rig {
 async fn channels_of_unrequested_types_and_addresses_are_refused_and_nothing_unlisted_is_dialed() {
     let mut rig = Rig::start(LIMITS).await;
     let out = rig
-        .scenario("unrequested_channels", json!({ "raw": 3000 }))
+        .survived("unrequested_channels", json!({ "raw": 3000 }))
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     let opens = out.events("open");
     assert!(opens.len() >= 15, "{:?}", out.events);
     for open in opens {
@@ -528,7 +541,6 @@ async fn every_refused_channel_open_is_answered_exactly_once() {
     let out = rig
         .scenario("unrequested_channels", json!({ "raw": 1000 }))
         .await;
-    rig.assert_unharmed(&out).await;
     let flood = out.events("flood")[0];
     assert_eq!(
         flood["refused"], flood["sent"],
@@ -538,10 +550,10 @@ async fn every_refused_channel_open_is_answered_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn originators_that_are_not_an_ip_address_and_port_are_refused() {
-    let mut rig = Rig::start(LIMITS).await;
-    let out = rig.scenario("odd_originators", json!({})).await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
+    let out = Rig::start(LIMITS)
+        .await
+        .survived("odd_originators", json!({}))
+        .await;
     assert_eq!(out.num("refused"), out.num("bad"), "{}", out.done);
     assert_eq!(out.num("accepted_bad"), 0);
     assert_eq!(
@@ -558,34 +570,28 @@ async fn originators_that_are_not_an_ip_address_and_port_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_empty_channel_data_queues_nothing_and_the_channel_goes_on() {
-    let mut rig = Rig::start(LIMITS).await;
-    let out = rig
-        .scenario("flood_empty_data", json!({ "count": 100_000 }))
+    let out = Rig::start(LIMITS)
+        .await
+        .survived("flood_empty_data", json!({ "count": 100_000 }))
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     assert!(out.flag("same_channel_echo"), "{}", out.done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_huge_window_adjusts_is_harmless() {
-    let mut rig = Rig::start(LIMITS).await;
-    let out = rig
-        .scenario("flood_window_adjust", json!({ "count": 50_000 }))
+    let out = Rig::start(LIMITS)
+        .await
+        .survived("flood_window_adjust", json!({ "count": 50_000 }))
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     assert!(out.flag("same_channel_echo"), "{}", out.done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_channel_requests_is_answered_and_harmless() {
-    let mut rig = Rig::start(LIMITS).await;
-    let out = rig
-        .scenario("flood_channel_requests", json!({ "count": 20_000 }))
+    let out = Rig::start(LIMITS)
+        .await
+        .survived("flood_channel_requests", json!({ "count": 20_000 }))
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     assert!(out.flag("same_channel_echo"), "{}", out.done);
     assert!(out.flag("all_answered"), "{}", out.done);
     assert_eq!(out.num("replies"), out.num("want_reply"), "{}", out.done);
@@ -593,37 +599,31 @@ async fn a_flood_of_channel_requests_is_answered_and_harmless() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_global_requests_is_answered_and_harmless() {
-    let mut rig = Rig::start(LIMITS).await;
-    let out = rig
-        .scenario("flood_global_requests", json!({ "count": 20_000 }))
+    let out = Rig::start(LIMITS)
+        .await
+        .survived("flood_global_requests", json!({ "count": 20_000 }))
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     assert!(out.flag("all_answered"), "{}", out.done);
     assert_eq!(out.num("replies"), out.num("want_reply"), "{}", out.done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_ignore_and_debug_messages_is_harmless() {
-    let mut rig = Rig::start(LIMITS).await;
-    let out = rig
-        .scenario(
+    Rig::start(LIMITS)
+        .await
+        .survived(
             "flood_ignore_debug",
             json!({ "count": 50_000, "large": 1000 }),
         )
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_eof_data_after_eof_and_extended_data_close_only_their_channel() {
     let mut rig = Rig::start(LIMITS).await;
     let out = rig
-        .scenario("eof_and_violations", json!({ "count": 10_000 }))
+        .survived("eof_and_violations", json!({ "count": 10_000 }))
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     let closed = out.field("closed_by_agent");
     for violation in ["repeated_eof", "data_after_eof", "extended_data"] {
         assert_eq!(
@@ -647,10 +647,8 @@ async fn repeated_eof_data_after_eof_and_extended_data_close_only_their_channel(
 async fn data_past_the_window_toward_a_stuck_target_closes_that_channel() {
     let mut rig = Rig::start(LIMITS).await;
     let out = rig
-        .scenario("data_past_window", json!({ "max_bytes": 64 << 20 }))
+        .survived("data_past_window", json!({ "max_bytes": 64 << 20 }))
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     assert_eq!(
         out.num("window"),
         1 << 20,
@@ -683,13 +681,10 @@ async fn data_past_the_window_toward_a_stuck_target_closes_that_channel() {
 async fn a_server_that_keeps_to_the_window_is_never_cut_off_by_the_budget() {
     let mut rig = Rig::start(LIMITS).await;
     let fill = rig.scenario("fill_window", json!({ "packet": 64 })).await;
-    rig.assert_unharmed(&fill).await;
     rig.release_sink.send(true).unwrap();
     let after = rig
-        .scenario("after_release", json!({ "bytes": 2 << 20 }))
+        .survived("after_release", json!({ "bytes": 2 << 20 }))
         .await;
-    rig.assert_unharmed(&after).await;
-    rig.assert_session_survived(&after).await;
     let failed = rig
         .metric("agent_forward_channels_failed_total{forward=\"sink\"}")
         .await;
@@ -708,7 +703,6 @@ async fn a_server_that_keeps_to_the_window_is_never_cut_off_by_the_budget() {
 async fn a_key_exchange_the_server_never_finishes_while_it_floods_ends_the_session_not_the_agent() {
     let mut rig = Rig::start(&LIMITS.replace(" }", ", rekey_after: 1MiB }")).await;
     let out = rig.scenario("kex_stall", json!({ "count": 100_000 })).await;
-    rig.assert_unharmed(&out).await;
     assert!(
         out.flag("kexinit_ignored"),
         "the agent never started its key exchange after rekey_after: {}",
@@ -728,7 +722,6 @@ async fn a_key_exchange_the_server_never_finishes_while_it_floods_ends_the_sessi
     // The agent reconnects by itself and serves the next session.
     rig.wait_ready(1).await;
     let probe = rig.scenario("probe", json!({})).await;
-    rig.assert_unharmed(&probe).await;
     assert!(probe.flag("alive") && probe.flag("echo"), "{}", probe.done);
     assert!(probe.num("session") > out.num("session"));
 }
@@ -737,13 +730,11 @@ async fn a_key_exchange_the_server_never_finishes_while_it_floods_ends_the_sessi
 async fn channels_past_max_connections_are_refused_and_their_slots_come_back() {
     let mut rig = Rig::start(LIMITS).await;
     let out = rig
-        .scenario(
+        .survived(
             "connection_ceiling",
             json!({ "count": MAX_CONNECTIONS + 16, "forward": "echo" }),
         )
         .await;
-    rig.assert_unharmed(&out).await;
-    rig.assert_session_survived(&out).await;
     assert_eq!(out.num("accepted"), MAX_CONNECTIONS, "{}", out.done);
     assert_eq!(out.num("refused"), 16);
     assert_eq!(out.field("refusal_codes"), &json!([4]), "resource shortage");
@@ -772,7 +763,6 @@ async fn channels_the_vendor_closed_free_their_slots_even_when_the_target_stays_
             json!({ "count": MAX_CONNECTIONS, "forward": "sink" }),
         )
         .await;
-    rig.assert_unharmed(&out).await;
     assert_eq!(out.num("accepted"), MAX_CONNECTIONS, "{}", out.done);
     assert!(
         out.field("served_again_after").is_number(),
