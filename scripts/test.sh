@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine or a developer's laptop:
-# installs what the tests need (a real OpenSSH sshd and client, openssl, and the proxies tinyproxy
-# and microsocks for tests/proxy.rs) when missing, then runs
+# installs what the tests need (a real OpenSSH sshd and client, openssl, the proxies tinyproxy
+# and microsocks for tests/proxy.rs, and Python's paramiko for the hostile-server suite in
+# tests/hostile.rs) when missing, builds the release binary that suite runs against, then runs
 # every test. Tests start their own sshd on 127.0.0.1 with their own config; nothing else is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The first Python that can import paramiko: python3 on PATH (a developer's, perhaps with a pip
+# install), else the system one, where Debian's python3-paramiko goes.
+python_with_paramiko() {
+  local py
+  for py in python3 /usr/bin/python3; do
+    if command -v "$py" >/dev/null && "$py" -c 'import paramiko' 2>/dev/null; then
+      command -v "$py"
+      return 0
+    fi
+  done
+  return 1
+}
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -12,6 +26,11 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v openssl >/dev/null || need+=(openssl)
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
 command -v microsocks >/dev/null || need+=(microsocks)
+# Debian's package rather than pip: a fresh Debian 12+ / Ubuntu 23.04+ has no pip, and its pip
+# refuses to install into the system Python anyway (PEP 668, "externally-managed-environment").
+# The package brings python3 with it; Debian 12+ and Ubuntu 22.04+ ship paramiko 2.9 or later,
+# which the suite needs (rsa-sha2 signatures: the agent never signs with SHA-1).
+python_with_paramiko >/dev/null || need+=(python3-paramiko)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test prerequisites: ${need[*]}"
   sudo=""
@@ -27,6 +46,18 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # sshd refuses to start without its privilege-separation directory.
 [ -d /run/sshd ] || { [ "$(id -u)" = 0 ] && mkdir -p /run/sshd || sudo mkdir -p /run/sshd; }
+
+# tests/hostile.rs runs this Python and the release binary: a missing one fails the run.
+if ! AGENT_TEST_PYTHON="$(python_with_paramiko)"; then
+  echo "no Python with paramiko, even after installing python3-paramiko: the hostile-server suite cannot run" >&2
+  exit 1
+fi
+export AGENT_TEST_PYTHON
+cargo build --locked --release --bin agent
+target_dir="$(cargo metadata --locked --format-version 1 --no-deps \
+  | "$AGENT_TEST_PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+export AGENT_RELEASE_BIN="$target_dir/release/agent"
+[ -x "$AGENT_RELEASE_BIN" ] || { echo "no release binary at $AGENT_RELEASE_BIN" >&2; exit 1; }
 
 # Unit and integration tests (the crate has no doc tests; leaving them out keeps the last summary
 # line a real one).

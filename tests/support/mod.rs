@@ -3,6 +3,7 @@
 //! Every integration test file pulls this in with `mod support;`. Not every test uses every
 //! helper, so dead-code warnings are silenced for the whole module tree.
 //!
+//! - [`agent_process`]: `agent run` as a child process (any binary), its log, stderr and memory.
 //! - [`sshd`]: a real OpenSSH `sshd` on 127.0.0.1, owned and killed by the test.
 //! - [`vendor_server`]: an in-process russh server playing the vendor, for fine control.
 //! - [`targets`]: local TCP services (echo, sink, silent, closed port, HTTP).
@@ -10,6 +11,7 @@
 //! Everything listens on loopback only; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod agent_process;
 pub mod inproc;
 pub mod sshd;
 pub mod targets;

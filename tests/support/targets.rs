@@ -3,6 +3,8 @@
 //! Each helper returns the port and a [`Task`] guard; dropping the guard stops the service and
 //! every connection it holds (the tasks are aborted, which closes their sockets).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,25 +36,75 @@ impl Drop for Task {
 /// Echoes every byte back. Passes half-close: when the client shuts down its write side, the
 /// echo finishes sending what it read and then shuts down its own write side.
 pub async fn echo() -> (u16, Task) {
-    serve(|mut conn| async move {
-        let (mut rd, mut wr) = conn.split();
-        // copy returns at the client's EOF, having written everything it read.
-        if tokio::io::copy(&mut rd, &mut wr).await.is_ok() {
-            let _ = wr.shutdown().await;
-        }
-    })
-    .await
+    serve(echo_one).await
+}
+
+async fn echo_one(mut conn: TcpStream) {
+    let (mut rd, mut wr) = conn.split();
+    // copy returns at the client's EOF, having written everything it read.
+    if tokio::io::copy(&mut rd, &mut wr).await.is_ok() {
+        let _ = wr.shutdown().await;
+    }
 }
 
 /// Accepts connections and holds them open without ever reading, so the sender's buffers and
 /// windows fill up: the "slow target" of the head-of-line blocking tests.
 pub async fn sink_never_reads() -> (u16, Task) {
-    serve(|conn| async move {
-        // Parked until the guard is dropped; the socket is held open (and never read).
-        std::future::pending::<()>().await;
-        drop(conn);
+    serve(hold_one).await
+}
+
+async fn hold_one(conn: TcpStream) {
+    // Parked until the guard is dropped; the socket is held open (and never read).
+    std::future::pending::<()>().await;
+    drop(conn);
+}
+
+/// How many connections a service accepted so far.
+pub type Accepted = Arc<AtomicUsize>;
+
+/// [`echo`] that counts the connections it accepts: proves a target was (or was not) dialed.
+pub async fn counting_echo() -> (u16, Accepted, Task) {
+    counting(echo_one).await
+}
+
+/// [`sink_never_reads`] that counts the connections it accepts; as a port that must never be
+/// dialed, it also holds whatever dials it open, so nothing hides a connection.
+pub async fn counting_sink() -> (u16, Accepted, Task) {
+    counting(hold_one).await
+}
+
+/// [`counting_sink`] until `true` is sent on the returned switch: from then on every
+/// connection, held or new, is read (and discarded) to its end, then closed. A target that is
+/// stuck for a while, then recovers.
+pub async fn counting_gated_sink() -> (u16, Accepted, tokio::sync::watch::Sender<bool>, Task) {
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let (port, accepted, task) = counting(move |mut conn| {
+        let mut gate = gate.clone();
+        async move {
+            if gate.wait_for(|open| *open).await.is_err() {
+                // The switch is gone: stay stuck.
+                return hold_one(conn).await;
+            }
+            let _ = tokio::io::copy(&mut conn, &mut tokio::io::sink()).await;
+        }
     })
-    .await
+    .await;
+    (port, accepted, release, task)
+}
+
+async fn counting<F, Fut>(handle: F) -> (u16, Accepted, Task)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let accepted = Accepted::default();
+    let count = accepted.clone();
+    let (port, task) = serve(move |conn| {
+        count.fetch_add(1, Ordering::SeqCst);
+        handle(conn)
+    })
+    .await;
+    (port, accepted, task)
 }
 
 /// Accepts TCP and never writes (nor reads) anything: an SSH server port that never sends its
