@@ -12,6 +12,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::watch;
+
 use crate::config::Limits;
 
 /// The agent's own memory with no connection open: code, runtime, the SSH session with its
@@ -80,27 +82,46 @@ impl std::fmt::Display for Overflow {
     }
 }
 
-/// One connection's share. Dropping it returns whatever is still counted to the total.
+/// Why a connection must end at once, whatever it is doing (its target may be stuck in a write
+/// and never read the queue again): set by whoever queues the vendor's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    Limit(Overflow),
+    Protocol(&'static str),
+}
+
+/// One connection's share. Its own cap counts payload only, which the SSH window bounds, so a
+/// server that keeps to the window never reaches it; the total also counts [`MESSAGE_COST`]
+/// per message, so many tiny messages are bounded too. Dropping it returns whatever is still
+/// counted to the total.
 #[derive(Debug)]
 pub struct ConnBudget {
     used: AtomicU64,
+    /// What this connection holds of the total: payload plus the cost of each message.
+    charged: AtomicU64,
     cap: u64,
     total: Arc<TotalBudget>,
+    broken: watch::Sender<Option<Broken>>,
 }
 
 impl ConnBudget {
     pub fn new(cap: u64, total: Arc<TotalBudget>) -> Arc<Self> {
         Arc::new(Self {
             used: AtomicU64::new(0),
+            charged: AtomicU64::new(0),
             cap,
             total,
+            broken: watch::Sender::new(None),
         })
     }
 
-    /// Counts `n` bytes as queued; refuses (counting nothing) if that would pass a cap.
-    pub fn take(&self, n: u64) -> Result<(), Overflow> {
+    /// Counts one message of `len` payload bytes as queued; refuses (counting nothing) if that
+    /// would pass a cap.
+    pub fn take(&self, len: usize) -> Result<(), Overflow> {
+        let (n, cost) = (len as u64, charge(len));
         let mine = self.used.fetch_add(n, Ordering::AcqRel) + n;
-        let all = self.total.used.fetch_add(n, Ordering::AcqRel) + n;
+        self.charged.fetch_add(cost, Ordering::AcqRel);
+        let all = self.total.used.fetch_add(cost, Ordering::AcqRel) + cost;
         let over = if mine > self.cap {
             Some(Overflow::Connection { cap: self.cap })
         } else if all > self.total.cap {
@@ -112,23 +133,50 @@ impl ConnBudget {
         };
         match over {
             Some(o) => {
-                self.give(n);
+                self.give(n, 1);
                 Err(o)
             }
             None => Ok(()),
         }
     }
 
-    /// Returns `n` bytes once written to the target.
-    pub fn give(&self, n: u64) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
-        self.total.used.fetch_sub(n, Ordering::AcqRel);
+    /// Returns `bytes` of payload in `messages` messages once written to the target.
+    pub fn give(&self, bytes: u64, messages: u64) {
+        let cost = bytes + messages * MESSAGE_COST;
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        self.charged.fetch_sub(cost, Ordering::AcqRel);
+        self.total.used.fetch_sub(cost, Ordering::AcqRel);
+    }
+
+    /// Ends the connection at once (first reason wins).
+    pub fn break_with(&self, why: Broken) {
+        self.broken.send_if_modified(|b| {
+            let first = b.is_none();
+            if first {
+                *b = Some(why);
+            }
+            first
+        });
+    }
+
+    /// Resolves once the connection must end, with why.
+    pub async fn broken(&self) -> Broken {
+        let mut rx = self.broken.subscribe();
+        // The sender lives as long as this budget, so waiting cannot fail while `self` is
+        // borrowed.
+        let why = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|b| b.clone());
+        why.unwrap_or(Broken::Protocol("ended"))
     }
 }
 
 impl Drop for ConnBudget {
     fn drop(&mut self) {
-        let left = self.used.swap(0, Ordering::AcqRel);
+        self.used.swap(0, Ordering::AcqRel);
+        let left = self.charged.swap(0, Ordering::AcqRel);
         self.total.used.fetch_sub(left, Ordering::AcqRel);
     }
 }
@@ -139,17 +187,24 @@ mod tests {
 
     #[test]
     fn caps_and_release() {
-        let total = TotalBudget::new(100);
+        let c = MESSAGE_COST;
+        let total = TotalBudget::new(100 + 3 * c);
         let a = ConnBudget::new(60, total.clone());
         let b = ConnBudget::new(60, total.clone());
         assert!(a.take(50).is_ok());
-        assert_eq!(a.take(20), Err(Overflow::Connection { cap: 60 }));
+        assert_eq!(total.used(), 50 + c, "the total counts each message's cost");
+        assert_eq!(
+            a.take(20),
+            Err(Overflow::Connection { cap: 60 }),
+            "the connection's own cap counts payload only"
+        );
         assert!(b.take(45).is_ok());
-        assert_eq!(b.take(10), Err(Overflow::Total { cap: 100 }));
-        a.give(50);
+        assert_eq!(b.take(10), Err(Overflow::Total { cap: 100 + 3 * c }));
+        a.give(50, 1);
         assert!(b.take(10).is_ok());
         drop(b);
         assert_eq!(total.used(), 0);
+        drop(a);
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::budget::{ConnBudget, Overflow, charge};
+use super::budget::{Broken, ConnBudget, Overflow};
 
 /// What arrives from the vendor for this connection, in order.
 #[derive(Debug)]
@@ -56,14 +56,25 @@ impl Gate {
     }
 
     /// What to queue for `event`, if anything. After an item that [`Inbound::is_last`], the
-    /// caller stops reading the channel.
+    /// caller stops reading the channel; the connection is also told at once through its
+    /// budget ([`ConnBudget::broken`]), as its target may be stuck and never read the queue.
     pub fn admit(&mut self, event: ChannelEvent) -> Option<Inbound> {
+        let item = self.classify(event)?;
+        match &item {
+            Inbound::Overflow(o) => self.budget.break_with(Broken::Limit(*o)),
+            Inbound::Violation(why) => self.budget.break_with(Broken::Protocol(why)),
+            _ => {}
+        }
+        Some(item)
+    }
+
+    fn classify(&mut self, event: ChannelEvent) -> Option<Inbound> {
         Some(match event {
             ChannelEvent::Data(_) | ChannelEvent::Eof if self.eof => {
                 Inbound::Violation("sent more after its end of data (EOF)")
             }
             ChannelEvent::Data(data) if data.is_empty() => return None,
-            ChannelEvent::Data(data) => match self.budget.take(charge(data.len())) {
+            ChannelEvent::Data(data) => match self.budget.take(data.len()) {
                 Ok(()) => Inbound::Data(data),
                 Err(o) => Inbound::Overflow(o),
             },
@@ -101,7 +112,7 @@ mod tests {
     #[test]
     fn every_message_is_charged_so_tiny_ones_cannot_flood_the_queue() {
         let cap = 64 * 1024;
-        let (mut g, _) = gate(cap);
+        let (mut g, budget) = gate(cap);
         let mut queued = 0u64;
         let last = loop {
             match g
@@ -112,16 +123,38 @@ mod tests {
                 other => break other,
             }
         };
-        assert!(matches!(
-            last,
-            Inbound::Overflow(Overflow::Connection { .. })
-        ));
+        assert!(matches!(last, Inbound::Overflow(Overflow::Total { .. })));
         assert!(last.is_last());
         assert_eq!(
             queued,
-            cap / (1 + MESSAGE_COST),
-            "one-byte messages cost their overhead"
+            4 * cap / (1 + MESSAGE_COST),
+            "one-byte messages cost their overhead against the total"
         );
+        assert!(matches!(
+            now(budget.broken()),
+            Some(Broken::Limit(Overflow::Total { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_server_keeping_to_the_window_in_tiny_messages_never_reaches_its_own_cap() {
+        let cap = 1 << 20;
+        let budget = ConnBudget::new(cap, TotalBudget::new(64 << 20));
+        let mut g = Gate::new(budget);
+        for _ in 0..cap / 64 {
+            let item = g.admit(ChannelEvent::Data(Bytes::from_static(&[7; 64])));
+            assert!(matches!(item, Some(Inbound::Data(_))));
+        }
+    }
+
+    /// The value of `f` if it is ready now.
+    fn now<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
     }
 
     #[test]

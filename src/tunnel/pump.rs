@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
 use super::batch::{Batch, WRITE_BATCH};
-use super::budget::{ConnBudget, charge};
+use super::budget::{Broken, ConnBudget};
 pub use super::inbound::Inbound;
 use super::metrics::ForwardMetrics;
 
@@ -176,12 +176,12 @@ pub async fn pump<S: ChannelSink>(
             };
             match ev {
                 Inbound::Data(data) => {
-                    let mut queued = charge(data.len());
+                    let mut messages = 1;
                     batch.push(data);
                     while batch.remaining() < WRITE_BATCH {
                         match inbound.try_recv() {
                             Ok(Inbound::Data(more)) => {
-                                queued += charge(more.len());
+                                messages += 1;
                                 batch.push(more);
                             }
                             Ok(other) => {
@@ -194,7 +194,7 @@ pub async fn pump<S: ChannelSink>(
                     let n = batch.remaining() as u64;
                     // Empties the batch on success; on error the connection ends.
                     let res = wr.write_all_buf(&mut batch).await;
-                    budget.give(queued);
+                    budget.give(n, messages);
                     if let Err(e) = res {
                         return Err(End::TargetError(format!("write: {e}")));
                     }
@@ -214,11 +214,9 @@ pub async fn pump<S: ChannelSink>(
                 Inbound::Violation(what) => return Err(End::Protocol(what.to_string())),
             }
         }
-        if vendor_eof.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        // The drain ended without EOF: the vendor closed the channel (or the session died,
-        // which `stop` tells apart below).
+        // The channel is gone (closed by the vendor, after its EOF or not; or the session died,
+        // which `stop` tells apart below): nothing more can reach the vendor, so the connection
+        // ends even if its target stays silent.
         Err(End::VendorClosed)
     };
 
@@ -274,6 +272,15 @@ pub async fn pump<S: ChannelSink>(
             }
             e = &mut idle_watch => {
                 end = Some(e);
+                break;
+            }
+            // Past the budget or a protocol violation: at once, even while a write to a stuck
+            // target is pending.
+            why = budget.broken() => {
+                end = Some(match why {
+                    Broken::Limit(o) => End::Limit(o.to_string()),
+                    Broken::Protocol(what) => End::Protocol(what.to_string()),
+                });
                 break;
             }
             r = &mut down, if !down_done => {

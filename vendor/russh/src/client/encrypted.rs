@@ -975,9 +975,9 @@ impl Session {
                                 .await?;
                         } else {
                             debug!("unknown channel type: {typ}");
-                            if let Some(ref mut enc) = self.common.encrypted {
-                                msg.unknown_type(&mut enc.write)?;
-                            }
+                            // Agent patch: answered once, through `reply` (dropping it unanswered
+                            // would send a second failure for the same channel).
+                            reply.reject(ChannelOpenFailure::UnknownChannelType).await;
                         }
                     }
                 };
