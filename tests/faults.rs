@@ -103,7 +103,7 @@ impl AgentProcess {
             let mut found = Some(found);
             // Read to the end, past the line wanted: on a full pipe the agent would block.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = admin_endpoint_logged(&line)
+                if let Some(addr) = support::agent_process::admin_endpoint_logged(&line)
                     && let Some(found) = found.take()
                 {
                     let _ = found.send(addr);
@@ -129,16 +129,6 @@ impl AgentProcess {
             .unwrap()
             .count()
     }
-}
-
-/// The address in the JSON log line announcing the admin endpoint.
-fn admin_endpoint_logged(line: &str) -> Option<SocketAddr> {
-    let event: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = &event["fields"];
-    if !fields["message"].as_str()?.starts_with("admin endpoint") {
-        return None;
-    }
-    fields["listen"].as_str()?.parse().ok()
 }
 
 impl Drop for AgentProcess {

@@ -455,11 +455,8 @@ impl Session {
     /// Asks the server to stop listening for `f`, bounded: at shutdown, so the port is free for
     /// whoever connects next.
     pub async fn cancel_forward(&self, f: &Forward, timeout: Duration) {
-        let cancel = Forwarder(self.handle.clone());
-        if !matches!(
-            tokio::time::timeout(timeout, cancel.cancel(f)).await,
-            Ok(Ok(()))
-        ) {
+        let cancel = cancel_forward(&self.handle, &f.remote_addr, f.remote_port);
+        if !matches!(tokio::time::timeout(timeout, cancel).await, Ok(Ok(()))) {
             debug!(forward = %f.name, "cancel-tcpip-forward not acknowledged");
         }
     }

@@ -161,7 +161,12 @@ pub async fn pump<S: ChannelSink>(
     // When bytes last moved either way, in ms after `clock` (tokio's clock: paused in tests).
     let clock = tokio::time::Instant::now();
     let last_active = AtomicU64::new(0);
-    let active = || last_active.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // Only an idle timeout needs the clock: no time reading per chunk otherwise.
+    let active = || {
+        if idle.is_some() {
+            last_active.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    };
     let target_eof = AtomicBool::new(false);
     let down = async {
         let mut batch = Batch::default();
