@@ -2,13 +2,20 @@
 //! human-readable text or one JSON object per line.
 //!
 //! Text a server (or a proxy, or anything on the path) sends goes through [`printable`] before
-//! it reaches a log line, an error or `agent check`'s output.
+//! it reaches a log line, an error or `agent check`'s output. What a peer can trigger in a loop
+//! is logged through a [`Throttle`]. Unless `RUST_LOG` or `log.level` asks for it, russh logs
+//! nothing: it logs some server messages one line each, up to `error` (an unsolicited
+//! REQUEST_FAILURE is an `error` line), which a hostile server sends by the ten thousand; every
+//! failure that matters reaches the agent as an error or a disconnect reason, logged once.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+
+mod throttle;
+pub use throttle::Throttle;
 
 /// agent.yaml's `log:` (re-exported as `crate::config::LogConfig`). Defined here so that this
 /// module imports nothing of the crate: any module, the proxy and the SSH layer included, can
@@ -31,7 +38,7 @@ pub fn init(log: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&log.level));
+        .unwrap_or_else(|| EnvFilter::new(directives(&log.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
@@ -46,6 +53,19 @@ pub fn init(log: &LogConfig) {
             .with_ansi(std::io::stdout().is_terminal())
             .try_init(),
     };
+}
+
+/// `log.level` as filter directives: russh silenced unless the level asks for more detail than
+/// `info` or names russh itself.
+fn directives(level: &str) -> String {
+    let verbose = level
+        .split(',')
+        .any(|d| d.contains("russh") || matches!(d.trim(), "debug" | "trace"));
+    if verbose {
+        level.to_string()
+    } else {
+        format!("{level},russh=off")
+    }
 }
 
 /// `text` with every character that could forge a log line or rewrite a terminal escaped:
@@ -117,6 +137,14 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn russh_is_quiet_unless_asked_for() {
+        assert_eq!(directives("info"), "info,russh=off");
+        assert_eq!(directives("warn,agent=debug"), "warn,agent=debug,russh=off");
+        assert_eq!(directives("debug"), "debug");
+        assert_eq!(directives("info,russh=debug"), "info,russh=debug");
     }
 
     #[test]

@@ -465,6 +465,33 @@ fn known_hosts_that_does_not_exist() {
     assert_contains(&fix, &["known_hosts"]);
 }
 
+#[test]
+fn known_hosts_with_a_broken_line_stops_run_before_any_dial() {
+    let dir = tempfile::tempdir().unwrap();
+    agent::keygen::keygen(&dir.path().join("keys"), 2048, "t", false).unwrap();
+    fs::write(
+        dir.path().join("vendor_known_hosts"),
+        "# vendor\ntunnel.vendor.example ssh-ed25519 not-base64!\n",
+    )
+    .unwrap();
+    let file = dir.path().join("agent.yaml");
+    fs::write(
+        &file,
+        format!(
+            "server:\n  host: tunnel.vendor.example\n  user: acme\n  known_hosts: vendor_known_hosts\n{FORWARD}"
+        ),
+    )
+    .unwrap();
+    let f = Failure {
+        stderr: run_agent(dir.path(), &file),
+        file,
+        dir,
+    };
+    let (line, fix) = f.problem("server.known_hosts: ");
+    assert_contains(&line, &["vendor_known_hosts line 2"]);
+    assert_contains(&fix, &["line 2"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // identity: checked at load, reported as a config error
 

@@ -260,8 +260,14 @@ struct Rig {
     /// What the listed targets must have counted so far, from the server's reports.
     expect_echo: u64,
     expect_sink: u64,
+    /// Lines the agent had logged when the last scenario ended.
+    log_lines: usize,
     _dir: tempfile::TempDir,
 }
+
+/// Lines a scenario may make the agent log beside one per connection it served: a server
+/// flooding a message kind must not turn the agent's log into its amplifier.
+const LOG_LINES_PER_SCENARIO: usize = 200;
 
 impl Rig {
     /// Server, targets and agent, with `limits` (a `limits:` line of agent.yaml); returns once
@@ -315,6 +321,7 @@ impl Rig {
             decoys,
             expect_echo: 0,
             expect_sink: 0,
+            log_lines: 0,
             _dir: dir,
         };
         rig.wait_ready(0).await;
@@ -444,6 +451,16 @@ impl Rig {
             "/healthz after {name}: {after:?}"
         );
 
+        let served = out.done["echo_accepted"].as_u64().unwrap_or(0)
+            + u64::from(out.done["echo"] == true)
+            + out.done["sink_accepted"].as_u64().unwrap_or(0);
+        let logged = lines - self.log_lines;
+        assert!(
+            logged <= LOG_LINES_PER_SCENARIO + 2 * served as usize,
+            "{name} made the agent log {logged} lines for {served} connections served\n{}",
+            self.evidence()
+        );
+        self.log_lines = lines;
         self.expect_echo +=
             out.done["echo_accepted"].as_u64().unwrap_or(0) + u64::from(out.done["echo"] == true);
         self.expect_sink += out.done["sink_accepted"].as_u64().unwrap_or(0);
@@ -505,6 +522,17 @@ impl Rig {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {series} in /metrics:\n{body}"))
     }
+
+    /// The sum of every sample of a metric family, whatever its labels.
+    async fn metric_sum(&self, family: &str) -> f64 {
+        let (_, body, _) = get(self.admin, "/metrics", Duration::from_secs(3))
+            .await
+            .expect("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,6 +559,9 @@ async fn channels_of_unrequested_types_and_addresses_are_refused_and_nothing_unl
     assert_eq!(out.num("raw_confirmed"), 0, "{flood}");
     assert_eq!(flood["all_answered"], true, "{flood}");
     assert_eq!(flood["distinct_refused"], 3000, "{flood}");
+    // Their log lines are throttled (Rig::assert_unharmed bounds them); the metric counts all.
+    let counted = rig.metric_sum("agent_server_channels_refused_total").await;
+    assert!(counted >= 3000.0, "refusals counted: {counted}");
 }
 
 /// Every channel open the agent refuses gets one answer: a second CHANNEL_OPEN_FAILURE names

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::ssh::keys::{self, Identity};
+use crate::ssh::known_hosts::KnownHosts;
 use crate::tunnel::state::TunnelState;
 use reload::Reload;
 
@@ -120,11 +121,19 @@ impl Agent {
 }
 
 /// Loads agent.yaml and the key it names, as `agent run` and a reload need them: a key that
-/// cannot be used is a problem of the file's `identity` field, reported before any network I/O.
+/// cannot be used is a problem of the file's `identity` field, and an unreadable known_hosts
+/// one of `server.known_hosts`, both reported before any network I/O.
 pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
     let config = Config::read(file)?;
     let identity = keys::load_identity(&config.identity)
         .map_err(|e| ConfigError::field(file, "identity", e.to_string(), e.fix()))?;
+    // A known_hosts file that cannot be read trusts no server: the agent could only fail every
+    // dial, so say so now, naming the line, instead of retrying forever.
+    if let Some(path) = &config.server.known_hosts {
+        KnownHosts::read(path).map_err(|e| {
+            ConfigError::field(file, "server.known_hosts", e.to_string(), Some(e.fix()))
+        })?;
+    }
     Ok((config, identity))
 }
 

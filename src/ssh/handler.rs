@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use russh::client::{DisconnectReason, Msg, Session};
 use russh::keys::PublicKeyOrCertificate;
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 use super::channel;
 use super::error::{HandlerError, describe_russh};
 use super::hostkey::{self, HostKeyPin, HostKeyVerdict};
-use crate::logging::printable;
+use crate::logging::{Throttle, printable};
 use crate::tunnel::conn::{self, ConnContext};
 
 /// What the host-key check needs to know about the server being dialed.
@@ -91,7 +92,7 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "session").await;
+        refuse(&self.ctx, reply, "session").await;
         Ok(())
     }
 
@@ -105,12 +106,14 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        warn!(
-            host = %printable(host_to_connect),
-            port = port_to_connect,
-            "server asked to open direct-tcpip"
-        );
-        refuse(reply, "direct-tcpip").await;
+        if REFUSED_LOG.allow("refused channels of other types") {
+            warn!(
+                host = %printable(host_to_connect),
+                port = port_to_connect,
+                "server asked to open direct-tcpip"
+            );
+        }
+        refuse(&self.ctx, reply, "direct-tcpip").await;
         Ok(())
     }
 
@@ -122,7 +125,7 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "x11").await;
+        refuse(&self.ctx, reply, "x11").await;
         Ok(())
     }
 
@@ -132,7 +135,7 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "auth-agent").await;
+        refuse(&self.ctx, reply, "auth-agent").await;
         Ok(())
     }
 
@@ -143,7 +146,7 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "forwarded-streamlocal").await;
+        refuse(&self.ctx, reply, "forwarded-streamlocal").await;
         Ok(())
     }
 
@@ -154,7 +157,7 @@ impl russh::client::Handler for ClientHandler {
         reply: russh::client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "direct-streamlocal").await;
+        refuse(&self.ctx, reply, "direct-streamlocal").await;
         Ok(())
     }
 
@@ -163,10 +166,13 @@ impl russh::client::Handler for ClientHandler {
         _id: russh::ChannelId,
         channel_type: &str,
     ) -> bool {
-        warn!(
-            kind = %printable(channel_type),
-            "rejected a channel of unknown type opened by the server"
-        );
+        self.ctx.state.metrics.channel_refused("unknown_type");
+        if REFUSED_LOG.allow("refused channels of other types") {
+            warn!(
+                kind = %printable(channel_type),
+                "rejected a channel of unknown type opened by the server"
+            );
+        }
         false
     }
 
@@ -193,11 +199,18 @@ impl russh::client::Handler for ClientHandler {
     }
 }
 
-async fn refuse(reply: russh::client::ChannelOpenHandle, kind: &str) {
-    info!(
-        kind,
-        "rejected a {kind} channel opened by the server: this agent only serves its listed forwards"
-    );
+/// Channels of types the agent never serves: counted, and logged through a throttle (a server
+/// can open them as fast as it can write).
+static REFUSED_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+
+async fn refuse(ctx: &ConnContext, reply: russh::client::ChannelOpenHandle, kind: &str) {
+    ctx.state.metrics.channel_refused(kind);
+    if REFUSED_LOG.allow("refused channels of other types") {
+        info!(
+            kind,
+            "rejected a {kind} channel opened by the server: this agent only serves its listed forwards"
+        );
+    }
     reply
         .reject(ChannelOpenFailure::AdministrativelyProhibited)
         .await;

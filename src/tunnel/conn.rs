@@ -19,7 +19,7 @@ use super::budget::{ConnBudget, TotalBudget};
 use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
 use super::state::TunnelState;
 use crate::config::{Forward, Limits};
-use crate::logging::printable;
+use crate::logging::{Throttle, printable};
 
 /// Why a channel the server opened is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,12 @@ impl Originator<'_> {
     }
 }
 
+/// A server can open channels as fast as it can write: each kind of refusal logs at most a
+/// burst of lines every ten seconds (the metrics count every one).
+static UNLISTED_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+static ORIGINATOR_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+static LIMIT_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+
 /// Answers one `forwarded-tcpip` open for (`address`, `port`) from `origin`. Decides at once
 /// whether the channel may be served; the target dial and the pump run in a task of their own,
 /// so the SSH session never waits on them. `session` ends the connection with the session.
@@ -75,29 +81,39 @@ pub async fn open<C: IncomingChannel>(
     channel: C,
 ) {
     let Some(route) = ctx.state.route(address, port) else {
-        warn!(address = %printable(address), port,
-            "rejected forwarded connection for a port this agent did not request");
+        ctx.state.metrics.channel_refused("not_listed");
+        if UNLISTED_LOG.allow("rejected connections for ports this agent did not request") {
+            warn!(address = %printable(address), port,
+                "rejected forwarded connection for a port this agent did not request");
+        }
         channel.reject(Rejection::NotListed).await;
         return;
     };
     let Some(from) = origin.parse() else {
-        warn!(forward = %route.forward.name, originator = %printable(origin.address), port = origin.port,
-            "rejected forwarded connection: the server named an originator that is not an IP address and port");
+        ctx.state.metrics.channel_refused("bad_originator");
+        if ORIGINATOR_LOG.allow("rejected connections with a bad originator") {
+            warn!(forward = %route.forward.name, originator = %printable(origin.address), port = origin.port,
+                "rejected forwarded connection: the server named an originator that is not an IP address and port");
+        }
         channel.reject(Rejection::BadOriginator).await;
         return;
     };
     let forward = route.forward.clone();
     let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
-        warn!(forward = %forward.name, from = %from, max = ctx.limits.max_connections,
-            "rejected forwarded connection: limits.max_connections reached");
+        if LIMIT_LOG.allow("rejected connections over limits.max_connections") {
+            warn!(forward = %forward.name, from = %from, max = ctx.limits.max_connections,
+                "rejected forwarded connection: limits.max_connections reached");
+        }
         route.metrics.rejected.inc();
         channel.reject(Rejection::ConnectionLimit).await;
         return;
     };
     let own_permit = match route.slots.clone().map(Semaphore::try_acquire_owned) {
         Some(Err(_)) => {
-            warn!(forward = %forward.name, from = %from, max = forward.limits.max_connections,
-                "rejected forwarded connection: the forward's max_connections reached");
+            if LIMIT_LOG.allow("rejected connections over limits.max_connections") {
+                warn!(forward = %forward.name, from = %from, max = forward.limits.max_connections,
+                    "rejected forwarded connection: the forward's max_connections reached");
+            }
             route.metrics.rejected.inc();
             channel.reject(Rejection::ConnectionLimit).await;
             return;

@@ -55,6 +55,7 @@ pub struct Metrics {
     to_target: Family<ForwardLabel, Counter>,
     from_target: Family<ForwardLabel, Counter>,
     open: Family<ForwardLabel, Gauge>,
+    refused: Family<ClassLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -88,6 +89,7 @@ impl Metrics {
             to_target: Family::default(),
             from_target: Family::default(),
             open: Family::default(),
+            refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -160,7 +162,22 @@ impl Metrics {
             "Vendor connections open now",
             m.open.clone(),
         );
+        registry.register(
+            "server_channels_refused",
+            "Channels the server opened that no forward serves, by reason (their log lines are throttled; this counts all)",
+            m.refused.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts a channel the server opened that was refused before reaching a forward
+    /// (`not_listed`, `bad_originator`, or the channel type, such as `direct-tcpip`).
+    pub fn channel_refused(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ClassLabel {
+                class: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Handles to one forward's counters (created at zero on first use).

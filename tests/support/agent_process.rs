@@ -42,6 +42,8 @@ impl AgentProcess {
     pub fn start(bin: &Path, config: &Path, within: Duration) -> (Self, SocketAddr) {
         let mut child = Command::new(bin)
             .args(["-c", config.to_str().expect("utf-8 path"), "run"])
+            // The agent's own default filter, as a customer runs it.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
