@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine or a developer's laptop:
 # installs what the tests need (a real OpenSSH sshd and client, openssl, the proxies tinyproxy
-# and microsocks for tests/proxy.rs, and Python's paramiko for the hostile-server suite in
-# tests/hostile.rs) when missing, builds the release binary that suite runs against, then runs
+# and microsocks for tests/proxy.rs, iptables for tests/deadlink.rs, and Python's paramiko for
+# the hostile-server suite in tests/hostile.rs) when missing, builds the release binary that suite runs against, then runs
 # every test. Tests start their own sshd on 127.0.0.1 with their own config; nothing else is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,10 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v openssl >/dev/null || need+=(openssl)
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
 command -v microsocks >/dev/null || need+=(microsocks)
+# tests/deadlink.rs drops packets with iptables inside a network namespace it creates (unshare,
+# from util-linux, is always there; `ip` comes with iproute2).
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
 # Debian's package rather than pip: a fresh Debian 12+ / Ubuntu 23.04+ has no pip, and its pip
 # refuses to install into the system Python anyway (PEP 668, "externally-managed-environment").
 # The package brings python3 with it; Debian 12+ and Ubuntu 22.04+ ship paramiko 2.9 or later,
