@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::access::client::default_by;
+use crate::access::protocol::Request;
 use crate::exit;
 
 #[derive(Debug, Parser)]
@@ -81,6 +83,62 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Open a forward whose `access.grant` allows it, for a bounded time and a stated reason.
+    ///
+    /// The duration is capped by the forward's `access.grant.max`; a grant also opens a
+    /// windowed forward outside its windows. It closes by itself when it ends.
+    Grant {
+        forward: String,
+        /// How long, e.g. 3h or 90m.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Why (an incident or ticket reference): required, recorded in the audit trail.
+        #[arg(long)]
+        reason: String,
+        /// Who asked (default: the sudo user, else the login name).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a forward's grant now: the server's port closes and its connections are cut.
+    Revoke {
+        forward: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The kill switch: close the named forwards (none named: all) until `agent resume`, also
+    /// across restarts.
+    Pause {
+        forwards: Vec<String>,
+        /// Why: required, recorded in the audit trail.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift pauses: of the named forwards, or (none named) every pause.
+    Resume {
+        forwards: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per forward: open or closed by the access policy, why, until when, the server's side and
+    /// open connections.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {
@@ -138,5 +196,68 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             host_keys,
             force,
         } => crate::import::command::main(&input, output.as_deref(), &host_keys, force),
+        Command::Grant {
+            forward,
+            duration,
+            reason,
+            by,
+            json,
+        } => control(
+            &cli.config,
+            Request::Grant {
+                forward,
+                seconds: duration.as_secs().max(u64::from(!duration.is_zero())),
+                reason,
+                by: by.unwrap_or_else(default_by),
+            },
+            json,
+        ),
+        Command::Revoke {
+            forward,
+            reason,
+            by,
+            json,
+        } => control(
+            &cli.config,
+            Request::Revoke {
+                forward,
+                reason,
+                by: by.unwrap_or_else(default_by),
+            },
+            json,
+        ),
+        Command::Pause {
+            forwards,
+            reason,
+            by,
+            json,
+        } => control(
+            &cli.config,
+            Request::Pause {
+                forwards,
+                reason,
+                by: by.unwrap_or_else(default_by),
+            },
+            json,
+        ),
+        Command::Resume {
+            forwards,
+            reason,
+            by,
+            json,
+        } => control(
+            &cli.config,
+            Request::Resume {
+                forwards,
+                reason,
+                by: by.unwrap_or_else(default_by),
+            },
+            json,
+        ),
+        Command::Status { json } => control(&cli.config, Request::Status, json),
     }
+}
+
+fn control(config: &std::path::Path, request: Request, json: bool) -> ExitCode {
+    crate::access::client::main(config, request, json)
 }

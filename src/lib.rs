@@ -7,6 +7,9 @@
 //! to nothing else.
 //!
 //! Layout:
+//! - [`access`]: the customer's control over when the vendor gets in: access windows,
+//!   break-glass grants, pause, the local control socket; it narrows the configured forwards
+//!   to the desired set the reconciler works from.
 //! - [`admin`]: the /healthz, /readyz, /metrics endpoint and `agent health`, its client.
 //! - [`check`]: `agent check`, the pre-launch probe of every hop.
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
@@ -25,7 +28,7 @@
 //! - [`run`]: `agent run`: the supervisor above `ssh` and `tunnel` (dial, reconnect with backoff,
 //!   apply reloads the one way whatever the agent is doing), signal handling.
 //!
-//! Data flows one way: config -> desired forwards -> reconciler -> session -> forwarded
+//! Data flows one way: config -> access policy -> desired forwards -> reconciler -> session -> forwarded
 //! connection -> target.
 //! - [`keygen`]: `agent keygen`.
 //! - [`logging`]: text or JSON logs on stdout, and [`logging::printable`], through which any text
@@ -41,6 +44,7 @@
 // Only `memory` (two glibc calls) and `sys` (getuid, prctl) may opt out.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod check;
 pub mod cli;

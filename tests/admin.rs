@@ -48,6 +48,7 @@ fn jira() -> Forward {
         target_host: "jira.acme.internal".into(),
         target_port: 443,
         limits: Default::default(),
+        access: None,
     }
 }
 

@@ -3,7 +3,8 @@
 //!   and none of them reaches back into `cli` (shared helpers live in `exit` or `config`); among
 //!   the three, only `run` uses `admin`, to serve the endpoint;
 //! - no two top-level modules import each other, directly or through others;
-//! - `tunnel` (the core) and `config` import nothing from `ssh`, and russh is named only under
+//! - `tunnel` (the core) and `config` import nothing from `ssh` (nor from `access`, which sits
+//!   above them), `access` nothing from `ssh` or the commands, and russh is named only under
 //!   `src/ssh/`.
 
 use std::path::{Path, PathBuf};
@@ -170,10 +171,22 @@ fn no_two_modules_import_each_other_even_through_others() {
 fn the_core_and_the_config_know_nothing_of_ssh_and_russh_stays_in_ssh() {
     for (from, to) in graph() {
         if from == "tunnel" || from == "config" {
-            for forbidden in ["ssh", "run", "admin", "check", "cli", "import"] {
+            for forbidden in ["ssh", "run", "admin", "check", "cli", "import", "access"] {
                 assert!(
                     !to.contains(&forbidden.to_string()),
                     "{from} uses crate::{forbidden}"
+                );
+            }
+        }
+    }
+    // The access policy sits between the configuration and the core: it reads `config`, feeds
+    // `tunnel`, and knows nothing of SSH or of the commands above it.
+    for (from, to) in graph() {
+        if from == "access" {
+            for forbidden in ["ssh", "run", "admin", "check", "cli", "import"] {
+                assert!(
+                    !to.contains(&forbidden.to_string()),
+                    "access uses crate::{forbidden}"
                 );
             }
         }

@@ -17,6 +17,24 @@ pub struct ReadyReport {
     pub forwards: Vec<ForwardReport>,
     /// One sentence per thing that keeps the agent from being ready.
     pub reasons: Vec<String>,
+    /// Forwards the customer's access policy keeps closed now: not a failure.
+    #[serde(default)]
+    pub closed_by_policy: Vec<PolicyReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyReport {
+    pub name: String,
+    pub why: String,
+    /// RFC 3339 time the forward opens by itself, if it will.
+    pub until: Option<String>,
+}
+
+/// A time as RFC 3339 UTC, to the second.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,6 +62,9 @@ pub fn ready_report(s: &Snapshot) -> ReadyReport {
             Some((class, msg)) => format!("not connected to the server ({class}): {msg}"),
             None => "not connected to the server yet".into(),
         });
+    }
+    if let Some(problem) = &s.access_problem {
+        reasons.push(problem.clone());
     }
     let forwards = s
         .forwards
@@ -88,5 +109,14 @@ pub fn ready_report(s: &Snapshot) -> ReadyReport {
         }),
         forwards,
         reasons,
+        closed_by_policy: s
+            .policy_closed
+            .iter()
+            .map(|c| PolicyReport {
+                name: c.name.clone(),
+                why: c.why.clone(),
+                until: c.until.map(rfc3339),
+            })
+            .collect(),
     }
 }

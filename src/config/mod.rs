@@ -1,6 +1,7 @@
 //! agent.yaml: load once at start, validate everything before any network I/O, and report every
 //! problem with the file, the field and the fix.
 
+pub mod access;
 mod pins;
 mod raw;
 mod salvage;
@@ -29,6 +30,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// `proxy:`, or the environment's proxy as read at load time. Debug masks the password.
     pub proxy: ProxyConfig,
+    /// Grants, pauses, the last clock reading and the control socket (`state_dir`, default
+    /// `state` next to agent.yaml).
+    pub state_dir: PathBuf,
 }
 
 /// What one SSH session is built from: any change to it needs a new session.
@@ -73,6 +77,8 @@ pub struct Forward {
     pub target_host: String,
     pub target_port: u16,
     pub limits: ForwardLimits,
+    /// When the vendor may reach it; `None`: always.
+    pub access: Option<access::Access>,
 }
 
 /// What one forward's connections may hold (both off by default).
@@ -142,6 +148,10 @@ pub struct Timeouts {
 pub const DEFAULT_PORTS: [u16; 2] = [22, 443];
 pub const DEFAULT_IDENTITY: &str = "keys/private-key.pem";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
+pub const DEFAULT_STATE_DIR: &str = "state";
+/// The longest grant `access.grant.max` may allow: longer is standing access, which windows
+/// express honestly.
+pub const MAX_GRANT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for Keepalive {
     fn default() -> Self {

@@ -29,6 +29,8 @@ pub struct RawConfig {
     /// `http://[user:pass@]host:port`, `socks5://...`, `socks5h://...`, or `none`; absent: the
     /// environment (HTTPS_PROXY, ALL_PROXY, NO_PROXY).
     pub proxy: Option<String>,
+    /// Where grants, pauses and the last clock reading are kept, and the control socket lives.
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,7 +49,7 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with name, remote, target, idle_timeout and max_connections"
+    expecting = "a mapping with name, remote, target, idle_timeout, max_connections and access"
 )]
 pub struct RawForward {
     pub name: Option<String>,
@@ -55,6 +57,25 @@ pub struct RawForward {
     pub target: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<u32>,
+    pub access: Option<RawAccess>,
+}
+
+/// `access: { windows: ["Mon-Fri 08:00-18:00"], timezone: Europe/Berlin, grant: { max: 4h } }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with windows, timezone and grant"
+)]
+pub struct RawAccess {
+    pub windows: Option<Vec<String>>,
+    pub timezone: Option<String>,
+    pub grant: Option<RawGrant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with max")]
+pub struct RawGrant {
+    pub max: Option<String>,
 }
 
 /// `remote: 5000` or `remote: "127.0.0.1:5000"`.
@@ -166,6 +187,11 @@ pub const FIELDS: &[&str] = &[
     "limits",
     "timeouts",
     "proxy",
+    "state_dir",
+    "access",
+    "windows",
+    "timezone",
+    "grant",
     "host",
     "ports",
     "user",

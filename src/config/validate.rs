@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawRemote};
+use super::access::{self, Access, Window};
+use super::raw::{RawAccess, RawConfig, RawRemote};
 use super::values;
 use super::{
-    BestEffort, Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, Forward, ForwardLimits,
-    Keepalive, Limits, LogConfig, LogFormat, Problem, Reconnect, Server, Timeouts,
+    BestEffort, Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, DEFAULT_STATE_DIR, Forward,
+    ForwardLimits, Keepalive, Limits, LogConfig, LogFormat, MAX_GRANT, Problem, Reconnect, Server,
+    Timeouts,
 };
 
 /// What [`validate`] found.
@@ -181,6 +183,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     // identity: only the path here; the SSH layer reads and checks the key itself
     // (`crate::run::load`, `agent check`).
     let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
+    let state_dir = resolve(base, raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
 
     // forwards
     let mut forwards = Vec::new();
@@ -301,6 +304,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             }
             n => n,
         };
+        let access = f.access.map(|a| forward_access(&mut p, &at("access"), a));
         if let (Some((remote_addr, remote_port)), Some((target_host, target_port))) =
             (remote, target)
         {
@@ -314,6 +318,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
                     idle_timeout,
                     max_connections,
                 },
+                access,
             });
         }
     }
@@ -498,6 +503,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
         limits,
         timeouts,
         proxy,
+        state_dir,
     };
     Validated {
         best_effort: BestEffort {
@@ -505,5 +511,66 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             proxy_error,
         },
         problems: p.0,
+    }
+}
+
+/// `forwards[i].access` (`at`): windows, their time zone, and whether grants are allowed.
+fn forward_access(p: &mut Problems, at: &str, raw: RawAccess) -> Access {
+    let mut windows = Vec::new();
+    for (i, text) in raw.windows.unwrap_or_default().iter().enumerate() {
+        match Window::parse(text) {
+            Ok(w) => windows.push(w),
+            Err(e) => p.add(
+                format!("{at}.windows[{i}]"),
+                e,
+                Some(
+                    "write DAYS HH:MM-HH:MM, e.g. \"Mon-Fri 08:00-18:00\" or \"daily 22:00-02:00\""
+                        .to_string(),
+                ),
+            ),
+        }
+    }
+    let timezone = raw.timezone.unwrap_or_else(|| "UTC".into());
+    if let Err(e) = access::check_timezone(&timezone) {
+        p.add(
+            format!("{at}.timezone"),
+            e,
+            Some("write an IANA name such as Europe/Berlin, America/New_York or UTC".to_string()),
+        );
+    }
+    let grant_max = raw.grant.map(|g| {
+        let field = format!("{at}.grant.max");
+        let Some(text) = g.max else {
+            p.add(
+                &field,
+                "is required: how long one grant may last at most",
+                Some("e.g. `grant: { max: 4h }`".to_string()),
+            );
+            return Duration::from_secs(3600);
+        };
+        let max = p.duration(&field, Some(&text), Duration::from_secs(4 * 3600));
+        if max > MAX_GRANT {
+            p.add(
+                &field,
+                format!("{text} is longer than 7 days: a grant that long is standing access"),
+                Some(
+                    "allow at most 7d, or give the forward `windows` for regular access"
+                        .to_string(),
+                ),
+            );
+        }
+        max.min(MAX_GRANT)
+    });
+    if windows.is_empty() && grant_max.is_none() {
+        p.add(
+            at,
+            "opens the forward neither in a window nor by a grant, so it could never be reached",
+            Some("add `windows: [\"Mon-Fri 08:00-18:00\"]` or `grant: { max: 4h }`, or remove `access` (always open)".to_string()),
+        );
+    }
+    Access {
+        windows,
+        timezone,
+        grant_max,
     }
 }

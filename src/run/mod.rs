@@ -103,14 +103,21 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_else(|| mpsc::channel(1).1);
+        let access = crate::access::start(&self.config, self.state.clone(), Vec::new()).await;
+        let forwards = supervisor::Forwards {
+            configured: access.configured.clone(),
+            desired: access.desired.clone(),
+        };
         supervisor::supervise(
             self.config.clone(),
             identity,
             self.state.clone(),
+            forwards,
             reloads,
             shutdown,
         )
         .await;
+        drop(access);
         ticker.abort();
         if let Some(a) = admin {
             a.abort();

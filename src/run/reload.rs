@@ -21,7 +21,7 @@ pub struct Changes {
     pub session: bool,
     /// `reconnect.*`: the backoff between attempts starts over with the new bounds.
     pub reconnect: bool,
-    /// Settings that only a restart applies (logging, admin endpoint).
+    /// Settings that only a restart applies (logging, admin endpoint, state directory).
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -38,6 +38,7 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
         limits: _,
         timeouts: _,
         proxy: _,
+        state_dir,
     } = &new.config;
     // server, proxy, keepalive, limits and timeouts are compared as one: `Config::session`.
     let session = old.session() != new.config.session()
@@ -49,6 +50,11 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
     }
     if old.admin_listen != *admin_listen {
         needs_restart.push("admin.listen");
+    }
+    // The grants and pauses in force live there; moving them under a running agent would
+    // silently drop or revive them.
+    if old.state_dir != *state_dir {
+        needs_restart.push("state_dir");
     }
     Changes {
         forwards: old.forwards != *forwards,

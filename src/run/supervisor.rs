@@ -1,7 +1,7 @@
 //! Holds the tunnel for months: dial, hand the live session to the reconciler, and when the
 //! session dies for any reason, reconnect forever with backoff. A reloaded configuration is
 //! applied the same way whatever the agent is doing (dialing, connected, backing off): its
-//! forwards become the desired set, and a change to what a session is built from starts a new
+//! forwards go to the access policy, which makes the desired set of them, and a change to what a session is built from starts a new
 //! session at once.
 //!
 //! This loop sits above both halves of the agent: it drives `ssh` (dial, session) and `tunnel`
@@ -20,7 +20,7 @@ use crate::ssh::keys::Identity;
 use crate::ssh::session::{Dialer, Session};
 use crate::tunnel::backoff::Redial;
 use crate::tunnel::conn::ConnContext;
-use crate::tunnel::reconcile::{Reconciler, Timing};
+use crate::tunnel::reconcile::{Desired, Reconciler, Timing};
 use crate::tunnel::state::{ForwardState, TunnelState};
 
 /// Budget for cancelling forwards and saying goodbye at shutdown.
@@ -33,17 +33,22 @@ struct Running {
     dialer: Dialer,
     ctx: Arc<ConnContext>,
     redial: Redial,
-    /// The desired set of forwards, read by the reconciler.
-    desired: watch::Sender<Vec<Forward>>,
+    /// The configured forwards, which the access policy narrows to the desired set.
+    configured: watch::Sender<Vec<Forward>>,
 }
 
 impl Running {
-    fn new(config: Config, identity: Identity, state: &Arc<TunnelState>) -> Self {
+    fn new(
+        config: Config,
+        identity: Identity,
+        state: &Arc<TunnelState>,
+        configured: watch::Sender<Vec<Forward>>,
+    ) -> Self {
         Self {
             dialer: Dialer::new(&config.session(), identity.clone()),
             ctx: ConnContext::new(state.clone(), config.limits, config.timeouts.target_connect),
             redial: Redial::new(config.reconnect.initial, config.reconnect.max),
-            desired: watch::Sender::new(config.forwards.clone()),
+            configured,
             config,
             identity,
         }
@@ -72,7 +77,7 @@ impl Running {
             self.redial = Redial::new(new.config.reconnect.initial, new.config.reconnect.max);
         }
         if changes.forwards {
-            self.desired.send_replace(new.config.forwards.clone());
+            self.configured.send_replace(new.config.forwards.clone());
         }
         self.config = new.config;
         self.identity = new.identity;
@@ -88,16 +93,24 @@ enum Ended {
     Rebuild,
 }
 
+/// Where the forwards come from: `configured` takes each configuration's forwards, `desired`
+/// gives the ones the access policy opens now (`crate::access`).
+pub struct Forwards {
+    pub configured: watch::Sender<Vec<Forward>>,
+    pub desired: watch::Receiver<Desired>,
+}
+
 /// Runs until `shutdown` resolves; then cancels the forwards and disconnects.
 pub async fn supervise(
     config: Config,
     identity: Identity,
     state: Arc<TunnelState>,
+    forwards: Forwards,
     mut reloads: mpsc::Receiver<Reload>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut run = Running::new(config, identity, &state);
-    let mut reconciler = Reconciler::new(state.clone(), run.desired.subscribe(), run.timing());
+    let mut run = Running::new(config, identity, &state, forwards.configured);
+    let mut reconciler = Reconciler::new(state.clone(), forwards.desired, run.timing());
     let mut last_port = None;
     tokio::pin!(shutdown);
 

@@ -245,6 +245,7 @@ mod tests {
             target_host: "127.0.0.1".into(),
             target_port: listener.local_addr().unwrap().port(),
             limits: Default::default(),
+            access: None,
         };
         let tcp = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
         let sock = socket2::SockRef::from(&tcp);

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub(crate) last_error: Family<ClassLabel, Gauge>,
     pub(crate) handshake_seconds: Histogram,
     pub(crate) forward_granted: Family<ForwardLabel, Gauge>,
+    pub(crate) policy_open: Family<ForwardLabel, Gauge>,
     opened: Family<ForwardLabel, Counter>,
     rejected: Family<ForwardLabel, Counter>,
     failed: Family<ForwardLabel, Counter>,
@@ -83,6 +84,7 @@ impl Metrics {
             last_error: Family::default(),
             handshake_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             forward_granted: Family::default(),
+            policy_open: Family::default(),
             opened: Family::default(),
             rejected: Family::default(),
             failed: Family::default(),
@@ -131,6 +133,11 @@ impl Metrics {
             "forward_granted",
             "1 while the server grants the forward",
             m.forward_granted.clone(),
+        );
+        registry.register(
+            "forward_open_by_policy",
+            "1 while the customer's access policy (windows, grants, pause) lets the vendor reach the forward",
+            m.policy_open.clone(),
         );
         registry.register(
             "forward_channels_opened",

@@ -33,6 +33,33 @@ pub const FORWARD_RETRY_MAX: Duration = Duration::from_secs(10);
 /// What an open connection of a forward that left the desired set is told.
 pub const REMOVED: &str = "the forward was removed from the configuration";
 
+/// The forwards that should be open now (the reconciler's input), and why each forward that
+/// left the set was closed: by default [`REMOVED`], or what the customer's access policy said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    pub forwards: Vec<Forward>,
+    /// (forward name, why it is closed) for configured forwards the policy keeps closed.
+    pub closed: Vec<(String, String)>,
+}
+
+impl Desired {
+    /// Every forward, none closed: a configuration without access policies.
+    pub fn all(forwards: Vec<Forward>) -> Self {
+        Self {
+            forwards,
+            closed: Vec::new(),
+        }
+    }
+
+    /// What an open connection of `name` is told when the forward leaves the set.
+    pub fn why_closed(&self, name: &str) -> &str {
+        self.closed
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(REMOVED, |(_, why)| why.as_str())
+    }
+}
+
 /// Why the server did not grant a forward.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
@@ -76,7 +103,7 @@ impl Timing {
 
 pub struct Reconciler {
     state: Arc<TunnelState>,
-    desired: watch::Receiver<Vec<Forward>>,
+    desired: watch::Receiver<Desired>,
     pub timing: Timing,
 }
 
@@ -90,11 +117,7 @@ struct Held {
 }
 
 impl Reconciler {
-    pub fn new(
-        state: Arc<TunnelState>,
-        desired: watch::Receiver<Vec<Forward>>,
-        timing: Timing,
-    ) -> Self {
+    pub fn new(state: Arc<TunnelState>, desired: watch::Receiver<Desired>, timing: Timing) -> Self {
         let mut r = Self {
             state,
             desired,
@@ -107,10 +130,14 @@ impl Reconciler {
     /// Makes the state list the desired set; connections of forwards that left it close.
     fn list_desired(&mut self) -> Vec<Forward> {
         let desired = self.desired.borrow_and_update().clone();
-        for gone in self.state.set_forwards(&desired, REMOVED) {
-            info!(forward = %gone.name, remote = %gone.remote(), "forward closed: {REMOVED}");
+        for gone in self
+            .state
+            .set_forwards(&desired.forwards, |name| desired.why_closed(name))
+        {
+            let why = desired.why_closed(&gone.name);
+            info!(forward = %gone.name, remote = %gone.remote(), "forward closed: {why}");
         }
-        desired
+        desired.forwards
     }
 
     /// While there is no session: keeps the state listing the desired set. Never returns; drop
@@ -347,6 +374,7 @@ mod tests {
             target_host: "127.0.0.1".into(),
             target_port,
             limits: Default::default(),
+            access: None,
         }
     }
 
@@ -361,7 +389,7 @@ mod tests {
 
     struct Rig {
         state: Arc<TunnelState>,
-        desired: watch::Sender<Vec<Forward>>,
+        desired: watch::Sender<Desired>,
         server: Arc<FakeServer>,
         task: tokio::task::JoinHandle<()>,
     }
@@ -370,7 +398,7 @@ mod tests {
     fn rig(forwards: Vec<Forward>, server: FakeServer) -> Rig {
         let state = TunnelState::new(&[]);
         state.connected("fake:22".into(), Duration::ZERO);
-        let desired = watch::Sender::new(forwards);
+        let desired = watch::Sender::new(Desired::all(forwards));
         let server = Arc::new(server);
         let mut r = Reconciler::new(
             state.clone(),
@@ -458,7 +486,7 @@ mod tests {
         settle().await;
         let route_a = rig.state.route("localhost", 5000).unwrap();
         rig.desired
-            .send_replace(vec![fwd("b", 5001, 2), fwd("c", 5002, 1)]);
+            .send_replace(Desired::all(vec![fwd("b", 5001, 2), fwd("c", 5002, 1)]));
         settle().await;
         assert_eq!(
             route_a.closed.borrow().as_deref(),
@@ -493,7 +521,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn without_a_session_the_state_follows_the_desired_set() {
         let state = TunnelState::new(&[]);
-        let desired = watch::Sender::new(vec![fwd("a", 5000, 1)]);
+        let desired = watch::Sender::new(Desired::all(vec![fwd("a", 5000, 1)]));
         let mut r = Reconciler::new(
             state.clone(),
             desired.subscribe(),
@@ -501,7 +529,7 @@ mod tests {
         );
         assert_eq!(states(&state), [("a".into(), "pending")]);
         let task = tokio::spawn(async move { r.without_session().await });
-        desired.send_replace(vec![fwd("b", 5001, 1)]);
+        desired.send_replace(Desired::all(vec![fwd("b", 5001, 1)]));
         settle().await;
         assert_eq!(states(&state), [("b".into(), "pending")]);
         task.abort();

@@ -59,12 +59,26 @@ pub struct Snapshot {
     /// Counts sessions: the per-forward states belong to session number `session`, and a late
     /// answer from an earlier one cannot change them.
     pub session: u64,
+    /// Configured forwards the customer's access policy keeps closed now (not failures).
+    pub policy_closed: Vec<PolicyClosed>,
+    /// Why the access state (grants, pauses) cannot be trusted, if so: not ready until fixed.
+    pub access_problem: Option<String>,
+}
+
+/// A forward closed by the customer's access policy: why, and until when if that is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyClosed {
+    pub name: String,
+    pub why: String,
+    pub until: Option<SystemTime>,
 }
 
 impl Snapshot {
-    /// Connected, authenticated, host key verified, and every forward granted.
+    /// Connected, authenticated, host key verified, every forward that should be open now
+    /// granted, and the access state readable.
     pub fn ready(&self) -> bool {
-        self.connected_via.is_some()
+        self.access_problem.is_none()
+            && self.connected_via.is_some()
             && self
                 .forwards
                 .iter()
@@ -245,8 +259,12 @@ impl TunnelState {
     /// Makes the list of forwards equal to `desired`, in its order: forwards for the same
     /// service keep their state and connections (new limits apply to new connections); new or
     /// changed ones start pending; removed or changed ones stop routing at once and their open
-    /// connections close with `why`. Returns the forwards that left the list.
-    pub fn set_forwards(&self, desired: &[Forward], why: &str) -> Vec<Arc<Forward>> {
+    /// connections close with `why(name)`. Returns the forwards that left the list.
+    pub fn set_forwards<'a>(
+        &self,
+        desired: &[Forward],
+        why: impl Fn(&str) -> &'a str,
+    ) -> Vec<Arc<Forward>> {
         self.with(|s| {
             let mut old = std::mem::take(&mut s.forwards);
             s.forwards = desired
@@ -267,7 +285,8 @@ impl TunnelState {
                 .collect();
             old.into_iter()
                 .map(|gone| {
-                    gone.closed.send_replace(Some(why.to_string()));
+                    gone.closed
+                        .send_replace(Some(why(&gone.forward.name).to_string()));
                     if !s
                         .forwards
                         .iter()
@@ -281,6 +300,14 @@ impl TunnelState {
                 })
                 .collect()
         })
+    }
+
+    /// Records what the access policy keeps closed (set by `crate::access`).
+    pub fn set_access(&self, closed: Vec<PolicyClosed>, problem: Option<String>) {
+        self.with(|s| {
+            s.policy_closed = closed;
+            s.access_problem = problem;
+        });
     }
 
     /// The forward the server means by (`address`, `port`) in a forwarded-tcpip open: one
@@ -333,6 +360,7 @@ mod tests {
             target_host: "127.0.0.1".into(),
             target_port: 80,
             limits: Default::default(),
+            access: None,
         }
     }
 
@@ -410,7 +438,7 @@ mod tests {
             target_port: 81,
             ..b.clone()
         };
-        let gone = st.set_forwards(&[c.clone(), a.clone(), b2.clone()], "removed");
+        let gone = st.set_forwards(&[c.clone(), a.clone(), b2.clone()], |_| "removed");
         assert_eq!(gone.len(), 1);
         assert_eq!(*gone[0], b, "the old definition of b left");
         assert!(route_a.closed.borrow().is_none(), "a is untouched");
@@ -431,6 +459,6 @@ mod tests {
             ForwardState::Pending,
             "a late answer for the old definition does not touch the new one"
         );
-        assert!(st.set_forwards(&[c, a, b2], "removed").is_empty());
+        assert!(st.set_forwards(&[c, a, b2], |_| "removed").is_empty());
     }
 }

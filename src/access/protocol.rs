@@ -1,0 +1,84 @@
+//! What `agent grant|revoke|pause|resume|status` send over the control socket, and what the
+//! agent answers: one JSON object per line each way. The caller's uid is not in the request:
+//! the agent reads it from the socket (SO_PEERCRED).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Grant {
+        forward: String,
+        seconds: u64,
+        reason: String,
+        by: String,
+    },
+    Revoke {
+        forward: String,
+        reason: Option<String>,
+        by: String,
+    },
+    /// No forwards: all of them.
+    Pause {
+        forwards: Vec<String>,
+        reason: String,
+        by: String,
+    },
+    /// No forwards: every pause.
+    Resume {
+        forwards: Vec<String>,
+        reason: Option<String>,
+        by: String,
+    },
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    /// One or more sentences for the person at the terminal.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<ForwardAccess>,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            message: message.into(),
+            forwards: Vec::new(),
+        }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            message: message.into(),
+            forwards: Vec::new(),
+        }
+    }
+}
+
+/// One forward in `agent status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardAccess {
+    pub name: String,
+    pub remote: String,
+    pub target: String,
+    /// Open by the customer's policy now.
+    pub open: bool,
+    pub why: String,
+    /// RFC 3339: when it closes (open) or opens (closed) by itself.
+    pub until: Option<String>,
+    /// The server's side: granted, requested, refused, pending, or closed (not asked for).
+    pub server: String,
+    pub connections: i64,
+    pub paused: bool,
+    /// RFC 3339 end of the active grant, if any.
+    pub grant_until: Option<String>,
+}
+
+/// The longest request line the agent reads; anything longer is refused.
+pub const MAX_LINE: usize = 16 * 1024;
+/// The longest reason kept (an incident reference and a sentence).
+pub const MAX_REASON: usize = 500;
