@@ -76,7 +76,9 @@ async fn serve_one(stream: UnixStream, own_uid: u32, commands: mpsc::Sender<Comm
         }
     };
     let (rd, mut wr) = stream.into_split();
+    let request = tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await;
     if uid != own_uid && uid != 0 {
+        // Answered after reading the request, so the caller sees why rather than a broken pipe.
         warn!(
             uid,
             "control socket: refused a caller that is not the agent's user"
@@ -84,15 +86,15 @@ async fn serve_one(stream: UnixStream, own_uid: u32, commands: mpsc::Sender<Comm
         let answer = Response::error(format!(
             "refused: uid {uid} is not the agent's user (uid {own_uid}); run the command as that user"
         ));
-        let _ = write(&mut wr, &answer).await;
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, write(&mut wr, &answer)).await;
         return;
     }
-    let answer = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(rd)).await {
+    let answer = match request {
         Err(_) => Response::error("no request within 5 s"),
         Ok(Err(e)) => Response::error(e),
         Ok(Ok(request)) => {
             if request != Request::Status {
-                info!(uid, op = ?std::mem::discriminant(&request), "control socket: request");
+                info!(uid, op = request.op(), "control socket: request");
             }
             let (reply, answer) = oneshot::channel();
             let sent = commands.send(Command {

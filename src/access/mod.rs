@@ -21,6 +21,8 @@ pub mod policy;
 pub mod protocol;
 pub mod schedule;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

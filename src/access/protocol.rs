@@ -33,6 +33,19 @@ pub enum Request {
     Status,
 }
 
+impl Request {
+    /// The operation's name, for logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Grant { .. } => "grant",
+            Request::Revoke { .. } => "revoke",
+            Request::Pause { .. } => "pause",
+            Request::Resume { .. } => "resume",
+            Request::Status => "status",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,

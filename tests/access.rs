@@ -1,0 +1,312 @@
+//! The customer's control over access, against real OpenSSH sshd and through the real command
+//! line: a grant makes the server listen; revoke and expiry free the server's port and cut an
+//! open connection within a second; the control socket answers only the agent's own user.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
+use support::sshd::Sshd;
+use support::targets;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const READY: Duration = Duration::from_secs(20);
+/// What "within a second" allows on a shared machine for the step the issue bounds to 1 s.
+const WITHIN: Duration = Duration::from_millis(1500);
+
+struct Rig {
+    dir: tempfile::TempDir,
+    _sshd: Sshd,
+    agent: RunningAgent,
+    /// The grant-only forward's port on the server.
+    db: u16,
+    _targets: Vec<targets::Task>,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = support::agent_key(dir.path());
+        let sshd = Sshd::start(&public);
+        let (db_target, t1) = targets::echo().await;
+        let (wiki_target, t2) = targets::echo().await;
+        let (db, wiki) = (support::free_port(), support::free_port());
+        let yaml = config_yaml(
+            &[sshd.port],
+            &sshd.host_key_fingerprint,
+            &sshd.user(),
+            &key,
+            &[Fwd("db", db, db_target), Fwd("wiki", wiki, wiki_target)],
+            "",
+        )
+        .replace(
+            &format!("target: \"127.0.0.1:{db_target}\" }}"),
+            &format!("target: \"127.0.0.1:{db_target}\", access: {{ grant: {{ max: 1h }} }} }}"),
+        );
+        assert!(yaml.contains("grant: { max: 1h }"), "{yaml}");
+        let agent = start_agent(dir.path(), &yaml);
+        // Ready: every forward that should be open now (wiki) is granted; db is closed by
+        // policy, which is not a failure.
+        let snap = agent.wait_ready(READY).await;
+        assert_eq!(snap.forwards.len(), 1, "{snap:?}");
+        assert_eq!(snap.policy_closed[0].name, "db");
+        echo_exact(wiki, 1000, 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        Rig {
+            dir,
+            _sshd: sshd,
+            agent,
+            db,
+            _targets: vec![t1, t2],
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("agent.yaml")
+    }
+
+    /// `agent -c agent.yaml ARGS...` (blocking, run off the runtime); (exit code, stdout+stderr).
+    async fn cli(&self, args: &[&str]) -> (i32, String) {
+        let config = self.config();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || run_cli(&config, &args))
+            .await
+            .unwrap()
+    }
+}
+
+fn run_cli(config: &Path, args: &[String]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("AGENT_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+async fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+async fn wait(within: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) -> Duration {
+    let at = Instant::now();
+    while !cond().await {
+        assert!(at.elapsed() < within, "not {what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    at.elapsed()
+}
+
+/// A connection through `port` that has echoed once, held open.
+async fn held_connection(port: u16) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    c.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+        .await
+        .expect("echo through the granted forward")
+        .unwrap();
+    assert_eq!(&buf, b"ping");
+    c
+}
+
+/// Waits for the vendor's side of `c` to end (EOF or reset); returns how long it took.
+async fn cut(mut c: TcpStream, within: Duration) -> Duration {
+    let at = Instant::now();
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(within, c.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => at.elapsed(),
+        Ok(Ok(n)) => panic!("{n} unexpected bytes"),
+        Err(_) => panic!("the open connection was not cut within {within:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_opens_the_port_and_revoke_closes_it_and_cuts_the_connection() {
+    let r = Rig::start().await;
+    assert!(
+        !listening(r.db).await,
+        "a grant-only forward is not listening"
+    );
+    let (code, out) = r.cli(&["status"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("db") && out.contains("closed until granted"),
+        "{out}"
+    );
+
+    let (code, out) = r.cli(&["grant", "db", "--for", "5m"]).await;
+    assert_eq!(code, 2, "--reason is required by the command line: {out}");
+    let (code, out) = r
+        .cli(&[
+            "grant",
+            "db",
+            "--for",
+            "30m",
+            "--reason",
+            "INC-4711 restore",
+            "--by",
+            "alice",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("granted \"db\" to alice"), "{out}");
+    let took = wait(WITHIN, "listening after the grant", async || {
+        listening(r.db).await
+    })
+    .await;
+    eprintln!("granted -> listening in {took:?}");
+    let conn = held_connection(r.db).await;
+    let (_, out) = r.cli(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let db = &status["forwards"].as_array().unwrap()[0];
+    assert_eq!(db["name"], "db");
+    assert_eq!(db["open"], true);
+    assert_eq!(db["server"], "granted");
+    assert_eq!(db["connections"], 1);
+    assert!(db["grant_until"].is_string());
+
+    let (code, out) = r.cli(&["revoke", "db", "--reason", "done"]).await;
+    assert_eq!(code, 0, "{out}");
+    let took = cut(conn, WITHIN).await;
+    eprintln!("revoked -> connection cut in {took:?}");
+    let took = wait(WITHIN, "the server's port freed", async || {
+        !listening(r.db).await
+    })
+    .await;
+    eprintln!("revoked -> port freed in {took:?}");
+    // The wiki forward was never touched.
+    let wiki = r.agent.snapshot().forwards[0].forward.remote_port;
+    echo_exact(wiki, 1000, 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    r.agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_grant_and_a_pause_cut_connections_within_a_second() {
+    let r = Rig::start().await;
+    let (code, out) = r
+        .cli(&["grant", "db", "--for", "3s", "--reason", "short"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let granted = Instant::now();
+    wait(WITHIN, "listening after the grant", async || {
+        listening(r.db).await
+    })
+    .await;
+    let conn = held_connection(r.db).await;
+    let took = cut(conn, Duration::from_secs(3) + WITHIN).await;
+    let after_expiry = granted.elapsed().saturating_sub(Duration::from_secs(3));
+    eprintln!(
+        "grant of 3 s: connection cut {took:?} after it was checked, {after_expiry:?} after expiry"
+    );
+    assert!(
+        after_expiry < WITHIN,
+        "cut {after_expiry:?} after the grant ended"
+    );
+    wait(WITHIN, "the server's port freed", async || {
+        !listening(r.db).await
+    })
+    .await;
+
+    // Pause everything: wiki closes too, and stays closed until resumed.
+    let wiki = r.agent.snapshot().forwards[0].forward.remote_port;
+    let conn = held_connection(wiki).await;
+    let (code, out) = r.cli(&["pause", "--reason", "incident IR-9"]).await;
+    assert_eq!(code, 0, "{out}");
+    cut(conn, WITHIN).await;
+    wait(WITHIN, "wiki's port freed", async || !listening(wiki).await).await;
+    let (code, out) = r
+        .cli(&["grant", "db", "--for", "1m", "--reason", "x"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("stays closed while paused"), "{out}");
+    let (code, out) = r.cli(&["resume"]).await;
+    assert_eq!(code, 0, "{out}");
+    wait(WITHIN, "wiki listening again", async || {
+        listening(wiki).await
+    })
+    .await;
+    wait(WITHIN, "db listening again", async || listening(r.db).await).await;
+    r.agent.stop().await;
+}
+
+/// Connects to the control socket as `uid` (through setpriv, as root) and returns its answer.
+fn ask_as(uid: u32, socket: &Path) -> String {
+    let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect(sys.argv[1])\ns.sendall(b'{\"op\":\"status\"}\\n')\nprint(s.makefile().readline())";
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            // The system Python: a developer's (pyenv, under /root) is not reachable by uid 65534.
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .arg(socket)
+        .output()
+        .expect("setpriv (util-linux) and python3");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_answers_only_the_agents_own_user() {
+    assert_eq!(
+        agent::sys::real_uid(),
+        0,
+        "this test switches to another uid: run it as root (CI does)"
+    );
+    let r = Rig::start().await;
+    let state = r.dir.path().join("state");
+    let socket = state.join("control.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    // The folder alone keeps other users out...
+    let out = tokio::task::spawn_blocking({
+        let s = socket.clone();
+        move || ask_as(65534, &s)
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("Permission denied"), "{out}");
+    // ...and with the permissions opened up, the agent itself refuses them by uid.
+    for p in [r.dir.path(), &state, &socket] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = tokio::task::spawn_blocking({
+        let s = socket.clone();
+        move || ask_as(65534, &s)
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("refused: uid 65534"), "{out}");
+    // Its own user (root here) is answered.
+    let out = tokio::task::spawn_blocking(move || ask_as(0, &socket))
+        .await
+        .unwrap();
+    assert!(
+        out.contains("\"ok\":true") && out.contains("\"db\""),
+        "{out}"
+    );
+    r.agent.stop().await;
+}
