@@ -183,7 +183,13 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     // identity: only the path here; the SSH layer reads and checks the key itself
     // (`crate::run::load`, `agent check`).
     let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
-    let state_dir = resolve(base, raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
+    // The container image sets AGENT_STATE_DIR (its config folder is read-only).
+    let state_dir = resolve(
+        base,
+        &raw.state_dir
+            .or_else(|| std::env::var("AGENT_STATE_DIR").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+    );
 
     // forwards
     let mut forwards = Vec::new();
