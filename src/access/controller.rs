@@ -209,11 +209,16 @@ impl Controller {
             let label = crate::tunnel::metrics::ForwardLabel {
                 forward: f.name.clone(),
             };
-            self.state
-                .metrics
+            let metrics = &self.state.metrics;
+            metrics
                 .policy_open
                 .get_or_create(&label)
                 .set(i64::from(d.open));
+            let grant_end = match &self.grants {
+                Ok(g) => g.get(&f.name).map_or(0, |a| a.grant.until.as_second()),
+                Err(_) => 0,
+            };
+            metrics.grant_expiry.get_or_create(&label).set(grant_end);
             if d.open {
                 desired.forwards.push(f.clone());
             } else {

@@ -150,11 +150,24 @@ async fn a_grant_opens_for_its_time_capped_by_max_and_closes_by_itself() {
     let r = a.grant("db", 3 * 3600).await;
     assert!(r.ok && r.message.contains("capped"), "{r:?}");
     assert_eq!(a.open().await, ["db", "wiki"]);
+    let metrics = a.state.metrics.encode();
+    let end: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "agent_forward_grant_expiry_seconds{{forward=\"db\"}} {}",
+            end.as_second()
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("agent_forward_open_by_policy{forward=\"db\"} 1"));
     // One hour (the max), not three.
     a.sleep(Duration::from_secs(3599)).await;
     assert_eq!(a.open().await, ["db", "wiki"]);
     a.sleep(Duration::from_secs(2)).await;
     assert_eq!(a.open().await, ["wiki"], "the grant ended after max");
+    let metrics = a.state.metrics.encode();
+    assert!(metrics.contains("agent_forward_grant_expiry_seconds{forward=\"db\"} 0"));
+    assert!(metrics.contains("agent_forward_open_by_policy{forward=\"db\"} 0"));
 
     // No reason, an unknown forward, a forward without grants: refused.
     let r = a

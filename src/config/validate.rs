@@ -187,7 +187,11 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     let state_dir = resolve(
         base,
         &raw.state_dir
-            .or_else(|| std::env::var("AGENT_STATE_DIR").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::env::var("AGENT_STATE_DIR")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
     );
 

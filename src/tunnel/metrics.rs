@@ -50,6 +50,7 @@ pub struct Metrics {
     pub(crate) handshake_seconds: Histogram,
     pub(crate) forward_granted: Family<ForwardLabel, Gauge>,
     pub(crate) policy_open: Family<ForwardLabel, Gauge>,
+    pub(crate) grant_expiry: Family<ForwardLabel, Gauge>,
     opened: Family<ForwardLabel, Counter>,
     rejected: Family<ForwardLabel, Counter>,
     failed: Family<ForwardLabel, Counter>,
@@ -85,6 +86,7 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             forward_granted: Family::default(),
             policy_open: Family::default(),
+            grant_expiry: Family::default(),
             opened: Family::default(),
             rejected: Family::default(),
             failed: Family::default(),
@@ -138,6 +140,11 @@ impl Metrics {
             "forward_open_by_policy",
             "1 while the customer's access policy (windows, grants, pause) lets the vendor reach the forward",
             m.policy_open.clone(),
+        );
+        registry.register(
+            "forward_grant_expiry_seconds",
+            "Unix time the forward's active grant ends (0: no grant)",
+            m.grant_expiry.clone(),
         );
         registry.register(
             "forward_channels_opened",
