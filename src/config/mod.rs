@@ -1,6 +1,7 @@
 //! agent.yaml: load once at start, validate everything before any network I/O, and report every
 //! problem with the file, the field and the fix.
 
+mod audit;
 mod pins;
 mod raw;
 mod salvage;
@@ -29,6 +30,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// `proxy:`, or the environment's proxy as read at load time. Debug masks the password.
     pub proxy: ProxyConfig,
+    /// `audit:`; `None`: no audit trail.
+    pub audit: Option<crate::audit::Settings>,
+    /// Hex SHA-256 of the file's bytes as read, for the audit trail's `config` records.
+    pub sha256: String,
 }
 
 /// What one SSH session is built from: any change to it needs a new session.
@@ -271,7 +276,9 @@ impl Config {
         let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
         let validated = validate::validate(file, &base_dir(file), raw);
         if validated.problems.is_empty() {
-            Ok(validated.best_effort.config)
+            let mut config = validated.best_effort.config;
+            config.sha256 = crate::audit::sha256_hex(text.as_bytes());
+            Ok(config)
         } else {
             Err(ConfigError {
                 file: file.to_path_buf(),

@@ -21,7 +21,7 @@ pub struct Changes {
     pub session: bool,
     /// `reconnect.*`: the backoff between attempts starts over with the new bounds.
     pub reconnect: bool,
-    /// Settings that only a restart applies (logging, admin endpoint).
+    /// Settings that only a restart applies (logging, admin endpoint, audit trail).
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -38,6 +38,9 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
         limits: _,
         timeouts: _,
         proxy: _,
+        audit,
+        // Only recorded (the audit trail's `config` record): the fields above say what changed.
+        sha256: _,
     } = &new.config;
     // server, proxy, keepalive, limits and timeouts are compared as one: `Config::session`.
     let session = old.session() != new.config.session()
@@ -49,6 +52,10 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
     }
     if old.admin_listen != *admin_listen {
         needs_restart.push("admin.listen");
+    }
+    // The writer thread holds the file and its chain for the process's life.
+    if old.audit != *audit {
+        needs_restart.push("audit");
     }
     Changes {
         forwards: old.forwards != *forwards,
@@ -119,6 +126,10 @@ mod tests {
         assert_eq!(
             diff(&ab, "admin: { listen: \"127.0.0.1:9999\" }\n").needs_restart,
             ["admin.listen"]
+        );
+        assert_eq!(
+            diff(&ab, "audit: { file: /tmp/audit.jsonl }\n").needs_restart,
+            ["audit"]
         );
         let mut server = config(&ab, "");
         server.server.ports = vec![2222];
