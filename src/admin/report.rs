@@ -45,6 +45,9 @@ pub fn ready_report(s: &Snapshot) -> ReadyReport {
             None => "not connected to the server yet".into(),
         });
     }
+    if let Some(why) = &s.audit {
+        reasons.push(why.clone());
+    }
     let forwards = s
         .forwards
         .iter()

@@ -72,6 +72,7 @@ pub struct RefusedRecord {
     pub port: u32,
     /// As the server put it in the channel open (cut to 512 characters).
     pub originator: String,
+    pub originator_port: u32,
     /// A short stable reason (`tunnel::conn::Rejection::class`).
     pub why: &'static str,
     pub detail: Option<String>,
@@ -144,6 +145,17 @@ pub struct SessionRecord {
     pub via: String,
     /// Why it ended.
     pub reason: Option<String>,
+}
+
+impl SessionRecord {
+    /// The same session's end.
+    pub fn ended(&self, reason: &str) -> Self {
+        Self {
+            event: SessionEvent::Ended,
+            reason: Some(bounded(reason)),
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -55,6 +55,8 @@ pub struct Metrics {
     to_target: Family<ForwardLabel, Counter>,
     from_target: Family<ForwardLabel, Counter>,
     open: Family<ForwardLabel, Gauge>,
+    /// Handed to the audit trail's writer (`crate::audit::Audit::start`).
+    pub audit: crate::audit::Counters,
 }
 
 impl Default for Metrics {
@@ -88,6 +90,7 @@ impl Metrics {
             to_target: Family::default(),
             from_target: Family::default(),
             open: Family::default(),
+            audit: crate::audit::Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +162,16 @@ impl Metrics {
             "forward_channels_open",
             "Vendor connections open now",
             m.open.clone(),
+        );
+        registry.register(
+            "audit_records_written",
+            "Audit trail records written to the file",
+            m.audit.written.clone(),
+        );
+        registry.register(
+            "audit_records_failed",
+            "Audit trail records lost: the file could not be written or the writer fell behind",
+            m.audit.failed.clone(),
         );
         Self { registry, ..m }
     }
