@@ -27,8 +27,8 @@ pub mod verify;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -75,9 +75,10 @@ pub struct Counters {
     pub failed: Counter,
 }
 
-/// Records queued for the writer before new ones are lost: a few seconds of a very busy agent
-/// on a stalled disk, and at most a few MiB.
-const QUEUE: usize = 4096;
+/// Records queued for the writer before new ones are lost: more than `limits.max_connections`
+/// (20,000) all closing at once, and at most about 10 MiB, held only while the writer is behind
+/// (the queue's memory is taken as records come, not reserved up front).
+const QUEUE: usize = 32_768;
 /// How often the writer syncs, checks that its file is still at its path, and retries a file
 /// it could not write.
 const TICK: Duration = Duration::from_secs(1);
@@ -88,7 +89,7 @@ pub struct Audit(Option<Arc<Inner>>);
 
 #[derive(Debug)]
 struct Inner {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     shared: Arc<Shared>,
 }
 
@@ -108,6 +109,8 @@ struct Shared {
     problem: Mutex<Option<String>>,
     /// Records lost since the last `lost` record was written.
     lost: AtomicU64,
+    /// Records in the queue: the bound on an unbounded channel, which allocates as it fills.
+    queued: AtomicUsize,
     counters: Counters,
 }
 
@@ -161,6 +164,7 @@ impl Audit {
             healthy: AtomicBool::new(true),
             problem: Mutex::new(None),
             lost: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             counters,
         });
         let mut w = Writer::new(settings.file.clone(), settings.max_size);
@@ -172,7 +176,7 @@ impl Audit {
             }
             Err(e) => shared.failing(open_error(&settings.file, &e)),
         }
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::channel();
         let thread_shared = shared.clone();
         let head_interval = settings.head_interval;
         let spawned = std::thread::Builder::new()
@@ -239,17 +243,17 @@ impl Audit {
     /// Queues a record; never waits. A full queue loses it (counted, and said in the chain).
     fn send(&self, event: Event) {
         let Some(i) = &self.0 else { return };
-        match i.tx.try_send(Msg::Record(SystemTime::now(), event)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                i.shared.lose(1);
-                i.shared
-                    .failing("the writer cannot keep up (queue full): records lost".into());
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                i.shared.lose(1);
-                i.shared.failing("the writer has stopped".into());
-            }
+        if i.shared.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE {
+            i.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            i.shared.lose(1);
+            i.shared
+                .failing("the writer cannot keep up (queue full): records lost".into());
+            return;
+        }
+        if i.tx.send(Msg::Record(SystemTime::now(), event)).is_err() {
+            i.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            i.shared.lose(1);
+            i.shared.failing("the writer has stopped".into());
         }
     }
 
@@ -258,20 +262,9 @@ impl Audit {
     pub fn close(&self, within: Duration) {
         let Some(i) = &self.0 else { return };
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let deadline = Instant::now() + within;
-        // Wait for room rather than drop the close: the queue drains fast.
-        let mut msg = Msg::Close(ack_tx);
-        loop {
-            match i.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return,
-            }
+        if i.tx.send(Msg::Close(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(within);
         }
-        let _ = ack_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -288,6 +281,7 @@ fn write_loop(mut w: Writer, rx: mpsc::Receiver<Msg>, shared: &Shared, head_inte
         let wake = next_tick.min(next_head);
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(Msg::Record(time, event)) => {
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
                 write_one(&mut w, shared, time, &event);
             }
             Ok(Msg::Close(ack)) => {
@@ -406,5 +400,82 @@ fn log_head(w: &Writer, shared: &Shared) {
             .clone();
         error!(lost, problem = why.as_deref().unwrap_or(""), file = %w.path.display(),
             "audit trail still failing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(i: u64) -> ConnectionRecord {
+        ConnectionRecord {
+            forward: "jira".into(),
+            originator: "198.51.100.23:51724".parse().unwrap(),
+            target: "jira.acme.internal:443".into(),
+            opened: SystemTime::now(),
+            closed: SystemTime::now(),
+            to_target: i,
+            from_target: i * 2,
+            end: "vendor_closed",
+            detail: None,
+        }
+    }
+
+    /// A crowd of connections closing at once is written whole, in order, and quickly.
+    #[test]
+    fn a_burst_of_connection_records_is_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let counters = Counters::default();
+        let audit = Audit::start(
+            &Settings {
+                file: file.clone(),
+                on_failure: OnFailure::Refuse,
+                max_size: 1 << 20,
+                head_interval: Duration::from_secs(300),
+            },
+            counters.clone(),
+        );
+        let n = 20_000;
+        let started = Instant::now();
+        for i in 0..n {
+            audit.connection(connection(i));
+        }
+        let queued = started.elapsed();
+        audit.close(Duration::from_secs(30));
+        let written = started.elapsed();
+        assert_eq!(counters.written.get(), n);
+        assert_eq!(counters.failed.get(), 0);
+        assert!(audit.accepting());
+        let files = verify::default_files(&file);
+        assert!(files.len() > 2, "rotated at 1 MiB: {files:?}");
+        let (report, outcome) = verify::verify(&files, None);
+        assert_eq!(outcome, verify::Outcome::Intact, "{report}");
+        assert!(report.contains("seq 0 to 19999"), "{report}");
+        eprintln!("{n} records: queued in {queued:?}, written in {written:?}");
+    }
+
+    #[test]
+    fn refuses_only_under_refuse_while_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |on_failure| Settings {
+            file: dir.path().join("no-such-folder").join("audit.jsonl"),
+            on_failure,
+            max_size: 1 << 20,
+            head_interval: Duration::from_secs(300),
+        };
+        let refuse = Audit::start(&settings(OnFailure::Refuse), Counters::default());
+        assert!(!refuse.accepting());
+        assert!(refuse.refusing().unwrap().contains("no-such-folder"));
+        let go_on = Audit::start(&settings(OnFailure::Continue), Counters::default());
+        assert!(go_on.accepting() && go_on.refusing().is_none());
+        assert!(Audit::off().accepting() && !Audit::off().is_on());
+        // Fixed: the writer notices within a second (its tick), and accepts again.
+        std::fs::create_dir(dir.path().join("no-such-folder")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !refuse.accepting() {
+            assert!(Instant::now() < deadline, "still refusing");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
