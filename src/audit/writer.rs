@@ -77,6 +77,16 @@ impl Writer {
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
+        // Two writers would interleave two chains into one file: an advisory lock (flock) held
+        // while the file is open keeps a second agent with the same audit.file out.
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                fs::TryLockError::WouldBlock => io::Error::other(
+                    "another process holds it (another agent with the same audit.file?)",
+                ),
+                fs::TryLockError::Error(e) => e,
+            });
+        }
         let (len, last) = read_tail(&mut file, &self.path)?;
         if self.chain.is_none() {
             self.chain = Some(match last {
@@ -295,6 +305,7 @@ mod tests {
             hashes.push(w.append(SystemTime::now(), &event(i)).unwrap());
         }
         assert_eq!(hashes[2].0, 2);
+        drop(w);
         // A restart reads where the chain stands from the file.
         let mut w = Writer::new(path.clone(), 400);
         w.open().unwrap();
@@ -319,6 +330,7 @@ mod tests {
         assert!(first.contains(&format!("\"prev\":\"{}\"", sha256_hex(last.as_bytes()))));
 
         // A crash after the rename, before the new file: the chain continues from FILE.N.
+        drop(w);
         fs::rename(&path, format!("{}.{}", path.display(), older.len() + 1)).unwrap();
         let mut w = Writer::new(path.clone(), 400);
         let (seq, _) = w.append(SystemTime::now(), &event(99)).unwrap();
@@ -338,6 +350,10 @@ mod tests {
         w.open().unwrap();
         assert_eq!(w.chain.as_ref().unwrap().head(), Some((0, h.as_str())));
         assert!(fs::read_to_string(&path).unwrap().ends_with("}\n"));
+        // A second writer on the same file is kept out.
+        let e = Writer::new(path.clone(), 1 << 20).open().unwrap_err();
+        assert!(e.to_string().contains("another process holds it"), "{e}");
+        drop(w);
 
         fs::write(&path, "hello\n").unwrap();
         let e = Writer::new(path.clone(), 1 << 20).open().unwrap_err();
