@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(os.environ.get("AGENT_BIN", ROOT / "target/release/agent"))
-LOADGEN = ROOT / "target/release/examples/loadgen"
+LOADGEN = Path(os.environ.get("LOADGEN_BIN", ROOT / "target/release/examples/loadgen"))
 CIPHER = "aes128-gcm@openssh.com"
 
 
@@ -158,10 +158,14 @@ class Tunnel:
         self.kind = kind
         self.r1, self.r2 = free_port(), free_port()
         user = login_user()
-        if kind == "agent":
+        if kind.startswith("agent"):
             cfg = work / "agent.yaml"
+            extra = 'admin: { listen: "off" }\nlog: { level: warn }\n'
+            if kind == "agent+audit":
+                # The same agent with its audit trail on: one record per connection.
+                extra += f"audit: {{ file: {work / 'audit.jsonl'} }}\n"
             cfg.write_text(agent_yaml(sshd, key, {"iperf": (self.r1, iperf_port), "echo": (self.r2, echo_port)},
-                                      'admin: { listen: "off" }\nlog: { level: warn }\n'))
+                                      extra))
             cmd = [str(AGENT), "-c", str(cfg), "run"]
         else:
             cmd = ["ssh", "-N", "-T", "-c", CIPHER, "-i", str(key), "-p", str(sshd.port),
@@ -234,7 +238,10 @@ def measure(t, sshd, args):
     row["new connection p99 ms"] = conn["p99_ms"]
     if args.conns:
         try:
+            c0 = cpu_seconds(pid)
             many = loadgen("many", "--port", str(t.r2), "--conns", str(args.conns), "--rounds", "3")
+            # Per-connection work (and, with --audit, one record per connection) shows here.
+            row[f"{args.conns} conns x 3: tunnel CPU s"] = cpu_seconds(pid) - c0
             row[f"{args.conns} conns: lost"] = args.conns - many["echoed_ok"]
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             print(f"{t.kind}: {args.conns} connections run failed: {e}", file=sys.stderr)
@@ -252,6 +259,8 @@ def main():
     p.add_argument("--rr-count", type=int, default=1000)
     p.add_argument("--connect-count", type=int, default=100)
     p.add_argument("--conns", type=int, default=10000, help="concurrent connections case (0 to skip)")
+    p.add_argument("--audit", action="store_true",
+                   help="also measure the agent with its audit trail on (column agent+audit)")
     p.add_argument("--out", default=str(ROOT / "bench/results"))
     args = p.parse_args()
 
@@ -265,11 +274,12 @@ def main():
     echo_srv = subprocess.Popen([str(LOADGEN), "echo"], stdout=subprocess.PIPE, text=True)
     echo_port = json.loads(echo_srv.stdout.readline())["port"]
     wait_port(iperf_port)
-    results = {"agent": [], "ssh": []}
+    kinds = ["agent", "ssh"] + (["agent+audit"] if args.audit else [])
+    results = {k: [] for k in kinds}
     try:
         for run in range(args.runs):
             # Alternate which tunnel goes first, so neither always meets a cold machine.
-            for kind in ("agent", "ssh") if run % 2 == 0 else ("ssh", "agent"):
+            for kind in kinds if run % 2 == 0 else kinds[::-1]:
                 print(f"run {run + 1}/{args.runs}: {kind}", file=sys.stderr, flush=True)
                 t = Tunnel(kind, work, sshd, key, iperf_port, echo_port)
                 try:
@@ -290,13 +300,18 @@ def main():
     machine = f"{os.cpu_count()} cores, {cpu}, TCP congestion control {cc}"
     stamp = time.strftime("%Y-%m-%d")
     rows = list(results["agent"][0].keys())
+    audit = " agent+audit | audit / agent |" if args.audit else ""
     lines = [f"Benchmark {stamp} on {machine}; {args.runs} interleaved runs, medians; cipher {CIPHER}", "",
-             "| case | agent | ssh -R | agent / ssh |", "|---|---|---|---|"]
+             f"| case | agent | ssh -R | agent / ssh |{audit}", "|---|---|---|---|" + ("---|---|" if args.audit else "")]
     for r in rows:
         a = statistics.median(x[r] for x in results["agent"])
         s = statistics.median(x[r] for x in results["ssh"])
         ratio = f"{a / s:.2f}" if s else "-"
-        lines.append(f"| {r} | {a:.2f} | {s:.2f} | {ratio} |")
+        line = f"| {r} | {a:.2f} | {s:.2f} | {ratio} |"
+        if args.audit:
+            au = statistics.median(x[r] for x in results["agent+audit"])
+            line += f" {au:.2f} | {au / a:.3f} |" if a else f" {au:.2f} | - |"
+        lines.append(line)
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)

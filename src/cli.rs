@@ -139,6 +139,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The audit trail (`audit.file` in agent.yaml).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that no record was edited, removed or reordered (exit 0 intact, 1 broken, 2 unreadable).
+    Verify {
+        /// Files to check as one chain, oldest first. Default: agent.yaml's audit.file and its
+        /// rotated predecessors (FILE.1, FILE.2, ...).
+        files: Vec<PathBuf>,
+        /// A head the agent logged earlier (the hash of an `audit head` log line): the chain
+        /// must still contain it, or its tail was cut off.
+        #[arg(long, value_name = "HASH")]
+        head: Option<String>,
+    },
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {
@@ -255,6 +274,46 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             json,
         ),
         Command::Status { json } => control(&cli.config, Request::Status, json),
+        Command::Audit {
+            command: AuditCommand::Verify { files, head },
+        } => audit_verify(&cli.config, files, head.as_deref()),
+    }
+}
+
+/// `agent audit verify`: the files given, or the configured file and its rotated predecessors.
+fn audit_verify(config: &std::path::Path, files: Vec<PathBuf>, head: Option<&str>) -> ExitCode {
+    use crate::audit::verify::{Outcome, default_files, verify};
+    let files = if files.is_empty() {
+        match crate::config::Config::read(config) {
+            Ok(c) => match c.audit {
+                Some(a) => default_files(&a.file),
+                None => {
+                    eprintln!(
+                        "error: {} has no `audit:` section; name the files to verify: agent audit verify FILE...",
+                        config.display()
+                    );
+                    return exit::code(exit::USAGE);
+                }
+            },
+            Err(e) => return exit::invalid_config(&e),
+        }
+    } else {
+        files
+    };
+    let (report, outcome) = verify(&files, head);
+    match outcome {
+        Outcome::Intact => {
+            print!("{report}");
+            exit::code(exit::OK)
+        }
+        Outcome::Broken => {
+            print!("{report}");
+            exit::code(exit::FAILURE)
+        }
+        Outcome::Unusable => {
+            eprint!("{report}");
+            exit::code(exit::USAGE)
+        }
     }
 }
 

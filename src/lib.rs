@@ -11,6 +11,9 @@
 //!   break-glass grants, pause, the local control socket; it narrows the configured forwards
 //!   to the desired set the reconciler works from.
 //! - [`admin`]: the /healthz, /readyz, /metrics endpoint and `agent health`, its client.
+//! - [`audit`]: the audit trail (russh-free, a leaf like `logging`): one hash-chained JSON line
+//!   per vendor connection, refused channel, access change, config load and session, written by
+//!   a thread of its own; and `agent audit verify`.
 //! - [`check`]: `agent check`, the pre-launch probe of every hop.
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
@@ -46,6 +49,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -41,7 +41,7 @@ impl Rig {
             &sshd.user(),
             &key,
             &[Fwd("db", db, db_target), Fwd("wiki", wiki, wiki_target)],
-            "",
+            "audit: { file: audit.jsonl }",
         )
         .replace(
             &format!("target: \"127.0.0.1:{db_target}\" }}"),
@@ -193,6 +193,41 @@ async fn a_grant_opens_the_port_and_revoke_closes_it_and_cuts_the_connection() {
         .await
         .unwrap();
     r.agent.stop().await;
+
+    // The audit trail has who changed access, why, and the closed connection, chained.
+    let audit = std::fs::read_to_string(r.dir.path().join("audit.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let access = |change: &str| {
+        records
+            .iter()
+            .find(|r| r["kind"] == "access" && r["forward"] == "db" && r["change"] == change)
+            .unwrap_or_else(|| panic!("no access record {change} for db in:\n{audit}"))
+    };
+    let granted = access("granted");
+    assert_eq!(granted["by"], "alice");
+    assert_eq!(granted["uid"], 0);
+    assert_eq!(granted["reason"], "INC-4711 restore");
+    assert!(granted["until"].is_string());
+    assert_eq!(access("revoked")["reason"], "done");
+    assert!(access("opened")["seq"].as_u64() > granted["seq"].as_u64());
+    assert!(access("closed")["seq"].as_u64() > access("revoked")["seq"].as_u64());
+    let conn = records
+        .iter()
+        // The held one (the `listening` probes close at once, moving nothing).
+        .find(|r| r["kind"] == "connection" && r["forward"] == "db" && r["to_target"] == 4)
+        .unwrap_or_else(|| panic!("no connection record for db in:\n{audit}"));
+    assert_eq!(conn["end"], "policy", "{conn}");
+    assert_eq!(conn["from_target"], 4);
+    let config = r.dir.path().join("agent.yaml");
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        run_cli(&config, &["audit".to_string(), "verify".to_string()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 //! - no two top-level modules import each other, directly or through others;
 //! - `tunnel` (the core) and `config` import nothing from `ssh` (nor from `access`, which sits
 //!   above them), `access` nothing from `ssh` or the commands, and russh is named only under
-//!   `src/ssh/`.
+//!   `src/ssh/`;
+//! - `audit` is a leaf (at most `logging`): `tunnel`, `run`, `config` and `cli` record through
+//!   it, and the policy code can too, without an import cycle; it never sees `ssh` or `run`.
 
 use std::path::{Path, PathBuf};
 
@@ -200,4 +202,25 @@ fn the_core_and_the_config_know_nothing_of_ssh_and_russh_stays_in_ssh() {
             );
         }
     }
+}
+
+#[test]
+fn the_audit_trail_imports_no_other_module_but_logging() {
+    let graph = graph();
+    let (_, to) = graph
+        .iter()
+        .find(|(from, _)| from == "audit")
+        .expect("src/audit/ exists");
+    let others: Vec<&String> = to.iter().filter(|m| *m != "logging").collect();
+    assert!(
+        others.is_empty(),
+        "audit uses crate::{others:?}: keep it a leaf (no ssh, run, tunnel, config)"
+    );
+    // And the scan would see it: `audit` is among the modules, and `tunnel` does use it.
+    assert!(
+        graph
+            .iter()
+            .any(|(from, to)| from == "tunnel" && to.contains(&"audit".to_string())),
+        "{graph:#?}"
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::controller::{AccessEvent, Controller, warn_unknown};
+use super::controller::{AccessEvent, Change, Controller, warn_unknown};
 use super::protocol::{MAX_REASON, Request, Response};
 use super::store::{ALL, Grant, Pause};
 use crate::logging::printable;
@@ -104,7 +104,7 @@ fn grant(
     }
     c.event(AccessEvent {
         forward: name.to_string(),
-        change: "granted",
+        change: Change::Granted,
         by: Some(by.clone()),
         uid: Some(uid),
         reason: Some(reason),
@@ -132,7 +132,7 @@ fn revoke(c: &mut Controller, name: &str, reason: Option<String>, by: &str, uid:
     };
     c.event(AccessEvent {
         forward: name.to_string(),
-        change: "revoked",
+        change: Change::Revoked,
         by: Some(printable(by).into_owned()),
         uid: Some(uid),
         reason: reason.map(|r| printable(&r).into_owned()),
@@ -180,7 +180,7 @@ fn pause(c: &mut Controller, names: Vec<String>, reason: &str, by: &str, uid: u3
     for k in &keys {
         c.event(AccessEvent {
             forward: k.clone(),
-            change: "paused",
+            change: Change::Paused,
             by: Some(by.clone()),
             uid: Some(uid),
             reason: Some(reason.clone()),
@@ -238,7 +238,7 @@ fn resume(
     for name in &resumed {
         c.event(AccessEvent {
             forward: name.clone(),
-            change: "resumed",
+            change: Change::Resumed,
             by: Some(by.clone()),
             uid: Some(uid),
             reason: reason.as_deref().map(|r| printable(r).into_owned()),

@@ -41,12 +41,37 @@ impl Clock for SystemClock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessEvent {
     pub forward: String,
-    /// opened, closed, granted, revoked, expired, paused, resumed
-    pub change: &'static str,
+    pub change: Change,
     pub by: Option<String>,
     pub uid: Option<u32>,
     pub reason: Option<String>,
     pub until: Option<Timestamp>,
+}
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Opened,
+    Closed,
+    Granted,
+    Revoked,
+    Expired,
+    Paused,
+    Resumed,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Opened => "opened",
+            Change::Closed => "closed",
+            Change::Granted => "granted",
+            Change::Revoked => "revoked",
+            Change::Expired => "expired",
+            Change::Paused => "paused",
+            Change::Resumed => "resumed",
+        }
+    }
 }
 
 pub type EventHook = Box<dyn Fn(&AccessEvent) + Send + Sync>;
@@ -233,8 +258,12 @@ impl Controller {
             }
             let was = self.last.get(&f.name).map(|l| l.open);
             if was != Some(d.open) {
-                let change = if d.open { "opened" } else { "closed" };
-                info!(forward = %f.name, until = ?d.until.map(|t| t.to_string()), "access {change}: {}", d.why);
+                let change = if d.open {
+                    Change::Opened
+                } else {
+                    Change::Closed
+                };
+                info!(forward = %f.name, until = ?d.until.map(|t| t.to_string()), "access {}: {}", change.as_str(), d.why);
                 let event = AccessEvent {
                     forward: f.name.clone(),
                     change,
@@ -317,7 +346,7 @@ impl Controller {
         for (name, a) in expired {
             self.emit(AccessEvent {
                 forward: name,
-                change: "expired",
+                change: Change::Expired,
                 by: Some(a.grant.by),
                 uid: Some(a.grant.uid),
                 reason: Some(a.grant.reason),
@@ -334,7 +363,7 @@ impl Controller {
             uid = event.uid,
             reason = event.reason.as_deref().unwrap_or(""),
             until = ?event.until.map(|t| t.to_string()),
-            "access {}", event.change
+            "access {}", event.change.as_str()
         );
         self.hooks.iter().for_each(|h| h(&event));
     }

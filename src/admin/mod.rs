@@ -207,7 +207,7 @@ fn route(path: &str, state: &TunnelState) -> (u16, &'static str, String) {
         "/metrics" => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.encode(),
+            state.encode_metrics(),
         ),
         _ => (
             404,

@@ -66,6 +66,9 @@ pub fn ready_report(s: &Snapshot) -> ReadyReport {
     if let Some(problem) = &s.access_problem {
         reasons.push(problem.clone());
     }
+    if let Some(why) = &s.audit {
+        reasons.push(why.clone());
+    }
     let forwards = s
         .forwards
         .iter()

@@ -2,6 +2,7 @@
 //! problem with the file, the field and the fix.
 
 pub mod access;
+mod audit;
 mod pins;
 mod raw;
 mod salvage;
@@ -33,6 +34,10 @@ pub struct Config {
     /// Grants, pauses, the last clock reading and the control socket (`state_dir`, default
     /// `state` next to agent.yaml).
     pub state_dir: PathBuf,
+    /// `audit:`; `None`: no audit trail.
+    pub audit: Option<crate::audit::Settings>,
+    /// Hex SHA-256 of the file's bytes as read, for the audit trail's `config` records.
+    pub sha256: String,
 }
 
 /// What one SSH session is built from: any change to it needs a new session.
@@ -281,7 +286,9 @@ impl Config {
         let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
         let validated = validate::validate(file, &base_dir(file), raw);
         if validated.problems.is_empty() {
-            Ok(validated.best_effort.config)
+            let mut config = validated.best_effort.config;
+            config.sha256 = crate::audit::sha256_hex(text.as_bytes());
+            Ok(config)
         } else {
             Err(ConfigError {
                 file: file.to_path_buf(),

@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub proxy: Option<String>,
     /// Where grants, pauses and the last clock reading are kept, and the control socket lives.
     pub state_dir: Option<String>,
+    /// The audit trail; absent: none.
+    pub audit: Option<RawAudit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +177,22 @@ pub struct RawTimeouts {
     pub target_connect: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with file, on_failure, max_size, head_interval"
+)]
+pub struct RawAudit {
+    /// The JSON-lines file; rotated files sit beside it as FILE.1, FILE.2, ...
+    pub file: Option<String>,
+    /// `refuse` (default) or `continue`: new vendor connections while it cannot be written.
+    pub on_failure: Option<String>,
+    /// Rotate before the file would pass this size.
+    pub max_size: Option<String>,
+    /// How often the chain's head is written to the log.
+    pub head_interval: Option<String>,
+}
+
 /// Every field name the file may contain, per section, for "did you mean" suggestions.
 pub const FIELDS: &[&str] = &[
     "server",
@@ -215,4 +233,9 @@ pub const FIELDS: &[&str] = &[
     "connect",
     "handshake",
     "target_connect",
+    "audit",
+    "file",
+    "on_failure",
+    "max_size",
+    "head_interval",
 ];

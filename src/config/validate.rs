@@ -21,10 +21,10 @@ pub(super) struct Validated {
     pub problems: Vec<Problem>,
 }
 
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(
+    pub(super) fn add(
         &mut self,
         field: impl Into<String>,
         message: impl Into<String>,
@@ -37,7 +37,12 @@ impl Problems {
         });
     }
 
-    fn duration(&mut self, field: &str, text: Option<&str>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        field: &str,
+        text: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         match text.map(values::duration) {
             None => default,
             Some(Ok(d)) if d.is_zero() => {
@@ -69,7 +74,7 @@ impl Problems {
 
 const REMOTE_FIX: &str = "set the port the vendor assigned, e.g. `remote: 5000`, or ADDR:PORT such as `remote: \"127.0.0.1:5000\"`";
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()
@@ -495,6 +500,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
         );
     }
 
+    let audit = super::audit::settings(&mut p, base, raw.audit);
+
     let config = Config {
         file: file.to_path_buf(),
         server: Server {
@@ -514,6 +521,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
         timeouts,
         proxy,
         state_dir,
+        audit,
+        sha256: String::new(),
     };
     Validated {
         best_effort: BestEffort {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::audit::{Audit, ConfigEvent, ConfigRecord};
 use crate::config::{Config, ConfigError};
 use crate::ssh::keys::{self, Identity};
 use crate::ssh::known_hosts::KnownHosts;
@@ -43,8 +44,18 @@ pub enum StartError {
 }
 
 impl Agent {
+    /// Also opens the audit trail, if configured, and records this configuration in it.
     pub fn new(config: Config) -> Self {
         let state = TunnelState::new(&config.forwards);
+        if let Some(settings) = &config.audit {
+            state.attach_audit(Audit::start(settings, state.metrics.audit.clone()));
+            state.audit().config(ConfigRecord {
+                event: ConfigEvent::Load,
+                path: config.file.display().to_string(),
+                sha256: Some(config.sha256.clone()),
+                error: None,
+            });
+        }
         let (reload_tx, reload_rx) = mpsc::channel(4);
         Self {
             config,
@@ -59,6 +70,7 @@ impl Agent {
         Reloader {
             tx: self.reload_tx.clone(),
             file: self.config.file.clone(),
+            audit: self.state.audit().clone(),
         }
     }
 
@@ -103,7 +115,12 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_else(|| mpsc::channel(1).1);
-        let access = crate::access::start(&self.config, self.state.clone(), Vec::new()).await;
+        let access = crate::access::start(
+            &self.config,
+            self.state.clone(),
+            vec![audit_access(self.state.clone())],
+        )
+        .await;
         let forwards = supervisor::Forwards {
             configured: access.configured.clone(),
             desired: access.desired.clone(),
@@ -125,6 +142,36 @@ impl Agent {
         info!("agent stopped");
         Ok(())
     }
+}
+
+/// Records every access change (opened, closed, granted, ...) in the audit trail, if any.
+fn audit_access(state: Arc<TunnelState>) -> crate::access::controller::EventHook {
+    use crate::audit::{AccessChange, AccessRecord};
+    Box::new(move |e| {
+        if !state.audit().is_on() {
+            return;
+        }
+        use crate::access::controller::Change;
+        let change = match e.change {
+            Change::Opened => AccessChange::Opened,
+            Change::Closed => AccessChange::Closed,
+            Change::Granted => AccessChange::Granted,
+            Change::Revoked => AccessChange::Revoked,
+            Change::Expired => AccessChange::Expired,
+            Change::Paused => AccessChange::Paused,
+            Change::Resumed => AccessChange::Resumed,
+        };
+        state.audit().access(AccessRecord {
+            forward: (e.forward != crate::access::store::ALL).then(|| e.forward.clone()),
+            change,
+            by: e.by.clone(),
+            uid: e.uid,
+            reason: e.reason.clone(),
+            until: e
+                .until
+                .and_then(|t| std::time::SystemTime::try_from(t).ok()),
+        });
+    })
 }
 
 /// Loads agent.yaml and the key it names, as `agent run` and a reload need them: a key that
@@ -157,20 +204,40 @@ fn warn_about(config: &Config) {
 pub struct Reloader {
     tx: mpsc::Sender<Reload>,
     file: PathBuf,
+    audit: Audit,
 }
 
 impl Reloader {
     pub async fn reload_from_file(&self) {
         info!(config = %self.file.display(), "reloading configuration");
+        let path = self.file.display().to_string();
         match load(&self.file) {
             Ok((config, identity)) => {
                 warn_about(&config);
+                self.audit.config(ConfigRecord {
+                    event: ConfigEvent::Reload,
+                    path,
+                    sha256: Some(config.sha256.clone()),
+                    error: None,
+                });
                 let _ = self.tx.send(Reload { config, identity }).await;
             }
             Err(e) => {
                 for line in e.to_string().lines() {
                     error!("reload rejected, keeping the running configuration: {line}");
                 }
+                self.audit.config(ConfigRecord {
+                    event: ConfigEvent::ReloadRejected,
+                    path,
+                    // What was refused, when it could be read at all.
+                    sha256: std::fs::read(&self.file)
+                        .ok()
+                        .map(|b| crate::audit::sha256_hex(&b)),
+                    error: e
+                        .problems
+                        .first()
+                        .map(|p| crate::audit::bounded(&format!("{}: {}", p.field, p.message))),
+                });
             }
         }
     }
@@ -244,6 +311,8 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     });
     // Connection tasks still draining must not hold the exit past the promised seconds.
     runtime.shutdown_timeout(Duration::from_millis(500));
+    // After the connections' last records: write them, sync, and log the final head.
+    agent.state.audit().close(Duration::from_secs(2));
     match result {
         Ok(()) => exit::code(exit::OK),
         Err(e) => {

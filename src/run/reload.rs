@@ -21,7 +21,8 @@ pub struct Changes {
     pub session: bool,
     /// `reconnect.*`: the backoff between attempts starts over with the new bounds.
     pub reconnect: bool,
-    /// Settings that only a restart applies (logging, admin endpoint, state directory).
+    /// Settings that only a restart applies (logging, admin endpoint, state directory, audit
+    /// trail).
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -39,6 +40,9 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
         timeouts: _,
         proxy: _,
         state_dir,
+        audit,
+        // Only recorded (the audit trail's `config` record): the fields above say what changed.
+        sha256: _,
     } = &new.config;
     // server, proxy, keepalive, limits and timeouts are compared as one: `Config::session`.
     let session = old.session() != new.config.session()
@@ -55,6 +59,10 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
     // silently drop or revive them.
     if old.state_dir != *state_dir {
         needs_restart.push("state_dir");
+    }
+    // The writer thread holds the file and its chain for the process's life.
+    if old.audit != *audit {
+        needs_restart.push("audit");
     }
     Changes {
         forwards: old.forwards != *forwards,
@@ -125,6 +133,10 @@ mod tests {
         assert_eq!(
             diff(&ab, "admin: { listen: \"127.0.0.1:9999\" }\n").needs_restart,
             ["admin.listen"]
+        );
+        assert_eq!(
+            diff(&ab, "audit: { file: /tmp/audit.jsonl }\n").needs_restart,
+            ["audit"]
         );
         let mut server = config(&ab, "");
         server.server.ports = vec![2222];

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::reload::{self, Reload};
+use crate::audit::{SessionEvent, SessionRecord};
 use crate::config::{Config, Forward};
 use crate::ssh::keys::Identity;
 use crate::ssh::session::{Dialer, Session};
@@ -147,6 +148,8 @@ pub async fn supervise(
                     || info!(via = %session.via, "connected: host key verified, authenticated"),
                 );
                 state.connected(session.via.clone(), dialed.elapsed());
+                let audited = session_record(&run, &session);
+                state.audit().session(audited.clone());
                 run.redial.connected();
                 reconciler.timing = run.timing();
                 let ended = hold(
@@ -159,6 +162,11 @@ pub async fn supervise(
                 .instrument(span.clone())
                 .await;
                 let _g = span.enter();
+                state.audit().session(audited.ended(match &ended {
+                    Ended::Shutdown => "agent stopped",
+                    Ended::Rebuild => "configuration changed the session's settings",
+                    Ended::Lost(reason) => reason,
+                }));
                 match ended {
                     Ended::Shutdown => {
                         goodbye(session, &state).await;
@@ -205,6 +213,19 @@ pub async fn supervise(
                 Some(new) = reloads.recv() => if run.apply(new) { break },
             }
         }
+    }
+}
+
+/// The audit trail's record of a session that just came up.
+fn session_record(run: &Running, session: &Session) -> SessionRecord {
+    SessionRecord {
+        event: SessionEvent::Connected,
+        server: run.config.server.host.clone(),
+        port: session.port,
+        host_key: session.host_key.clone(),
+        proxy: run.dialer.route.proxy().map(|p| p.to_string()),
+        via: session.via.clone(),
+        reason: None,
     }
 }
 

@@ -31,7 +31,7 @@ impl IncomingChannel for Incoming {
 
     async fn reject(self, why: Rejection) {
         let code = match why {
-            Rejection::NotListed | Rejection::BadOriginator => {
+            Rejection::NotListed | Rejection::BadOriginator | Rejection::AuditUnavailable => {
                 ChannelOpenFailure::AdministrativelyProhibited
             }
             Rejection::ConnectionLimit => ChannelOpenFailure::ResourceShortage,

@@ -247,6 +247,7 @@ impl Dialer {
             port,
         };
         let (opened, closed) = open(self.ssh_config.clone(), transport(tcp), check, ctx).await;
+        let host_key = opened.verdict.as_ref().map(|v| v.offered.clone());
         let mut handle = opened.handle.map_err(|e| match e {
             HandlerError::HostKey(verdict) => SshError::HostKeyMismatch {
                 target: target.clone(),
@@ -275,6 +276,7 @@ impl Dialer {
             handle: Arc::new(handle),
             via: target,
             port,
+            host_key,
             closed,
         })
     }
@@ -403,6 +405,8 @@ pub struct Session {
     /// "host:port (address)" this session runs over.
     pub via: String,
     pub port: u16,
+    /// The host key the server proved it holds, `SHA256:...` (for the audit trail).
+    pub host_key: Option<String>,
     closed: watch::Receiver<Option<String>>,
 }
 

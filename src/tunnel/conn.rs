@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -18,6 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::budget::{ConnBudget, TotalBudget};
 use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
 use super::state::TunnelState;
+use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
 use crate::config::{Forward, Limits};
 use crate::logging::{Throttle, printable};
 
@@ -32,6 +33,21 @@ pub enum Rejection {
     ConnectionLimit,
     /// The target did not accept the connection.
     TargetUnreachable,
+    /// The audit trail cannot be written and `audit.on_failure` is `refuse`.
+    AuditUnavailable,
+}
+
+impl Rejection {
+    /// A short stable name, for the audit trail's `refused` records.
+    pub fn class(self) -> &'static str {
+        match self {
+            Rejection::NotListed => "not_listed",
+            Rejection::BadOriginator => "bad_originator",
+            Rejection::ConnectionLimit => "connection_limit",
+            Rejection::TargetUnreachable => "target_unreachable",
+            Rejection::AuditUnavailable => "audit_unavailable",
+        }
+    }
 }
 
 /// A channel the server asked to open, not answered yet: the SSH layer's side of it.
@@ -80,12 +96,26 @@ pub async fn open<C: IncomingChannel>(
     session: watch::Receiver<Option<String>>,
     channel: C,
 ) {
+    let refused = |forward: Option<&Forward>, why: Rejection, detail: Option<String>| {
+        if ctx.state.audit().is_on() {
+            ctx.state.audit().refused(RefusedRecord {
+                forward: forward.map(|f| f.name.clone()),
+                address: bounded(address),
+                port,
+                originator: bounded(origin.address),
+                originator_port: origin.port,
+                why: why.class(),
+                detail,
+            });
+        }
+    };
     let Some(route) = ctx.state.route(address, port) else {
         ctx.state.metrics.channel_refused("not_listed");
         if UNLISTED_LOG.allow("rejected connections for ports this agent did not request") {
             warn!(address = %printable(address), port,
                 "rejected forwarded connection for a port this agent did not request");
         }
+        refused(None, Rejection::NotListed, None);
         channel.reject(Rejection::NotListed).await;
         return;
     };
@@ -95,16 +125,31 @@ pub async fn open<C: IncomingChannel>(
             warn!(forward = %route.forward.name, originator = %printable(origin.address), port = origin.port,
                 "rejected forwarded connection: the server named an originator that is not an IP address and port");
         }
+        refused(Some(&route.forward), Rejection::BadOriginator, None);
         channel.reject(Rejection::BadOriginator).await;
         return;
     };
     let forward = route.forward.clone();
+    // No vendor connection that the audit trail cannot record (`audit.on_failure: refuse`).
+    if !ctx.state.audit().accepting() {
+        warn!(forward = %forward.name, from = %from,
+            "rejected forwarded connection: the audit trail cannot be written (audit.on_failure: refuse)");
+        route.metrics.rejected.inc();
+        refused(Some(&forward), Rejection::AuditUnavailable, None);
+        channel.reject(Rejection::AuditUnavailable).await;
+        return;
+    }
     let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
         if LIMIT_LOG.allow("rejected connections over limits.max_connections") {
             warn!(forward = %forward.name, from = %from, max = ctx.limits.max_connections,
                 "rejected forwarded connection: limits.max_connections reached");
         }
         route.metrics.rejected.inc();
+        refused(
+            Some(&forward),
+            Rejection::ConnectionLimit,
+            Some("limits.max_connections reached".into()),
+        );
         channel.reject(Rejection::ConnectionLimit).await;
         return;
     };
@@ -115,6 +160,11 @@ pub async fn open<C: IncomingChannel>(
                     "rejected forwarded connection: the forward's max_connections reached");
             }
             route.metrics.rejected.inc();
+            refused(
+                Some(&forward),
+                Rejection::ConnectionLimit,
+                Some("the forward's max_connections reached".into()),
+            );
             channel.reject(Rejection::ConnectionLimit).await;
             return;
         }
@@ -133,12 +183,24 @@ pub async fn open<C: IncomingChannel>(
                 Err(e) => {
                     warn!(error = %e, "target unreachable; connection refused to the vendor");
                     meter.rejected.inc();
+                    if ctx.state.audit().is_on() {
+                        ctx.state.audit().refused(RefusedRecord {
+                            forward: Some(forward.name.clone()),
+                            address: forward.remote_addr.clone(),
+                            port: u32::from(forward.remote_port),
+                            originator: from.ip().to_string(),
+                            originator_port: u32::from(from.port()),
+                            why: Rejection::TargetUnreachable.class(),
+                            detail: Some(bounded(&e.to_string())),
+                        });
+                    }
                     channel.reject(Rejection::TargetUnreachable).await;
                     return;
                 }
             };
             let budget = ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
             let (inbound, sink) = channel.accept(budget.clone()).await;
+            let opened = SystemTime::now();
             meter.opened.inc();
             meter.open.inc();
             let stop = Stop::new(route.closed, session);
@@ -149,6 +211,20 @@ pub async fn open<C: IncomingChannel>(
                 meter.failed.inc();
             }
             log_end(&report);
+            if ctx.state.audit().is_on() {
+                // One record per connection, built after it ended: nothing per packet.
+                ctx.state.audit().connection(ConnectionRecord {
+                    forward: forward.name.clone(),
+                    originator: from,
+                    target: forward.target(),
+                    opened,
+                    closed: SystemTime::now(),
+                    to_target: report.to_target,
+                    from_target: report.from_target,
+                    end: report.end.class(),
+                    detail: report.end.detail().map(bounded),
+                });
+            }
             crate::memory::note_connection_closed();
         }
         .instrument(span),

@@ -58,6 +58,8 @@ pub struct Metrics {
     from_target: Family<ForwardLabel, Counter>,
     open: Family<ForwardLabel, Gauge>,
     refused: Family<ClassLabel, Counter>,
+    /// Handed to the audit trail's writer (`crate::audit::Audit::start`).
+    pub audit: crate::audit::Counters,
 }
 
 impl Default for Metrics {
@@ -94,6 +96,7 @@ impl Metrics {
             from_target: Family::default(),
             open: Family::default(),
             refused: Family::default(),
+            audit: crate::audit::Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -180,6 +183,16 @@ impl Metrics {
             "server_channels_refused",
             "Channels the server opened that no forward serves, by reason (their log lines are throttled; this counts all)",
             m.refused.clone(),
+        );
+        registry.register(
+            "audit_records_written",
+            "Audit trail records written to the file",
+            m.audit.written.clone(),
+        );
+        registry.register(
+            "audit_records_failed",
+            "Audit trail records lost: the file could not be written or the writer fell behind",
+            m.audit.failed.clone(),
         );
         Self { registry, ..m }
     }

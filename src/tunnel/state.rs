@@ -5,12 +5,13 @@
 //! ([`super::reconcile`]) is the only writer of the per-forward states.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Semaphore, watch};
 
 use super::metrics::{ClassLabel, ForwardLabel, ForwardMetrics, Metrics};
+use crate::audit::Audit;
 use crate::config::Forward;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub struct Snapshot {
     pub policy_closed: Vec<PolicyClosed>,
     /// Why the access state (grants, pauses) cannot be trusted, if so: not ready until fixed.
     pub access_problem: Option<String>,
+    /// Why vendor connections are refused for want of an audit trail (`audit.on_failure:
+    /// refuse` and the file cannot be written); read from the audit handle by `snapshot()`.
+    pub audit: Option<String>,
 }
 
 /// A forward closed by the customer's access policy: why, and until when if that is known.
@@ -75,9 +79,10 @@ pub struct PolicyClosed {
 
 impl Snapshot {
     /// Connected, authenticated, host key verified, every forward that should be open now
-    /// granted, and the access state readable.
+    /// granted, the access state readable, and the audit trail writable (or not required).
     pub fn ready(&self) -> bool {
         self.access_problem.is_none()
+            && self.audit.is_none()
             && self.connected_via.is_some()
             && self
                 .forwards
@@ -102,6 +107,8 @@ pub struct TunnelState {
     pub metrics: Metrics,
     /// Unix milliseconds of the last liveness tick.
     heartbeat: AtomicU64,
+    /// The audit trail, once `run` has started it; off until then (and in tests that never do).
+    audit: OnceLock<Audit>,
 }
 
 fn now_ms() -> u64 {
@@ -136,6 +143,7 @@ impl TunnelState {
             inner: Mutex::new(snap),
             metrics: Metrics::new(),
             heartbeat: AtomicU64::new(now_ms()),
+            audit: OnceLock::new(),
         };
         state.with(|_| ());
         Arc::new(state)
@@ -149,7 +157,8 @@ impl TunnelState {
         let r = f(&mut s);
         let m = &self.metrics;
         m.connected.set(i64::from(s.connected_via.is_some()));
-        m.ready.set(i64::from(s.ready()));
+        m.ready
+            .set(i64::from(s.ready() && self.audit().accepting()));
         m.connected_since.set(
             s.connected_since
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -172,7 +181,29 @@ impl TunnelState {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        self.read(|s| s.clone())
+        let mut s = self.read(|s| s.clone());
+        s.audit = self.audit().refusing();
+        s
+    }
+
+    /// Takes the audit trail into use (once; later calls are ignored). Connections, sessions
+    /// and configuration changes are recorded through [`TunnelState::audit`].
+    pub fn attach_audit(&self, audit: Audit) {
+        let _ = self.audit.set(audit);
+        self.with(|_| ());
+    }
+
+    /// The audit trail; off unless one was attached.
+    pub fn audit(&self) -> &Audit {
+        static OFF: Audit = Audit::off();
+        self.audit.get().unwrap_or(&OFF)
+    }
+
+    /// The Prometheus text, with `agent_ready` brought up to date first: the audit trail's
+    /// health changes on its own thread, not through this state's methods.
+    pub fn encode_metrics(&self) -> String {
+        self.with(|_| ());
+        self.metrics.encode()
     }
 
     /// A session is up; returns its number, which the reconciler's writes must name.

@@ -1,0 +1,379 @@
+//! The audit file on disk: find where the chain stands (the last record of the file, or of its
+//! newest rotated predecessor after a rotation the agent did not finish), append one line per
+//! record, rotate by size, sync.
+//!
+//! Runs on a thread of its own (see `mod.rs`), so blocking file calls are fine here; nothing in
+//! this file is async.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tracing::warn;
+
+use super::record::{Event, GENESIS, encode, sha256_hex};
+
+/// Where the chain stands: the next record's number and the hash of the last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Chain {
+    pub next_seq: u64,
+    pub prev: String,
+}
+
+impl Chain {
+    /// The last record written, if any: (seq, hash).
+    pub fn head(&self) -> Option<(u64, &str)> {
+        (self.next_seq > 0).then(|| (self.next_seq - 1, self.prev.as_str()))
+    }
+}
+
+/// No record line is near this long (outside text is cut to 512 characters per field), so the
+/// last record always lies in the file's last 64 KiB.
+const TAIL: u64 = 64 * 1024;
+
+pub(super) struct Writer {
+    pub path: PathBuf,
+    max_size: u64,
+    file: Option<File>,
+    /// Bytes of whole lines in the open file.
+    len: u64,
+    /// (device, inode) of the open file, to notice the path being moved, deleted, or its
+    /// folder replaced: writes to an unlinked file would succeed and reach no one.
+    id: (u64, u64),
+    /// Known once read from disk; from then on the writer's own copy is the truth, so a file
+    /// moved away under the agent is continued in a new one at the path.
+    pub chain: Option<Chain>,
+    /// Records written since the last sync.
+    pub unsynced: bool,
+}
+
+impl Writer {
+    pub fn new(path: PathBuf, max_size: u64) -> Self {
+        Self {
+            path,
+            max_size,
+            file: None,
+            len: 0,
+            id: (0, 0),
+            chain: None,
+            unsynced: false,
+        }
+    }
+
+    /// Opens (creating) the file for appending, and reads where the chain stands unless
+    /// already known.
+    pub fn open(&mut self) -> io::Result<()> {
+        self.file = None;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            // The agent's user only: the file names who reached what.
+            .mode(0o600)
+            .open(&self.path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        // Two writers would interleave two chains into one file: an advisory lock (flock) held
+        // while the file is open keeps a second agent with the same audit.file out.
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                fs::TryLockError::WouldBlock => io::Error::other(
+                    "another process holds it (another agent with the same audit.file?)",
+                ),
+                fs::TryLockError::Error(e) => e,
+            });
+        }
+        let (len, last) = read_tail(&mut file, &self.path)?;
+        if self.chain.is_none() {
+            self.chain = Some(match last {
+                Some(line) => chain_after(&line)?,
+                None => match rotated(&self.path)?.last() {
+                    Some((_, older)) => {
+                        let mut f = File::open(older)?;
+                        match read_tail(&mut f, older)?.1 {
+                            Some(line) => chain_after(&line)?,
+                            None => genesis(),
+                        }
+                    }
+                    None => genesis(),
+                },
+            });
+        }
+        self.len = len;
+        self.id = (meta.dev(), meta.ino());
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Whether the path still names the open file.
+    pub fn still_at_path(&self) -> bool {
+        self.file.is_some() && fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+
+    /// Appends one record; returns its seq and hash. On failure the chain does not advance
+    /// (the record is lost, and the caller counts it) and the file is closed: the next attempt
+    /// opens it again.
+    pub fn append(&mut self, time: SystemTime, event: &Event) -> io::Result<(u64, String)> {
+        if self.file.is_none() || !self.still_at_path() {
+            if self.file.is_some() {
+                warn!(file = %self.path.display(),
+                    "the audit file was moved or deleted under the agent: continuing the chain in a new file at its path");
+            }
+            self.open()?;
+        }
+        let chain = self.chain.clone().unwrap_or_else(genesis);
+        let mut line = encode(chain.next_seq, time, &chain.prev, event);
+        let hash = sha256_hex(line.as_bytes());
+        line.push('\n');
+        if self.len > 0 && self.len + line.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        let result = match &mut self.file {
+            Some(f) => f.write_all(line.as_bytes()),
+            None => Err(io::Error::other("not open")),
+        };
+        if let Err(e) = result {
+            // Cut a partial line, so the next record starts on a line of its own.
+            if let Some(f) = self.file.take() {
+                let _ = f.set_len(self.len);
+            }
+            return Err(e);
+        }
+        self.len += line.len() as u64;
+        self.unsynced = true;
+        self.chain = Some(Chain {
+            next_seq: chain.next_seq + 1,
+            prev: hash.clone(),
+        });
+        Ok((chain.next_seq, hash))
+    }
+
+    /// Renames the full file to `FILE.N` (one more than the newest) and starts an empty one;
+    /// the chain continues into it. A crash between the two steps leaves no `FILE`: the next
+    /// start continues from `FILE.N`'s last record.
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data()?;
+        }
+        let n = rotated(&self.path)?.last().map_or(1, |(n, _)| n + 1);
+        let mut to = self.path.clone().into_os_string();
+        to.push(format!(".{n}"));
+        fs::rename(&self.path, &to)?;
+        self.file = None;
+        sync_dir(&self.path);
+        self.open()?;
+        sync_dir(&self.path);
+        Ok(())
+    }
+
+    /// Pushes written records to the disk (fdatasync).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced
+            && let Some(f) = &self.file
+        {
+            f.sync_data()?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+}
+
+fn genesis() -> Chain {
+    Chain {
+        next_seq: 0,
+        prev: GENESIS.to_string(),
+    }
+}
+
+/// The chain after `line`, the last record on disk.
+fn chain_after(line: &str) -> io::Result<Chain> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    let seq = serde_json::from_str::<Seq>(line)
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "its last line is not an audit record ({e}); run `agent audit verify` on it, and move it aside to start a new file"
+                ),
+            )
+        })?
+        .seq;
+    Ok(Chain {
+        next_seq: seq + 1,
+        prev: sha256_hex(line.as_bytes()),
+    })
+}
+
+/// The file's length up to its last newline and its last line. A partial last line (the agent
+/// stopped in the middle of a write) is cut off, with a warning: it was never a record.
+fn read_tail(file: &mut File, path: &Path) -> io::Result<(u64, Option<String>)> {
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::with_capacity((len - start) as usize);
+    file.take(TAIL).read_to_end(&mut tail)?;
+    let whole = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole < tail.len() {
+        if start > 0 && whole == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "its last 64 KiB hold no line break: not an audit file",
+            ));
+        }
+        warn!(file = %path.display(), bytes = tail.len() - whole,
+            "the audit file ends in a partial line (the agent stopped while writing it): cutting it off");
+        file.set_len(start + whole as u64)?;
+    }
+    let lines = &tail[..whole];
+    let last = lines
+        .strip_suffix(b"\n")
+        .map(|l| &l[l.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)..])
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            String::from_utf8(l.to_vec()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, "its last line is not UTF-8")
+            })
+        })
+        .transpose()?;
+    Ok((start + whole as u64, last))
+}
+
+/// The rotated predecessors of `path` (`FILE.1`, `FILE.2`, ...), oldest first.
+pub fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file = entry.file_name();
+        let Some(n) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((n, path.with_file_name(file)));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Makes a rename or a new file in `path`'s folder durable.
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{LostRecord, bounded};
+
+    fn event(i: u64) -> Event {
+        Event::Lost(LostRecord {
+            count: i,
+            why: bounded("test"),
+        })
+    }
+
+    #[test]
+    fn the_chain_continues_across_restarts_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut w = Writer::new(path.clone(), 400);
+        let mut hashes = Vec::new();
+        for i in 0..3 {
+            hashes.push(w.append(SystemTime::now(), &event(i)).unwrap());
+        }
+        assert_eq!(hashes[2].0, 2);
+        drop(w);
+        // A restart reads where the chain stands from the file.
+        let mut w = Writer::new(path.clone(), 400);
+        w.open().unwrap();
+        assert_eq!(
+            w.chain.as_ref().unwrap().head(),
+            Some((2, hashes[2].1.as_str()))
+        );
+        for i in 3..12 {
+            hashes.push(w.append(SystemTime::now(), &event(i)).unwrap());
+        }
+        let older = rotated(&path).unwrap();
+        assert!(older.len() >= 2, "{older:?}");
+        assert_eq!(older[0].1, dir.path().join("audit.jsonl.1"));
+        for (_, f) in &older {
+            assert!(fs::metadata(f).unwrap().len() <= 400);
+        }
+        // The first record of the current file follows the last of the newest rotated one.
+        let first = fs::read_to_string(&path).unwrap();
+        let first = first.lines().next().unwrap();
+        let prev_file = fs::read_to_string(&older.last().unwrap().1).unwrap();
+        let last = prev_file.lines().last().unwrap();
+        assert!(first.contains(&format!("\"prev\":\"{}\"", sha256_hex(last.as_bytes()))));
+
+        // A crash after the rename, before the new file: the chain continues from FILE.N.
+        drop(w);
+        fs::rename(&path, format!("{}.{}", path.display(), older.len() + 1)).unwrap();
+        let mut w = Writer::new(path.clone(), 400);
+        let (seq, _) = w.append(SystemTime::now(), &event(99)).unwrap();
+        assert_eq!(seq, 12);
+    }
+
+    #[test]
+    fn a_partial_last_line_is_cut_and_a_foreign_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut w = Writer::new(path.clone(), 1 << 20);
+        let (_, h) = w.append(SystemTime::now(), &event(0)).unwrap();
+        drop(w);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":1,\"ti").unwrap();
+        let mut w = Writer::new(path.clone(), 1 << 20);
+        w.open().unwrap();
+        assert_eq!(w.chain.as_ref().unwrap().head(), Some((0, h.as_str())));
+        assert!(fs::read_to_string(&path).unwrap().ends_with("}\n"));
+        // A second writer on the same file is kept out.
+        let e = Writer::new(path.clone(), 1 << 20).open().unwrap_err();
+        assert!(e.to_string().contains("another process holds it"), "{e}");
+        drop(w);
+
+        fs::write(&path, "hello\n").unwrap();
+        let e = Writer::new(path.clone(), 1 << 20).open().unwrap_err();
+        assert!(e.to_string().contains("not an audit record"), "{e}");
+    }
+
+    #[test]
+    fn a_file_moved_away_is_continued_in_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut w = Writer::new(path.clone(), 1 << 20);
+        w.append(SystemTime::now(), &event(0)).unwrap();
+        fs::rename(&path, dir.path().join("elsewhere")).unwrap();
+        assert!(!w.still_at_path());
+        let (seq, _) = w.append(SystemTime::now(), &event(1)).unwrap();
+        assert_eq!(seq, 1, "the chain goes on");
+        assert!(
+            fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("{\"seq\":1,")
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! The audit trail against a running agent (in-process, with the russh server playing the
+//! vendor): what a connection, a refused channel, a session and a config load write; that the
+//! chain verifies; that an audit file that cannot be written refuses new vendor connections
+//! under `on_failure: refuse` and not under `continue`; and, with the real binary, that the head
+//! it logs lets `agent audit verify --head` find a truncated tail.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agent::audit::verify::{Outcome, default_files, verify};
+use support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
+use support::targets;
+use support::vendor_server::{ProbeChannel, VendorOptions, VendorServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const READY: Duration = Duration::from_secs(15);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    server: VendorServer,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let server = VendorServer::start(VendorOptions {
+        authorized_keys: vec![public],
+        ..VendorOptions::default()
+    })
+    .await;
+    std::fs::create_dir(dir.path().join("audit")).unwrap();
+    Setup { dir, key, server }
+}
+
+impl Setup {
+    fn audit_file(&self) -> PathBuf {
+        self.dir.path().join("audit").join("audit.jsonl")
+    }
+
+    fn yaml(&self, forwards: &[Fwd], audit: &str) -> String {
+        config_yaml(
+            &[self.server.port],
+            &self.server.host_key_fingerprint,
+            "acme",
+            &self.key,
+            forwards,
+            &format!("audit: {{ file: {}{audit} }}", self.audit_file().display()),
+        )
+    }
+}
+
+fn records(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Waits for a record that `matches`; panics with the file's records if none comes.
+async fn wait_record(
+    file: &Path,
+    what: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = records(file);
+        if let Some(r) = all.iter().find(|r| matches(r)) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} record within 10 s in {}:\n{all:#?}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until /metrics satisfies `cond`; panics with the text if it never does.
+async fn wait_metrics(agent: &RunningAgent, cond: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = agent.state.encode_metrics();
+        if cond(&text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `ping` through `port`; true if it came back (the connection was served).
+async fn served(port: u16) -> bool {
+    let attempt = async {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).await?;
+        c.write_all(b"ping").await?;
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(&buf == b"ping")
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .expect("the tunnel answered (served or closed) within 10 s")
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refusals_sessions_and_the_config_are_recorded_in_a_chain_that_verifies() {
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(s.dir.path(), &s.yaml(&[Fwd("echo", remote, echo_port)], ""));
+    agent.wait_ready(READY).await;
+    let file = s.audit_file();
+
+    echo_exact(remote, 300_000, 7, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let conn = wait_record(&file, "connection", |r| r["kind"] == "connection").await;
+    assert_eq!(conn["forward"], "echo");
+    assert_eq!(conn["target"], format!("127.0.0.1:{echo_port}"));
+    assert_eq!(conn["to_target"], 300_000, "{conn}");
+    assert_eq!(conn["from_target"], 300_000, "{conn}");
+    assert!(
+        conn["originator"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{conn}"
+    );
+    assert!(
+        ["vendor_closed", "target_closed"].contains(&conn["end"].as_str().unwrap()),
+        "{conn}"
+    );
+    assert!(conn["opened"].as_str().unwrap() <= conn["closed"].as_str().unwrap());
+
+    // A channel for a port the agent never asked for: refused, and recorded as such.
+    let bogus = remote.wrapping_add(1);
+    assert!(
+        s.server
+            .open_channel(ProbeChannel::ForwardedTcpip {
+                addr: "127.0.0.1".into(),
+                port: bogus,
+            })
+            .await
+            .is_err()
+    );
+    let refused = wait_record(&file, "refused", |r| r["kind"] == "refused").await;
+    assert_eq!(refused["why"], "not_listed");
+    assert_eq!(refused["port"], bogus);
+    assert_eq!(refused["forward"], serde_json::Value::Null);
+
+    let config = &records(&file)[0];
+    assert_eq!(config["kind"], "config");
+    assert_eq!(config["event"], "load");
+    assert_eq!(config["seq"], 0);
+    assert_eq!(
+        config["sha256"],
+        agent::audit::sha256_hex(&std::fs::read(s.dir.path().join("agent.yaml")).unwrap())
+    );
+    let session = wait_record(&file, "session", |r| r["kind"] == "session").await;
+    assert_eq!(session["event"], "connected");
+    assert_eq!(session["host_key"], s.server.host_key_fingerprint.as_str());
+    assert_eq!(session["port"], s.server.port);
+    assert_eq!(session["proxy"], serde_json::Value::Null, "direct");
+
+    wait_metrics(&agent, |m| {
+        m.contains("agent_audit_records_written_total 4")
+            && m.contains("agent_audit_records_failed_total 0")
+    })
+    .await;
+
+    agent.stop().await;
+    wait_record(&file, "session end", |r| {
+        r["kind"] == "session" && r["event"] == "ended" && r["reason"] == "agent stopped"
+    })
+    .await;
+    let (report, outcome) = verify(&default_files(&file), None);
+    assert_eq!(outcome, Outcome::Intact, "{report}");
+    assert!(report.contains("ok: 5 record(s), seq 0 to 4"), "{report}");
+
+    // The same check through the command line, with agent.yaml naming the file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["-c", s.dir.path().join("agent.yaml").to_str().unwrap()])
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ok: 5 record(s)"), "{text}");
+}
+
+/// Breaks the audit file's folder as a lost volume would (the folder replaced by a file) and
+/// puts it back; returns the agent once it noticed each time.
+async fn break_and_mend(s: &Setup, agent: &RunningAgent, remote: u16, served_while_broken: bool) {
+    let folder = s.dir.path().join("audit");
+    let aside = s.dir.path().join("audit-aside");
+    std::fs::rename(&folder, &aside).unwrap();
+    std::fs::write(&folder, "not a folder").unwrap();
+    // The writer checks its path every second, and under `refuse` readiness says why.
+    if !served_while_broken {
+        let snap = agent
+            .wait_for(READY, "refusing for the audit trail", |s| s.audit.is_some())
+            .await;
+        assert!(!snap.ready());
+        let report = agent::admin::ready_report(&snap);
+        assert!(
+            report
+                .reasons
+                .iter()
+                .any(|r| r.contains("audit trail") && r.contains("refused")),
+            "{report:#?}"
+        );
+    } else {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(agent.snapshot().ready(), "`continue` stays ready");
+    }
+    assert_eq!(
+        served(remote).await,
+        served_while_broken,
+        "a new connection while the audit file cannot be written"
+    );
+    // The record of that connection (refused or served) is lost, and counted.
+    wait_metrics(agent, |m| !m.contains("agent_audit_records_failed_total 0")).await;
+
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&aside, &folder).unwrap();
+    agent
+        .wait_for(
+            READY,
+            "ready again once the audit file can be written",
+            |s| s.ready(),
+        )
+        .await;
+    assert!(served(remote).await, "served again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_audit_file_refuses_new_connections_until_it_can_be_written() {
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(s.dir.path(), &s.yaml(&[Fwd("echo", remote, echo_port)], ""));
+    agent.wait_ready(READY).await;
+    assert!(served(remote).await);
+    let file = s.audit_file();
+    wait_record(&file, "connection", |r| r["kind"] == "connection").await;
+
+    break_and_mend(&s, &agent, remote, false).await;
+
+    // The refused connection could not be recorded: the chain says so, and still verifies.
+    let lost = wait_record(&file, "lost", |r| r["kind"] == "lost").await;
+    assert!(lost["count"].as_u64().unwrap() >= 1, "{lost}");
+    wait_record(&file, "the connection after", |r| {
+        r["kind"] == "connection" && r["seq"].as_u64() > lost["seq"].as_u64()
+    })
+    .await;
+    let (report, outcome) = verify(&default_files(&file), None);
+    assert_eq!(outcome, Outcome::Intact, "{report}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_continue_serves_connections_the_trail_cannot_record() {
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(
+        s.dir.path(),
+        &s.yaml(&[Fwd("echo", remote, echo_port)], ", on_failure: continue"),
+    );
+    agent.wait_ready(READY).await;
+    break_and_mend(&s, &agent, remote, true).await;
+    agent.stop().await;
+}
+
+/// The real binary logs `audit head` every `head_interval`; a verifier holding that line finds
+/// the records cut from the end of the file, which the chain alone cannot show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logged_head_exposes_a_truncated_tail() {
+    use support::agent_process::AgentProcess;
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let yaml = s
+        .yaml(&[Fwd("echo", remote, echo_port)], ", head_interval: 300ms")
+        .replace(
+            "admin: { listen: \"off\" }",
+            "admin: { listen: \"127.0.0.1:0\" }",
+        )
+        + "log: { format: json }\n";
+    let config = s.dir.path().join("agent.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let (process, admin) =
+        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_agent")), &config, READY);
+    let deadline = Instant::now() + READY;
+    while support::agent_process::get(admin, "/readyz", Duration::from_secs(2))
+        .await
+        .map(|(status, _, _)| status)
+        != Ok(200)
+    {
+        assert!(Instant::now() < deadline, "{}", process.evidence());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        assert!(served(remote).await);
+    }
+    let file = s.audit_file();
+    let last = loop {
+        let all = records(&file);
+        if all.iter().filter(|r| r["kind"] == "connection").count() == 3 {
+            break all.last().unwrap()["seq"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "{all:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The newest `audit head` line naming that record, as a log collector would keep it.
+    let head = loop {
+        let logged = process
+            .evidence()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["fields"]["message"] == "audit head")
+            .find(|e| e["fields"]["seq"].as_u64() == Some(last))
+            .map(|e| e["fields"]["hash"].as_str().unwrap().to_string());
+        if let Some(h) = logged {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "{}", process.evidence());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(process);
+
+    let verify_cli = |head: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args([
+                "-c",
+                config.to_str().unwrap(),
+                "audit",
+                "verify",
+                "--head",
+                head,
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = verify_cli(&head);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("the logged head is seq {last}")),
+        "{text}"
+    );
+
+    // Cut the last two records: the rest still chains, but the logged head is gone.
+    let kept: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let kept = &kept[..kept.len() - 2];
+    std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+    let (code, text) = verify_cli(&head);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("the tail was truncated")
+            && text.contains(&format!("ends after seq {}", last - 2)),
+        "{text}"
+    );
+}
