@@ -54,4 +54,6 @@ pub mod proxy;
 pub mod run;
 pub mod ssh;
 pub mod sys;
+pub mod tls;
+pub mod transport;
 pub mod tunnel;
