@@ -15,6 +15,8 @@ use super::ssh::{auth_row, host_key_row, ssh_row};
 use crate::proxy::Scheme;
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{HandshakeEnd, ProbeSession, ServerProbe};
+use crate::tls::Trust;
+use crate::transport::Io;
 
 /// What the server steps found.
 #[derive(Default)]
@@ -84,13 +86,18 @@ pub async fn server_steps(
     };
 
     // Step 4: every port, each reported separately (through the proxy when there is one).
-    let streams: Vec<(u16, TcpStream)> = match &proxy {
+    let streams: Vec<(u16, Box<dyn Io>)> = match &proxy {
         Some(url) => {
-            let tries = tunnel_ports(url, &host, &plan.ports, timeout).await;
+            let trust = if url.scheme == Scheme::Https {
+                Trust::load(&plan.tls).0
+            } else {
+                Trust::empty()
+            };
+            let tries = tunnel_ports(url, &host, &plan.ports, timeout, &trust).await;
             out.rows.extend(tunnel_rows(&host, url, &tries, plan));
             tries
                 .into_iter()
-                .filter_map(|t| Some((t.port, t.stream?)))
+                .filter_map(|t| Some((t.port, Box::new(t.stream?) as Box<dyn Io>)))
                 .collect()
         }
         None => {
@@ -108,12 +115,17 @@ pub async fn server_steps(
             }
             tries
                 .into_iter()
-                .filter_map(|t| Some((t.port, t.stream?.0)))
+                .filter_map(|t| Some((t.port, Box::new(t.stream?.0) as Box<dyn Io>)))
                 .collect()
         }
     };
     if streams.is_empty() {
-        skip_rest(&mut out.rows, plan, "no TCP connection to any server port");
+        let why = if plan.ports.is_empty() {
+            "no plain ssh:// rung on server.host to log in on (auth and forward trials over tls:// and wss:// rungs are not done by `agent check` yet)"
+        } else {
+            "no TCP connection to any server port"
+        };
+        skip_rest(&mut out.rows, plan, why);
         return out;
     }
 

@@ -67,7 +67,7 @@ impl Problems {
 
 const REMOTE_FIX: &str = "set the port the vendor assigned, e.g. `remote: 5000`, or ADDR:PORT such as `remote: \"127.0.0.1:5000\"`";
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()
@@ -108,6 +108,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             String::new()
         }
     };
+    let ports_given = s.ports.is_some();
     let ports = s.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
     if ports.is_empty() {
         p.add(
@@ -177,6 +178,11 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             )),
         );
     }
+
+    let pinned = !host_keys.is_empty() || known_hosts.is_some();
+    let (transports, tls, ladder_problems) =
+        super::transports::ladder(&host, &ports, ports_given, s.transports, s.tls, pinned, base);
+    p.0.extend(ladder_problems);
 
     // identity: only the path here; the SSH layer reads and checks the key itself
     // (`crate::run::load`, `agent check`).
@@ -488,6 +494,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             user,
             host_keys,
             known_hosts,
+            transports,
+            tls,
         },
         identity,
         forwards,

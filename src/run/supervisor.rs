@@ -98,7 +98,7 @@ pub async fn supervise(
 ) {
     let mut run = Running::new(config, identity, &state);
     let mut reconciler = Reconciler::new(state.clone(), run.desired.subscribe(), run.timing());
-    let mut last_port = None;
+    let mut last_rung = None;
     tokio::pin!(shutdown);
 
     for session_no in 1u64.. {
@@ -108,8 +108,8 @@ pub async fn supervise(
         let attempt = async {
             let dialer = run.dialer.clone();
             let ctx = run.ctx.clone();
-            info!(user = %run.config.server.user, ports = ?run.config.server.ports, "dialing");
-            let dial = dialer.connect(ctx, last_port);
+            info!(user = %run.config.server.user, rungs = run.config.server.transports.len(), "dialing");
+            let dial = dialer.connect(ctx, last_rung.as_ref());
             tokio::pin!(dial);
             loop {
                 tokio::select! {
@@ -129,7 +129,7 @@ pub async fn supervise(
             Some(Err(Redo)) => continue,
             Some(Ok(Ok(mut session))) => {
                 let dialed = Instant::now();
-                last_port = Some(session.port);
+                last_rung = Some(session.rung.clone());
                 span.in_scope(
                     || info!(via = %session.via, "connected: host key verified, authenticated"),
                 );

@@ -102,6 +102,11 @@ impl Trust {
         (Self::from_roots(roots, settings.verify), problem)
     }
 
+    /// Trusts nothing (every certificate refused): for a configuration with no TLS anywhere.
+    pub fn empty() -> Trust {
+        Self::from_roots(RootCertStore::empty(), true)
+    }
+
     fn from_roots(roots: RootCertStore, verify: bool) -> Trust {
         // An explicit provider: rustls refuses to guess when more than one is compiled in.
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
