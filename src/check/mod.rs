@@ -26,6 +26,7 @@ mod net;
 mod plan;
 mod proxy;
 pub mod report;
+mod rungs;
 mod server;
 mod ssh;
 mod targets;
@@ -106,12 +107,16 @@ async fn with_config(opts: &Options) -> Report {
         targets::target_steps(&plan, opts.timeout)
     );
     rows.extend(server.rows);
+    let (rung_rows, rung_keys) = rungs::rung_steps(&plan, opts.timeout).await;
+    rows.extend(rung_rows);
     rows.extend(targets);
+    let mut offered = server.offered;
+    offered.extend(rung_keys);
     Report::new(
         Some(opts.config.display().to_string()),
         opts.timeout,
         rows,
-        server.offered,
+        offered,
         step.unusable,
     )
 }

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use super::net::secs;
 use super::plan::Plan;
 use super::report::{Row, Status};

@@ -180,8 +180,15 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     }
 
     let pinned = !host_keys.is_empty() || known_hosts.is_some();
-    let (transports, tls, ladder_problems) =
-        super::transports::ladder(&host, &ports, ports_given, s.transports, s.tls, pinned, base);
+    let (transports, tls, ladder_problems) = super::transports::ladder(
+        &host,
+        &ports,
+        ports_given,
+        s.transports,
+        s.tls,
+        pinned,
+        base,
+    );
     p.0.extend(ladder_problems);
 
     // identity: only the path here; the SSH layer reads and checks the key itself

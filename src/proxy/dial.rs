@@ -9,8 +9,8 @@ use tracing::debug;
 
 use super::error::ProxyError;
 use super::http;
-use super::stream::ProxyStream;
 use super::socks::{self, Destination};
+use super::stream::ProxyStream;
 use super::url::{ProxyUrl, Scheme};
 use crate::tls::Trust;
 
@@ -55,14 +55,15 @@ pub async fn connect(
         }
         Scheme::Https => {
             let tcp = dial(proxy, timeout).await?;
-            let tls = tokio::time::timeout(timeout, trust.connect(tcp, &proxy.host, &[b"http/1.1"]))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(crate::tls::TlsError::Failed {
-                        host: proxy.host.clone(),
-                        reason: format!("no TLS answer within {}s", timeout.as_secs().max(1)),
-                    })
-                });
+            let tls =
+                tokio::time::timeout(timeout, trust.connect(tcp, &proxy.host, &[b"http/1.1"]))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::tls::TlsError::Failed {
+                            host: proxy.host.clone(),
+                            reason: format!("no TLS answer within {}s", timeout.as_secs().max(1)),
+                        })
+                    });
             let mut stream = match tls {
                 Ok((tls, _chain)) => tls,
                 Err(e) => {

@@ -100,7 +100,9 @@ impl Dialer {
             .map(|r| (r.clone(), config.proxy.route(&r.host)))
             .collect();
         let needs_tls = config.server.transports.iter().any(|r| r.kind.is_tls())
-            || route.proxy().is_some_and(|p| p.scheme == proxy::Scheme::Https);
+            || route
+                .proxy()
+                .is_some_and(|p| p.scheme == proxy::Scheme::Https);
         let trust = if needs_tls {
             let (trust, problem) = Trust::load(&config.server.tls);
             if let Some(problem) = problem {

@@ -83,22 +83,26 @@ impl Chain {
 
 fn public_verifier() -> Option<&'static Arc<WebPkiServerVerifier>> {
     static PUBLIC: OnceLock<Option<Arc<WebPkiServerVerifier>>> = OnceLock::new();
-    PUBLIC.get_or_init(|| {
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .ok()
-    })
-    .as_ref()
+    PUBLIC
+        .get_or_init(|| {
+            let roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .ok()
+        })
+        .as_ref()
 }
 
 /// The organisation and common name when present ("Acme Corp CA"), else the whole name.
 fn display_name(name: &x509_parser::x509::X509Name<'_>) -> String {
     let cn = name.iter_common_name().next().and_then(|a| a.as_str().ok());
-    let org = name.iter_organization().next().and_then(|a| a.as_str().ok());
+    let org = name
+        .iter_organization()
+        .next()
+        .and_then(|a| a.as_str().ok());
     match (cn, org) {
         (Some(cn), Some(org)) if !cn.contains(org) => format!("{cn} ({org})"),
         (Some(cn), _) => cn.to_string(),

@@ -86,7 +86,10 @@ async fn an_unknown_issuer_is_refused_by_name_and_a_ca_file_or_verify_false_acce
     assert_eq!(problem, None);
     let (got, chain) = dial(&with_ca, port).await.unwrap();
     assert_eq!(got, "hello");
-    assert_eq!(chain.top_issuer().as_deref(), Some("Acme Corp Inspection CA"));
+    assert_eq!(
+        chain.top_issuer().as_deref(),
+        Some("Acme Corp Inspection CA")
+    );
     assert!(!chain.is_public());
 
     let (unverified, _) = Trust::load(&TlsSettings {

@@ -110,10 +110,7 @@ impl Rung {
         let path = match kind {
             Kind::Wss if path.is_empty() => "/".to_string(),
             Kind::Wss => {
-                if let Some(bad) = path
-                    .chars()
-                    .find(|c| !c.is_ascii_graphic() || *c == '#')
-                {
+                if let Some(bad) = path.chars().find(|c| !c.is_ascii_graphic() || *c == '#') {
                     return Err(format!(
                         "the path has {bad:?}, which cannot go into the upgrade request; percent-encode it"
                     ));
@@ -139,7 +136,13 @@ impl Rung {
 
 impl fmt::Display for Rung {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.kind.as_str(), self.authority(), self.path)
+        write!(
+            f,
+            "{}://{}{}",
+            self.kind.as_str(),
+            self.authority(),
+            self.path
+        )
     }
 }
 
@@ -160,7 +163,9 @@ fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
     } else {
         match text.rsplit_once(':') {
             Some((h, _)) if h.contains(':') => {
-                return Err("write an IPv6 address in brackets, e.g. ssh://[2001:db8::1]:22".into());
+                return Err(
+                    "write an IPv6 address in brackets, e.g. ssh://[2001:db8::1]:22".into(),
+                );
             }
             Some((h, p)) => (h, Some(p)),
             None => (text, None),
@@ -202,7 +207,10 @@ mod tests {
         assert_eq!((r.kind, r.port), (Kind::Tls, 8443));
         assert_eq!(r.to_string(), "tls://tunnel.vendor.example:8443");
         let r = Rung::parse("ssh://[2001:db8::1]/").unwrap();
-        assert_eq!((r.kind, r.host.as_str(), r.port), (Kind::Ssh, "2001:db8::1", 22));
+        assert_eq!(
+            (r.kind, r.host.as_str(), r.port),
+            (Kind::Ssh, "2001:db8::1", 22)
+        );
         assert_eq!(r.to_string(), "ssh://[2001:db8::1]:22");
         assert_eq!(Rung::ssh("h", 443), Rung::parse("ssh://h:443").unwrap());
     }
