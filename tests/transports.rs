@@ -427,7 +427,15 @@ async fn squid_as_connect_and_as_https_proxy() {
         std::fs::create_dir_all(&sub).unwrap();
         let agent = start_agent(
             &sub,
-            &yaml(&v, &key, &[rung.clone()], &tls, &proxy, remote, target),
+            &yaml(
+                &v,
+                &key,
+                std::slice::from_ref(&rung),
+                &tls,
+                &proxy,
+                remote,
+                target,
+            ),
         );
         carries_exact_bytes(&agent, remote).await;
         let via = agent.snapshot().connected_via.unwrap();

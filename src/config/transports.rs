@@ -95,3 +95,90 @@ pub(super) fn ladder(
     }
     (rungs, settings, problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+    use crate::transport::{Kind, Rung};
+
+    const PIN: &str = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+
+    fn parse(server_extra: &str, pins: bool) -> Result<Config, String> {
+        let pins = if pins {
+            format!("  host_keys: [\"{PIN}\"]\n")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "server:\n  host: tunnel.example\n  user: acme\n{pins}{server_extra}proxy: none\nforwards:\n  - {{ name: a, remote: 5000, target: \"jira:443\" }}\n"
+        );
+        Config::parse(Path::new("/etc/agent/agent.yaml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ports_mean_ssh_rungs_and_transports_replace_them() {
+        let c = parse("  ports: [22, 443]\n", true).unwrap();
+        assert_eq!(
+            c.server.transports,
+            vec![
+                Rung::ssh("tunnel.example", 22),
+                Rung::ssh("tunnel.example", 443)
+            ]
+        );
+        let c = parse(
+            "  transports: [\"ssh://tunnel.example:22\", \"wss://agent.example/tunnel\", \"tls://t.example:8443\"]\n",
+            true,
+        )
+        .unwrap();
+        let kinds: Vec<Kind> = c.server.transports.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [Kind::Ssh, Kind::Wss, Kind::Tls]);
+        assert!(c.server.tls.verify);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_the_field_and_the_fix() {
+        let e = parse("  ports: [22]\n  transports: [\"ssh://h:22\"]\n", true).unwrap_err();
+        assert!(
+            e.contains("agent.yaml: server.ports: is set together with server.transports"),
+            "{e}"
+        );
+        let e = parse("  transports: [\"ssh://h:22\", \"wss://h/x y\"]\n", true).unwrap_err();
+        assert!(e.contains("server.transports[1]: the path has"), "{e}");
+        assert!(e.contains("fix: write ssh://HOST:PORT"), "{e}");
+        let e = parse("  transports: [\"ssh://h:22\", \"SSH://h\"]\n", true).unwrap_err();
+        assert!(
+            e.contains("server.transports[1]: ssh://h:22 is listed twice"),
+            "{e}"
+        );
+        let e = parse("  transports: []\n", true).unwrap_err();
+        assert!(e.contains("server.transports: is empty"), "{e}");
+        let e = parse("  tls: { ca_file: nope.pem }\n", true).unwrap_err();
+        assert!(
+            e.contains("server.tls.ca_file: /etc/agent/nope.pem: cannot read"),
+            "{e}"
+        );
+        let e = parse("  tls: { verify: no_such }\n", true).unwrap_err();
+        assert!(e.contains("verify"), "{e}");
+        let e = parse("  tls: { verfy: false }\n", true).unwrap_err();
+        assert!(e.contains("did you mean `verify`"), "{e}");
+    }
+
+    #[test]
+    fn verify_false_needs_a_pinned_host_key() {
+        let c = parse("  tls: { verify: false }\n", true).unwrap();
+        assert!(!c.server.tls.verify);
+        let e = parse("  tls: { verify: false }\n", false).unwrap_err();
+        assert!(
+            e.contains(
+                "server.tls.verify: false is allowed only when the server's host key is pinned"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("fix: pin the host key in server.host_keys"),
+            "{e}"
+        );
+    }
+}

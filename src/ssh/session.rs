@@ -164,10 +164,10 @@ impl Dialer {
                     let Some((mut banner, since)) = latest.filter(|_| more) else {
                         return std::future::pending().await;
                     };
-                    tokio::time::sleep_until((since + FALLBACK_DELAY).into()).await;
+                    tokio::time::sleep_until(since + FALLBACK_DELAY).await;
                     // Spoke in time: no fallback for it (its failure starts the next rung).
                     if *banner.borrow_and_update() {
-                        return std::future::pending().await;
+                        std::future::pending::<()>().await;
                     }
                 }
             };
