@@ -102,36 +102,46 @@ fn pki(dir: &Path, prefix: &str, ca_name: &str) -> Pki {
     }
 }
 
-/// websockify with TLS only, in front of `to`.
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/vendor")
+        .join(name)
+}
+
+/// websockify with TLS only, in front of `to`: examples/vendor/websockify.sh as shipped.
 fn websockify(dir: &Path, pki: &Pki, to: u16) -> (Daemon, u16) {
     let port = free_port();
-    let mut cmd = Command::new("websockify");
-    cmd.arg("--cert")
-        .arg(&pki.cert)
-        .arg("--key")
-        .arg(&pki.key)
-        .arg("--ssl-only")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(format!("127.0.0.1:{to}"));
+    let mut cmd = Command::new("sh");
+    cmd.arg(example("websockify.sh"))
+        .env("CERT", &pki.cert)
+        .env("KEY", &pki.key)
+        .env("LISTEN", format!("127.0.0.1:{port}"))
+        .env("SSHD", format!("127.0.0.1:{to}"));
     (
         Daemon::start("websockify", cmd, port, dir.join("websockify.log")),
         port,
     )
 }
 
-/// stunnel4 terminating TLS in front of `to`.
+/// stunnel4 terminating TLS in front of `to`: examples/vendor/stunnel.conf with this test's
+/// ports and certificate.
 fn stunnel(dir: &Path, pki: &Pki, to: u16) -> (Daemon, u16) {
     let port = free_port();
     let conf = dir.join("stunnel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "foreground = yes\npid =\n[ssh]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
-            pki.cert.display(),
-            pki.key.display()
-        ),
-    )
-    .unwrap();
+    let shipped = std::fs::read_to_string(example("stunnel.conf")).unwrap();
+    let text = shipped
+        .replace("0.0.0.0:8443", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:22", &format!("127.0.0.1:{to}"))
+        .replace(
+            "/etc/agent-tunnel/tls/fullchain.pem",
+            &pki.cert.display().to_string(),
+        )
+        .replace(
+            "/etc/agent-tunnel/tls/privkey.pem",
+            &pki.key.display().to_string(),
+        );
+    assert_ne!(text, shipped, "examples/vendor/stunnel.conf changed shape");
+    std::fs::write(&conf, text).unwrap();
     let mut cmd = Command::new("stunnel4");
     cmd.arg(&conf);
     (

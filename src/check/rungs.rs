@@ -7,20 +7,30 @@ use std::time::{Duration, Instant};
 
 use super::plan::Plan;
 use super::report::{OfferedHostKey, Row, Status};
+use super::server::{login_and_trials, skip_rest};
 use super::ssh::host_key_row;
 use crate::logging::printable;
 use crate::proxy::{ProxyConfig, Route};
-use crate::ssh::probe::ServerProbe;
+use crate::ssh::keys::Identity;
+use crate::ssh::probe::{Handshake, HandshakeEnd, ProbeSession, ServerProbe};
 use crate::tls::{Chain, Trust};
 use crate::transport::{self, Conn, Io, Kind, Rung, TransportError};
 
 /// One row per rung for its stream, and the host-key row when the SSH handshake got that far.
-pub async fn rung_steps(plan: &Plan, timeout: Duration) -> (Vec<Row>, Vec<OfferedHostKey>) {
+/// When no plain `ssh://` rung on `server.host` exists (the server steps then did nothing),
+/// authentication and the trial forwards run on the first rung with a trusted host key.
+pub async fn rung_steps(
+    plan: &Plan,
+    identity: Option<&Identity>,
+    timeout: Duration,
+) -> (Vec<Row>, Vec<OfferedHostKey>) {
     let mut rows = Vec::new();
     let mut offered = Vec::new();
     if plan.rungs.is_empty() {
         return (rows, offered);
     }
+    let login_here = plan.ports.is_empty();
+    let mut session: Option<(Rung, ProbeSession)> = None;
     let (trust, problem) = Trust::load(&plan.tls);
     if let Some(p) = problem {
         rows.push(Row::problem(
@@ -59,6 +69,19 @@ pub async fn rung_steps(plan: &Plan, timeout: Duration) -> (Vec<Row>, Vec<Offere
         };
         let hs = probe.handshake(io, rung.port, timeout).await;
         let took = started.elapsed();
+        let hs = match hs.end {
+            HandshakeEnd::Trusted(s) => {
+                match &session {
+                    None if login_here => session = Some((rung.clone(), s)),
+                    _ => s.close(timeout).await,
+                }
+                Handshake {
+                    end: HandshakeEnd::Untrusted,
+                    ..hs
+                }
+            }
+            _ => hs,
+        };
         match (&hs.banner, &hs.offered) {
             (Some(banner), Some(k)) => {
                 rows.push(
@@ -96,6 +119,27 @@ pub async fn rung_steps(plan: &Plan, timeout: Duration) -> (Vec<Row>, Vec<Offere
                     .took(took),
                 );
             }
+        }
+    }
+    if login_here {
+        match session {
+            Some((rung, s)) => {
+                login_and_trials(
+                    &mut rows,
+                    plan,
+                    identity,
+                    &rung.host,
+                    rung.port,
+                    s,
+                    timeout,
+                )
+                .await
+            }
+            None => skip_rest(
+                &mut rows,
+                plan,
+                "no rung completed an SSH handshake with a trusted host key",
+            ),
         }
     }
     (rows, offered)
