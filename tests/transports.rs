@@ -523,3 +523,81 @@ async fn behind_ssl_bump_the_tls_rung_is_refused_and_wss_connects() {
     );
     agent.stop().await;
 }
+
+/// `agent check`: a row per rung; for a TLS rung the chain and, since the test CA is not a
+/// public one, the plain statement that TLS is inspected; an untrusted chain FAILs naming its
+/// issuer; with no plain ssh:// rung, auth and the trial forward run over the first trusted rung.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_check_reports_each_rung_with_its_chain() {
+    use agent::check::report::Status;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Acme Corp CA");
+    let other = self::pki(dir.path(), "other", "Some Other CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let sub = dir.path().join("other-stunnel");
+    std::fs::create_dir_all(&sub).unwrap();
+    let (_other_tls, other_port) = stunnel(&sub, &other, v.sshd.port);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let wss = format!("wss://localhost:{}/tunnel", v.wss_port);
+    let bad = format!("tls://localhost:{other_port}");
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(
+        &file,
+        yaml(
+            &v,
+            &key,
+            &[wss.clone(), bad.clone()],
+            &trusted(&pki),
+            "none",
+            remote,
+            target,
+        ),
+    )
+    .unwrap();
+    let report = agent::check::check(&agent::check::Options {
+        config: file,
+        host: None,
+        timeout: Duration::from_secs(5),
+        json: false,
+    })
+    .await;
+    let text = report.to_text();
+    let row = |step: &str, target: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.step == step && r.target == target)
+            .unwrap_or_else(|| panic!("no {step} row for {target}:\n{text}"))
+    };
+    let w = row("wss", &wss);
+    assert_eq!(w.status, Status::Pass, "{text}");
+    assert!(
+        w.detail
+            .contains("certificate chain 'localhost' issued by 'Acme Corp CA'"),
+        "{text}"
+    );
+    assert!(
+        w.detail
+            .contains("TLS is inspected by 'Acme Corp CA' in the path")
+            && w.detail
+                .contains("the pinned SSH host key still authenticates the vendor"),
+        "{text}"
+    );
+    assert!(w.detail.contains("SSH banner \"SSH-2.0-OpenSSH"), "{text}");
+    assert_eq!(row("host-key", &wss).status, Status::Pass, "{text}");
+    let b = row("tls", &bad);
+    assert_eq!(b.status, Status::Fail, "{text}");
+    assert!(b.detail.contains("'Some Other CA'"), "{text}");
+    assert!(
+        b.fix.as_deref().unwrap().contains("server.tls.ca_file"),
+        "{text}"
+    );
+    let auth = report.rows.iter().find(|r| r.step == "auth").unwrap();
+    assert_eq!(auth.status, Status::Pass, "{text}");
+    let fwd = report.rows.iter().find(|r| r.step == "forward").unwrap();
+    assert_eq!(fwd.status, Status::Pass, "{text}");
+    // No plain ssh:// rung on server.host: no dns/tcp rows for it.
+    assert!(!report.rows.iter().any(|r| r.step == "tcp"), "{text}");
+}

@@ -124,16 +124,7 @@ pub async fn rung_steps(
     if login_here {
         match session {
             Some((rung, s)) => {
-                login_and_trials(
-                    &mut rows,
-                    plan,
-                    identity,
-                    &rung.host,
-                    rung.port,
-                    s,
-                    timeout,
-                )
-                .await
+                login_and_trials(&mut rows, plan, identity, &rung.host, rung.port, s, timeout).await
             }
             None => skip_rest(
                 &mut rows,
