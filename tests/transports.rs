@@ -493,7 +493,10 @@ async fn behind_ssl_bump_the_tls_rung_is_refused_and_wss_connects() {
     assert!(s.connected_via.is_none(), "{s:?}");
     let (_, message) = s.last_error.unwrap();
     // Inside the bumped TLS the proxy answers SSH's banner with an HTTP error, not SSH.
-    assert!(message.contains("invalid SSH version string"), "{message}");
+    assert!(
+        message.contains("answered \"HTTP/1.1 400 Bad Request\" instead of an SSH banner"),
+        "{message}"
+    );
     agent.stop().await;
 
     // The ladder: tls first, then wss, which connects.
@@ -600,4 +603,59 @@ async fn agent_check_reports_each_rung_with_its_chain() {
     assert_eq!(fwd.status, Status::Pass, "{text}");
     // No plain ssh:// rung on server.host: no dns/tcp rows for it.
     assert!(!report.rows.iter().any(|r| r.step == "tcp"), "{text}");
+}
+
+/// Reconnects start with the rung that worked last: after the first session (won by the wss
+/// rung once the silent first rung had its 300 ms), the vendor's sshd restarts, and the agent
+/// is back on the wss rung without touching the silent one again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnect_starts_with_the_rung_that_worked_last() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let mut v = vendor(dir.path(), &pki, &public);
+    // Accepts, counts, and never speaks.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rungs = [
+        format!("ssh://127.0.0.1:{silent_port}"),
+        format!("wss://localhost:{}/", v.wss_port),
+    ];
+    let agent = start_agent(
+        dir.path(),
+        &yaml(&v, &key, &rungs, &trusted(&pki), "none", remote, target),
+    );
+    let first = agent.wait_ready(READY).await;
+    assert!(first.connected_via.unwrap().starts_with("wss://"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    tokio::task::block_in_place(|| v.sshd.restart());
+    let again = agent
+        .wait_for(READY, "reconnected", |s| {
+            s.session > first.session && s.ready()
+        })
+        .await;
+    assert!(again.connected_via.unwrap().starts_with("wss://"));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the reconnect tried the silent rung first"
+    );
+    echo_exact(remote, 64 << 10, 9, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
 }

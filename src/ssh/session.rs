@@ -23,7 +23,7 @@ use super::transport::{Transport, transport};
 use crate::config::{Forward, SessionSettings};
 use crate::proxy::{self, Route};
 use crate::tls::Trust;
-use crate::transport::{self, Rung};
+use crate::transport::{self, FirstBytes, Rung};
 use crate::tunnel::conn::ConnContext;
 use crate::tunnel::reconcile::{ForwardError, ForwardPort};
 
@@ -146,13 +146,13 @@ impl Dialer {
         let mut attempts = JoinSet::new();
         let mut worst: Option<SshError> = None;
         // The banner watch and start time of the rung started last.
-        let mut latest: Option<(watch::Receiver<bool>, Instant)> = None;
+        let mut latest: Option<(FirstBytes, Instant)> = None;
         loop {
             if attempts.is_empty() || latest.is_none() {
                 let Some(i) = order.pop_front() else {
                     break;
                 };
-                let (tx, rx) = watch::channel(false);
+                let (tx, rx) = watch::channel(Vec::new());
                 let (me, ctx) = (me.clone(), ctx.clone());
                 attempts.spawn(async move { (i, me.attempt(ctx, i, tx).await) });
                 latest = Some((rx, Instant::now()));
@@ -166,7 +166,7 @@ impl Dialer {
                     };
                     tokio::time::sleep_until(since + FALLBACK_DELAY).await;
                     // Spoke in time: no fallback for it (its failure starts the next rung).
-                    if *banner.borrow_and_update() {
+                    if !banner.borrow_and_update().is_empty() {
                         std::future::pending::<()>().await;
                     }
                 }
@@ -219,21 +219,23 @@ impl Dialer {
         &self,
         ctx: Arc<ConnContext>,
         i: usize,
-        banner: watch::Sender<bool>,
+        banner: watch::Sender<Vec<u8>>,
     ) -> Result<Session, SshError> {
         let (rung, route) = &self.rungs[i];
         let dialed = transport::open(rung, route, &self.trust, self.connect_timeout).await?;
         let target = dialed.via;
         debug!(via = %target, "stream open; SSH handshake");
-        tokio::time::timeout(
+        let first = banner.subscribe();
+        let result = tokio::time::timeout(
             self.handshake_timeout,
             self.handshake(ctx, transport(dialed.conn, banner), rung, target.clone()),
         )
         .await
         .unwrap_or(Err(SshError::HandshakeTimeout {
-            target,
+            target: target.clone(),
             secs: self.handshake_timeout.as_secs(),
-        }))
+        }));
+        result.map_err(|e| not_ssh(e, &target, &first.borrow()))
     }
 
     async fn handshake(
@@ -282,6 +284,20 @@ impl Dialer {
             closed,
         })
     }
+}
+
+/// A protocol failure on a stream whose first bytes were not an SSH banner says what answered
+/// instead: behind an inspecting proxy a `tls://` rung gets the proxy's HTTP error.
+fn not_ssh(e: SshError, target: &str, first: &[u8]) -> SshError {
+    if !matches!(e, SshError::Protocol(_)) || first.is_empty() || first.starts_with(b"SSH-") {
+        return e;
+    }
+    let line = String::from_utf8_lossy(first);
+    let line = line.lines().next().unwrap_or_default();
+    SshError::Protocol(format!(
+        "{target} answered \"{}\" instead of an SSH banner: something other than the vendor's sshd answers on this rung (an inspecting proxy refuses SSH inside TLS: use a wss:// rung)",
+        crate::logging::printable(line)
+    ))
 }
 
 /// `SSH-2.0-agent_VERSION` plus `suffix`, for the vendor's logs.

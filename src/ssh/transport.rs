@@ -30,7 +30,7 @@ const SSH_READ_AHEAD: usize = 256 * 1024;
 /// the first byte arrives (the dialer's fast fallback waits for it).
 pub type Transport = BufReader<FirstByte<Box<dyn Io>>>;
 
-pub fn transport(conn: Conn, banner: watch::Sender<bool>) -> Transport {
+pub fn transport(conn: Conn, banner: watch::Sender<Vec<u8>>) -> Transport {
     let io: Box<dyn Io> = match conn {
         Conn::Tcp(tcp) => Box::new(QuickAckStream(tcp)),
         // TLS and WebSocket rungs: the bytes arrive through rustls, which reads the socket in

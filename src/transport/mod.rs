@@ -24,6 +24,9 @@ use tokio::sync::watch;
 pub use dial::{Dialed, TransportError, open};
 pub use rung::{Kind, Rung};
 
+/// What a [`FirstByte`] publishes: empty until the server has sent something.
+pub type FirstBytes = watch::Receiver<Vec<u8>>;
+
 /// Anything SSH can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -43,14 +46,19 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Sets its watch to `true` on the first read that returns data: the server's banner arrived.
+/// How much of the server's first read [`FirstByte`] keeps: enough for a banner or an HTTP
+/// status line, to say what answered when it was not SSH.
+pub const FIRST_BYTES: usize = 64;
+
+/// Publishes the first bytes the server sent (at most [`FIRST_BYTES`]) on its watch, on the
+/// first read that returns data: the server's banner arrived (or whatever came instead).
 pub struct FirstByte<S> {
     inner: S,
-    seen: Option<watch::Sender<bool>>,
+    seen: Option<watch::Sender<Vec<u8>>>,
 }
 
 impl<S> FirstByte<S> {
-    pub fn new(inner: S, seen: watch::Sender<bool>) -> Self {
+    pub fn new(inner: S, seen: watch::Sender<Vec<u8>>) -> Self {
         Self {
             inner,
             seen: Some(seen),
@@ -74,10 +82,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before
+        let filled = buf.filled();
+        if filled.len() > before
             && let Some(seen) = self.seen.take()
         {
-            seen.send_replace(true);
+            let first = &filled[before..];
+            seen.send_replace(first[..first.len().min(FIRST_BYTES)].to_vec());
         }
         polled
     }
