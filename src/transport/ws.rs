@@ -160,3 +160,122 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
             .map_err(to_io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    type Server = WebSocketStream<TcpStream>;
+
+    async fn send(ws: &mut Server, m: Message) {
+        poll_fn(|cx| Pin::new(&mut *ws).poll_ready(cx))
+            .await
+            .unwrap();
+        Pin::new(&mut *ws).start_send(m).unwrap();
+        poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
+            .await
+            .unwrap();
+    }
+
+    async fn next(ws: &mut Server) -> Option<Message> {
+        poll_fn(|cx| Pin::new(&mut *ws).poll_next(cx))
+            .await
+            .map(|m| m.unwrap())
+    }
+
+    /// A WebSocket server on loopback running `serve` on the one client; the client's WsIo.
+    async fn pair<F, Fut>(serve: F) -> WsIo<TcpStream>
+    where
+        F: FnOnce(Server) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            serve(ws).await;
+        });
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let rung = Rung::parse(&format!("wss://localhost:{port}/tunnel")).unwrap();
+        upgrade(tcp, &rung).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn bytes_travel_in_binary_frames_both_ways_and_close_is_eof() {
+        const LEN: usize = 200_000;
+        let mut io = pair(|mut ws| async move {
+            // Echo LEN bytes of binary frames (a ping first), then say bye and close.
+            send(&mut ws, Message::Ping(Bytes::from_static(b"p"))).await;
+            let mut echoed = 0;
+            while echoed < LEN {
+                match next(&mut ws).await {
+                    Some(Message::Binary(b)) => {
+                        echoed += b.len();
+                        send(&mut ws, Message::Binary(b)).await
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+            send(&mut ws, Message::Binary(Bytes::from_static(b"bye"))).await;
+            let _ = poll_fn(|cx| Pin::new(&mut ws).poll_close(cx)).await;
+        })
+        .await;
+        let data: Vec<u8> = (0..LEN as u32).map(|i| (i % 251) as u8).collect();
+        io.write_all(&data).await.unwrap();
+        io.flush().await.unwrap();
+        let mut back = vec![0u8; data.len()];
+        io.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, data);
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"bye");
+    }
+
+    #[tokio::test]
+    async fn a_text_frame_or_an_oversized_message_is_an_error_not_a_panic() {
+        let mut io = pair(|mut ws| async move {
+            send(&mut ws, Message::text("SSH travels in text?")).await;
+            let _ = next(&mut ws).await;
+        })
+        .await;
+        let mut buf = [0u8; 16];
+        let e = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+
+        let mut io = pair(|mut ws| async move {
+            send(&mut ws, Message::Binary(vec![0u8; MAX_MESSAGE + 1].into())).await;
+            let _ = next(&mut ws).await;
+        })
+        .await;
+        let e = io.read(&mut buf).await.unwrap_err();
+        assert!(e.to_string().contains("WebSocket"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_says_what_the_server_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = tcp.read(&mut head).await;
+            let _ = tcp
+                .write_all(
+                    b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 9\r\n\r\nno \x1b[31m!",
+                )
+                .await;
+        });
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let rung = Rung::parse(&format!("wss://localhost:{port}/")).unwrap();
+        let e = upgrade(tcp, &rung).await.err().unwrap();
+        assert!(e.contains("HTTP 405 Method Not Allowed"), "{e}");
+        assert!(!e.contains('\x1b'), "{e}");
+    }
+}
