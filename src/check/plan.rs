@@ -103,11 +103,24 @@ pub fn config_step(file: &Path) -> ConfigStep {
     match Config::read_or_salvage(file) {
         Ok(c) => {
             let pins = c.server.host_keys.len();
-            let ladder: Vec<String> = c.server.transports.iter().map(|r| r.to_string()).collect();
+            // Plain SSH to server.host only: the ports, as written; otherwise the whole ladder.
+            let plain = c
+                .server
+                .transports
+                .iter()
+                .all(|r| r.kind == Kind::Ssh && r.host == c.server.host);
+            let ladder = if plain {
+                let ports: Vec<u16> = c.server.transports.iter().map(|r| r.port).collect();
+                format!("ports {}", join(&ports))
+            } else {
+                let rungs: Vec<String> =
+                    c.server.transports.iter().map(|r| r.to_string()).collect();
+                format!("via {}", rungs.join(", "))
+            };
             let detail = format!(
-                "valid: server {} via {} as {}; {} forward{}; {} host key pin{}{}",
+                "valid: server {} {} as {}; {} forward{}; {} host key pin{}{}",
                 c.server.host,
-                ladder.join(", "),
+                ladder,
                 c.server.user,
                 c.forwards.len(),
                 plural(c.forwards.len()),
