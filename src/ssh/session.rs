@@ -214,7 +214,10 @@ impl Dialer {
     }
 
     /// One rung: open its stream, then the SSH handshake and authentication within
-    /// `timeouts.handshake`. `banner` is set when the server's first byte arrives.
+    /// `timeouts.handshake`. Directly, each address of the rung's host in turn until one yields a
+    /// session (an address that accepts TCP but never speaks costs that bound, while the ladder
+    /// has already started the next rung beside this one). `banner` is set when the server's
+    /// first byte arrives.
     async fn attempt(
         &self,
         ctx: Arc<ConnContext>,
@@ -222,7 +225,41 @@ impl Dialer {
         banner: watch::Sender<Vec<u8>>,
     ) -> Result<Session, SshError> {
         let (rung, route) = &self.rungs[i];
-        let dialed = transport::open(rung, route, &self.trust, self.connect_timeout).await?;
+        if route.proxy().is_some() {
+            // The proxy resolves the name (or `proxy::connect` does, for socks5://).
+            let dialed = transport::open(rung, route, &self.trust, self.connect_timeout).await?;
+            return self.over(ctx, rung, dialed, banner).await;
+        }
+        let mut worst: Option<SshError> = None;
+        for addr in transport::resolve(rung, self.connect_timeout).await? {
+            debug!(%addr, %rung, "dialing");
+            let tried =
+                match transport::open_at(rung, addr, &self.trust, self.connect_timeout).await {
+                    Ok(dialed) => self.over(ctx.clone(), rung, dialed, banner.clone()).await,
+                    Err(e) => Err(e.into()),
+                };
+            match tried {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    info!(%rung, %addr, error = %e, "connection attempt failed; trying the next address");
+                    keep_worst(&mut worst, e);
+                }
+            }
+        }
+        Err(worst.unwrap_or_else(|| SshError::Network {
+            target: rung.to_string(),
+            reason: "the name resolved to no address".into(),
+        }))
+    }
+
+    /// The SSH handshake and authentication on an open stream, within `timeouts.handshake`.
+    async fn over(
+        &self,
+        ctx: Arc<ConnContext>,
+        rung: &Rung,
+        dialed: transport::Dialed,
+        banner: watch::Sender<Vec<u8>>,
+    ) -> Result<Session, SshError> {
         let target = dialed.via;
         debug!(via = %target, "stream open; SSH handshake");
         let first = banner.subscribe();

@@ -35,7 +35,8 @@ pub enum TransportError {
     WebSocket { target: String, reason: String },
 }
 
-/// Opens `rung` the way `route` says (direct or through a proxy), verifying TLS with `trust`.
+/// Opens `rung` the way `route` says (direct: the first address that accepts TCP; or through
+/// a proxy), verifying TLS with `trust`.
 pub async fn open(
     rung: &Rung,
     route: &Route,
@@ -57,6 +58,48 @@ pub async fn open(
             (ProxyStream::Tcp(tcp), format!("{rung} ({addr})"))
         }
     };
+    wrap(rung, base, via, trust, timeout).await
+}
+
+/// Opens `rung` directly at one of its addresses (from [`resolve`]), so that the caller can run
+/// the SSH handshake on each address in turn.
+pub async fn open_at(
+    rung: &Rung,
+    addr: SocketAddr,
+    trust: &Trust,
+    timeout: Duration,
+) -> Result<Dialed, TransportError> {
+    let via = format!("{rung} ({addr})");
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(TransportError::Network {
+                target: via,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(TransportError::Network {
+                target: via,
+                reason: format!(
+                    "TCP connect timed out after {} (a firewall dropping the port?)",
+                    secs(timeout)
+                ),
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    wrap(rung, ProxyStream::Tcp(tcp), via, trust, timeout).await
+}
+
+/// TLS and the WebSocket upgrade on `base`, as the rung asks.
+async fn wrap(
+    rung: &Rung,
+    base: ProxyStream,
+    via: String,
+    trust: &Trust,
+    timeout: Duration,
+) -> Result<Dialed, TransportError> {
     let target = via.clone();
     if rung.kind == Kind::Ssh {
         let conn = match base {
@@ -118,6 +161,24 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f32())
 }
 
+/// The rung host's addresses, the lookup bounded by `timeout`.
+pub async fn resolve(rung: &Rung, timeout: Duration) -> Result<Vec<SocketAddr>, TransportError> {
+    let network = |reason: String| TransportError::Network {
+        target: rung.to_string(),
+        reason,
+    };
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::lookup_host((rung.host.as_str(), rung.port)),
+    )
+    .await
+    {
+        Ok(Ok(a)) => Ok(a.collect()),
+        Ok(Err(e)) => Err(network(format!("DNS lookup failed: {e}"))),
+        Err(_) => Err(network("DNS lookup timed out".into())),
+    }
+}
+
 /// TCP to every address of the rung's host in turn, each connect bounded by `timeout`.
 async fn tcp(rung: &Rung, timeout: Duration) -> Result<(TcpStream, SocketAddr), TransportError> {
     let target = rung.to_string();
@@ -125,16 +186,7 @@ async fn tcp(rung: &Rung, timeout: Duration) -> Result<(TcpStream, SocketAddr), 
         target: target.clone(),
         reason,
     };
-    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
-        timeout,
-        tokio::net::lookup_host((rung.host.as_str(), rung.port)),
-    )
-    .await
-    {
-        Ok(Ok(a)) => a.collect(),
-        Ok(Err(e)) => return Err(network(format!("DNS lookup failed: {e}"))),
-        Err(_) => return Err(network("DNS lookup timed out".into())),
-    };
+    let addrs = resolve(rung, timeout).await?;
     let mut reason = String::from("the name resolved to no address");
     for addr in addrs {
         debug!(%addr, rung = %target, "dialing");

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-pub use dial::{Dialed, TransportError, open};
+pub use dial::{Dialed, TransportError, open, open_at, resolve};
 pub use rung::{Kind, Rung};
 
 /// What a [`FirstByte`] publishes: empty until the server has sent something.
