@@ -21,7 +21,6 @@ const START: Duration = Duration::from_secs(10);
 
 /// A program started by a test, killed (by its PID) when dropped.
 struct Daemon {
-    name: &'static str,
     child: Child,
     log: PathBuf,
 }
@@ -38,7 +37,7 @@ impl Daemon {
             .unwrap_or_else(|e| {
                 panic!("{name} cannot be started ({e}): run scripts/test.sh, which installs it")
             });
-        let mut d = Daemon { name, child, log };
+        let mut d = Daemon { child, log };
         let deadline = Instant::now() + START;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = d.child.try_wait() {
@@ -63,7 +62,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.name;
     }
 }
 
