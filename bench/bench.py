@@ -5,6 +5,10 @@ Everything stays on 127.0.0.1: a private sshd with its own config and keys, iper
 service as the targets. For each repetition, each tunnel (the agent and ssh -R, same cipher) is
 started, measured and stopped in turn, which goes first alternating, so both see the same machine
 noise. Medians and the agent/ssh ratio per row are printed; every raw number goes to a JSON file.
+
+With --wss, a third tunnel: the agent over a `wss://` rung, through websockify (TLS, the vendor-side
+terminator of examples/vendor/websockify.sh) in front of the same sshd; its column is compared with
+the agent's plain SSH (target: >= 0.8x throughput). websockify's CPU is counted with sshd's.
 """
 import argparse
 import json
@@ -137,11 +141,36 @@ def login_user():
     return os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
 
 
-def agent_yaml(sshd, key, forwards, extra=""):
-    """agent.yaml for `sshd`: forwards is {name: (remote port, target port)}, all on 127.0.0.1."""
+class Websockify:
+    """websockify with TLS only in front of sshd, as examples/vendor/websockify.sh runs it. Its
+    certificate is self-signed, so the agent runs with `tls: { verify: false }` (the host key is
+    pinned): verification costs only at the handshake, not per byte."""
+
+    def __init__(self, work, sshd):
+        self.port = free_port()
+        cert, key = work / "wss-cert.pem", work / "wss-key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        env = dict(os.environ, CERT=str(cert), KEY=str(key), LISTEN=f"127.0.0.1:{self.port}",
+                   SSHD=f"127.0.0.1:{sshd.port}")
+        self.proc = subprocess.Popen(["sh", str(ROOT / "examples/vendor/websockify.sh")], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=open(work / "websockify.log", "w"))
+        if not wait_port(self.port):
+            sys.exit("websockify did not start; see " + str(work / "websockify.log"))
+
+    def close(self):
+        stop(self.proc)
+
+
+def agent_yaml(sshd, key, forwards, extra="", wss=None):
+    """agent.yaml for `sshd` (through `wss`, a Websockify, when given): forwards is
+    {name: (remote port, target port)}, all on 127.0.0.1."""
+    ladder = f"ports: [{sshd.port}]" if wss is None else \
+        f'transports: ["wss://localhost:{wss.port}/"]\n  tls: {{ verify: false }}'
     lines = [f"""server:
   host: 127.0.0.1
-  ports: [{sshd.port}]
+  {ladder}
   user: {login_user()}
   host_keys: ["{sshd.host_key_line}"]
 identity: {key}
@@ -154,18 +183,18 @@ forwards:"""]
 class Tunnel:
     """A running tunnel (agent or ssh -R) with forwards iperf (r1) and echo (r2)."""
 
-    def __init__(self, kind, work, sshd, key, iperf_port, echo_port):
+    def __init__(self, kind, work, sshd, key, iperf_port, echo_port, wss=None):
         self.kind = kind
         self.r1, self.r2 = free_port(), free_port()
         user = login_user()
         if kind.startswith("agent"):
-            cfg = work / "agent.yaml"
+            cfg = work / f"{kind}.yaml"
             extra = 'admin: { listen: "off" }\nlog: { level: warn }\n'
             if kind == "agent+audit":
                 # The same agent with its audit trail on: one record per connection.
                 extra += f"audit: {{ file: {work / 'audit.jsonl'} }}\n"
             cfg.write_text(agent_yaml(sshd, key, {"iperf": (self.r1, iperf_port), "echo": (self.r2, echo_port)},
-                                      extra))
+                                      extra, wss if kind == "agent-wss" else None))
             cmd = [str(AGENT), "-c", str(cfg), "run"]
         else:
             cmd = ["ssh", "-N", "-T", "-c", CIPHER, "-i", str(key), "-p", str(sshd.port),
@@ -206,10 +235,14 @@ def loadgen(*args, timeout=600):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(t, sshd, args):
-    """One repetition of every case on tunnel `t`; returns {row: value}."""
+def measure(t, sshd, args, wss=None):
+    """One repetition of every case on tunnel `t`; returns {row: value}. The server side's CPU
+    is sshd's, plus websockify's for the wss tunnel."""
     row = {}
     pid = t.proc.pid
+
+    def server_cpu():
+        return tree_cpu(sshd.proc.pid) + (tree_cpu(wss.proc.pid) if wss and t.kind == "agent-wss" else 0)
     time.sleep(2)
     row["idle RSS MiB"] = mem_kib(pid, "VmRSS") / 1024
     # RSS counts the program's code pages too (clean, shared, reclaimable); this is the memory
@@ -217,9 +250,9 @@ def measure(t, sshd, args):
     row["idle private (anon) MiB"] = mem_kib(pid, "RssAnon") / 1024
     for reverse, direction in ((False, "to service"), (True, "from service")):
         for par in (1, 8):
-            c0, s0 = cpu_seconds(pid), tree_cpu(sshd.proc.pid)
+            c0, s0 = cpu_seconds(pid), server_cpu()
             gbps, nbytes = iperf(t.r1, args.seconds, reverse, par)
-            c1, s1 = cpu_seconds(pid), tree_cpu(sshd.proc.pid)
+            c1, s1 = cpu_seconds(pid), server_cpu()
             row[f"Gbit/s {direction}, {par} stream{'s' if par > 1 else ''}"] = gbps
             if par == 1:
                 row[f"CPU s/GB {direction}"] = (c1 - c0) / (nbytes / 1e9)
@@ -262,6 +295,7 @@ def main():
     p.add_argument("--audit", action="store_true",
                    help="also measure the agent with its audit trail on (column agent+audit)")
     p.add_argument("--out", default=str(ROOT / "bench/results"))
+    p.add_argument("--wss", action="store_true", help="also the agent over a wss:// rung (websockify)")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
@@ -274,21 +308,25 @@ def main():
     echo_srv = subprocess.Popen([str(LOADGEN), "echo"], stdout=subprocess.PIPE, text=True)
     echo_port = json.loads(echo_srv.stdout.readline())["port"]
     wait_port(iperf_port)
-    kinds = ["agent", "ssh"] + (["agent+audit"] if args.audit else [])
+    kinds = ["agent", "ssh"] + (["agent+audit"] if args.audit else []) + (["agent-wss"] if args.wss else [])
+    wss = Websockify(work, sshd) if args.wss else None
     results = {k: [] for k in kinds}
     try:
         for run in range(args.runs):
-            # Alternate which tunnel goes first, so neither always meets a cold machine.
-            for kind in kinds if run % 2 == 0 else kinds[::-1]:
+            # Rotate which tunnel goes first, so none always meets a cold machine.
+            order = kinds[run % len(kinds):] + kinds[:run % len(kinds)]
+            for kind in order:
                 print(f"run {run + 1}/{args.runs}: {kind}", file=sys.stderr, flush=True)
-                t = Tunnel(kind, work, sshd, key, iperf_port, echo_port)
+                t = Tunnel(kind, work, sshd, key, iperf_port, echo_port, wss)
                 try:
-                    results[kind].append(measure(t, sshd, args))
+                    results[kind].append(measure(t, sshd, args, wss))
                 finally:
                     t.close()
     finally:
         for proc in (echo_srv, iperf_srv):
             stop(proc)
+        if wss:
+            wss.close()
         sshd.close()
 
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
@@ -300,9 +338,13 @@ def main():
     machine = f"{os.cpu_count()} cores, {cpu}, TCP congestion control {cc}"
     stamp = time.strftime("%Y-%m-%d")
     rows = list(results["agent"][0].keys())
-    audit = " agent+audit | audit / agent |" if args.audit else ""
+    head, rule = "| case | agent | ssh -R | agent / ssh |", "|---|---|---|---|"
+    if args.audit:
+        head, rule = head + " agent+audit | audit / agent |", rule + "---|---|"
+    if args.wss:
+        head, rule = head + " agent wss | wss / agent |", rule + "---|---|"
     lines = [f"Benchmark {stamp} on {machine}; {args.runs} interleaved runs, medians; cipher {CIPHER}", "",
-             f"| case | agent | ssh -R | agent / ssh |{audit}", "|---|---|---|---|" + ("---|---|" if args.audit else "")]
+             head, rule]
     for r in rows:
         a = statistics.median(x[r] for x in results["agent"])
         s = statistics.median(x[r] for x in results["ssh"])
@@ -311,6 +353,9 @@ def main():
         if args.audit:
             au = statistics.median(x[r] for x in results["agent+audit"])
             line += f" {au:.2f} | {au / a:.3f} |" if a else f" {au:.2f} | - |"
+        if args.wss:
+            w = statistics.median(x[r] for x in results["agent-wss"])
+            line += f" {w:.2f} | {w / a:.2f} |" if a else f" {w:.2f} | - |"
         lines.append(line)
     table = "\n".join(lines)
     print(table)

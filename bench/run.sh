@@ -2,13 +2,16 @@
 # The agent against `ssh -R` on this machine: throughput both ways (1 and 8 streams), CPU per GB,
 # 64-byte RTT, new-connection time, 10,000 concurrent connections, idle and peak memory.
 # Loopback only. Installs what it needs on Debian/Ubuntu. Options go to bench/bench.py
-# (e.g. `bench/run.sh --runs 3 --seconds 5 --conns 2000` for a quick look).
+# (e.g. `bench/run.sh --runs 3 --seconds 5 --conns 2000` for a quick look; `--wss` adds the agent
+# over a wss:// rung through websockify).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v iperf3 >/dev/null || need+=(iperf3)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
+command -v openssl >/dev/null || need+=(openssl)
+if [[ " $* " == *" --wss "* ]]; then command -v websockify >/dev/null || need+=(websockify); fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine or a developer's laptop:
 # installs what the tests need (a real OpenSSH sshd and client, openssl, the proxies tinyproxy
-# and microsocks for tests/proxy.rs, iptables for tests/deadlink.rs, and Python's paramiko for
-# the hostile-server suite in tests/hostile.rs) when missing, builds the release binary that suite runs against, then runs
+# and microsocks for tests/proxy.rs, iptables for tests/deadlink.rs, websockify, stunnel4 and
+# squid-openssl for tests/transports.rs, and Python's paramiko for the hostile-server suite in
+# tests/hostile.rs) when missing, builds the release binary that suite runs against, then runs
 # every test. Tests start their own sshd on 127.0.0.1 with their own config; nothing else is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,11 @@ command -v microsocks >/dev/null || need+=(microsocks)
 # from util-linux, is always there; `ip` comes with iproute2).
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
+# tests/transports.rs: the vendor-side terminators (wss, tls) and squid with ssl-bump support
+# (Debian's plain `squid` is built without OpenSSL: no https_port, no ssl-bump).
+command -v websockify >/dev/null || need+=(websockify)
+command -v stunnel4 >/dev/null || need+=(stunnel4)
+[ -x /usr/lib/squid/security_file_certgen ] || need+=(squid-openssl)
 # Debian's package rather than pip: a fresh Debian 12+ / Ubuntu 23.04+ has no pip, and its pip
 # refuses to install into the system Python anyway (PEP 668, "externally-managed-environment").
 # The package brings python3 with it; Debian 12+ and Ubuntu 22.04+ ship paramiko 2.9 or later,
@@ -41,12 +47,14 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # The tests start their own tinyproxy; do not leave the packaged service running where
-  # systemd started it on install.
-  if [[ " ${need[*]} " == *" tinyproxy "* ]] && command -v systemctl >/dev/null \
-    && systemctl is-active --quiet tinyproxy 2>/dev/null; then
-    $sudo systemctl disable --now tinyproxy >/dev/null 2>&1 || true
-  fi
+  # The tests start their own tinyproxy, squid and stunnel; do not leave the packaged services
+  # running where systemd started them on install.
+  for svc in tinyproxy squid stunnel4; do
+    if [[ " ${need[*]} " == *" $svc"* ]] && command -v systemctl >/dev/null \
+      && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 # sshd refuses to start without its privilege-separation directory.
 [ -d /run/sshd ] || { [ "$(id -u)" = 0 ] && mkdir -p /run/sshd || sudo mkdir -p /run/sshd; }

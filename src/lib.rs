@@ -1,6 +1,7 @@
 //! `agent`: the customer-side end of an outbound-only SSH reverse tunnel.
 //!
-//! The agent dials OUT to the vendor's SSH server (port 22, falling back to 443), checks the
+//! The agent dials OUT to the vendor's SSH server (a ladder of rungs: plain SSH on 22 and 443,
+//! SSH inside TLS or inside WebSocket over TLS), checks the
 //! server's host key against pins in agent.yaml, authenticates with the customer's key, and asks
 //! for one remote port forward per listed service. When the vendor connects to such a port, the
 //! server opens a `forwarded-tcpip` channel and the agent pipes it to the configured target, and
@@ -18,7 +19,12 @@
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
 //! - [`config`]: agent.yaml, parsed and validated once, before any network I/O.
 //! - [`import`]: `agent import`, supervisord.conf / autossh command lines -> agent.yaml.
-//! - [`proxy`]: reaching the server through an HTTP CONNECT or SOCKS5 egress proxy (russh-free).
+//! - [`proxy`]: reaching the server through an HTTP CONNECT (plain or over TLS to the proxy) or
+//!   SOCKS5 egress proxy (russh-free).
+//! - [`transport`]: one rung of `server.transports` (`ssh://`, `tls://`, `wss://`) opened to a
+//!   byte stream at the SSH banner, directly or through [`proxy`] (russh-free).
+//! - [`tls`]: what TLS trusts (platform store plus `server.tls.ca_file`), the chain a handshake
+//!   saw and who issued it; imports only [`logging`].
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins and known_hosts, the session (dial, host-key
 //!   check, authentication, forward requests), the channel handler and the channel adapter, the
 //!   TCP transport under the session (read-ahead, quick ACKs), and `agent check`'s probe, which
@@ -28,11 +34,13 @@
 //!   routes channels and answers health questions, one forwarded connection (route, dial, pump)
 //!   and its byte budgets. `ssh` implements its ports (`ForwardPort`, `IncomingChannel`,
 //!   `ChannelSink`).
-//! - [`run`]: `agent run`: the supervisor above `ssh` and `tunnel` (dial, reconnect with backoff,
+//! - [`run`]: `agent run`: the supervisor above `ssh` and `tunnel` (dial, reconnect with backoff
+//!   starting with the rung that worked last,
 //!   apply reloads the one way whatever the agent is doing), signal handling.
 //!
-//! Data flows one way: config -> access policy -> desired forwards -> reconciler -> session -> forwarded
-//! connection -> target.
+//! Data flows one way: config -> access policy -> desired forwards -> reconciler -> session ->
+//! forwarded connection -> target. The session's stream comes from [`transport`] (which uses
+//! [`proxy`] and [`tls`]); `ssh::session` races the rungs and runs the handshake over the winner.
 //! - [`keygen`]: `agent keygen`.
 //! - [`logging`]: text or JSON logs on stdout, and [`logging::printable`], through which any text
 //!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output.
@@ -62,4 +70,6 @@ pub mod proxy;
 pub mod run;
 pub mod ssh;
 pub mod sys;
+pub mod tls;
+pub mod transport;
 pub mod tunnel;

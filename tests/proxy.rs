@@ -560,7 +560,7 @@ async fn a_proxy_that_allows_one_port_moves_the_agent_to_that_port() {
     let agent = s.agent(&[disallowed, s.sshd.port], remote, echo, &proxy);
     let via = agent.wait_ready(READY).await.connected_via.unwrap();
     assert!(
-        via.starts_with(&format!("127.0.0.1:{} via", s.sshd.port)),
+        via.starts_with(&format!("ssh://127.0.0.1:{} via", s.sshd.port)),
         "{via}"
     );
     echo_exact(remote, 64 << 10, 5, Duration::from_secs(30))
@@ -759,8 +759,8 @@ fn config_errors_name_the_field_and_never_show_the_password() {
         ),
         ("proxy.corp:3128".to_string(), "has no scheme"),
         (
-            format!("https://agent:{TP_PASSWORD}@proxy"),
-            "not supported",
+            format!("https://agent:{TP_PASSWORD}@proxy:0"),
+            "not a port number",
         ),
         ("off".to_string(), "`proxy: none`"),
     ];

@@ -14,7 +14,11 @@
 //!    [`targets`], [`tls`];
 //! 8. the proxy, as its own hop (reported before the server): which one (password masked) and
 //!    why, whether it accepts TCP; the server ports are then requested through it, each in its
-//!    `tcp` row — [`proxy`].
+//!    `tcp` row — [`proxy`];
+//! 9. each `tls://` / `wss://` rung (and `ssh://` rung on another host): the stream, the
+//!    certificate chain and whether TLS is inspected in the path, then banner and host key over
+//!    it; with no plain `ssh://` rung on `server.host`, authentication and the trial forwards
+//!    run on the first trusted rung — [`rungs`].
 //!
 //! Exit code: 0 nothing failed, 1 something failed, 2 the config could not be read or validated
 //! (or `HOST` is not a host name). `agent check HOST[:PORT]` needs no config: DNS, TCP, banner
@@ -26,6 +30,7 @@ mod net;
 mod plan;
 mod proxy;
 pub mod report;
+mod rungs;
 mod server;
 mod ssh;
 mod targets;
@@ -106,12 +111,16 @@ async fn with_config(opts: &Options) -> Report {
         targets::target_steps(&plan, opts.timeout)
     );
     rows.extend(server.rows);
+    let (rung_rows, rung_keys) = rungs::rung_steps(&plan, identity.as_ref(), opts.timeout).await;
+    rows.extend(rung_rows);
     rows.extend(targets);
+    let mut offered = server.offered;
+    offered.extend(rung_keys);
     Report::new(
         Some(opts.config.display().to_string()),
         opts.timeout,
         rows,
-        server.offered,
+        offered,
         step.unusable,
     )
 }

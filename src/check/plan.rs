@@ -10,6 +10,8 @@ use super::proxy::ProxyPlan;
 use super::report::{Row, Status};
 use crate::config::{Config, Forward, Timeouts};
 use crate::ssh::hostkey::HostKeyPin;
+use crate::tls::TlsSettings;
+use crate::transport::{Kind, Rung};
 
 /// What the network steps probe. Every field may be missing when the config is invalid.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +31,13 @@ pub struct Plan {
     pub first_contact: bool,
     /// Direct or through which proxy, as the agent would connect.
     pub proxy: ProxyPlan,
+    /// The rungs other than plain SSH to `host` (those are `ports`): TLS and WebSocket rungs,
+    /// and SSH to another host, in ladder order.
+    pub rungs: Vec<Rung>,
+    /// `server.tls`, for those rungs and an `https://` proxy.
+    pub tls: TlsSettings,
+    /// The proxy setting, to route each rung as the agent would (NO_PROXY per host).
+    pub proxy_config: Option<crate::proxy::ProxyConfig>,
 }
 
 impl Plan {
@@ -38,9 +47,14 @@ impl Plan {
     fn from_config(c: &Config, proxy_error: Option<&str>) -> Self {
         let known = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
         let mut ports = Vec::new();
-        for &port in &c.server.ports {
-            if port != 0 && !ports.contains(&port) {
-                ports.push(port);
+        let mut rungs = Vec::new();
+        for rung in &c.server.transports {
+            if rung.kind == Kind::Ssh && rung.host == c.server.host {
+                if rung.port != 0 && !ports.contains(&rung.port) {
+                    ports.push(rung.port);
+                }
+            } else {
+                rungs.push(rung.clone());
             }
         }
         let forwards = c
@@ -62,6 +76,9 @@ impl Plan {
             admin_listen: c.admin_listen,
             timeouts: Some(c.timeouts),
             first_contact: false,
+            rungs,
+            tls: c.server.tls.clone(),
+            proxy_config: proxy_error.is_none().then(|| c.proxy.clone()),
             proxy: match proxy_error {
                 Some(why) => ProxyPlan::Invalid(why.to_string()),
                 None => ProxyPlan::from_config(&c.proxy, &c.server.host),
@@ -86,10 +103,24 @@ pub fn config_step(file: &Path) -> ConfigStep {
     match Config::read_or_salvage(file) {
         Ok(c) => {
             let pins = c.server.host_keys.len();
+            // Plain SSH to server.host only: the ports, as written; otherwise the whole ladder.
+            let plain = c
+                .server
+                .transports
+                .iter()
+                .all(|r| r.kind == Kind::Ssh && r.host == c.server.host);
+            let ladder = if plain {
+                let ports: Vec<u16> = c.server.transports.iter().map(|r| r.port).collect();
+                format!("ports {}", join(&ports))
+            } else {
+                let rungs: Vec<String> =
+                    c.server.transports.iter().map(|r| r.to_string()).collect();
+                format!("via {}", rungs.join(", "))
+            };
             let detail = format!(
-                "valid: server {} ports {} as {}; {} forward{}; {} host key pin{}{}",
+                "valid: server {} {} as {}; {} forward{}; {} host key pin{}{}",
                 c.server.host,
-                join(&c.server.ports),
+                ladder,
                 c.server.user,
                 c.forwards.len(),
                 plural(c.forwards.len()),

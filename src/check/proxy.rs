@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-
 use super::net::secs;
 use super::plan::Plan;
 use super::report::{Row, Status};
@@ -102,13 +100,14 @@ fn kind(url: &ProxyUrl) -> &'static str {
         Scheme::Http => "HTTP CONNECT",
         Scheme::Socks5 => "SOCKS5 (names resolved here)",
         Scheme::Socks5h => "SOCKS5 (names resolved by the proxy)",
+        Scheme::Https => "HTTP CONNECT over TLS to the proxy",
     }
 }
 
 /// One server port requested through the proxy.
 pub struct Tunnelled {
     pub port: u16,
-    pub stream: Option<TcpStream>,
+    pub stream: Option<crate::proxy::ProxyStream>,
     result: Result<String, Option<ProxyError>>,
     elapsed: Duration,
 }
@@ -120,6 +119,7 @@ pub async fn tunnel_ports(
     host: &str,
     ports: &[u16],
     timeout: Duration,
+    trust: &crate::tls::Trust,
 ) -> Vec<Tunnelled> {
     let mut out: Vec<Tunnelled> = Vec::new();
     for &port in ports {
@@ -136,7 +136,7 @@ pub async fn tunnel_ports(
             continue;
         }
         let started = Instant::now();
-        let (stream, result) = match proxy::connect(url, host, port, timeout).await {
+        let (stream, result) = match proxy::connect(url, host, port, timeout, trust).await {
             Ok(t) => {
                 let to = t
                     .server_addr
@@ -224,6 +224,9 @@ fn fix_for(e: &ProxyError, target: &str, from: &str, plan: &Plan) -> String {
         ),
         ProxyError::Protocol { .. } => format!(
             "check that the proxy ({from}) is an HTTP proxy (write http://) or a SOCKS5 proxy (write socks5h://)"
+        ),
+        ProxyError::Tls { .. } => format!(
+            "if the proxy ({from}) speaks plain HTTP, write http:// instead of https://; if it presents a certificate from your own CA, put that CA in server.tls.ca_file"
         ),
         ProxyError::Resolve { .. } => {
             "write the proxy as socks5h:// so that the proxy resolves the server name, or fix this machine's DNS".into()

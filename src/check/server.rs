@@ -15,6 +15,8 @@ use super::ssh::{auth_row, host_key_row, ssh_row};
 use crate::proxy::Scheme;
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{HandshakeEnd, ProbeSession, ServerProbe};
+use crate::tls::Trust;
+use crate::transport::Io;
 
 /// What the server steps found.
 #[derive(Default)]
@@ -38,6 +40,10 @@ pub async fn server_steps(
     timeout: Duration,
 ) -> ServerFindings {
     let mut out = ServerFindings::default();
+    if plan.ports.is_empty() && !plan.rungs.is_empty() {
+        // No plain ssh:// rung on server.host: the rung steps cover everything.
+        return out;
+    }
     let Some(host) = plan.host.clone() else {
         out.rows.push(Row::skip(
             "dns",
@@ -84,13 +90,18 @@ pub async fn server_steps(
     };
 
     // Step 4: every port, each reported separately (through the proxy when there is one).
-    let streams: Vec<(u16, TcpStream)> = match &proxy {
+    let streams: Vec<(u16, Box<dyn Io>)> = match &proxy {
         Some(url) => {
-            let tries = tunnel_ports(url, &host, &plan.ports, timeout).await;
+            let trust = if url.scheme == Scheme::Https {
+                Trust::load(&plan.tls).0
+            } else {
+                Trust::empty()
+            };
+            let tries = tunnel_ports(url, &host, &plan.ports, timeout, &trust).await;
             out.rows.extend(tunnel_rows(&host, url, &tries, plan));
             tries
                 .into_iter()
-                .filter_map(|t| Some((t.port, t.stream?)))
+                .filter_map(|t| Some((t.port, Box::new(t.stream?) as Box<dyn Io>)))
                 .collect()
         }
         None => {
@@ -108,7 +119,7 @@ pub async fn server_steps(
             }
             tries
                 .into_iter()
-                .filter_map(|t| Some((t.port, t.stream?.0)))
+                .filter_map(|t| Some((t.port, Box::new(t.stream?.0) as Box<dyn Io>)))
                 .collect()
         }
     };
@@ -165,10 +176,9 @@ pub async fn server_steps(
     }
 
     // Step 5 (end): public-key authentication, on the first port the agent would use.
-    let authenticated = match session {
+    match session {
         None if kex_ports.is_empty() => {
             skip_rest(&mut out.rows, plan, "no SSH handshake completed");
-            return out;
         }
         None => {
             skip_rest(
@@ -176,39 +186,46 @@ pub async fn server_steps(
                 plan,
                 "no port offered a trusted host key (the agent never logs in to an unverified server)",
             );
-            return out;
         }
-        Some((port, mut s)) => {
-            let ok = auth_row(&mut out.rows, plan, identity, &host, port, &mut s, timeout).await;
-            if ok { Ok(s) } else { Err(s) }
-        }
-    };
-    // Step 6: a trial of every forward, cancelled at once.
-    match authenticated {
-        Ok(s) => {
-            let mut agent_running = None;
-            for f in &plan.forwards {
-                let started = Instant::now();
-                let trial = s
-                    .trial_forward(&f.remote_addr, f.remote_port, timeout)
-                    .await;
-                let row = super::forward::forward_row(f, plan, trial, &mut agent_running).await;
-                out.rows.push(row.took(started.elapsed()));
-            }
-            s.close(timeout).await;
-        }
-        Err(s) => {
-            s.close(timeout).await;
-            for f in &plan.forwards {
-                out.rows.push(Row::skip(
-                    "forward",
-                    super::forward::label(f),
-                    "needs an authenticated session",
-                ));
-            }
+        Some((port, s)) => {
+            login_and_trials(&mut out.rows, plan, identity, &host, port, s, timeout).await;
         }
     }
     out
+}
+
+/// Step 5's authentication and step 6's trial forwards on a session whose host key is trusted
+/// (`host:port` names where it runs, for the rows).
+pub async fn login_and_trials(
+    rows: &mut Vec<Row>,
+    plan: &Plan,
+    identity: Option<&Identity>,
+    host: &str,
+    port: u16,
+    mut s: ProbeSession,
+    timeout: Duration,
+) {
+    let ok = auth_row(rows, plan, identity, host, port, &mut s, timeout).await;
+    if ok {
+        let mut agent_running = None;
+        for f in &plan.forwards {
+            let started = Instant::now();
+            let trial = s
+                .trial_forward(&f.remote_addr, f.remote_port, timeout)
+                .await;
+            let row = super::forward::forward_row(f, plan, trial, &mut agent_running).await;
+            rows.push(row.took(started.elapsed()));
+        }
+    } else {
+        for f in &plan.forwards {
+            rows.push(Row::skip(
+                "forward",
+                super::forward::label(f),
+                "needs an authenticated session",
+            ));
+        }
+    }
+    s.close(timeout).await;
 }
 
 async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
@@ -315,7 +332,7 @@ fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration
     Row::problem("tcp", target, status, detail, fix).took(t.elapsed)
 }
 /// Rows for the server steps that could not run.
-fn skip_rest(rows: &mut Vec<Row>, plan: &Plan, why: &str) {
+pub fn skip_rest(rows: &mut Vec<Row>, plan: &Plan, why: &str) {
     if plan.first_contact {
         return;
     }

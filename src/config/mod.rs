@@ -6,6 +6,7 @@ mod audit;
 mod pins;
 mod raw;
 mod salvage;
+mod transports;
 pub mod values;
 
 use std::fmt;
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::proxy::ProxyConfig;
+use crate::tls::TlsSettings;
+use crate::transport::Rung;
 
 /// The validated configuration. Paths are absolute or relative to the working directory
 /// (relative paths in the file resolve against the file's folder).
@@ -71,6 +74,11 @@ pub struct Server {
     /// without their comments. `crate::ssh::hostkey` compares them with what a server offers.
     pub host_keys: Vec<String>,
     pub known_hosts: Option<PathBuf>,
+    /// The ladder the agent climbs, in order: `server.transports`, or `ssh://host:PORT` for
+    /// each of `ports` when it is absent.
+    pub transports: Vec<Rung>,
+    /// `server.tls`: trust for TLS rungs and `https://` proxies.
+    pub tls: TlsSettings,
 }
 
 /// One service exposed to the vendor: the server listens on `remote`, the agent dials `target`.

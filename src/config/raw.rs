@@ -38,14 +38,25 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with host, ports, user, host_keys, known_hosts"
+    expecting = "a mapping with host, ports, transports, tls, user, host_keys, known_hosts"
 )]
 pub struct RawServer {
     pub host: Option<String>,
     pub ports: Option<Vec<u16>>,
+    /// Ordered ladder of `ssh://`, `tls://`, `wss://` URLs; replaces `ports` when present.
+    pub transports: Option<Vec<String>>,
+    pub tls: Option<RawTls>,
     pub user: Option<String>,
     pub host_keys: Option<Vec<String>>,
     pub known_hosts: Option<String>,
+}
+
+/// `server.tls`: trust for `tls://` and `wss://` rungs and `https://` proxies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with ca_file, verify")]
+pub struct RawTls {
+    pub ca_file: Option<String>,
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +226,10 @@ pub const FIELDS: &[&str] = &[
     "user",
     "host_keys",
     "known_hosts",
+    "transports",
+    "tls",
+    "ca_file",
+    "verify",
     "name",
     "remote",
     "target",

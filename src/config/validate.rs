@@ -115,6 +115,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             String::new()
         }
     };
+    let ports_given = s.ports.is_some();
     let ports = s.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
     if ports.is_empty() {
         p.add(
@@ -184,6 +185,18 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             )),
         );
     }
+
+    let pinned = !host_keys.is_empty() || known_hosts.is_some();
+    let (transports, tls, ladder_problems) = super::transports::ladder(
+        &host,
+        &ports,
+        ports_given,
+        s.transports,
+        s.tls,
+        pinned,
+        base,
+    );
+    p.0.extend(ladder_problems);
 
     // identity: only the path here; the SSH layer reads and checks the key itself
     // (`crate::run::load`, `agent check`).
@@ -510,6 +523,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             user,
             host_keys,
             known_hosts,
+            transports,
+            tls,
         },
         identity,
         forwards,

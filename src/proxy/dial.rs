@@ -10,23 +10,27 @@ use tracing::debug;
 use super::error::ProxyError;
 use super::http;
 use super::socks::{self, Destination};
+use super::stream::ProxyStream;
 use super::url::{ProxyUrl, Scheme};
+use crate::tls::Trust;
 
 /// A TCP stream to the server through the proxy, positioned at the server's first byte.
 #[derive(Debug)]
 pub struct Tunnel {
-    pub stream: TcpStream,
+    pub stream: ProxyStream,
     /// The server address the agent resolved and sent (socks5:// only).
     pub server_addr: Option<SocketAddr>,
 }
 
 /// Opens a tunnel to `host:port` through `proxy`. The TCP connect to the proxy and the
-/// CONNECT / SOCKS5 handshake are each bounded by `timeout`.
+/// CONNECT / SOCKS5 handshake (for https://, TLS to the proxy, verified with `trust`, then
+/// CONNECT) are each bounded by `timeout`.
 pub async fn connect(
     proxy: &ProxyUrl,
     host: &str,
     port: u16,
     timeout: Duration,
+    trust: &Trust,
 ) -> Result<Tunnel, ProxyError> {
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -45,7 +49,39 @@ pub async fn connect(
             )
             .await?;
             Ok(Tunnel {
-                stream,
+                stream: ProxyStream::Tcp(stream),
+                server_addr: None,
+            })
+        }
+        Scheme::Https => {
+            let tcp = dial(proxy, timeout).await?;
+            let tls =
+                tokio::time::timeout(timeout, trust.connect(tcp, &proxy.host, &[b"http/1.1"]))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::tls::TlsError::Failed {
+                            host: proxy.host.clone(),
+                            reason: format!("no TLS answer within {}s", timeout.as_secs().max(1)),
+                        })
+                    });
+            let mut stream = match tls {
+                Ok((tls, _chain)) => tls,
+                Err(e) => {
+                    return Err(ProxyError::Tls {
+                        proxy: proxy.to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            bounded(
+                proxy,
+                &target,
+                timeout,
+                http::connect(&mut stream, proxy, &target),
+            )
+            .await?;
+            Ok(Tunnel {
+                stream: ProxyStream::Tls(Box::new(stream)),
                 server_addr: None,
             })
         }
@@ -60,7 +96,7 @@ pub async fn connect(
             )
             .await?;
             Ok(Tunnel {
-                stream,
+                stream: ProxyStream::Tcp(stream),
                 server_addr: None,
             })
         }
@@ -85,7 +121,7 @@ pub async fn connect(
                 {
                     Ok(stream) => {
                         return Ok(Tunnel {
-                            stream,
+                            stream: ProxyStream::Tcp(stream),
                             server_addr: Some(addr),
                         });
                     }
@@ -156,7 +192,7 @@ async fn bounded<T>(
                 target: target.to_string(),
                 secs: timeout.as_secs().max(1),
                 kind: match proxy.scheme {
-                    Scheme::Http => "HTTP",
+                    Scheme::Http | Scheme::Https => "HTTP",
                     Scheme::Socks5 | Scheme::Socks5h => "SOCKS5",
                 },
             })
@@ -174,7 +210,8 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let url = ProxyUrl::parse(&format!("http://u:pw@127.0.0.1:{port}")).unwrap();
-        let e = connect(&url, "tunnel.example", 22, Duration::from_secs(2))
+        let trust = Trust::load(&Default::default()).0;
+        let e = connect(&url, "tunnel.example", 22, Duration::from_secs(2), &trust)
             .await
             .unwrap_err();
         assert_eq!(e.class(), "proxy_unreachable");

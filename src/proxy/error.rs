@@ -44,6 +44,9 @@ pub enum ProxyError {
         secs: u64,
         kind: &'static str,
     },
+    /// TLS to an `https://` proxy failed (its certificate, or it does not speak TLS).
+    #[error("TLS to the proxy {proxy} failed: {reason}")]
+    Tls { proxy: String, reason: String },
     #[error("the proxy {proxy} answered in an unexpected way: {reason}")]
     Protocol { proxy: String, reason: String },
     #[error(
@@ -63,6 +66,7 @@ impl ProxyError {
             ProxyError::TargetUnreachable { .. } => "proxy_target_unreachable",
             ProxyError::Timeout { .. } => "proxy_timeout",
             ProxyError::Protocol { .. } => "proxy_protocol",
+            ProxyError::Tls { .. } => "proxy_tls",
             ProxyError::Resolve { .. } => "network",
         }
     }
@@ -84,6 +88,7 @@ impl ProxyError {
                 | ProxyError::AuthRequired { .. }
                 | ProxyError::AuthRejected { .. }
                 | ProxyError::Protocol { .. }
+                | ProxyError::Tls { .. }
         )
     }
 
@@ -92,7 +97,7 @@ impl ProxyError {
     pub fn severity(&self) -> u8 {
         match self {
             ProxyError::AuthRequired { .. } | ProxyError::AuthRejected { .. } => 3,
-            ProxyError::Protocol { .. } => 2,
+            ProxyError::Protocol { .. } | ProxyError::Tls { .. } => 2,
             ProxyError::Refused { .. }
             | ProxyError::TargetUnreachable { .. }
             | ProxyError::Timeout { .. } => 1,

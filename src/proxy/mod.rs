@@ -8,7 +8,8 @@
 //! - [`url`]: proxy URLs, and [`Secret`], the password that never reaches a log line or Debug.
 //! - [`env`]: the environment variables and NO_PROXY matching.
 //! - [`dial`]: TCP to the proxy and the request for the tunnel, each bounded ([`connect`]).
-//! - [`http`]: HTTP CONNECT; [`socks`]: SOCKS5 through `tokio-socks`.
+//! - [`http`]: HTTP CONNECT (also over TLS to an `https://` proxy); [`socks`]: SOCKS5 through
+//!   `tokio-socks`; [`stream`]: the tunnel, plain TCP or TLS to the proxy.
 //! - [`error`]: [`ProxyError`], which says which hop failed.
 
 mod dial;
@@ -16,6 +17,7 @@ mod env;
 mod error;
 mod http;
 mod socks;
+mod stream;
 #[cfg(test)]
 mod testing;
 mod url;
@@ -25,6 +27,7 @@ use std::fmt;
 pub use dial::{Tunnel, connect, dial};
 pub use env::{EnvError, EnvProxy, NoProxy, ProxyEnv};
 pub use error::ProxyError;
+pub use stream::ProxyStream;
 pub use url::{DEFAULT_PORT, ProxyUrl, Scheme, Secret, mask};
 
 /// What agent.yaml's `proxy:` field says. Debug never shows a password.
@@ -56,7 +59,7 @@ pub struct FieldError {
 impl ProxyConfig {
     /// Reads agent.yaml's `proxy:` (`None` when absent: then `env` decides).
     pub fn from_field(field: Option<&str>, env: &ProxyEnv) -> Result<ProxyConfig, FieldError> {
-        const FIX: &str = "write http://[USER:PASSWORD@]HOST:PORT (HTTP CONNECT), socks5h://[USER:PASSWORD@]HOST:PORT (SOCKS5, the proxy resolves the server name) or socks5://..., or `none` for no proxy";
+        const FIX: &str = "write http://[USER:PASSWORD@]HOST:PORT (HTTP CONNECT), https://... (HTTP CONNECT over TLS to the proxy), socks5h://[USER:PASSWORD@]HOST:PORT (SOCKS5, the proxy resolves the server name) or socks5://..., or `none` for no proxy";
         match field.map(str::trim) {
             None => env.resolve().map(ProxyConfig::Env).map_err(|e| FieldError {
                 field: format!("{} (environment variable)", e.var),

@@ -39,6 +39,9 @@ pub enum Scheme {
     Socks5,
     /// SOCKS5; the proxy resolves the server's name.
     Socks5h,
+    /// HTTP CONNECT over TLS to the proxy itself (the proxy's certificate is verified with
+    /// `server.tls`'s trust).
+    Https,
 }
 
 impl Scheme {
@@ -47,6 +50,7 @@ impl Scheme {
             Scheme::Http => "http",
             Scheme::Socks5 => "socks5",
             Scheme::Socks5h => "socks5h",
+            Scheme::Https => "https",
         }
     }
 }
@@ -111,13 +115,7 @@ impl ProxyUrl {
             "http" => Scheme::Http,
             "socks5" => Scheme::Socks5,
             "socks5h" => Scheme::Socks5h,
-            "https" => {
-                return Err(format!(
-                    "\"{}\": TLS to the proxy (https://) is not supported; proxies accept CONNECT over plain http://, e.g. http://{}",
-                    mask(text),
-                    mask(rest)
-                ));
-            }
+            "https" => Scheme::Https,
             "socks4" | "socks4a" => {
                 return Err(format!(
                     "\"{}\": SOCKS4 is not supported; use socks5:// or socks5h://",
@@ -126,7 +124,7 @@ impl ProxyUrl {
             }
             other => {
                 return Err(format!(
-                    "\"{}\": unknown proxy scheme \"{other}\"; use http://, socks5:// or socks5h://",
+                    "\"{}\": unknown proxy scheme \"{other}\"; use http://, https://, socks5:// or socks5h://",
                     mask(text)
                 ));
             }
@@ -162,7 +160,7 @@ impl ProxyUrl {
                     ));
                 }
                 let too_long = name.len() > 255 || pass.as_ref().is_some_and(|p| p.len() > 255);
-                if scheme != Scheme::Http && too_long {
+                if !matches!(scheme, Scheme::Http | Scheme::Https) && too_long {
                     return Err(format!(
                         "\"{}\": SOCKS5 allows at most 255 bytes of user name and of password",
                         mask(text)
@@ -173,6 +171,13 @@ impl ProxyUrl {
         };
         let (host, port) =
             split_host_port(hostport).map_err(|e| format!("\"{}\": {e}", mask(text)))?;
+        // An https:// proxy listens where TLS does unless told otherwise; the others at 1080,
+        // as curl assumes.
+        let port = port.unwrap_or(if scheme == Scheme::Https {
+            443
+        } else {
+            DEFAULT_PORT
+        });
         Ok(ProxyUrl {
             scheme,
             host,
@@ -194,7 +199,7 @@ impl ProxyUrl {
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`.
-fn split_host_port(text: &str) -> Result<(String, u16), String> {
+fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
@@ -222,9 +227,9 @@ fn split_host_port(text: &str) -> Result<(String, u16), String> {
         return Err(format!("\"{host}\" is not a host name or address"));
     }
     let port = match port {
-        None => DEFAULT_PORT,
+        None => None,
         Some(p) => match p.parse::<u32>() {
-            Ok(n) if (1..=65535).contains(&n) => n as u16,
+            Ok(n) if (1..=65535).contains(&n) => Some(n as u16),
             _ => return Err(format!("\"{p}\" is not a port number (1-65535)")),
         },
     };
@@ -312,10 +317,19 @@ mod tests {
     }
 
     #[test]
+    fn https_proxies_default_to_port_443() {
+        let u = ProxyUrl::parse("https://me:pw@proxy.corp").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Https, 443));
+        assert_eq!(u.to_string(), "https://me:****@proxy.corp:443");
+        let u = ProxyUrl::parse("HTTPS://proxy.corp:8443/").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Https, 8443));
+    }
+
+    #[test]
     fn errors_say_what_to_write_and_never_show_the_password() {
         let cases = [
             ("proxy.corp:3128", "has no scheme"),
-            ("https://u:hunter2@proxy:443", "(https://) is not supported"),
+            ("https://u:hunter2@proxy:99999", "not a port number"),
             ("socks4://u:hunter2@proxy", "SOCKS4"),
             ("ftp://u:hunter2@proxy", "unknown proxy scheme \"ftp\""),
             ("http://u:hunter2@proxy:99999", "not a port number"),

@@ -112,7 +112,7 @@ pub async fn supervise(
 ) {
     let mut run = Running::new(config, identity, &state, forwards.configured);
     let mut reconciler = Reconciler::new(state.clone(), forwards.desired, run.timing());
-    let mut last_port = None;
+    let mut last_rung = None;
     tokio::pin!(shutdown);
 
     for session_no in 1u64.. {
@@ -122,8 +122,8 @@ pub async fn supervise(
         let attempt = async {
             let dialer = run.dialer.clone();
             let ctx = run.ctx.clone();
-            info!(user = %run.config.server.user, ports = ?run.config.server.ports, "dialing");
-            let dial = dialer.connect(ctx, last_port);
+            info!(user = %run.config.server.user, rungs = run.config.server.transports.len(), "dialing");
+            let dial = dialer.connect(ctx, last_rung.as_ref());
             tokio::pin!(dial);
             loop {
                 tokio::select! {
@@ -143,7 +143,7 @@ pub async fn supervise(
             Some(Err(Redo)) => continue,
             Some(Ok(Ok(mut session))) => {
                 let dialed = Instant::now();
-                last_port = Some(session.port);
+                last_rung = Some(session.rung.clone());
                 span.in_scope(
                     || info!(via = %session.via, "connected: host key verified, authenticated"),
                 );
@@ -220,10 +220,15 @@ pub async fn supervise(
 fn session_record(run: &Running, session: &Session) -> SessionRecord {
     SessionRecord {
         event: SessionEvent::Connected,
-        server: run.config.server.host.clone(),
+        server: session.rung.host.clone(),
         port: session.port,
         host_key: session.host_key.clone(),
-        proxy: run.dialer.route.proxy().map(|p| p.to_string()),
+        proxy: run
+            .config
+            .proxy
+            .route(&session.rung.host)
+            .proxy()
+            .map(|p| p.to_string()),
         via: session.via.clone(),
         reason: None,
     }

@@ -24,9 +24,23 @@ pub enum SshError {
     AuthRejected { user: String, fingerprint: String },
     #[error("SSH protocol error: {0}")]
     Protocol(String),
+    /// TLS to a `tls://` or `wss://` rung, or its WebSocket upgrade, failed.
+    #[error("{0}")]
+    Transport(crate::transport::TransportError),
     /// The proxy hop failed; its class says how (`proxy_unreachable`, `proxy_auth_rejected`...).
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+}
+
+impl From<crate::transport::TransportError> for SshError {
+    fn from(e: crate::transport::TransportError) -> Self {
+        use crate::transport::TransportError as T;
+        match e {
+            T::Network { target, reason } => SshError::Network { target, reason },
+            T::Proxy(p) => SshError::Proxy(p),
+            other => SshError::Transport(other),
+        }
+    }
 }
 
 impl SshError {
@@ -47,6 +61,8 @@ impl SshError {
             SshError::HostKeyMismatch { .. } => "host_key_mismatch",
             SshError::AuthRejected { .. } => "auth_rejected",
             SshError::Protocol(_) => "protocol",
+            SshError::Transport(crate::transport::TransportError::WebSocket { .. }) => "websocket",
+            SshError::Transport(_) => "tls",
             SshError::Proxy(p) => p.class(),
         }
     }
@@ -56,7 +72,7 @@ impl SshError {
         match self {
             SshError::HostKeyMismatch { .. } => 4,
             SshError::AuthRejected { .. } => 3,
-            SshError::Protocol(_) => 2,
+            SshError::Protocol(_) | SshError::Transport(_) => 2,
             SshError::HandshakeTimeout { .. } => 1,
             SshError::Network { .. } => 0,
             SshError::Proxy(p) => p.severity(),

@@ -1,25 +1,29 @@
-//! One SSH session to the vendor: dial (port ladder, every address), handshake, host-key check
-//! and authentication under one bound, then remote-forward requests on the live session.
+//! One SSH session to the vendor: dial (the ladder of rungs, with a fast fallback between them),
+//! handshake, host-key check and authentication under one bound, then remote-forward requests
+//! on the live session.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg};
 use russh::{Disconnect, Preferred, cipher};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::error::{HandlerError, SshError, describe_russh};
 use super::handler::{ClientHandler, HostCheck};
 use super::hostkey::{HostKeyPin, HostKeyVerdict, check_known_hosts, describe_pins, parse_pins};
 use super::keys::Identity;
-use super::transport::transport;
+use super::transport::{Transport, transport};
 use crate::config::{Forward, SessionSettings};
-use crate::proxy::{self, ProxyUrl, Route};
+use crate::proxy::{self, Route};
+use crate::tls::Trust;
+use crate::transport::{self, FirstBytes, Rung};
 use crate::tunnel::conn::ConnContext;
 use crate::tunnel::reconcile::{ForwardError, ForwardPort};
 
@@ -39,19 +43,26 @@ pub(crate) const CIPHERS: &[cipher::Name] = &[
 /// a well-behaved server can have waiting in the agent for one connection.
 const WINDOW: u32 = 2 * 1024 * 1024;
 
+/// How long a rung may go without producing its first byte (the SSH banner) before the next
+/// rung is started beside it, as Happy Eyeballs (RFC 8305) does between addresses. Short enough
+/// that a port that accepts TCP and never speaks (a silent firewall) costs well under a second,
+/// long enough that a healthy server across an ocean (TCP, TLS and WebSocket round trips) has
+/// usually spoken first.
+pub const FALLBACK_DELAY: Duration = Duration::from_millis(300);
+
 /// Everything needed to open a session, taken from the config once.
 #[derive(Debug, Clone)]
 pub struct Dialer {
     pub host: String,
-    pub ports: Vec<u16>,
+    /// The ladder, in order, each with the way it is reached (NO_PROXY may exempt some hosts).
+    pub rungs: Vec<(Rung, Route)>,
     pub user: String,
     pub identity: Identity,
     pub pins: Vec<HostKeyPin>,
     pub known_hosts: Option<std::path::PathBuf>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// Direct, or through which proxy (decided once, from `proxy:` or the environment).
-    pub route: Route,
+    trust: Trust,
     ssh_config: Arc<client::Config>,
 }
 
@@ -82,171 +93,202 @@ impl Dialer {
         for entry in config.proxy.ignored_no_proxy_entries() {
             warn!(%entry, "NO_PROXY entry has a port: like curl, the agent ignores such entries (list the host without the port)");
         }
+        let rungs = config
+            .server
+            .transports
+            .iter()
+            .map(|r| (r.clone(), config.proxy.route(&r.host)))
+            .collect();
+        let needs_tls = config.server.transports.iter().any(|r| r.kind.is_tls())
+            || route
+                .proxy()
+                .is_some_and(|p| p.scheme == proxy::Scheme::Https);
+        let trust = if needs_tls {
+            let (trust, problem) = Trust::load(&config.server.tls);
+            if let Some(problem) = problem {
+                warn!("server.tls.ca_file: {problem}; trusting the platform's CAs only");
+            }
+            trust
+        } else {
+            // Nothing uses it: skip reading the platform store.
+            Trust::empty()
+        };
         Self {
             host: config.server.host.clone(),
-            ports: config.server.ports.clone(),
+            rungs,
             user: config.server.user.clone(),
             identity,
             pins,
             known_hosts: config.server.known_hosts.clone(),
             connect_timeout: config.timeouts.connect,
             handshake_timeout: config.timeouts.handshake,
-            route,
+            trust,
             ssh_config: Arc::new(ssh_config),
         }
     }
 
-    /// Tries each port (starting with `prefer`, the one that worked last), each address of
-    /// each, until one yields an authenticated session. Returns the most telling failure.
+    /// Climbs the ladder, starting with `prefer` (the rung that worked last), until a rung yields
+    /// an authenticated session. A rung that has not produced its banner within
+    /// [`FALLBACK_DELAY`] gets the next rung started beside it, and a rung that fails starts the
+    /// next at once; the first session to authenticate wins and the other attempts are dropped.
+    /// Returns the most telling failure when every rung failed.
     pub async fn connect(
         &self,
         ctx: Arc<ConnContext>,
-        prefer: Option<u16>,
+        prefer: Option<&Rung>,
     ) -> Result<Session, SshError> {
-        let mut ports = self.ports.clone();
-        if let Some(p) = prefer.filter(|p| ports.contains(p)) {
-            ports.retain(|x| *x != p);
-            ports.insert(0, p);
+        let mut order: VecDeque<usize> = (0..self.rungs.len()).collect();
+        if let Some(i) = prefer.and_then(|p| self.rungs.iter().position(|(r, _)| r == p)) {
+            order.retain(|x| *x != i);
+            order.push_front(i);
         }
+        let me = Arc::new(self.clone());
+        let mut attempts = JoinSet::new();
         let mut worst: Option<SshError> = None;
-        for port in ports {
-            let target = format!("{}:{}", self.host, port);
-            if let Some(proxy) = self.route.proxy() {
-                // Every port through the proxy; the server name is resolved by the proxy
-                // (http://, socks5h://) or by `proxy::connect` (socks5://).
-                match self.connect_proxied(ctx.clone(), port, proxy).await {
-                    Ok(s) => return Ok(s),
-                    Err(e) => {
-                        info!(server = %target, error = %e, "connection attempt through the proxy failed");
-                        let proxy_down = matches!(&e, SshError::Proxy(p) if p.ends_ladder());
-                        keep_worst(&mut worst, e);
-                        if proxy_down {
-                            // The proxy itself failed: no other port can do better through it.
-                            break;
-                        }
-                    }
-                }
-                continue;
+        // The banner watch and start time of the rung started last.
+        let mut latest: Option<(FirstBytes, Instant)> = None;
+        loop {
+            if attempts.is_empty() || latest.is_none() {
+                let Some(i) = order.pop_front() else {
+                    break;
+                };
+                let (tx, rx) = watch::channel(Vec::new());
+                let (me, ctx) = (me.clone(), ctx.clone());
+                attempts.spawn(async move { (i, me.attempt(ctx, i, tx).await) });
+                latest = Some((rx, Instant::now()));
             }
-            let addrs = match tokio::time::timeout(
-                self.connect_timeout,
-                tokio::net::lookup_host((self.host.as_str(), port)),
-            )
-            .await
-            {
-                Ok(Ok(a)) => a.collect::<Vec<_>>(),
-                Ok(Err(e)) => {
-                    keep_worst(
-                        &mut worst,
-                        SshError::Network {
-                            target,
-                            reason: format!("DNS lookup failed: {e}"),
-                        },
-                    );
-                    continue;
-                }
-                Err(_) => {
-                    keep_worst(
-                        &mut worst,
-                        SshError::Network {
-                            target,
-                            reason: "DNS lookup timed out".into(),
-                        },
-                    );
-                    continue;
+            let fallback = {
+                let more = !order.is_empty();
+                let latest = latest.clone();
+                async move {
+                    let Some((mut banner, since)) = latest.filter(|_| more) else {
+                        return std::future::pending().await;
+                    };
+                    tokio::time::sleep_until(since + FALLBACK_DELAY).await;
+                    // Spoke in time: no fallback for it (its failure starts the next rung).
+                    if !banner.borrow_and_update().is_empty() {
+                        std::future::pending::<()>().await;
+                    }
                 }
             };
-            for addr in addrs {
-                debug!(%addr, "dialing");
-                match self.connect_addr(ctx.clone(), port, addr).await {
-                    Ok(s) => return Ok(s),
-                    Err(e) => {
-                        info!(server = %target, %addr, error = %e, "connection attempt failed; trying the next address or port");
-                        keep_worst(&mut worst, e);
+            let event = tokio::select! {
+                joined = attempts.join_next() => joined,
+                _ = fallback => None,
+            };
+            match event {
+                None => {
+                    if let Some((rung, _)) = order.front().map(|i| &self.rungs[*i]) {
+                        info!(next = %rung, "no SSH banner within {}ms: starting the next rung beside it", FALLBACK_DELAY.as_millis());
                     }
+                    latest = None;
                 }
+                Some(Ok((_, Ok(session)))) => return Ok(session),
+                Some(Ok((i, Err(e)))) => {
+                    let rung = &self.rungs[i].0;
+                    info!(%rung, error = %e, "connection attempt failed; trying the next rung");
+                    if matches!(&e, SshError::Proxy(p) if p.ends_ladder()) {
+                        // The proxy itself failed: no other rung can do better through it.
+                        let proxy = self.rungs[i].1.proxy().cloned();
+                        order.retain(|j| self.rungs[*j].1.proxy().cloned() != proxy);
+                    }
+                    keep_worst(&mut worst, e);
+                    // A failure starts the next rung at once.
+                    latest = None;
+                }
+                Some(Err(e)) => {
+                    keep_worst(
+                        &mut worst,
+                        SshError::Protocol(format!("connection attempt ended: {e}")),
+                    );
+                    latest = None;
+                }
+            }
+            if attempts.is_empty() && order.is_empty() {
+                break;
             }
         }
         Err(worst.unwrap_or_else(|| SshError::Network {
             target: self.host.clone(),
-            reason: "no port to try".into(),
+            reason: "no rung to try".into(),
         }))
     }
 
-    async fn connect_proxied(
+    /// One rung: open its stream, then the SSH handshake and authentication within
+    /// `timeouts.handshake`. Directly, each address of the rung's host in turn until one yields a
+    /// session (an address that accepts TCP but never speaks costs that bound, while the ladder
+    /// has already started the next rung beside this one). `banner` is set when the server's
+    /// first byte arrives.
+    async fn attempt(
         &self,
         ctx: Arc<ConnContext>,
-        port: u16,
-        proxy: &ProxyUrl,
+        i: usize,
+        banner: watch::Sender<Vec<u8>>,
     ) -> Result<Session, SshError> {
-        let tunnel = proxy::connect(proxy, &self.host, port, self.connect_timeout).await?;
-        let target = match tunnel.server_addr {
-            Some(addr) => format!("{}:{} ({addr}) via {proxy}", self.host, port),
-            None => format!("{}:{} via {proxy}", self.host, port),
-        };
-        let _ = tunnel.stream.set_nodelay(true);
-        tokio::time::timeout(
-            self.handshake_timeout,
-            self.handshake(ctx, tunnel.stream, port, target.clone()),
-        )
-        .await
-        .unwrap_or(Err(SshError::HandshakeTimeout {
-            target,
-            secs: self.handshake_timeout.as_secs(),
+        let (rung, route) = &self.rungs[i];
+        if route.proxy().is_some() {
+            // The proxy resolves the name (or `proxy::connect` does, for socks5://).
+            let dialed = transport::open(rung, route, &self.trust, self.connect_timeout).await?;
+            return self.over(ctx, rung, dialed, banner).await;
+        }
+        let mut worst: Option<SshError> = None;
+        for addr in transport::resolve(rung, self.connect_timeout).await? {
+            debug!(%addr, %rung, "dialing");
+            let tried =
+                match transport::open_at(rung, addr, &self.trust, self.connect_timeout).await {
+                    Ok(dialed) => self.over(ctx.clone(), rung, dialed, banner.clone()).await,
+                    Err(e) => Err(e.into()),
+                };
+            match tried {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    info!(%rung, %addr, error = %e, "connection attempt failed; trying the next address");
+                    keep_worst(&mut worst, e);
+                }
+            }
+        }
+        Err(worst.unwrap_or_else(|| SshError::Network {
+            target: rung.to_string(),
+            reason: "the name resolved to no address".into(),
         }))
     }
 
-    async fn connect_addr(
+    /// The SSH handshake and authentication on an open stream, within `timeouts.handshake`.
+    async fn over(
         &self,
         ctx: Arc<ConnContext>,
-        port: u16,
-        addr: SocketAddr,
+        rung: &Rung,
+        dialed: transport::Dialed,
+        banner: watch::Sender<Vec<u8>>,
     ) -> Result<Session, SshError> {
-        let target = format!("{}:{} ({})", self.host, port, addr);
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(SshError::Network {
-                    target,
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(SshError::Network {
-                    target,
-                    reason: format!(
-                        "TCP connect timed out after {}s (a firewall dropping the port?)",
-                        self.connect_timeout.as_secs()
-                    ),
-                });
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        tokio::time::timeout(
+        let target = dialed.via;
+        debug!(via = %target, "stream open; SSH handshake");
+        let first = banner.subscribe();
+        let result = tokio::time::timeout(
             self.handshake_timeout,
-            self.handshake(ctx, tcp, port, target.clone()),
+            self.handshake(ctx, transport(dialed.conn, banner), rung, target.clone()),
         )
         .await
         .unwrap_or(Err(SshError::HandshakeTimeout {
-            target,
+            target: target.clone(),
             secs: self.handshake_timeout.as_secs(),
-        }))
+        }));
+        result.map_err(|e| not_ssh(e, &target, &first.borrow()))
     }
 
     async fn handshake(
         &self,
         ctx: Arc<ConnContext>,
-        tcp: TcpStream,
-        port: u16,
+        stream: Transport,
+        rung: &Rung,
         target: String,
     ) -> Result<Session, SshError> {
         let check = HostCheck {
             pins: self.pins.clone(),
             known_hosts: self.known_hosts.clone(),
-            host: self.host.clone(),
-            port,
+            host: rung.host.clone(),
+            port: rung.port,
         };
-        let (opened, closed) = open(self.ssh_config.clone(), transport(tcp), check, ctx).await;
+        let (opened, closed) = open(self.ssh_config.clone(), stream, check, ctx).await;
         let host_key = opened.verdict.as_ref().map(|v| v.offered.clone());
         let mut handle = opened.handle.map_err(|e| match e {
             HandlerError::HostKey(verdict) => SshError::HostKeyMismatch {
@@ -275,11 +317,26 @@ impl Dialer {
         Ok(Session {
             handle: Arc::new(handle),
             via: target,
-            port,
+            port: rung.port,
+            rung: rung.clone(),
             host_key,
             closed,
         })
     }
+}
+
+/// A protocol failure on a stream whose first bytes were not an SSH banner says what answered
+/// instead: behind an inspecting proxy a `tls://` rung gets the proxy's HTTP error.
+fn not_ssh(e: SshError, target: &str, first: &[u8]) -> SshError {
+    if !matches!(e, SshError::Protocol(_)) || first.is_empty() || first.starts_with(b"SSH-") {
+        return e;
+    }
+    let line = String::from_utf8_lossy(first);
+    let line = line.lines().next().unwrap_or_default();
+    SshError::Protocol(format!(
+        "{target} answered \"{}\" instead of an SSH banner: something other than the vendor's sshd answers on this rung (an inspecting proxy refuses SSH inside TLS: use a wss:// rung)",
+        crate::logging::printable(line)
+    ))
 }
 
 /// `SSH-2.0-agent_VERSION` plus `suffix`, for the vendor's logs.
@@ -402,11 +459,13 @@ pub(crate) fn pinned_algorithms(
 /// An authenticated session.
 pub struct Session {
     handle: Arc<Handle<ClientHandler>>,
-    /// "host:port (address)" this session runs over.
+    /// "rung (address)" or "rung via proxy" this session runs over.
     pub via: String,
     pub port: u16,
     /// The host key the server proved it holds, `SHA256:...` (for the audit trail).
     pub host_key: Option<String>,
+    /// The rung it runs over (the supervisor starts the next dial with it).
+    pub rung: Rung,
     closed: watch::Receiver<Option<String>>,
 }
 

@@ -16,6 +16,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::transport::{Conn, FirstByte, Io};
 
 /// Bytes read from the SSH socket at once (russh then takes its packets from this buffer).
 /// russh reads each packet with two reads (first block, then the rest): straight from the
@@ -23,11 +26,18 @@ use tokio::net::TcpStream;
 /// Reading ahead cut sshd's CPU per GB toward the service by ~10%.
 const SSH_READ_AHEAD: usize = 256 * 1024;
 
-/// What russh reads from and writes to.
-pub type Transport = BufReader<QuickAckStream>;
+/// What russh reads from and writes to: any rung's stream, read ahead, telling `banner` when
+/// the first byte arrives (the dialer's fast fallback waits for it).
+pub type Transport = BufReader<FirstByte<Box<dyn Io>>>;
 
-pub fn transport(tcp: TcpStream) -> Transport {
-    BufReader::with_capacity(SSH_READ_AHEAD, QuickAckStream(tcp))
+pub fn transport(conn: Conn, banner: watch::Sender<Vec<u8>>) -> Transport {
+    let io: Box<dyn Io> = match conn {
+        Conn::Tcp(tcp) => Box::new(QuickAckStream(tcp)),
+        // TLS and WebSocket rungs: the bytes arrive through rustls, which reads the socket in
+        // its own blocks; quick ACKs would need the socket underneath (not done yet).
+        Conn::Other(io) => io,
+    };
+    BufReader::with_capacity(SSH_READ_AHEAD, FirstByte::new(io, banner))
 }
 
 /// A TCP stream that asks the kernel to ACK at once after every read that returned data.
@@ -103,7 +113,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let mut server = accepted.unwrap().0;
-        let mut transport = transport(client.unwrap());
+        let mut transport =
+            BufReader::with_capacity(SSH_READ_AHEAD, QuickAckStream(client.unwrap()));
 
         for round in 0..3u8 {
             // Request/response turns put the client socket into delayed-ACK mode.

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use russh::Disconnect;
 use russh::client::{self, Handle};
-use tokio::net::TcpStream;
 
 use self::tap::{Tap, Tapped};
 use super::error::{HandlerError, describe_russh};
@@ -97,7 +96,12 @@ impl ServerProbe {
 
     /// Runs banner exchange, key exchange and the host-key check on `tcp` (already connected to
     /// `port`), all within `timeout`.
-    pub async fn handshake(&self, tcp: TcpStream, port: u16, timeout: Duration) -> Handshake {
+    pub async fn handshake<S: crate::transport::Io + 'static>(
+        &self,
+        tcp: S,
+        port: u16,
+        timeout: Duration,
+    ) -> Handshake {
         let tap = Arc::new(Mutex::new(Tap::default()));
         let check = HostCheck {
             pins: self.pins.clone(),
@@ -108,7 +112,7 @@ impl ServerProbe {
         // No forwards: every channel the server opens is refused.
         let serves_nothing = ConnContext::new(TunnelState::new(&[]), Limits::default(), timeout);
         let stream = Tapped {
-            inner: tcp,
+            inner: Box::new(tcp),
             tap: tap.clone(),
         };
         let open = session::open(self.ssh_config.clone(), stream, check, serves_nothing);

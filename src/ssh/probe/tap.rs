@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::lock;
 use crate::logging::printable;
@@ -46,7 +45,7 @@ impl Tap {
 
 /// A TCP stream that copies what it reads into a [`Tap`].
 pub(super) struct Tapped {
-    pub(super) inner: TcpStream,
+    pub(super) inner: Box<dyn crate::transport::Io>,
     pub(super) tap: Arc<Mutex<Tap>>,
 }
 

@@ -1,0 +1,661 @@
+//! `server.transports` against real programs on loopback: the vendor's OpenSSH sshd behind
+//! websockify (`wss://`) and behind stunnel4 (`tls://`), reached directly and through squid
+//! (`http://` CONNECT, `https://` proxy, and ssl-bump with the test's own CA); a first rung that
+//! accepts TCP and never speaks; a certificate from an untrusted CA. Each program is started by
+//! its test with its own config in a temp dir and killed by PID. scripts/test.sh installs
+//! websockify, stunnel4 and squid-openssl; without them these tests fail.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use support::inproc::{RunningAgent, echo_exact, start_agent};
+use support::sshd::Sshd;
+use support::{agent_key, free_port, targets};
+
+const READY: Duration = Duration::from_secs(20);
+const START: Duration = Duration::from_secs(10);
+
+/// A program started by a test, killed (by its PID) when dropped.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Runs `cmd` and waits until 127.0.0.1:`port` accepts TCP.
+    fn start(name: &'static str, mut cmd: Command, port: u16, log: PathBuf) -> Daemon {
+        let out = std::fs::File::create(&log).expect("create log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{name} cannot be started ({e}): run scripts/test.sh, which installs it")
+            });
+        let mut d = Daemon { child, log };
+        let deadline = Instant::now() + START;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("{name} exited ({status}):\n{}", d.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not listening on {port}:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA and a certificate for localhost / 127.0.0.1 it signed, as PEM files in `dir`:
+/// `{prefix}-ca.pem`, `{prefix}-ca.key`, `{prefix}.pem`, `{prefix}.key`.
+struct Pki {
+    ca: PathBuf,
+    ca_key: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn pki(dir: &Path, prefix: &str, ca_name: &str) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let ca_key_pem = ca_key.serialize_pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let write = |name: String, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Pki {
+        ca: write(format!("{prefix}-ca.pem"), ca_cert.pem()),
+        ca_key: write(format!("{prefix}-ca.key"), ca_key_pem),
+        cert: write(format!("{prefix}.pem"), cert.pem()),
+        key: write(format!("{prefix}.key"), key.serialize_pem()),
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/vendor")
+        .join(name)
+}
+
+/// websockify with TLS only, in front of `to`: examples/vendor/websockify.sh as shipped.
+fn websockify(dir: &Path, pki: &Pki, to: u16) -> (Daemon, u16) {
+    let port = free_port();
+    let mut cmd = Command::new("sh");
+    cmd.arg(example("websockify.sh"))
+        .env("CERT", &pki.cert)
+        .env("KEY", &pki.key)
+        .env("LISTEN", format!("127.0.0.1:{port}"))
+        .env("SSHD", format!("127.0.0.1:{to}"));
+    (
+        Daemon::start("websockify", cmd, port, dir.join("websockify.log")),
+        port,
+    )
+}
+
+/// stunnel4 terminating TLS in front of `to`: examples/vendor/stunnel.conf with this test's
+/// ports and certificate.
+fn stunnel(dir: &Path, pki: &Pki, to: u16) -> (Daemon, u16) {
+    let port = free_port();
+    let conf = dir.join("stunnel.conf");
+    let shipped = std::fs::read_to_string(example("stunnel.conf")).unwrap();
+    let text = shipped
+        .replace("0.0.0.0:8443", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:22", &format!("127.0.0.1:{to}"))
+        .replace(
+            "/etc/agent-tunnel/tls/fullchain.pem",
+            &pki.cert.display().to_string(),
+        )
+        .replace(
+            "/etc/agent-tunnel/tls/privkey.pem",
+            &pki.key.display().to_string(),
+        );
+    assert_ne!(text, shipped, "examples/vendor/stunnel.conf changed shape");
+    std::fs::write(&conf, text).unwrap();
+    let mut cmd = Command::new("stunnel4");
+    cmd.arg(&conf);
+    (
+        Daemon::start("stunnel4", cmd, port, dir.join("stunnel.log")),
+        port,
+    )
+}
+
+/// The vendor: sshd, with websockify and stunnel4 in front of it, certificates from `pki`.
+struct Vendor {
+    sshd: Sshd,
+    wss_port: u16,
+    tls_port: u16,
+    _daemons: Vec<Daemon>,
+}
+
+fn vendor(dir: &Path, pki: &Pki, agent_pub: &str) -> Vendor {
+    let sshd = Sshd::start(agent_pub);
+    let (ws, wss_port) = websockify(dir, pki, sshd.port);
+    let (st, tls_port) = stunnel(dir, pki, sshd.port);
+    Vendor {
+        sshd,
+        wss_port,
+        tls_port,
+        _daemons: vec![ws, st],
+    }
+}
+
+/// agent.yaml with a transport ladder and one forward `remote` -> 127.0.0.1:`target`.
+fn yaml(
+    v: &Vendor,
+    key: &Path,
+    rungs: &[String],
+    tls: &str,
+    proxy: &str,
+    remote: u16,
+    target: u16,
+) -> String {
+    let list: Vec<String> = rungs.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "server:\n  host: localhost\n  transports: [{}]\n  tls: {tls}\n  user: {}\n  host_keys: [\"{}\"]\nidentity: {}\nproxy: {proxy}\nadmin: {{ listen: \"off\" }}\nkeepalive: {{ interval: 2s, max_missed: 2 }}\nreconnect: {{ initial: 200ms, max: 2s }}\ntimeouts: {{ connect: 2s, handshake: 10s, target_connect: 2s }}\nforwards:\n  - {{ name: echo, remote: \"127.0.0.1:{remote}\", target: \"127.0.0.1:{target}\" }}\n",
+        list.join(", "),
+        v.sshd.user(),
+        v.sshd.host_key_line,
+        key.display()
+    )
+}
+
+fn trusted(pki: &Pki) -> String {
+    format!("{{ ca_file: \"{}\" }}", pki.ca.display())
+}
+
+/// Sends 1 MiB through the forward and checks every byte came back.
+async fn carries_exact_bytes(agent: &RunningAgent, remote: u16) {
+    let s = agent.wait_ready(READY).await;
+    echo_exact(remote, 1 << 20, 7, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("echo through {:?}: {e}", s.connected_via));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wss_through_websockify_carries_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rung = format!("wss://localhost:{}/tunnel", v.wss_port);
+    let agent = start_agent(
+        dir.path(),
+        &yaml(&v, &key, &[rung], &trusted(&pki), "none", remote, target),
+    );
+    carries_exact_bytes(&agent, remote).await;
+    let via = agent.snapshot().connected_via.unwrap();
+    assert!(via.starts_with("wss://localhost:"), "{via}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_through_stunnel_carries_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rung = format!("tls://localhost:{}", v.tls_port);
+    let agent = start_agent(
+        dir.path(),
+        &yaml(&v, &key, &[rung], &trusted(&pki), "none", remote, target),
+    );
+    carries_exact_bytes(&agent, remote).await;
+    assert!(
+        agent
+            .snapshot()
+            .connected_via
+            .unwrap()
+            .starts_with("tls://localhost:")
+    );
+    agent.stop().await;
+}
+
+/// A first rung that accepts TCP and never speaks costs the fallback delay, not the handshake
+/// timeout (10 s here): the forward is up within 3 s of start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_first_rung_costs_well_under_three_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (silent, _silent) = targets::silent().await;
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rungs = [
+        format!("ssh://127.0.0.1:{silent}"),
+        format!("wss://localhost:{}/", v.wss_port),
+    ];
+    let started = Instant::now();
+    let agent = start_agent(
+        dir.path(),
+        &yaml(&v, &key, &rungs, &trusted(&pki), "none", remote, target),
+    );
+    agent.wait_ready(Duration::from_secs(3)).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "ready after {took:?}");
+    echo_exact(remote, 64 << 10, 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
+}
+
+/// A certificate from a CA the agent does not trust, with verify: true: refused, and the error
+/// names the issuer; with the CA in ca_file the same rung connects.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_certificate_is_refused_naming_its_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Acme Corp Inspection CA");
+    let other = self::pki(dir.path(), "other", "Some Other CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rung = format!("wss://localhost:{}/", v.wss_port);
+    let agent = start_agent(
+        dir.path(),
+        &yaml(&v, &key, &[rung], &trusted(&other), "none", remote, target),
+    );
+    let s = agent
+        .wait_for(Duration::from_secs(10), "refusing the certificate", |s| {
+            s.last_error.is_some()
+        })
+        .await;
+    let (class, message) = s.last_error.unwrap();
+    assert_eq!(class, "tls", "{message}");
+    assert!(message.contains("'Acme Corp Inspection CA'"), "{message}");
+    assert!(message.contains("server.tls.ca_file"), "{message}");
+    assert!(s.connected_via.is_none());
+    agent.stop().await;
+}
+
+// ---- squid ---------------------------------------------------------------------------------
+
+/// squid-openssl on loopback: `http_port` (CONNECT), `https_port` (TLS to the proxy, with
+/// `proxy_pki`'s certificate) and an ssl-bump `http_port` re-signing with `bump_ca`.
+struct Squid {
+    http: u16,
+    https: u16,
+    bump: u16,
+    _daemon: Daemon,
+}
+
+fn squid(dir: &Path, proxy_pki: &Pki, bump: &Pki) -> Squid {
+    // squid drops to the `proxy` user: it must read its files and write its logs here.
+    let sq = dir.join("squid");
+    std::fs::create_dir_all(&sq).unwrap();
+    let certgen = "/usr/lib/squid/security_file_certgen";
+    let db = sq.join("ssl_db");
+    let out = Command::new(certgen)
+        .arg("-c")
+        .arg("-s")
+        .arg(&db)
+        .args(["-M", "4MB"])
+        .output()
+        .unwrap_or_else(|e| panic!("{certgen}: {e}: run scripts/test.sh (squid-openssl)"));
+    assert!(out.status.success(), "{out:?}");
+    // Only squid's own files: the agent's key in `dir` must stay private to its owner.
+    let chmod = |mode: &str, p: &Path| {
+        assert!(
+            Command::new("chmod")
+                .arg(mode)
+                .arg(p)
+                .status()
+                .unwrap()
+                .success(),
+            "chmod {}",
+            p.display()
+        )
+    };
+    chmod("a+rx", dir);
+    chmod("a+rwx", &sq);
+    Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&db)
+        .status()
+        .unwrap();
+    for f in [&proxy_pki.cert, &proxy_pki.key, &bump.ca, &bump.ca_key] {
+        chmod("a+r", f);
+    }
+    let (http, https, bump_port) = (free_port(), free_port(), free_port());
+    let conf = sq.join("squid.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "http_port 127.0.0.1:{http}
+https_port 127.0.0.1:{https} tls-cert={pcert} tls-key={pkey}
+http_port 127.0.0.1:{bump_port} ssl-bump tls-cert={bcert} tls-key={bkey} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB
+sslcrtd_program {certgen} -s {db} -M 4MB
+sslcrtd_children 2 startup=1 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options flags=DONT_VERIFY_PEER
+sslproxy_cert_error allow all
+http_upgrade_request_protocols websocket allow all
+http_access allow all
+cache deny all
+pid_filename {dir}/squid.pid
+cache_log {dir}/cache.log
+access_log stdio:{dir}/access.log
+coredump_dir {dir}
+shutdown_lifetime 0 seconds
+",
+            pcert = proxy_pki.cert.display(),
+            pkey = proxy_pki.key.display(),
+            bcert = bump.ca.display(),
+            bkey = bump.ca_key.display(),
+            db = db.display(),
+            dir = sq.display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("squid");
+    cmd.arg("-N").arg("-f").arg(&conf);
+    let daemon = Daemon::start("squid", cmd, bump_port, sq.join("stderr.log"));
+    for port in [http, https] {
+        let deadline = Instant::now() + START;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "squid not listening on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Squid {
+        http,
+        https,
+        bump: bump_port,
+        _daemon: daemon,
+    }
+}
+
+/// squid as a CONNECT proxy (http://) and as an https:// proxy, each carrying a TLS rung.
+#[tokio::test(flavor = "multi_thread")]
+async fn squid_as_connect_and_as_https_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let proxy_pki = self::pki(dir.path(), "proxy", "Agent Test Proxy CA");
+    let bump = self::pki(dir.path(), "bump", "Agent Test Bump CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let sq = squid(dir.path(), &proxy_pki, &bump);
+    let (target, _echo) = targets::echo().await;
+    // One CA file trusting both the vendor's terminator and the proxy's own certificate.
+    let both = dir.path().join("both.pem");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(&pki.ca).unwrap()
+            + &std::fs::read_to_string(&proxy_pki.ca).unwrap(),
+    )
+    .unwrap();
+    let tls = format!("{{ ca_file: \"{}\" }}", both.display());
+    for (proxy, rung) in [
+        (
+            format!("http://127.0.0.1:{}", sq.http),
+            format!("wss://localhost:{}/", v.wss_port),
+        ),
+        (
+            format!("https://localhost:{}", sq.https),
+            format!("tls://localhost:{}", v.tls_port),
+        ),
+    ] {
+        let remote = free_port();
+        let sub = dir.path().join(format!("agent-{remote}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let agent = start_agent(
+            &sub,
+            &yaml(
+                &v,
+                &key,
+                std::slice::from_ref(&rung),
+                &tls,
+                &proxy,
+                remote,
+                target,
+            ),
+        );
+        carries_exact_bytes(&agent, remote).await;
+        let via = agent.snapshot().connected_via.unwrap();
+        assert!(via.contains(&format!("via {proxy}")), "{via}");
+        agent.stop().await;
+    }
+}
+
+/// squid doing ssl-bump with the test's CA (which the agent trusts through ca_file): SSH
+/// inside plain TLS is refused by the proxy, SSH inside WebSocket goes through, and the ladder
+/// ends on the wss rung carrying exact bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_ssl_bump_the_tls_rung_is_refused_and_wss_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let proxy_pki = self::pki(dir.path(), "proxy", "Agent Test Proxy CA");
+    let bump = self::pki(dir.path(), "bump", "Acme Corp Egress CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let sq = squid(dir.path(), &proxy_pki, &bump);
+    let (target, _echo) = targets::echo().await;
+    let proxy = format!("http://127.0.0.1:{}", sq.bump);
+
+    // The tls rung alone: the proxy answers inside TLS with HTTP, not SSH.
+    let remote = free_port();
+    let sub = dir.path().join("tls-only");
+    std::fs::create_dir_all(&sub).unwrap();
+    let agent = start_agent(
+        &sub,
+        &yaml(
+            &v,
+            &key,
+            &[format!("tls://localhost:{}", v.tls_port)],
+            &trusted(&bump),
+            &proxy,
+            remote,
+            target,
+        ),
+    );
+    // squid sometimes leaves the first bumped connection silent or closes it (its certificate
+    // helper is still starting); the attempts after it get the 400. Never connected either way.
+    let refused = "answered \"HTTP/1.1 400 Bad Request\" instead of an SSH banner";
+    let s = agent
+        .wait_for(Duration::from_secs(40), "refused by the proxy", |s| {
+            assert!(s.connected_via.is_none(), "the tls rung connected: {s:?}");
+            s.last_error
+                .as_ref()
+                .is_some_and(|(_, m)| m.contains(refused))
+        })
+        .await;
+    let (_, message) = s.last_error.unwrap();
+    // Inside the bumped TLS the proxy answers SSH's banner with an HTTP error, not SSH.
+    assert!(message.contains(refused), "{message}");
+    agent.stop().await;
+
+    // The ladder: tls first, then wss, which connects.
+    let remote = free_port();
+    let sub = dir.path().join("ladder");
+    std::fs::create_dir_all(&sub).unwrap();
+    let agent = start_agent(
+        &sub,
+        &yaml(
+            &v,
+            &key,
+            &[
+                format!("tls://localhost:{}", v.tls_port),
+                format!("wss://localhost:{}/", v.wss_port),
+            ],
+            &trusted(&bump),
+            &proxy,
+            remote,
+            target,
+        ),
+    );
+    carries_exact_bytes(&agent, remote).await;
+    let via = agent.snapshot().connected_via.unwrap();
+    assert!(
+        via.starts_with("wss://"),
+        "{via} (tls rung said: {message})"
+    );
+    agent.stop().await;
+}
+
+/// `agent check`: a row per rung; for a TLS rung the chain and, since the test CA is not a
+/// public one, the plain statement that TLS is inspected; an untrusted chain FAILs naming its
+/// issuer; with no plain ssh:// rung, auth and the trial forward run over the first trusted rung.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_check_reports_each_rung_with_its_chain() {
+    use agent::check::report::Status;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Acme Corp CA");
+    let other = self::pki(dir.path(), "other", "Some Other CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let sub = dir.path().join("other-stunnel");
+    std::fs::create_dir_all(&sub).unwrap();
+    let (_other_tls, other_port) = stunnel(&sub, &other, v.sshd.port);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let wss = format!("wss://localhost:{}/tunnel", v.wss_port);
+    let bad = format!("tls://localhost:{other_port}");
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(
+        &file,
+        yaml(
+            &v,
+            &key,
+            &[wss.clone(), bad.clone()],
+            &trusted(&pki),
+            "none",
+            remote,
+            target,
+        ),
+    )
+    .unwrap();
+    let report = agent::check::check(&agent::check::Options {
+        config: file,
+        host: None,
+        timeout: Duration::from_secs(5),
+        json: false,
+    })
+    .await;
+    let text = report.to_text();
+    let row = |step: &str, target: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.step == step && r.target == target)
+            .unwrap_or_else(|| panic!("no {step} row for {target}:\n{text}"))
+    };
+    let w = row("wss", &wss);
+    assert_eq!(w.status, Status::Pass, "{text}");
+    assert!(
+        w.detail
+            .contains("certificate chain 'localhost' issued by 'Acme Corp CA'"),
+        "{text}"
+    );
+    assert!(
+        w.detail
+            .contains("TLS is inspected by 'Acme Corp CA' in the path")
+            && w.detail
+                .contains("the pinned SSH host key still authenticates the vendor"),
+        "{text}"
+    );
+    assert!(w.detail.contains("SSH banner \"SSH-2.0-OpenSSH"), "{text}");
+    assert_eq!(row("host-key", &wss).status, Status::Pass, "{text}");
+    let b = row("tls", &bad);
+    assert_eq!(b.status, Status::Fail, "{text}");
+    assert!(b.detail.contains("'Some Other CA'"), "{text}");
+    assert!(
+        b.fix.as_deref().unwrap().contains("server.tls.ca_file"),
+        "{text}"
+    );
+    let auth = report.rows.iter().find(|r| r.step == "auth").unwrap();
+    assert_eq!(auth.status, Status::Pass, "{text}");
+    let fwd = report.rows.iter().find(|r| r.step == "forward").unwrap();
+    assert_eq!(fwd.status, Status::Pass, "{text}");
+    // No plain ssh:// rung on server.host: no dns/tcp rows for it.
+    assert!(!report.rows.iter().any(|r| r.step == "tcp"), "{text}");
+}
+
+/// Reconnects start with the rung that worked last: after the first session (won by the wss
+/// rung once the silent first rung had its 300 ms), the vendor's sshd restarts, and the agent
+/// is back on the wss rung without touching the silent one again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnect_starts_with_the_rung_that_worked_last() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let mut v = vendor(dir.path(), &pki, &public);
+    // Accepts, counts, and never speaks.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rungs = [
+        format!("ssh://127.0.0.1:{silent_port}"),
+        format!("wss://localhost:{}/", v.wss_port),
+    ];
+    let agent = start_agent(
+        dir.path(),
+        &yaml(&v, &key, &rungs, &trusted(&pki), "none", remote, target),
+    );
+    let first = agent.wait_ready(READY).await;
+    assert!(first.connected_via.unwrap().starts_with("wss://"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    tokio::task::block_in_place(|| v.sshd.restart());
+    let again = agent
+        .wait_for(READY, "reconnected", |s| {
+            s.session > first.session && s.ready()
+        })
+        .await;
+    assert!(again.connected_via.unwrap().starts_with("wss://"));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the reconnect tried the silent rung first"
+    );
+    echo_exact(remote, 64 << 10, 9, Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent.stop().await;
+}
