@@ -458,8 +458,13 @@ mod tests {
     #[test]
     fn refuses_only_under_refuse_while_failing() {
         let dir = tempfile::tempdir().unwrap();
+        // One file each: the advisory lock lets only one writer have a file, so two agents on
+        // one file would race for it when the folder appears.
         let settings = |on_failure| Settings {
-            file: dir.path().join("no-such-folder").join("audit.jsonl"),
+            file: dir
+                .path()
+                .join("no-such-folder")
+                .join(format!("audit-{on_failure:?}.jsonl")),
             on_failure,
             max_size: 1 << 20,
             head_interval: Duration::from_secs(300),
