@@ -29,6 +29,11 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
+        Rig::start_with("").await
+    }
+
+    /// With `extra` top-level YAML (e.g. `notify:`).
+    async fn start_with(extra: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = support::agent_key(dir.path());
         let sshd = Sshd::start(&public);
@@ -41,7 +46,7 @@ impl Rig {
             &sshd.user(),
             &key,
             &[Fwd("db", db, db_target), Fwd("wiki", wiki, wiki_target)],
-            "audit: { file: audit.jsonl }",
+            &format!("audit: {{ file: audit.jsonl }}\n{extra}"),
         )
         .replace(
             &format!("target: \"127.0.0.1:{db_target}\" }}"),
@@ -343,5 +348,128 @@ async fn the_control_socket_answers_only_the_agents_own_user() {
         out.contains("\"ok\":true") && out.contains("\"db\""),
         "{out}"
     );
+    r.agent.stop().await;
+}
+
+/// A webhook receiver on 127.0.0.1: answers each POST with the next status of `statuses` (200
+/// once they run out; `0`: never answers), and sends every body it read on the channel.
+async fn webhook(
+    statuses: Vec<u16>,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut statuses = statuses.into_iter();
+        while let Ok((mut c, _)) = listener.accept().await {
+            let status = statuses.next().unwrap_or(200);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let Ok(n @ 1..) = c.read(&mut chunk).await else {
+                        return;
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            assert!(head.starts_with("POST /hooks/T0/SECRET HTTP/1.1"), "{head}");
+                            break body.to_string();
+                        }
+                    }
+                };
+                let _ = tx.send(serde_json::from_str(&body).unwrap());
+                if status == 0 {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno"
+                );
+                let _ = c.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_changes_are_posted_to_the_webhook_and_a_failed_post_is_retried() {
+    let (port, mut posts) = webhook(vec![500]).await;
+    let r = Rig::start_with(&format!(
+        "notify: {{ webhook: \"http://127.0.0.1:{port}/hooks/T0/SECRET\" }}"
+    ))
+    .await;
+    let (code, out) = r
+        .cli(&[
+            "grant",
+            "db",
+            "--for",
+            "10m",
+            "--reason",
+            "INC-9 backup",
+            "--by",
+            "carol",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // `granted` first (refused with 500, then again), and `opened`.
+    while !(seen
+        .iter()
+        .filter(|p: &&serde_json::Value| p["event"]["change"] == "granted")
+        .count()
+        >= 2
+        && seen.iter().any(|p| p["event"]["change"] == "opened"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, posts.recv()).await {
+            Ok(Some(p)) => seen.push(p),
+            _ => panic!("webhook posts so far: {seen:#?}"),
+        }
+    }
+    let granted = seen
+        .iter()
+        .find(|p| p["event"]["change"] == "granted")
+        .unwrap();
+    let text = granted["text"].as_str().unwrap();
+    assert!(
+        text.contains("`db` granted by carol (uid 0) until") && text.ends_with(": INC-9 backup"),
+        "{text}"
+    );
+    r.agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_never_answers_holds_up_no_access_change() {
+    let (port, _posts) = webhook(vec![0; 20]).await;
+    let r = Rig::start_with(&format!(
+        "notify: {{ webhook: \"http://127.0.0.1:{port}/hooks/T0/SECRET\" }}"
+    ))
+    .await;
+    for _ in 0..3 {
+        let (code, out) = r
+            .cli(&["grant", "db", "--for", "10m", "--reason", "x"])
+            .await;
+        assert_eq!(code, 0, "{out}");
+        wait(WITHIN, "listening after the grant", async || {
+            listening(r.db).await
+        })
+        .await;
+        let (code, out) = r.cli(&["revoke", "db"]).await;
+        assert_eq!(code, 0, "{out}");
+        wait(WITHIN, "the port freed", async || !listening(r.db).await).await;
+    }
     r.agent.stop().await;
 }

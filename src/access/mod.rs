@@ -9,6 +9,7 @@
 //!   reconciler's desired set (config and policy -> reconciler -> session).
 //! - [`commands`]: grant, revoke, pause, resume and status as the controller carries them out.
 //! - [`control`], [`protocol`], [`client`]: the local control socket and the CLI side of it.
+//! - [`notify`]: every access change posted to a chat webhook, off the decision path.
 //!
 //! Fails closed: a state folder or file that cannot be read closes what depends on it, and the
 //! agent reports not ready with the reason.
@@ -17,6 +18,7 @@ pub mod client;
 mod commands;
 pub mod control;
 pub mod controller;
+pub mod notify;
 pub mod policy;
 pub mod protocol;
 pub mod schedule;
@@ -67,6 +69,13 @@ pub async fn start(config: &Config, state: Arc<TunnelState>, hooks: Vec<EventHoo
     );
     for hook in hooks {
         controller.on_event(hook);
+    }
+    if let Some(webhook) = &config.notify {
+        controller.on_event(notify::start(
+            webhook.clone(),
+            &config.proxy,
+            &config.server.tls,
+        ));
     }
     let desired = controller.desired();
     let configured = watch::Sender::new(config.forwards.clone());

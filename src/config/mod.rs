@@ -3,6 +3,7 @@
 
 pub mod access;
 mod audit;
+pub mod notify;
 mod pins;
 mod raw;
 mod salvage;
@@ -37,6 +38,8 @@ pub struct Config {
     /// Grants, pauses, the last clock reading and the control socket (`state_dir`, default
     /// `state` next to agent.yaml).
     pub state_dir: PathBuf,
+    /// `notify.webhook`: access changes are posted there. Debug hides its path (the secret).
+    pub notify: Option<notify::Webhook>,
     /// `audit:`; `None`: no audit trail.
     pub audit: Option<crate::audit::Settings>,
     /// Hex SHA-256 of the file's bytes as read, for the audit trail's `config` records.

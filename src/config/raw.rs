@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub proxy: Option<String>,
     /// Where grants, pauses and the last clock reading are kept, and the control socket lives.
     pub state_dir: Option<String>,
+    /// Where access changes are announced.
+    pub notify: Option<RawNotify>,
     /// The audit trail; absent: none.
     pub audit: Option<RawAudit>,
 }
@@ -49,6 +51,13 @@ pub struct RawServer {
     pub user: Option<String>,
     pub host_keys: Option<Vec<String>>,
     pub known_hosts: Option<String>,
+}
+
+/// `notify: { webhook: URL }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with webhook")]
+pub struct RawNotify {
+    pub webhook: Option<String>,
 }
 
 /// `server.tls`: trust for `tls://` and `wss://` rungs and `https://` proxies.
@@ -217,6 +226,8 @@ pub const FIELDS: &[&str] = &[
     "timeouts",
     "proxy",
     "state_dir",
+    "notify",
+    "webhook",
     "access",
     "windows",
     "timezone",

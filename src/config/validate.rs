@@ -201,6 +201,27 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     // identity: only the path here; the SSH layer reads and checks the key itself
     // (`crate::run::load`, `agent check`).
     let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
+    let notify = raw.notify.and_then(|n| {
+        let Some(text) = n.webhook else {
+            p.add(
+                "notify.webhook",
+                "is required when `notify:` is present",
+                Some("write the chat tool's incoming-webhook URL, e.g. https://hooks.slack.com/services/...".to_string()),
+            );
+            return None;
+        };
+        match super::notify::Webhook::parse(&text) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                p.add(
+                    "notify.webhook",
+                    e,
+                    Some("write the full URL, e.g. https://hooks.slack.com/services/T000/B000/XXXX".to_string()),
+                );
+                None
+            }
+        }
+    });
     // The container image sets AGENT_STATE_DIR (its config folder is read-only).
     let state_dir = resolve(
         base,
@@ -536,6 +557,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
         timeouts,
         proxy,
         state_dir,
+        notify,
         audit,
         sha256: String::new(),
     };

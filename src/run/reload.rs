@@ -40,6 +40,7 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
         timeouts: _,
         proxy: _,
         state_dir,
+        notify,
         audit,
         // Only recorded (the audit trail's `config` record): the fields above say what changed.
         sha256: _,
@@ -57,6 +58,9 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
     }
     // The grants and pauses in force live there; moving them under a running agent would
     // silently drop or revive them.
+    if old.notify != *notify {
+        needs_restart.push("notify");
+    }
     if old.state_dir != *state_dir {
         needs_restart.push("state_dir");
     }
