@@ -261,10 +261,21 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
         str_at(secret_volume, "secret/secretName"),
         str_at(&secret, "metadata/name")
     );
-    assert!(
-        !volumes.iter().any(|v| v.get("emptyDir").is_some()),
-        "no second copy of the key"
-    );
+    // The one emptyDir holds the access state (grants, pauses, control socket) where the
+    // image's AGENT_STATE_DIR points, writable under readOnlyRootFilesystem; no other: no
+    // second copy of the key.
+    let empty: Vec<&Value> = volumes
+        .iter()
+        .filter(|v| v.get("emptyDir").is_some())
+        .collect();
+    assert_eq!(empty.len(), 1, "no second copy of the key: {empty:?}");
+    let (state_mount, _) = mount_of(agent, str_at(empty[0], "name"));
+    assert_eq!(state_mount, "/var/lib/agent", "the image's AGENT_STATE_DIR");
+    let containerfile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"),
+    )
+    .unwrap();
+    assert!(containerfile.contains("ENV AGENT_STATE_DIR=/var/lib/agent"));
     let (keys_mount, sub) = mount_of(agent, str_at(secret_volume, "name"));
     let key_name = config
         .identity
@@ -301,10 +312,12 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
         "the group the Secret's files get, so the agent can read them"
     );
 
+    // Read-only but for the access state, which the agent writes (and its pod's emptyDir).
     let read_only = seq(agent, "volumeMounts")
         .iter()
+        .filter(|m| m.get("mountPath").and_then(Value::as_str) != Some("/var/lib/agent"))
         .all(|m| m.get("readOnly").and_then(Value::as_bool) == Some(true));
-    assert!(read_only, "the agent's mounts are all read-only");
+    assert!(read_only, "the agent's mounts are all read-only but the state's");
 }
 
 #[test]
