@@ -271,10 +271,9 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
     assert_eq!(empty.len(), 1, "no second copy of the key: {empty:?}");
     let (state_mount, _) = mount_of(agent, str_at(empty[0], "name"));
     assert_eq!(state_mount, "/var/lib/agent", "the image's AGENT_STATE_DIR");
-    let containerfile = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"),
-    )
-    .unwrap();
+    let containerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"))
+            .unwrap();
     assert!(containerfile.contains("ENV AGENT_STATE_DIR=/var/lib/agent"));
     let (keys_mount, sub) = mount_of(agent, str_at(secret_volume, "name"));
     let key_name = config
@@ -317,7 +316,10 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
         .iter()
         .filter(|m| m.get("mountPath").and_then(Value::as_str) != Some("/var/lib/agent"))
         .all(|m| m.get("readOnly").and_then(Value::as_bool) == Some(true));
-    assert!(read_only, "the agent's mounts are all read-only but the state's");
+    assert!(
+        read_only,
+        "the agent's mounts are all read-only but the state's"
+    );
 }
 
 #[test]

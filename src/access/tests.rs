@@ -346,3 +346,29 @@ async fn corrupt_state_fails_closed_and_says_so() {
     assert!(a.state.snapshot().access_problem.is_none());
     a.stop();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_window_edge_on_the_day_clocks_change_comes_at_the_local_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sunday 2026-03-29, Berlin springs forward at 02:00: 08:00 local is 06:00Z, not 07:00Z.
+    let mut a = start(
+        dir.path(),
+        vec![forward(
+            "gitlab",
+            5000,
+            access(&["daily 08:00-18:00"], None),
+        )],
+        "2026-03-29T05:59:00Z",
+    );
+    assert!(a.open().await.is_empty());
+    a.sleep(Duration::from_secs(59)).await;
+    assert!(a.open().await.is_empty());
+    a.sleep(Duration::from_secs(2)).await;
+    assert_eq!(a.open().await, ["gitlab"], "open at 08:00 CEST = 06:00Z");
+    // 18:00 CEST = 16:00Z.
+    a.sleep(Duration::from_secs(10 * 3600 - 2)).await;
+    assert_eq!(a.open().await, ["gitlab"]);
+    a.sleep(Duration::from_secs(3)).await;
+    assert!(a.open().await.is_empty(), "closed at 18:00 CEST");
+    a.stop();
+}
