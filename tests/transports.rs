@@ -659,3 +659,26 @@ async fn a_reconnect_starts_with_the_rung_that_worked_last() {
         .unwrap();
     agent.stop().await;
 }
+
+/// With known_hosts instead of pins, a wss rung's host key is looked up under server.host on
+/// port 22 (the sshd behind the terminator), not under the terminator's TLS port.
+#[tokio::test(flavor = "multi_thread")]
+async fn known_hosts_names_the_sshd_behind_the_terminator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, format!("localhost {}\n", v.sshd.host_key_line)).unwrap();
+    let rung = format!("wss://localhost:{}/", v.wss_port);
+    let text = yaml(&v, &key, &[rung], &trusted(&pki), "none", remote, target).replace(
+        &format!("host_keys: [\"{}\"]", v.sshd.host_key_line),
+        &format!("known_hosts: \"{}\"", known.display()),
+    );
+    assert!(text.contains("known_hosts:"), "{text}");
+    let agent = start_agent(dir.path(), &text);
+    carries_exact_bytes(&agent, remote).await;
+    agent.stop().await;
+}
