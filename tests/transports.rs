@@ -1,9 +1,10 @@
 //! `server.transports` against real programs on loopback: the vendor's OpenSSH sshd behind
-//! websockify (`wss://`) and behind stunnel4 (`tls://`), reached directly and through squid
-//! (`http://` CONNECT, `https://` proxy, and ssl-bump with the test's own CA); a first rung that
-//! accepts TCP and never speaks; a certificate from an untrusted CA; microsocks (SOCKS5). Each program is started by
-//! its test with its own config in a temp dir and killed by PID. scripts/test.sh installs
-//! websockify, stunnel4 and squid-openssl; without them these tests fail.
+//! websockify (`wss://`) and behind stunnel4 (`tls://`), reached directly, through squid
+//! (`http://` CONNECT, `https://` proxy, and ssl-bump with the test's own CA) and through
+//! microsocks (SOCKS5); a first rung that accepts TCP and never speaks; a certificate from an
+//! untrusted CA; `agent check` over the rungs. Each program is started by its test with its own
+//! config in a temp dir and killed by PID. scripts/test.sh installs websockify, stunnel4 and
+//! squid-openssl (microsocks for tests/proxy.rs); without them these tests fail.
 
 mod support;
 
