@@ -1,9 +1,10 @@
 //! `server.transports` against real programs on loopback: the vendor's OpenSSH sshd behind
-//! websockify (`wss://`) and behind stunnel4 (`tls://`), reached directly and through squid
-//! (`http://` CONNECT, `https://` proxy, and ssl-bump with the test's own CA); a first rung that
-//! accepts TCP and never speaks; a certificate from an untrusted CA. Each program is started by
-//! its test with its own config in a temp dir and killed by PID. scripts/test.sh installs
-//! websockify, stunnel4 and squid-openssl; without them these tests fail.
+//! websockify (`wss://`) and behind stunnel4 (`tls://`), reached directly, through squid
+//! (`http://` CONNECT, `https://` proxy, and ssl-bump with the test's own CA) and through
+//! microsocks (SOCKS5); a first rung that accepts TCP and never speaks; a certificate from an
+//! untrusted CA; `agent check` over the rungs. Each program is started by its test with its own
+//! config in a temp dir and killed by PID. scripts/test.sh installs websockify, stunnel4 and
+//! squid-openssl (microsocks for tests/proxy.rs); without them these tests fail.
 
 mod support;
 
@@ -658,4 +659,70 @@ async fn a_reconnect_starts_with_the_rung_that_worked_last() {
         .await
         .unwrap();
     agent.stop().await;
+}
+
+/// With known_hosts instead of pins, a wss rung's host key is looked up under server.host on
+/// port 22 (the sshd behind the terminator), not under the terminator's TLS port.
+#[tokio::test(flavor = "multi_thread")]
+async fn known_hosts_names_the_sshd_behind_the_terminator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, format!("localhost {}\n", v.sshd.host_key_line)).unwrap();
+    let rung = format!("wss://localhost:{}/", v.wss_port);
+    let text = yaml(&v, &key, &[rung], &trusted(&pki), "none", remote, target).replace(
+        &format!("host_keys: [\"{}\"]", v.sshd.host_key_line),
+        &format!("known_hosts: \"{}\"", known.display()),
+    );
+    assert!(text.contains("known_hosts:"), "{text}");
+    let agent = start_agent(dir.path(), &text);
+    carries_exact_bytes(&agent, remote).await;
+    agent.stop().await;
+}
+
+/// The TLS rungs through a SOCKS5 proxy (microsocks), the name resolved by the proxy
+/// (socks5h://) and by the agent (socks5://).
+#[tokio::test(flavor = "multi_thread")]
+async fn wss_and_tls_through_socks5() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let port = free_port();
+    let mut cmd = Command::new("microsocks");
+    cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+    let _socks = Daemon::start("microsocks", cmd, port, dir.path().join("microsocks.log"));
+    for (scheme, rung) in [
+        ("socks5h", format!("wss://localhost:{}/", v.wss_port)),
+        ("socks5", format!("tls://localhost:{}", v.tls_port)),
+    ] {
+        let remote = free_port();
+        let sub = dir.path().join(scheme);
+        std::fs::create_dir_all(&sub).unwrap();
+        let proxy = format!("{scheme}://127.0.0.1:{port}");
+        let agent = start_agent(
+            &sub,
+            &yaml(
+                &v,
+                &key,
+                std::slice::from_ref(&rung),
+                &trusted(&pki),
+                &proxy,
+                remote,
+                target,
+            ),
+        );
+        carries_exact_bytes(&agent, remote).await;
+        let via = agent.snapshot().connected_via.unwrap();
+        assert!(
+            via.starts_with(&rung) && via.contains(&format!("via {proxy}")),
+            "{via}"
+        );
+        agent.stop().await;
+    }
 }

@@ -62,12 +62,14 @@ pub async fn rung_steps(
         if rung.kind.is_tls() {
             detail.push_str(&format!("; {}", describe_chain(&dialed.chain)));
         }
-        let probe = ServerProbe::new(&rung.host, plan.pins.clone(), plan.known_hosts.clone());
+        let server_host = plan.host.clone().unwrap_or_default();
+        let (key_host, key_port) = rung.host_key_name(&server_host);
+        let probe = ServerProbe::new(key_host, plan.pins.clone(), plan.known_hosts.clone());
         let io: Box<dyn Io> = match dialed.conn {
             Conn::Tcp(t) => Box::new(t),
             Conn::Other(o) => o,
         };
-        let hs = probe.handshake(io, rung.port, timeout).await;
+        let hs = probe.handshake(io, key_port, timeout).await;
         let took = started.elapsed();
         let hs = match hs.end {
             HandshakeEnd::Trusted(s) => {

@@ -282,11 +282,12 @@ impl Dialer {
         rung: &Rung,
         target: String,
     ) -> Result<Session, SshError> {
+        let (host, port) = rung.host_key_name(&self.host);
         let check = HostCheck {
             pins: self.pins.clone(),
             known_hosts: self.known_hosts.clone(),
-            host: rung.host.clone(),
-            port: rung.port,
+            host: host.to_string(),
+            port,
         };
         let (opened, closed) = open(self.ssh_config.clone(), stream, check, ctx).await;
         let host_key = opened.verdict.as_ref().map(|v| v.offered.clone());

@@ -60,6 +60,16 @@ impl Rung {
         }
     }
 
+    /// The name and port the SSH host key is looked up under in known_hosts: the rung's own for
+    /// `ssh://`; for `tls://` and `wss://` the sshd behind the terminator, which is the vendor's
+    /// `server_host` on its SSH port (22), not the terminator's TLS port.
+    pub fn host_key_name<'a>(&'a self, server_host: &'a str) -> (&'a str, u16) {
+        match self.kind {
+            Kind::Ssh => (&self.host, self.port),
+            Kind::Tls | Kind::Wss => (server_host, 22),
+        }
+    }
+
     /// `host:port`, with brackets for IPv6.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
@@ -213,6 +223,10 @@ mod tests {
         );
         assert_eq!(r.to_string(), "ssh://[2001:db8::1]:22");
         assert_eq!(Rung::ssh("h", 443), Rung::parse("ssh://h:443").unwrap());
+        let wss = Rung::parse("wss://agent.example/t").unwrap();
+        assert_eq!(wss.host_key_name("tunnel.example"), ("tunnel.example", 22));
+        let ssh = Rung::parse("ssh://other.example:2222").unwrap();
+        assert_eq!(ssh.host_key_name("tunnel.example"), ("other.example", 2222));
     }
 
     #[test]
