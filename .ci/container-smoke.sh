@@ -105,6 +105,7 @@ log "building the static binary (cargo build --release --target $TRIPLE, crt-sta
 RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release --locked --target "$TRIPLE" --bin agent
 install -D -m 0755 "$BIN" "$work/prebuilt/out/agent"
+install -d -m 0700 "$work/prebuilt/out/state" # the Containerfile's build stage makes it too
 linkage=$(ldd "$BIN" 2>&1 || true)
 case "$linkage" in
   *"statically linked"* | *"not a dynamic executable"*) ;;
@@ -242,6 +243,19 @@ fetch_token() { curl -fsS --max-time 10 "http://127.0.0.1:$remote_port/index.txt
 body=$(fetch_token) || { dump; die "no answer through the forward on 127.0.0.1:$remote_port"; }
 [ "$body" = "$token" ] || die "wrong body through the forward: $body"
 log "traffic through the forward: 127.0.0.1:$remote_port (sshd) -> agent -> 127.0.0.1:$http_port"
+
+# The control socket in the image's state folder (the compose volume): status, then the kill
+# switch closes the forward and resume opens it again.
+podman exec "$ctr" /usr/local/bin/agent status >"$work/status.txt" 2>&1 ||
+  { cat "$work/status.txt" >&2; dump; die "agent status inside the container failed"; }
+grep -q '^web  *open' "$work/status.txt" || { cat "$work/status.txt" >&2; die "status does not show web open"; }
+podman exec "$ctr" /usr/local/bin/agent pause --reason "ci smoke" >/dev/null || { dump; die "agent pause failed"; }
+for ((i = 0; i < 20; i++)); do fetch_token >/dev/null 2>&1 || break; sleep 0.25; done
+fetch_token >/dev/null 2>&1 && die "the forward still answers after agent pause"
+podman exec "$ctr" /usr/local/bin/agent resume >/dev/null || { dump; die "agent resume failed"; }
+for ((i = 0; i < 40; i++)); do body=$(fetch_token 2>/dev/null) && break; sleep 0.25; done
+[ "$body" = "$token" ] || { dump; die "the forward did not come back after agent resume"; }
+log "agent status / pause / resume through the control socket in the container's state volume"
 
 # The agent is the init's (catatonit's) child: State.Pid is PID 1 of the container.
 agent_pid() {
