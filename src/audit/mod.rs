@@ -85,6 +85,11 @@ const TICK: Duration = Duration::from_secs(1);
 /// Records written with one `write(2)` at most: what a burst of closes queues is written in a
 /// few calls, and one batch stays a few hundred KiB.
 const BATCH: usize = 512;
+/// After the first record of a quiet spell, the writer waits this long before writing, so the
+/// records of a busy agent are taken a batch per wake-up: the connection path then rarely has
+/// to wake the writer (a futex syscall) and the writer is scheduled a few hundred times a
+/// second, not once per connection. Records reach the file this much later; nothing waits.
+const COALESCE: Duration = Duration::from_millis(5);
 
 /// A handle to the audit trail; `Audit::default()` is off and records nothing.
 #[derive(Debug, Clone, Default)]
@@ -284,7 +289,8 @@ fn write_loop(mut w: Writer, rx: mpsc::Receiver<Msg>, shared: &Shared, head_inte
         let wake = next_tick.min(next_head);
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(Msg::Record(time, event)) => {
-                // Take what else is queued already, up to a batch, and write it in one go.
+                // Take what else is queued by then, up to a batch, and write it in one go.
+                std::thread::sleep(COALESCE);
                 let mut batch = vec![(time, event)];
                 let mut close = None;
                 while batch.len() < BATCH {
