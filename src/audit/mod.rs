@@ -82,6 +82,14 @@ const QUEUE: usize = 32_768;
 /// How often the writer syncs, checks that its file is still at its path, and retries a file
 /// it could not write.
 const TICK: Duration = Duration::from_secs(1);
+/// Records written with one `write(2)` at most: what a burst of closes queues is written in a
+/// few calls, and one batch stays a few hundred KiB.
+const BATCH: usize = 512;
+/// After the first record of a quiet spell, the writer waits this long before writing, so the
+/// records of a busy agent are taken a batch per wake-up: the connection path then rarely has
+/// to wake the writer (a futex syscall) and the writer is scheduled a few hundred times a
+/// second, not once per connection. Records reach the file this much later; nothing waits.
+const COALESCE: Duration = Duration::from_millis(5);
 
 /// A handle to the audit trail; `Audit::default()` is off and records nothing.
 #[derive(Debug, Clone, Default)]
@@ -281,8 +289,28 @@ fn write_loop(mut w: Writer, rx: mpsc::Receiver<Msg>, shared: &Shared, head_inte
         let wake = next_tick.min(next_head);
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(Msg::Record(time, event)) => {
-                shared.queued.fetch_sub(1, Ordering::Relaxed);
-                write_one(&mut w, shared, time, &event);
+                // Take what else is queued by then, up to a batch, and write it in one go.
+                std::thread::sleep(COALESCE);
+                let mut batch = vec![(time, event)];
+                let mut close = None;
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(Msg::Record(t, e)) => batch.push((t, e)),
+                        Ok(Msg::Close(ack)) => {
+                            close = Some(ack);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                write_batch(&mut w, shared, &batch);
+                if let Some(ack) = close {
+                    sync(&mut w, shared);
+                    log_head(&w, shared);
+                    let _ = ack.send(());
+                    return;
+                }
             }
             Ok(Msg::Close(ack)) => {
                 sync(&mut w, shared);
@@ -313,22 +341,24 @@ fn write_loop(mut w: Writer, rx: mpsc::Receiver<Msg>, shared: &Shared, head_inte
     }
 }
 
-/// Writes the pending `lost` record, if any, then `event`.
-fn write_one(w: &mut Writer, shared: &Shared, time: SystemTime, event: &Event) {
+/// Writes the pending `lost` record, if any, then `batch`, in order.
+fn write_batch(w: &mut Writer, shared: &Shared, batch: &[(SystemTime, Event)]) {
     if !write_lost(w, shared) {
-        shared.lose(1);
+        shared.lose(batch.len() as u64);
         return;
     }
-    match w.append(time, event) {
-        Ok(_) => {
-            shared.counters.written.inc();
+    let records: Vec<(SystemTime, &Event)> = batch.iter().map(|(t, e)| (*t, e)).collect();
+    let (written, failed) = w.append_all(&records);
+    shared.counters.written.inc_by(written as u64);
+    match failed {
+        None => {
             shared.working();
-            if event.sync_now() {
+            if batch.iter().any(|(_, e)| e.sync_now()) {
                 sync(w, shared);
             }
         }
-        Err(e) => {
-            shared.lose(1);
+        Some(e) => {
+            shared.lose((batch.len() - written) as u64);
             shared.failing(format!("cannot write {}: {e}", w.path.display()));
         }
     }
