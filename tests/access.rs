@@ -200,7 +200,18 @@ async fn a_grant_opens_the_port_and_revoke_closes_it_and_cuts_the_connection() {
     r.agent.stop().await;
 
     // The audit trail has who changed access, why, and the closed connection, chained.
-    let audit = std::fs::read_to_string(r.dir.path().join("audit.jsonl")).unwrap();
+    // The writer thread batches records (a few ms) and the in-process agent does not close the
+    // trail on stop (`agent run` does): wait for the last expected record to be written.
+    let file = r.dir.path().join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audit = loop {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let done = text.contains("\"change\":\"closed\"") && text.contains("\"to_target\":4,");
+        if done || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let records: Vec<serde_json::Value> = audit
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
