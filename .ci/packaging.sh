@@ -115,9 +115,9 @@ deb=${debs[0]} rpmf=${rpms[0]}
 cp "$deb" "$work/agent.deb"
 cp "$rpmf" "$work/agent.rpm"
 
-# No maintainer script may generate a key.
+# No maintainer script may generate a key (comments aside).
 dpkg-deb -e "$work/agent.deb" "$work/control"
-if grep -l keygen "$work"/control/* 2>/dev/null; then die ".deb maintainer scripts run keygen"; fi
+if cat "$work"/control/* | grep -v '^[[:space:]]*#' | grep -q keygen; then die ".deb maintainer scripts run keygen"; fi
 
 # ---------------------------------------------------------------------------------------------
 # 4. Install the .deb and check what it put where.
@@ -249,8 +249,10 @@ rc=0
 [ "$rc" = 0 ] || { cat "$work/check.out" >&2; die "agent check exited $rc"; }
 log "agent check (as user agent, installed binary, real sshd): exit 0"
 
-# agent run under strace: what it does, checked against the unit's sandbox.
-"${as_agent[@]}" strace -f -qq -o "$work/strace.out" /usr/bin/agent run >"$work/run.log" 2>&1 &
+# agent run under strace: what it does, checked against the unit's sandbox. strace runs as
+# user agent too (it writes its output there), so the agent's privileges are the service's.
+install -d -o agent -g agent -m 0700 "$work/trace"
+"${as_agent[@]}" strace -f -qq -o "$work/trace/strace.out" /usr/bin/agent run >"$work/run.log" 2>&1 &
 agent_pid=$!
 ready=""
 for _ in $(seq 1 100); do
@@ -281,7 +283,7 @@ expand() {
 }
 expand @system-service | sort -u >"$work/allowed"
 { expand @privileged; expand @resources; } | sort -u >"$work/denied"
-used=$(grep -v -e '^[0-9]* *+++' -e '^[0-9]* *---' -e 'resumed>' "$work/strace.out" |
+used=$(grep -v -e '^[0-9]* *+++' -e '^[0-9]* *---' -e 'resumed>' "$work/trace/strace.out" |
   sed -nE 's/^[0-9]+ +([a-z0-9_]+)\(.*/\1/p' | sort -u)
 [ -n "$used" ] || die "strace recorded no system call"
 bad=""
@@ -289,14 +291,14 @@ for s in $used; do
   if ! grep -qx "$s" "$work/allowed" || grep -qx "$s" "$work/denied"; then bad="$bad $s"; fi
 done
 [ -z "$bad" ] || die "system calls outside SystemCallFilter:$bad"
-families=$(sed -nE 's/.* socket\((AF_[A-Z0-9]+),.*/\1/p' "$work/strace.out" | sort -u | tr '\n' ' ')
+families=$(sed -nE 's/.* socket\((AF_[A-Z0-9]+),.*/\1/p' "$work/trace/strace.out" | sort -u | tr '\n' ' ')
 for f in $families; do
   case $f in AF_INET | AF_INET6 | AF_UNIX) ;; *) die "socket of family $f outside RestrictAddressFamilies" ;; esac
 done
-if grep -E ' (mmap|mprotect|pkey_mprotect)\(.*PROT_EXEC' "$work/strace.out" | grep -qE 'mprotect|PROT_WRITE'; then
-  die "writable+executable or mprotect(PROT_EXEC) mapping, MemoryDenyWriteExecute would refuse it: $(grep -E 'PROT_EXEC' "$work/strace.out" | head -3)"
+if grep -E ' (mmap|mprotect|pkey_mprotect)\(.*PROT_EXEC' "$work/trace/strace.out" | grep -qE 'mprotect|PROT_WRITE'; then
+  die "writable+executable or mprotect(PROT_EXEC) mapping, MemoryDenyWriteExecute would refuse it: $(grep -E 'PROT_EXEC' "$work/trace/strace.out" | head -3)"
 fi
-if grep -E ' prctl\(' "$work/strace.out" | grep -q 'PR_SET_DUMPABLE, 0'; then :; else
+if grep -E ' prctl\(' "$work/trace/strace.out" | grep -qE 'PR_SET_DUMPABLE, (0|SUID_DUMP_DISABLE)\) += 0'; then :; else
   die "agent run did not call prctl(PR_SET_DUMPABLE, 0)"
 fi
 log "sandbox: $(echo "$used" | wc -l) distinct system calls all in SystemCallFilter; socket families: ${families:-none}; no W+X mapping"
@@ -333,7 +335,7 @@ for s in preinstall postinstall preuninstall postuninstall; do
 done
 grep -q 'systemd-sysusers' "$work/rpm.txt" || die "the .rpm does not create the agent user"
 grep -q 'try-restart agent.service' "$work/rpm.txt" || die "the .rpm does not restart the service on upgrade"
-if grep -q keygen "$work/rpm.txt"; then die ".rpm scriptlets run keygen"; fi
+if grep -v '^[[:space:]]*#' "$work/rpm.txt" | grep -q keygen; then die ".rpm scriptlets run keygen"; fi
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]' \
   "$work/agent.rpm" >"$work/rpm-files.txt" 2>/dev/null
 grep -qx '/etc/agent/agent.yaml cn -rw-r----- root:root' "$work/rpm-files.txt" ||
