@@ -12,7 +12,7 @@
 #     in RestrictAddressFamilies, and no mapping may be writable and executable
 #     (MemoryDenyWriteExecute). (No systemd runs on CI's machine, so the unit itself cannot be
 #     started here; this is how its sandbox is checked against what the agent does.)
-#   - a reinstall keeps the edited agent.yaml and the key; `dpkg --purge` removes the package's
+#   - an upgrade (the next revision) keeps the edited agent.yaml and the key; `dpkg --purge` removes the package's
 #     files and keeps the key, the state folder with the audit trail, and the user;
 #   - the .rpm's file list, file flags (agent.yaml %config(noreplace)) and scriptlets, with
 #     `rpm -qlp --scripts`.
@@ -305,13 +305,20 @@ log "sandbox: $(echo "$used" | wc -l) distinct system calls all in SystemCallFil
 
 # ---------------------------------------------------------------------------------------------
 # 7. Reinstall keeps the customer's config and key; purge keeps key, state, audit, user.
+# An upgrade: the same package with the next revision (repacked), installed over this one.
+dpkg-deb -R "$work/agent.deb" "$work/next"
+version=$(dpkg-deb -f "$work/agent.deb" Version)
+sed -i "s/^Version: .*/Version: ${version%-*}-$((${version##*-} + 1))/" "$work/next/DEBIAN/control"
+dpkg-deb -b -Znone --root-owner-group "$work/next" "$work/agent-next.deb" >/dev/null
 sum_yaml=$(sha256sum /etc/agent/agent.yaml)
 sum_key=$(sha256sum /etc/agent/keys/private-key.pem)
-dpkg -i "$work/agent.deb" >/dev/null
-[ "$(sha256sum /etc/agent/agent.yaml)" = "$sum_yaml" ] || die "reinstall overwrote agent.yaml"
-[ "$(sha256sum /etc/agent/keys/private-key.pem)" = "$sum_key" ] || die "reinstall touched the key"
+dpkg -i "$work/agent-next.deb" </dev/null >/dev/null
+[ "$(dpkg-query -W -f='${Version}' agent)" != "$version" ] || die "the upgrade did not happen"
+[ "$(sha256sum /etc/agent/agent.yaml)" = "$sum_yaml" ] || die "the upgrade overwrote agent.yaml"
+[ "$(sha256sum /etc/agent/keys/private-key.pem)" = "$sum_key" ] || die "the upgrade touched the key"
 expect /etc/agent/agent.yaml "regular file" 640 root:agent
-log "reinstall: agent.yaml and key unchanged"
+expect /etc/agent/keys directory 700 agent:agent
+log "upgrade to $(dpkg-query -W -f='${Version}' agent): agent.yaml and key unchanged"
 
 [ -s /var/lib/agent/audit.jsonl ] || die "no audit trail was written"
 dpkg --purge agent >/dev/null
