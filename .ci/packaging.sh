@@ -345,7 +345,7 @@ grep -q 'try-restart agent.service' "$work/rpm.txt" || die "the .rpm does not re
 if grep -v '^[[:space:]]*#' "$work/rpm.txt" | grep -q keygen; then die ".rpm scriptlets run keygen"; fi
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]' \
   "$work/agent.rpm" >"$work/rpm-files.txt" 2>/dev/null
-grep -qx '/etc/agent/agent.yaml cn -rw-r----- root:root' "$work/rpm-files.txt" ||
+grep -qx '/etc/agent/agent.yaml cn -rw-r----- root:agent' "$work/rpm-files.txt" ||
   die "agent.yaml in the .rpm is not %config(noreplace) 0640: $(grep agent.yaml "$work/rpm-files.txt")"
 grep -qx '/usr/bin/agent  -rwxr-xr-x root:root' "$work/rpm-files.txt" ||
   die "/usr/bin/agent in the .rpm: $(grep /usr/bin/agent "$work/rpm-files.txt")"
