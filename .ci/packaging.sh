@@ -16,8 +16,13 @@
 #     files and keeps the key, the state folder with the audit trail, and the user;
 #   - the .rpm's file list, file flags (agent.yaml %config(noreplace)) and scriptlets, with
 #     `rpm -qlp --scripts`.
+#   - the unit under a real systemd 252 (PID 1 of a podman container made with debootstrap, with
+#     the .deb installed): it starts as user agent with the sandbox in force and nothing ignored,
+#     serves the forward, reloads on `systemctl reload`, is restarted after a SIGKILL, stops
+#     with status 0.
 # A missing tool is installed (apt-get); if it cannot be, the test fails. Everything it starts
-# (sshd, a web server, the agent under strace) is stopped by PID, also on failure. Safe to run
+# (sshd, a web server, the agent under strace, the container) is stopped by PID or by its own
+# name, also on failure. Safe to run
 # twice in a row. It refuses to touch an `agent` package, /etc/agent or /var/lib/agent that an
 # earlier run of this script did not create.
 set -euo pipefail
@@ -30,6 +35,7 @@ die() {
 }
 [ "$(id -u)" = 0 ] || die "must run as root (it installs the .deb)"
 
+CTR=agent-packaging-systemd CTR_IMAGE=localhost/agent-packaging-systemd:ci
 MARK=.agent-packaging-test # left in /etc/agent and /var/lib/agent by this script only
 UNIT=/usr/lib/systemd/system/agent.service
 # The exposure score README.md states for the unit ("Install as a service"): the test fails
@@ -46,12 +52,15 @@ command -v strace >/dev/null || need+=(strace)
 command -v curl >/dev/null || need+=(curl)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for t in rpm /usr/sbin/sshd ssh-keygen strace curl systemd-analyze setpriv dpkg python3; do
+for t in rpm /usr/sbin/sshd ssh-keygen strace curl systemd-analyze setpriv dpkg python3 debootstrap podman runc; do
   command -v "$t" >/dev/null || die "$t is missing"
 done
 mkdir -p /run/sshd # sshd's privilege-separation directory
@@ -83,6 +92,10 @@ cleanup() {
   local rc=$?
   set +e
   [ -n "$agent_pid" ] && kill -KILL "$agent_pid" 2>/dev/null
+  if [ -n "${CONTAINERS_CONF:-}" ]; then
+    podman rm -f -t 2 "$CTR" >/dev/null 2>&1
+    podman rmi -f "$CTR_IMAGE" >/dev/null 2>&1
+  fi
   if [ -n "$sshd_pid" ]; then
     kill -STOP "$sshd_pid" 2>/dev/null
     for p in $(children "$sshd_pid"); do
@@ -94,7 +107,9 @@ cleanup() {
   [ -n "$http_pid" ] && kill -KILL "$http_pid" 2>/dev/null
   wait 2>/dev/null
   if [ -e /etc/agent/$MARK ] || [ -e /var/lib/agent/$MARK ]; then remove_test_install; fi
-  rm -rf "$work"
+  # A debootstrap that failed half-way may leave /proc, /sys... mounted in the rootfs.
+  awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l
+  rm -rf --one-file-system "$work"
   if [ "$rc" -ne 0 ]; then log "packaging test FAILED (rc $rc)"; fi
   exit "$rc"
 }
@@ -350,5 +365,115 @@ grep -qx '/etc/agent/agent.yaml cn -rw-r----- root:agent' "$work/rpm-files.txt" 
 grep -qx '/usr/bin/agent  -rwxr-xr-x root:root' "$work/rpm-files.txt" ||
   die "/usr/bin/agent in the .rpm: $(grep /usr/bin/agent "$work/rpm-files.txt")"
 log ".rpm: files, agent.yaml %config(noreplace), scriptlets (user, restart on upgrade, no keygen)"
+
+# ---------------------------------------------------------------------------------------------
+# 9. The unit under a real systemd: no systemd runs on CI's machine, so boot one (Debian 12's
+#    systemd 252 as PID 1) in a podman container made from a debootstrap'd rootfs with the .deb
+#    installed, on the host's network (the sshd and web target above). CAP_SYS_ADMIN lets systemd
+#    set up the unit's mount namespaces (ProtectSystem, PrivateTmp, ...); without it, systemd
+#    skips them in a container. Checks: the service starts as user agent with the sandbox in
+#    force (no new privs, seccomp, no capabilities, read-only /, writable /var/lib/agent) and no
+#    option ignored; traffic flows; `systemctl reload` reloads; a SIGKILL is restarted; `stop`
+#    ends it with status 0.
+hn=$(ulimit -Hn)
+printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n' "$hn" "$hn" \
+  >"$work/containers.conf"
+export CONTAINERS_CONF="$work/containers.conf" # the podman settings these machines need (shared/notes)
+podman rm -f -t 2 "$CTR" >/dev/null 2>&1 || true
+podman rmi -f "$CTR_IMAGE" >/dev/null 2>&1 || true
+mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -1 || true)
+[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+[ -n "$mirror" ] || die "no Debian mirror found in the apt sources for debootstrap"
+log "debootstrap bookworm (minbase + systemd) from the apt sources' mirror"
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm "$work/rootfs" "$mirror" \
+  >"$work/debootstrap.log" 2>&1 || {
+  tail -20 "$work/debootstrap.log" >&2
+  die "debootstrap failed"
+}
+cp "$work/agent.deb" "$work/rootfs/tmp/agent.deb"
+chroot "$work/rootfs" dpkg -i /tmp/agent.deb >/dev/null 2>&1 || die "dpkg -i in the rootfs failed"
+rm "$work/rootfs/tmp/agent.deb"
+tar -C "$work/rootfs" -c . | podman import -q - "$CTR_IMAGE" >/dev/null
+rm -rf "$work/rootfs"
+podman run -d --name "$CTR" --network host --systemd=always --cap-add=SYS_ADMIN "$CTR_IMAGE" /lib/systemd/systemd >/dev/null
+in_ctr() { podman exec "$CTR" "$@"; }
+state=""
+for _ in $(seq 1 60); do
+  state=$(in_ctr systemctl is-system-running 2>/dev/null || true)
+  case $state in running | degraded) break ;; esac
+  sleep 0.5
+done
+case $state in running | degraded) ;; *) die "systemd in the container is '$state'" ;; esac
+log "systemd $(in_ctr systemctl --version | awk 'NR == 1 {print $2}') is PID 1 in container $CTR"
+
+in_ctr runuser -u agent -- agent keygen --out-dir /etc/agent/keys --bits 2048 --comment packaging-systemd >/dev/null
+in_ctr cat /etc/agent/keys/public-key.pem >>"$work/sshd/authorized_keys"
+remote_port=$(free_port)
+admin_port=$(free_port)
+{
+  echo "server:"
+  echo "  host: 127.0.0.1"
+  echo "  ports: [$sshd_port]"
+  echo "  user: root"
+  echo "  host_keys: [\"$host_key\"]"
+  echo "identity: keys/private-key.pem"
+  echo "forwards:"
+  echo "  - name: web"
+  echo "    remote: \"127.0.0.1:$remote_port\""
+  echo "    target: 127.0.0.1:$http_port"
+  echo "reconnect: { initial: 1s, max: 5s }"
+  echo "admin: { listen: \"127.0.0.1:$admin_port\" }"
+  echo "audit: { file: /var/lib/agent/audit.jsonl }"
+} >"$work/agent-ctr.yaml"
+podman cp "$work/agent-ctr.yaml" "$CTR:/etc/agent/agent.yaml"
+in_ctr sh -c 'chown root:agent /etc/agent/agent.yaml && chmod 0640 /etc/agent/agent.yaml'
+in_ctr systemctl enable --now agent.service >/dev/null 2>&1 || die "systemctl enable --now agent failed"
+ctr_agent=(runuser -u agent -- env AGENT_CONFIG=/etc/agent/agent.yaml AGENT_STATE_DIR=/var/lib/agent agent)
+journal() { in_ctr journalctl -u agent.service --no-pager 2>/dev/null || true; }
+ready=""
+for _ in $(seq 1 100); do
+  if in_ctr "${ctr_agent[@]}" health >/dev/null 2>&1; then ready=1 && break; fi
+  sleep 0.2
+done
+[ -n "$ready" ] || {
+  journal | tail -20 >&2
+  die "agent.service never became ready"
+}
+body=$(curl -fsS --max-time 10 "http://127.0.0.1:$remote_port/index.txt") || die "no answer through the service's forward"
+[ "$body" = "$token" ] || die "wrong body through the service's forward: $body"
+in_ctr "${ctr_agent[@]}" status >/dev/null || die "agent status (control socket) failed against the service"
+
+pid=$(in_ctr systemctl show -p MainPID --value agent.service)
+st=$(in_ctr cat "/proc/$pid/status")
+agent_uid=$(in_ctr id -u agent)
+grep -qP "^Uid:\t$agent_uid\t" <<<"$st" || die "the service does not run as user agent"
+grep -qP '^NoNewPrivs:\t1$' <<<"$st" || die "NoNewPrivs not in force"
+grep -qP '^Seccomp:\t2$' <<<"$st" || die "no seccomp filter in force"
+grep -qP '^CapBnd:\t0000000000000000$' <<<"$st" || die "capability bounding set not empty"
+grep -qP '^CapEff:\t0000000000000000$' <<<"$st" || die "effective capabilities not empty"
+mounts=$(in_ctr cat "/proc/$pid/mountinfo" | awk '{print $5, $6}')
+grep -qE '^/ ro,' <<<"$mounts" || die "/ is not read-only for the service: $(grep '^/ ' <<<"$mounts")"
+grep -qE '^/var/lib/agent rw,' <<<"$mounts" || die "/var/lib/agent is not writable for the service"
+if journal | grep -i 'ignoring'; then die "systemd ignored a sandbox option (above)"; fi
+in_ctr systemctl reload agent.service || { journal | tail -10 >&2; die "systemctl reload failed"; }
+for _ in $(seq 1 50); do
+  if journal | grep -q 'configuration reloaded'; then break; fi
+  sleep 0.1
+done
+journal | grep -q 'configuration reloaded' || die "no reload after systemctl reload"
+log "agent.service: user agent, NoNewPrivs, seccomp, no capabilities, / read-only; traffic, status, reload"
+
+in_ctr kill -KILL "$pid"
+restarted=""
+for _ in $(seq 1 60); do # RestartSec=10s
+  new=$(in_ctr systemctl show -p MainPID --value agent.service)
+  if [ "$new" != 0 ] && [ "$new" != "$pid" ]; then restarted=1 && break; fi
+  sleep 0.5
+done
+[ -n "$restarted" ] || die "agent.service was not restarted after SIGKILL"
+in_ctr systemctl stop agent.service
+[ "$(in_ctr systemctl show -p ExecMainStatus --value agent.service)" = 0 ] || die "agent did not exit 0 on stop"
+online=$(in_ctr systemd-analyze security agent.service --no-pager 2>&1 | sed -n 's/.*Overall exposure level for agent.service: \([0-9.]*\).*/\1/p')
+log "agent.service: restarted after SIGKILL, stopped with status 0; systemd-analyze security (live): $online"
 
 log "packaging test passed"
