@@ -48,31 +48,8 @@ pub struct AccessEvent {
     pub until: Option<Timestamp>,
 }
 
-/// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Opened,
-    Closed,
-    Granted,
-    Revoked,
-    Expired,
-    Paused,
-    Resumed,
-}
-
-impl Change {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Change::Opened => "opened",
-            Change::Closed => "closed",
-            Change::Granted => "granted",
-            Change::Revoked => "revoked",
-            Change::Expired => "expired",
-            Change::Paused => "paused",
-            Change::Resumed => "resumed",
-        }
-    }
-}
+/// What changed: the audit trail's own vocabulary, so the record needs no translation.
+pub use crate::audit::AccessChange as Change;
 
 pub type EventHook = Box<dyn Fn(&AccessEvent) + Send + Sync>;
 

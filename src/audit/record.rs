@@ -109,6 +109,21 @@ pub enum AccessChange {
     Resumed,
 }
 
+impl AccessChange {
+    /// The name written in the record, for logs and notifications too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessChange::Opened => "opened",
+            AccessChange::Closed => "closed",
+            AccessChange::Granted => "granted",
+            AccessChange::Revoked => "revoked",
+            AccessChange::Expired => "expired",
+            AccessChange::Paused => "paused",
+            AccessChange::Resumed => "resumed",
+        }
+    }
+}
+
 /// agent.yaml as it was taken into use (or refused on reload).
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigRecord {

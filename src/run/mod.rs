@@ -146,24 +146,14 @@ impl Agent {
 
 /// Records every access change (opened, closed, granted, ...) in the audit trail, if any.
 fn audit_access(state: Arc<TunnelState>) -> crate::access::controller::EventHook {
-    use crate::audit::{AccessChange, AccessRecord};
+    use crate::audit::AccessRecord;
     Box::new(move |e| {
         if !state.audit().is_on() {
             return;
         }
-        use crate::access::controller::Change;
-        let change = match e.change {
-            Change::Opened => AccessChange::Opened,
-            Change::Closed => AccessChange::Closed,
-            Change::Granted => AccessChange::Granted,
-            Change::Revoked => AccessChange::Revoked,
-            Change::Expired => AccessChange::Expired,
-            Change::Paused => AccessChange::Paused,
-            Change::Resumed => AccessChange::Resumed,
-        };
         state.audit().access(AccessRecord {
             forward: (e.forward != crate::access::store::ALL).then(|| e.forward.clone()),
-            change,
+            change: e.change,
             by: e.by.clone(),
             uid: e.uid,
             reason: e.reason.clone(),
