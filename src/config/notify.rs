@@ -33,26 +33,11 @@ impl Webhook {
         if path.chars().any(|c| c.is_control() || c == ' ') || path.contains('#') {
             return Err("the path has spaces, control characters or a #fragment".into());
         }
-        let default_port = if https { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, p.parse().map_err(|_| format!("bad port \"{p}\""))?),
-                None if after.is_empty() => (host, default_port),
-                None => return Err(format!("unexpected \"{after}\" after the host")),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port \"{p}\""))?),
-                None => (authority, default_port),
-            }
-        };
-        if host.is_empty() || port == 0 {
-            return Err("no host (or port 0)".into());
-        }
+        let (host, port) = crate::transport::split_host_port(authority)?;
+        let port = port.unwrap_or(if https { 443 } else { 80 });
         Ok(Self {
             https,
-            host: host.to_string(),
+            host,
             port,
             path: path.to_string(),
         })

@@ -156,8 +156,9 @@ impl fmt::Display for Rung {
     }
 }
 
-/// `host`, `host:port`, `[v6]`, `[v6]:port`.
-fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
+/// `host`, `host:port`, `[v6]`, `[v6]:port`: a host name or address (IPv6 in brackets) and an
+/// optional port 1-65535. Also what `notify.webhook` is parsed with.
+pub fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
