@@ -1,14 +1,26 @@
 #!/usr/bin/env python3
-"""The agent against `ssh -R` on this machine, same run, interleaved (bench/run.sh calls this).
+"""The agent against other reverse tunnels on this machine, same run, interleaved (bench/run.sh
+calls this and installs the peers).
 
-Everything stays on 127.0.0.1: a private sshd with its own config and keys, iperf3 and an echo
-service as the targets. For each repetition, each tunnel (the agent and ssh -R, same cipher) is
-started, measured and stopped in turn, which goes first alternating, so both see the same machine
-noise. Medians and the agent/ssh ratio per row are printed; every raw number goes to a JSON file.
+Peers (--peers, all by default): `ssh -R` (OpenSSH, same cipher as the agent), rathole over its
+`noise` transport (Noise_NK_25519_ChaChaPoly_BLAKE2s: encrypted like the agent), and bore (no
+encryption, no secret: the ceiling of a tunnel that does no crypto). Everything stays on
+127.0.0.1: a private sshd with its own config and keys, a rathole server and a bore server per
+tunnel, iperf3 and an echo service as the targets; every tunnel holds two forwards (iperf3, echo).
+For each repetition, each tunnel is started, measured and stopped in turn, which goes first
+rotating, so all see the same machine noise. Medians, each peer's value and the agent/peer ratio
+per row are printed, then where the targets of issue #21 stand; every raw number goes to a JSON
+file.
 
-With --wss, a third tunnel: the agent over a `wss://` rung, through websockify (TLS, the vendor-side
-terminator of examples/vendor/websockify.sh) in front of the same sshd; its column is compared with
-the agent's plain SSH (target: >= 0.8x throughput). websockify's CPU is counted with sshd's.
+The client side (the process on the customer's side: the agent, `ssh`, the rathole client, the
+two `bore local` processes, one per forward, summed) is what the CPU s/GB and memory rows measure.
+The server side (sshd and its session processes, the rathole server, the bore server) is what the
+"server" rows measure.
+
+With --wss, an extra column: the agent over a `wss://` rung, through websockify (TLS, the
+vendor-side terminator of examples/vendor/websockify.sh) in front of the same sshd; its column is
+compared with the agent's plain SSH (target: >= 0.8x throughput). websockify's CPU is counted with
+sshd's. With --audit, the agent with its audit trail on, compared with the plain agent.
 """
 import argparse
 import json
@@ -25,7 +37,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(os.environ.get("AGENT_BIN", ROOT / "target/release/agent"))
 LOADGEN = Path(os.environ.get("LOADGEN_BIN", ROOT / "target/release/examples/loadgen"))
+TOOLS = ROOT / "target/bench-tools/bin"
+RATHOLE = Path(os.environ.get("RATHOLE_BIN", TOOLS / "rathole"))
+BORE = Path(os.environ.get("BORE_BIN", TOOLS / "bore"))
 CIPHER = "aes128-gcm@openssh.com"
+# bore's control port is a constant in bore (CONTROL_PORT), not an option.
+BORE_CONTROL_PORT = 7835
+PEERS = ("agent", "ssh", "rathole", "bore")
+# Column titles; the extra agent columns (--audit, --wss) are compared with the plain agent.
+LABEL = {"agent": "agent", "ssh": "ssh -R", "rathole": "rathole", "bore": "bore",
+         "agent+audit": "agent+audit", "agent-wss": "agent wss"}
+RATE_ROW = "new conns/s (1 KiB each way)"
 
 
 def free_port():
@@ -43,6 +65,24 @@ def wait_port(port, timeout=20.0):
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def port_free(port):
+    """Whether a listener could bind 127.0.0.1:`port` now (SO_REUSEADDR, as tokio binds)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_bore_port():
+    if not port_free(BORE_CONTROL_PORT):
+        sys.exit(f"bore: its control port 127.0.0.1:{BORE_CONTROL_PORT} (fixed in bore) is in use by another "
+                 f"process (`ss -ltnp sport = :{BORE_CONTROL_PORT}` shows which); free it or leave bore out "
+                 f"(--peers agent,ssh,rathole)")
 
 
 def cpu_seconds(pid):
@@ -127,6 +167,7 @@ LogLevel ERROR
         Path("/run/sshd").mkdir(exist_ok=True)
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)], stderr=open(work / "sshd.log", "w"))
         if not wait_port(self.port):
+            stop(self.proc)
             sys.exit("sshd did not start; see " + str(work / "sshd.log"))
         self.host_key_line = " ".join((work / "host_key.pub").read_text().split()[:2])
         known = work / "known_hosts"
@@ -157,6 +198,7 @@ class Websockify:
         self.proc = subprocess.Popen(["sh", str(ROOT / "examples/vendor/websockify.sh")], env=env,
                                      stdout=subprocess.DEVNULL, stderr=open(work / "websockify.log", "w"))
         if not wait_port(self.port):
+            stop(self.proc)
             sys.exit("websockify did not start; see " + str(work / "websockify.log"))
 
     def close(self):
@@ -181,35 +223,139 @@ forwards:"""]
 
 
 class Tunnel:
-    """A running tunnel (agent or ssh -R) with forwards iperf (r1) and echo (r2)."""
+    """A running tunnel with forwards iperf (r1) and echo (r2). `clients` are its processes on the
+    customer's side (CPU and memory rows), `servers` the server side's own processes (the rathole
+    and bore servers; sshd and websockify outlive the tunnel and are counted through `ctx`)."""
 
-    def __init__(self, kind, work, sshd, key, iperf_port, echo_port, wss=None):
-        self.kind = kind
+    def __init__(self, kind, work, ctx):
+        self.kind, self.work, self.ctx = kind, work, ctx
         self.r1, self.r2 = free_port(), free_port()
-        user = login_user()
-        if kind.startswith("agent"):
-            cfg = work / f"{kind}.yaml"
-            extra = 'admin: { listen: "off" }\nlog: { level: warn }\n'
-            if kind == "agent+audit":
-                # The same agent with its audit trail on: one record per connection.
-                extra += f"audit: {{ file: {work / 'audit.jsonl'} }}\n"
-            cfg.write_text(agent_yaml(sshd, key, {"iperf": (self.r1, iperf_port), "echo": (self.r2, echo_port)},
-                                      extra, wss if kind == "agent-wss" else None))
-            cmd = [str(AGENT), "-c", str(cfg), "run"]
-        else:
-            cmd = ["ssh", "-N", "-T", "-c", CIPHER, "-i", str(key), "-p", str(sshd.port),
-                   "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-                   "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                   "-R", f"127.0.0.1:{self.r1}:127.0.0.1:{iperf_port}",
-                   "-R", f"127.0.0.1:{self.r2}:127.0.0.1:{echo_port}",
-                   f"{user}@127.0.0.1"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / f"{kind}.log", "a"))
-        if not (wait_port(self.r1) and wait_port(self.r2)):
-            stop(self.proc)
-            sys.exit(f"{kind} tunnel did not come up; see {work}/{kind}.log")
+        self.clients, self.servers = [], []
+        try:
+            if kind.startswith("agent"):
+                self._agent()
+            elif kind == "ssh":
+                self._ssh()
+            elif kind == "rathole":
+                self._rathole()
+            elif kind == "bore":
+                self._bore()
+            else:
+                raise ValueError(kind)
+            if not (wait_port(self.r1) and wait_port(self.r2)):
+                raise RuntimeError(f"{kind} tunnel did not come up; see {work}/{kind}*.log")
+        except BaseException:
+            self.close()
+            raise
+
+    def _spawn(self, cmd, log, env=None):
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.work / log, "a"),
+                                env=env, stdin=subprocess.DEVNULL)
+
+    def _agent(self):
+        ctx, work, kind = self.ctx, self.work, self.kind
+        cfg = work / f"{kind}.yaml"
+        extra = 'admin: { listen: "off" }\nlog: { level: warn }\n'
+        if kind == "agent+audit":
+            # The same agent with its audit trail on: one record per connection.
+            extra += f"audit: {{ file: {work / 'audit.jsonl'} }}\n"
+        cfg.write_text(agent_yaml(ctx.sshd, ctx.key, {"iperf": (self.r1, ctx.iperf_port),
+                                                      "echo": (self.r2, ctx.echo_port)},
+                                  extra, ctx.wss if kind == "agent-wss" else None))
+        self.clients.append(self._spawn([str(AGENT), "-c", str(cfg), "run"], f"{kind}.log"))
+
+    def _ssh(self):
+        ctx = self.ctx
+        cmd = ["ssh", "-N", "-T", "-c", CIPHER, "-i", str(ctx.key), "-p", str(ctx.sshd.port),
+               "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+               "-o", f"UserKnownHostsFile={ctx.sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+               "-R", f"127.0.0.1:{self.r1}:127.0.0.1:{ctx.iperf_port}",
+               "-R", f"127.0.0.1:{self.r2}:127.0.0.1:{ctx.echo_port}",
+               f"{login_user()}@127.0.0.1"]
+        self.clients.append(self._spawn(cmd, "ssh.log"))
+
+    def _rathole(self):
+        """rathole server and client over noise (the default pattern, NK: the client pins the
+        server's static key, like a host-key pin). Per-connection logging off (RUST_LOG=warn), as
+        the agent runs at `warn`; other settings are rathole's defaults (TCP_NODELAY on)."""
+        ctx, work = self.ctx, self.work
+        control = free_port()
+        (work / "rathole-server.toml").write_text(f"""[server]
+bind_addr = "127.0.0.1:{control}"
+default_token = "{ctx.rathole_token}"
+
+[server.transport]
+type = "noise"
+
+[server.transport.noise]
+local_private_key = "{ctx.rathole_private}"
+
+[server.services.iperf]
+bind_addr = "127.0.0.1:{self.r1}"
+
+[server.services.echo]
+bind_addr = "127.0.0.1:{self.r2}"
+""")
+        (work / "rathole-client.toml").write_text(f"""[client]
+remote_addr = "127.0.0.1:{control}"
+default_token = "{ctx.rathole_token}"
+
+[client.transport]
+type = "noise"
+
+[client.transport.noise]
+remote_public_key = "{ctx.rathole_public}"
+
+[client.services.iperf]
+local_addr = "127.0.0.1:{ctx.iperf_port}"
+
+[client.services.echo]
+local_addr = "127.0.0.1:{ctx.echo_port}"
+""")
+        env = dict(os.environ, RUST_LOG="warn")
+        self.servers.append(self._spawn([str(RATHOLE), "-s", str(work / "rathole-server.toml")],
+                                        "rathole-server.log", env))
+        # The server opens the forwarded ports only once the client's control channel is up.
+        if not wait_port(control):
+            raise RuntimeError(f"rathole server did not start; see {work}/rathole-server.log")
+        self.clients.append(self._spawn([str(RATHOLE), "-c", str(work / "rathole-client.toml")],
+                                        "rathole-client.log", env))
+
+    def _bore(self):
+        """bore server and one `bore local` per forward (bore forwards one port per process)."""
+        ctx, work = self.ctx, self.work
+        check_bore_port()
+        env = dict(os.environ, RUST_LOG="warn")
+        lo, hi = sorted((self.r1, self.r2))
+        self.servers.append(self._spawn([str(BORE), "server", "--bind-addr", "127.0.0.1",
+                                         "--min-port", str(lo), "--max-port", str(hi)], "bore-server.log", env))
+        if not wait_port(BORE_CONTROL_PORT):
+            raise RuntimeError(f"bore server did not start; see {work}/bore-server.log")
+        for remote, target in ((self.r1, ctx.iperf_port), (self.r2, ctx.echo_port)):
+            self.clients.append(self._spawn([str(BORE), "local", str(target), "--local-host", "127.0.0.1",
+                                             "--to", "127.0.0.1", "--port", str(remote)], "bore-local.log", env))
+
+    def client_cpu(self):
+        return sum(cpu_seconds(p.pid) for p in self.clients)
+
+    def client_mem(self, key):
+        return sum(mem_kib(p.pid, key) for p in self.clients)
+
+    def server_cpu(self):
+        """CPU seconds of the server side: sshd's processes (plus websockify's for the wss
+        tunnel), or the tunnel's own server."""
+        ctx = self.ctx
+        if self.servers:
+            return sum(tree_cpu(p.pid) for p in self.servers)
+        return tree_cpu(ctx.sshd.proc.pid) + (tree_cpu(ctx.wss.proc.pid) if self.kind == "agent-wss" else 0)
+
+    def alive(self):
+        return all(p.poll() is None for p in self.clients + self.servers)
 
     def close(self):
-        stop(self.proc)
+        # Clients first, so the servers see a clean disconnect.
+        for p in self.clients + self.servers:
+            stop(p)
 
 
 def iperf(port, seconds, reverse, parallel, tries=3):
@@ -235,34 +381,39 @@ def loadgen(*args, timeout=600):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(t, sshd, args, wss=None):
-    """One repetition of every case on tunnel `t`; returns {row: value}. The server side's CPU
-    is sshd's, plus websockify's for the wss tunnel."""
-    row = {}
-    pid = t.proc.pid
+def reset_peak_rss(t):
+    """Reset VmHWM of the tunnel's client processes to their current RSS (Linux: clear_refs 5)."""
+    try:
+        for p in t.clients:
+            Path(f"/proc/{p.pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
-    def server_cpu():
-        return tree_cpu(sshd.proc.pid) + (tree_cpu(wss.proc.pid) if wss and t.kind == "agent-wss" else 0)
+
+def measure(t, args):
+    """One repetition of every case on tunnel `t`; returns {row: value}."""
+    row = {}
     time.sleep(2)
-    row["idle RSS MiB"] = mem_kib(pid, "VmRSS") / 1024
+    row["idle RSS MiB"] = t.client_mem("VmRSS") / 1024
     # RSS counts the program's code pages too (clean, shared, reclaimable); this is the memory
     # the process itself dirtied: heap, stacks, relocated data.
-    row["idle private (anon) MiB"] = mem_kib(pid, "RssAnon") / 1024
+    row["idle private (anon) MiB"] = t.client_mem("RssAnon") / 1024
     for reverse, direction in ((False, "to service"), (True, "from service")):
         for par in (1, 8):
-            c0, s0 = cpu_seconds(pid), server_cpu()
+            c0, s0 = t.client_cpu(), t.server_cpu()
             gbps, nbytes = iperf(t.r1, args.seconds, reverse, par)
-            c1, s1 = cpu_seconds(pid), server_cpu()
+            c1, s1 = t.client_cpu(), t.server_cpu()
             row[f"Gbit/s {direction}, {par} stream{'s' if par > 1 else ''}"] = gbps
             if par == 1:
                 row[f"CPU s/GB {direction}"] = (c1 - c0) / (nbytes / 1e9)
             if par == 1 and not reverse:
-                # Toward the service the server encrypts every byte in one process: how busy it
-                # was says whether the server, not the tunnel client, set the speed.
-                row["sshd CPU s/GB to service"] = (s1 - s0) / (nbytes / 1e9)
+                # Toward the service the server encrypts every byte (sshd: in one process): how
+                # busy it was says whether the server, not the tunnel client, set the speed.
+                row["server CPU s/GB to service"] = (s1 - s0) / (nbytes / 1e9)
                 # iperf3's own test time (without its setup), from what it moved and its rate.
                 seconds = nbytes * 8 / (gbps * 1e9)
-                row["sshd % of a core, to service"] = 100 * (s1 - s0) / seconds
+                row["server % of a core, to service"] = 100 * (s1 - s0) / seconds
     rr = loadgen("rr", "--port", str(t.r2), "--count", str(args.rr_count))
     row["RTT p50 us (64 B)"] = rr["p50_us"]
     row["RTT p99 us (64 B)"] = rr["p99_us"]
@@ -271,63 +422,204 @@ def measure(t, sshd, args, wss=None):
     row["new connection p99 ms"] = conn["p99_ms"]
     if args.conns:
         try:
-            c0 = cpu_seconds(pid)
+            c0 = t.client_cpu()
             many = loadgen("many", "--port", str(t.r2), "--conns", str(args.conns), "--rounds", "3")
             # Per-connection work (and, with --audit, one record per connection) shows here.
-            row[f"{args.conns} conns x 3: tunnel CPU s"] = cpu_seconds(pid) - c0
+            row[f"{args.conns} conns x 3: tunnel CPU s"] = t.client_cpu() - c0
             row[f"{args.conns} conns: lost"] = args.conns - many["echoed_ok"]
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             print(f"{t.kind}: {args.conns} connections run failed: {e}", file=sys.stderr)
             row[f"{args.conns} conns: lost"] = args.conns
-        row["peak RSS MiB (VmHWM)"] = mem_kib(pid, "VmHWM") / 1024
+        row["peak RSS MiB (VmHWM)"] = t.client_mem("VmHWM") / 1024
         time.sleep(5)
-        row["RSS after conns MiB"] = mem_kib(pid, "VmRSS") / 1024
+        row["RSS after conns MiB"] = t.client_mem("VmRSS") / 1024
+    if args.rate_seconds:
+        # After the concurrent connections case, so its peak and after rows are its own; the
+        # peak resident size is reset first (clear_refs 5), so this row is this case's peak.
+        hwm = reset_peak_rss(t)
+        rate = loadgen("rate", "--port", str(t.r2), "--seconds", str(args.rate_seconds),
+                       "--concurrency", str(args.rate_concurrency), timeout=args.rate_seconds + 60)
+        row[RATE_ROW] = rate["conns_per_s"]
+        row["new conns: failed"] = rate["failed"]
+        if hwm:
+            row["peak RSS MiB, new conns/s"] = t.client_mem("VmHWM") / 1024
+    if not t.alive():
+        raise RuntimeError(f"{t.kind}: a process of the tunnel exited during the run; see {t.work}/{t.kind}*.log")
     return row
 
 
+# Where issue #21's targets stand: (peer, row, ">=" or "<=", agent/peer ratio wanted).
+TARGETS = [
+    *[("ssh", f"Gbit/s from service, {n}", ">=", 1.1) for n in ("1 stream", "8 streams")],
+    ("ssh", "CPU s/GB from service", "<=", 0.8),
+    *[("ssh", f"Gbit/s to service, {n}", ">=", 0.95) for n in ("1 stream", "8 streams")],
+    ("ssh", "CPU s/GB to service", "<=", 1.0),
+    *[("ssh", r, "<=", 1.0) for r in ("RTT p50 us (64 B)", "RTT p99 us (64 B)",
+                                       "new connection p50 ms", "new connection p99 ms")],
+    ("ssh", RATE_ROW, ">=", 1.0),
+    *[("rathole", f"Gbit/s {d}, {n}", ">=", 2.0) for d in ("to service", "from service")
+      for n in ("1 stream", "8 streams")],
+    ("rathole", "RTT p50 us (64 B)", "<=", 1.0),
+    ("rathole", "idle RSS MiB", "<=", 1.0),
+    *[("bore", f"Gbit/s {d}, {n}", ">=", 0.8) for d in ("to service", "from service")
+      for n in ("1 stream", "8 streams")],
+]
+
+
+def median(results, kind, row):
+    vals = [x[row] for x in results.get(kind, []) if row in x]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(a, b, digits=2):
+    return "-" if a is None or not b else f"{a / b:.{digits}f}"
+
+
+def table(results, kinds):
+    """Medians, one column per tunnel; after each peer, agent / peer; after an extra agent
+    column (--audit, --wss), extra / agent."""
+    rows = []
+    for k in kinds:
+        for x in results[k]:
+            rows += [r for r in x if r not in rows]
+    head, rule = ["case"], ["---"]
+    for k in kinds:
+        head.append(LABEL[k])
+        if k in PEERS and k != "agent":
+            head.append(f"agent / {LABEL[k].split()[0]}")
+        elif k == "agent+audit":
+            head.append("audit / agent")
+        elif k == "agent-wss":
+            head.append("wss / agent")
+    rule = ["---"] * len(head)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule) + "|"]
+    for r in rows:
+        a = median(results, "agent", r)
+        cells = [r]
+        for k in kinds:
+            v = median(results, k, r)
+            cells.append(fmt(v))
+            if k in PEERS and k != "agent":
+                cells.append(ratio(a, v))
+            elif k == "agent+audit":
+                cells.append(ratio(v, a, 3))
+            elif k == "agent-wss":
+                cells.append(ratio(v, a))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def targets(results, kinds):
+    """One line per target of issue #21 whose peer was measured: the target, the agent/peer
+    ratio of the medians, met or not met."""
+    lines = []
+    for peer, row, op, want in TARGETS:
+        if peer not in kinds:
+            continue
+        a, p = median(results, "agent", row), median(results, peer, row)
+        if a is None or not p:
+            lines.append(f"- vs {LABEL[peer]}: {row}: agent/{peer} {op} {want:.2f}x: no value")
+            continue
+        r = a / p
+        met = r >= want if op == ">=" else r <= want
+        lines.append(f"- vs {LABEL[peer]}: {row}: target agent/{peer} {op} {want:.2f}x; "
+                     f"value {r:.2f}x ({a:.2f} vs {p:.2f}): {'met' if met else 'NOT met'}")
+    return lines
+
+
+def tool_version(path):
+    """`bore --version` prints "bore-cli 0.6.0"; `rathole --version` a block with "Build Version: 0.5.0"."""
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return None
+    for line in out.splitlines():
+        if line.startswith("Build Version:"):
+            return f"{out.split()[0]} {line.split(':', 1)[1].strip()}"
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def parse_peers(text):
+    peers = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in peers if p not in PEERS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(bad)} (known: {','.join(PEERS)})")
+    # The agent is what every ratio is taken against.
+    return ["agent"] + [p for p in PEERS[1:] if p in peers]
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5, help="repetitions per tunnel (interleaved)")
     p.add_argument("--seconds", type=int, default=10, help="iperf3 duration per case")
+    p.add_argument("--peers", type=parse_peers, default=list(PEERS),
+                   help=f"tunnels to measure, comma-separated (default {','.join(PEERS)}; the agent is always in)")
     p.add_argument("--rr-count", type=int, default=1000)
     p.add_argument("--connect-count", type=int, default=100)
+    p.add_argument("--rate-seconds", type=int, default=None,
+                   help="new conns/s case: duration (default: --seconds; 0 to skip)")
+    p.add_argument("--rate-concurrency", type=int, default=32, help="new conns/s case: connections in flight")
     p.add_argument("--conns", type=int, default=10000, help="concurrent connections case (0 to skip)")
     p.add_argument("--audit", action="store_true",
                    help="also measure the agent with its audit trail on (column agent+audit)")
     p.add_argument("--out", default=str(ROOT / "bench/results"))
     p.add_argument("--wss", action="store_true", help="also the agent over a wss:// rung (websockify)")
     args = p.parse_args()
+    if args.rate_seconds is None:
+        args.rate_seconds = args.seconds
+    kinds = args.peers + (["agent+audit"] if args.audit else []) + (["agent-wss"] if args.wss else [])
+    for k, path in (("rathole", RATHOLE), ("bore", BORE)):
+        if k in kinds and not os.access(path, os.X_OK):
+            sys.exit(f"{k}: no binary at {path} (bench/run.sh installs it; or leave {k} out with --peers)")
+    if "bore" in kinds:
+        check_bore_port()
+    # A SIGTERM (a timeout, a stopped job) still stops every process started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     keys = work / "keys"
     subprocess.run([str(AGENT), "keygen", "--out-dir", str(keys), "--bits", "2048"], check=True, capture_output=True)
-    key = keys / "private-key.pem"
-    sshd = Sshd(work, (keys / "public-key.pem").read_text())
-    iperf_srv = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port := free_port())],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    echo_srv = subprocess.Popen([str(LOADGEN), "echo"], stdout=subprocess.PIPE, text=True)
-    echo_port = json.loads(echo_srv.stdout.readline())["port"]
-    wait_port(iperf_port)
-    kinds = ["agent", "ssh"] + (["agent+audit"] if args.audit else []) + (["agent-wss"] if args.wss else [])
-    wss = Websockify(work, sshd) if args.wss else None
+    ctx = argparse.Namespace(key=keys / "private-key.pem", wss=None, sshd=None)
+    if "rathole" in kinds:
+        out = subprocess.run([str(RATHOLE), "--genkey"], check=True, capture_output=True, text=True).stdout.split()
+        # "Private Key:\n<base64>\n\nPublic Key:\n<base64>"
+        ctx.rathole_private = out[out.index("Private") + 2]
+        ctx.rathole_public = out[out.index("Public") + 2]
+        ctx.rathole_token = os.urandom(16).hex()
+    started = []
     results = {k: [] for k in kinds}
     try:
+        ctx.sshd = Sshd(work, (keys / "public-key.pem").read_text())
+        started.append(ctx.sshd.proc)
+        ctx.iperf_port = free_port()
+        started.append(subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(ctx.iperf_port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        echo_srv = subprocess.Popen([str(LOADGEN), "echo"], stdout=subprocess.PIPE, text=True)
+        started.append(echo_srv)
+        ctx.echo_port = json.loads(echo_srv.stdout.readline())["port"]
+        wait_port(ctx.iperf_port)
+        if args.wss:
+            ctx.wss = Websockify(work, ctx.sshd)
+            started.append(ctx.wss.proc)
         for run in range(args.runs):
             # Rotate which tunnel goes first, so none always meets a cold machine.
             order = kinds[run % len(kinds):] + kinds[:run % len(kinds)]
             for kind in order:
                 print(f"run {run + 1}/{args.runs}: {kind}", file=sys.stderr, flush=True)
-                t = Tunnel(kind, work, sshd, key, iperf_port, echo_port, wss)
+                t = Tunnel(kind, work, ctx)
                 try:
-                    results[kind].append(measure(t, sshd, args, wss))
+                    results[kind].append(measure(t, args))
                 finally:
                     t.close()
+    except RuntimeError as e:
+        sys.exit(f"bench: {e}")
     finally:
-        for proc in (echo_srv, iperf_srv):
+        for proc in reversed(started):
             stop(proc)
-        if wss:
-            wss.close()
-        sshd.close()
 
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
     # sshd's congestion control decides how it paces toward the tunnel (see README Performance).
@@ -337,34 +629,23 @@ def main():
         cc = "unknown"
     machine = f"{os.cpu_count()} cores, {cpu}, TCP congestion control {cc}"
     stamp = time.strftime("%Y-%m-%d")
-    rows = list(results["agent"][0].keys())
-    head, rule = "| case | agent | ssh -R | agent / ssh |", "|---|---|---|---|"
-    if args.audit:
-        head, rule = head + " agent+audit | audit / agent |", rule + "---|---|"
-    if args.wss:
-        head, rule = head + " agent wss | wss / agent |", rule + "---|---|"
-    lines = [f"Benchmark {stamp} on {machine}; {args.runs} interleaved runs, medians; cipher {CIPHER}", "",
-             head, rule]
-    for r in rows:
-        a = statistics.median(x[r] for x in results["agent"])
-        s = statistics.median(x[r] for x in results["ssh"])
-        ratio = f"{a / s:.2f}" if s else "-"
-        line = f"| {r} | {a:.2f} | {s:.2f} | {ratio} |"
-        if args.audit:
-            au = statistics.median(x[r] for x in results["agent+audit"])
-            line += f" {au:.2f} | {au / a:.3f} |" if a else f" {au:.2f} | - |"
-        if args.wss:
-            w = statistics.median(x[r] for x in results["agent-wss"])
-            line += f" {w:.2f} | {w / a:.2f} |" if a else f" {w:.2f} | - |"
-        lines.append(line)
-    table = "\n".join(lines)
-    print(table)
+    versions = {"rathole": tool_version(RATHOLE) if "rathole" in kinds else None,
+                "bore": tool_version(BORE) if "bore" in kinds else None}
+    peers = ", ".join(f"{LABEL[k]} ({versions[k]})" if versions.get(k) else LABEL[k] for k in kinds)
+    lines = [f"Benchmark {stamp} on {machine}; {args.runs} interleaved runs, medians; {peers}; "
+             f"ssh cipher {CIPHER}, rathole transport noise, bore unencrypted", "",
+             *table(results, kinds)]
+    goals = targets(results, kinds)
+    if goals:
+        lines += ["", "Targets (issue #21), agent/peer ratio of the medians:", *goals]
+    text = "\n".join(lines)
+    print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / f"raw-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    raw.write_text(json.dumps({"date": stamp, "machine": machine, "agent_binary": str(AGENT), "args": vars(args),
-                               "results": results}, indent=1))
-    (out / "latest.md").write_text(table + "\n")
+    raw.write_text(json.dumps({"date": stamp, "machine": machine, "agent_binary": str(AGENT), "versions": versions,
+                               "args": vars(args), "results": results}, indent=1))
+    (out / "latest.md").write_text(text + "\n")
     print(f"\nagent binary: {AGENT}\nraw numbers: {raw}", file=sys.stderr)
 
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The agent against `ssh -R` on this machine: throughput both ways (1 and 8 streams), CPU per GB,
-# 64-byte RTT, new-connection time, 10,000 concurrent connections, idle and peak memory.
-# Loopback only. Installs what it needs on Debian/Ubuntu. Options go to bench/bench.py
-# (e.g. `bench/run.sh --runs 3 --seconds 5 --conns 2000` for a quick look; `--wss` adds the agent
-# over a wss:// rung through websockify).
+# The agent against other reverse tunnels on this machine: `ssh -R`, rathole (noise transport) and
+# bore (no encryption): throughput both ways (1 and 8 streams), CPU per GB, 64-byte RTT,
+# new-connection time, new connections per second, 10,000 concurrent connections, idle and peak
+# memory, each peer side by side with the agent/peer ratio, then where the targets stand.
+# Loopback only. Installs what it needs on Debian/Ubuntu, and rathole and bore with `cargo install`
+# into target/bench-tools (not ~/.cargo) on first use. Options go to bench/bench.py
+# (e.g. `bench/run.sh --runs 3 --seconds 5 --conns 2000` for a quick look; `--peers agent,ssh`
+# for a subset; `--wss` adds the agent over a wss:// rung through websockify; `--audit` the agent
+# with its audit trail on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -19,10 +23,47 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # 10,000 connections need more than the usual 1024 descriptors per process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+tdir="${CARGO_TARGET_DIR:-$PWD/target}"
+
+# The peers asked for (bench.py's --peers; all by default): install the missing ones.
+peers="agent,ssh,rathole,bore"
+args=("$@")
+for i in "${!args[@]}"; do
+  case "${args[$i]}" in
+    --peers=*) peers="${args[$i]#--peers=}" ;;
+    --peers) peers="${args[$((i + 1))]:-}" ;;
+  esac
+done
+tools="${BENCH_TOOLS:-$tdir/bench-tools}"
+RATHOLE_VERSION=0.5.0
+BORE_VERSION=0.6.0
+install_tool() { # crate version binary cargo-install-options...
+  local crate=$1 version=$2 bin=$3; shift 3
+  # `bore --version`: "bore-cli 0.6.0"; `rathole --version`: a block with "Build Version: 0.5.0".
+  if "$tools/bin/$bin" --version 2>/dev/null | grep -Eq "^([a-z-]+ |Build Version: +)$version\$"; then return; fi
+  echo "installing $crate $version into $tools (once)" >&2
+  local t0=$SECONDS
+  cargo install --quiet "$crate" --version "=$version" --root "$tools" --target-dir "$tools/build" --force "$@"
+  rm -rf "$tools/build"
+  echo "installed $crate $version in $((SECONDS - t0)) s" >&2
+}
+if [[ ",$peers," == *",rathole,"* ]]; then
+  # Not --locked: rathole 0.5.0's Cargo.lock pins time 0.3.29, which no longer compiles on current
+  # rustc (E0282 in time's format_description); without the lockfile cargo takes the newest
+  # semver-compatible dependencies. rathole itself is pinned. Only the client, the server and the
+  # noise transport: the default features add native TLS (OpenSSL headers) and websocket.
+  install_tool rathole "$RATHOLE_VERSION" rathole --no-default-features --features server,client,noise
+fi
+if [[ ",$peers," == *",bore,"* ]]; then
+  install_tool bore-cli "$BORE_VERSION" bore --locked
+fi
+export RATHOLE_BIN="$tools/bin/rathole" BORE_BIN="$tools/bin/bore"
+
 # Measure the binary that ships: static glibc, built as the Containerfile builds it (the dynamic
 # build maps ~1 MiB more of shared libraries).
 target="$(uname -m)-unknown-linux-gnu"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" --bin agent
 cargo build --release --locked --example loadgen
-export AGENT_BIN="${AGENT_BIN:-$PWD/target/$target/release/agent}"
+export AGENT_BIN="${AGENT_BIN:-$tdir/$target/release/agent}"
+export LOADGEN_BIN="${LOADGEN_BIN:-$tdir/release/examples/loadgen}"
 exec python3 bench/bench.py "$@"

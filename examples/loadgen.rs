@@ -1,11 +1,13 @@
 //! Load generator for bench/run.sh (loopback only): an echo service, request/response latency,
-//! new-connection latency, and many concurrent connections with a trickle of traffic.
+//! new-connection latency, new connections per second at saturation, and many concurrent
+//! connections with a trickle of traffic.
 //! Every mode prints one JSON object on stdout.
 //!
 //! ```text
 //! loadgen echo --port 0                       # prints {"port":N} then serves until killed
 //! loadgen rr --port P --count 1000            # 64-byte round trips on one connection
 //! loadgen connect --port P --count 200        # connect + 64-byte round trip, one at a time
+//! loadgen rate --port P --seconds 10 --concurrency 32   # short connections, 1 KiB each way
 //! loadgen many --port P --conns 10000 --rounds 3
 //! ```
 
@@ -44,6 +46,20 @@ enum Mode {
         #[arg(long, default_value_t = 200)]
         count: usize,
     },
+    /// New connections at saturation, as a vendor's scanner makes them: `concurrency` workers,
+    /// each in a loop for `seconds`: connect, send 1 KiB, read the 1 KiB echo back (checked),
+    /// close. Prints completed connections per second and the failures.
+    Rate {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Upper bound on connections per worker (the loop ends at `seconds` or here).
+        #[arg(long, default_value_t = 1_000_000)]
+        max_per_worker: u64,
+    },
     /// `conns` connections open at once, each echoing `rounds` small messages, then closed.
     Many {
         #[arg(long)]
@@ -60,6 +76,22 @@ enum Mode {
 
 /// A connection that makes no progress for this long counts as lost instead of stalling the run.
 const PER_CONN: Duration = Duration::from_secs(60);
+
+/// `rate`: bytes each way per connection, and how long one connection may take before it counts
+/// as failed.
+const RATE_SIZE: usize = 1024;
+const RATE_PER_CONN: Duration = Duration::from_secs(10);
+
+/// `rate`: one short connection: connect, 1 KiB out, the same 1 KiB back (checked), close.
+/// The bytes differ per connection, so an echo from another connection does not pass.
+async fn short_conn(port: u16, seed: u64, msg: &mut [u8], buf: &mut [u8]) -> std::io::Result<()> {
+    for (i, b) in msg.iter_mut().enumerate() {
+        *b = (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 2) as u8;
+    }
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await?;
+    c.set_nodelay(true)?;
+    round_trip(&mut c, msg, buf).await
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -134,6 +166,61 @@ async fn main() -> anyhow::Result<()> {
                 "{{\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
                 percentile(&ms, 0.5),
                 percentile(&ms, 0.99)
+            );
+        }
+        Mode::Rate {
+            port,
+            seconds,
+            concurrency,
+            max_per_worker,
+        } => {
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(seconds);
+            let mut set = tokio::task::JoinSet::new();
+            for w in 0..concurrency.max(1) as u64 {
+                set.spawn(async move {
+                    let (mut ok, mut failed) = (0u64, 0u64);
+                    let mut msg = vec![0u8; RATE_SIZE];
+                    let mut buf = vec![0u8; RATE_SIZE];
+                    for n in 0..max_per_worker {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        let seed = (w << 40) | n;
+                        match tokio::time::timeout(
+                            RATE_PER_CONN,
+                            short_conn(port, seed, &mut msg, &mut buf),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => ok += 1,
+                            _ => {
+                                failed += 1;
+                                // A refused or reset connection comes back at once: do not spin.
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                    }
+                    (ok, failed)
+                });
+            }
+            let (mut ok, mut failed) = (0u64, 0u64);
+            // Each worker stops by `seconds` plus one connection's timeout; this is the backstop.
+            let all = async {
+                while let Some(r) = set.join_next().await {
+                    let (o, f) = r?;
+                    ok += o;
+                    failed += f;
+                }
+                Ok::<_, anyhow::Error>(())
+            };
+            tokio::time::timeout(Duration::from_secs(seconds) + 2 * RATE_PER_CONN, all)
+                .await
+                .map_err(|_| anyhow::anyhow!("rate: not done within {seconds}s + 20s"))??;
+            let elapsed = started.elapsed().as_secs_f64();
+            println!(
+                "{{\"conns_per_s\":{:.1},\"completed\":{ok},\"failed\":{failed},\"concurrency\":{concurrency},\"seconds\":{elapsed:.2}}}",
+                ok as f64 / elapsed
             );
         }
         Mode::Many {
