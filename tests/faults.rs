@@ -120,8 +120,15 @@ impl AgentProcess {
         self.0.id() as i32
     }
     fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+    /// A `/proc/PID/status` field in KiB (VmRSS, RssAnon, ...).
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.split(':').next() == Some(field))
+            .unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
     fn fds(&self) -> usize {
@@ -371,6 +378,60 @@ async fn two_hundred_reconnects_leak_neither_memory_nor_file_descriptors() {
         "RSS grew from {rss0} to {rss1} KiB over 200 reconnects"
     );
     assert_eq!(fds1, fds0, "file descriptors leaked");
+}
+
+/// A vendor's scanner opens thousands of short connections through one session. Each one the
+/// agent closes first (the target answered and hung up) must leave nothing behind: russh kept the
+/// channel's queue (~6 KiB) for every such connection until the session ended, 350 MiB after
+/// 60,000 connections (vendor/russh/PATCHES.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_short_connections_through_one_session_leave_no_memory_behind() {
+    const WORKERS: usize = 16;
+    const PER_WORKER: usize = 250; // 4,000 connections: 23 MiB if each kept its channel
+    let s = setup();
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let file = s.dir.path().join("agent.yaml");
+    std::fs::write(&file, s.process_yaml(&[Fwd("echo", remote, echo_port)])).unwrap();
+    let (agent, admin) = AgentProcess::start(&file).await;
+    wait_until(READY, "ready", async || ready(admin).await).await;
+    let crowd = async |round: u64| {
+        let workers = (0..WORKERS as u64).map(|w| {
+            tokio::spawn(async move {
+                for i in 0..PER_WORKER as u64 {
+                    let seed = (round << 32) | (w << 16) | i;
+                    echo_exact(remote, 1024, seed, Duration::from_secs(10)).await?;
+                }
+                Ok::<_, String>(())
+            })
+        });
+        for w in workers.collect::<Vec<_>>() {
+            w.await.unwrap().unwrap();
+        }
+    };
+    // Warm up: allocator arenas for both worker threads, lazily built tables.
+    crowd(0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // past memory::RELEASE_CHECK
+    let anon0 = agent.status_kib("RssAnon");
+    crowd(1).await;
+    // The agent hands freed heap back within seconds of connections closing.
+    let mut anon1 = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        anon1 = agent.status_kib("RssAnon");
+        if anon1 < anon0 + 4096 {
+            break;
+        }
+    }
+    eprintln!(
+        "anonymous RSS {anon0} -> {anon1} KiB after {} connections",
+        WORKERS * PER_WORKER
+    );
+    assert!(
+        anon1 < anon0 + 4096,
+        "anonymous RSS grew from {anon0} to {anon1} KiB over {} short connections",
+        WORKERS * PER_WORKER
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

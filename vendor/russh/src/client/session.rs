@@ -548,6 +548,12 @@ impl Session {
     }
 
     pub fn close(&mut self, channel: ChannelId) -> Result<(), crate::Error> {
+        // Patched: forget the application's end of the channel as soon as it closes it. Upstream
+        // removed it only when the peer's CHANNEL_CLOSE arrived, but that reply is ignored once
+        // `enc.close` has dropped the channel's parameters, so every channel the client closed
+        // first stayed in `self.channels` (its queue, ~6 KiB) for the life of the connection,
+        // and a peer that never answers could grow it without bound.
+        self.channels.remove(&channel);
         if let Some(ref mut enc) = self.common.encrypted {
             enc.close(channel)
         } else {
