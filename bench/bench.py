@@ -17,10 +17,13 @@ two `bore local` processes, one per forward, summed) is what the CPU s/GB and me
 The server side (sshd and its session processes, the rathole server, the bore server) is what the
 "server" rows measure.
 
-With --wss, an extra column: the agent over a `wss://` rung, through websockify (TLS, the
-vendor-side terminator of examples/vendor/websockify.sh) in front of the same sshd; its column is
-compared with the agent's plain SSH (target: >= 0.8x throughput). websockify's CPU is counted with
-sshd's. With --audit, the agent with its audit trail on, compared with the plain agent.
+With --wss, an extra column: the agent over a `wss://` rung, through a WebSocket-over-TLS
+terminator in front of the same sshd; its column is compared with the agent's plain SSH (target:
+>= 0.8x throughput). The terminator is examples/wss_terminator.rs (rustls + tungstenite, what a
+production terminator costs) or, with --wss-terminator websockify, the Debian package of
+examples/vendor/websockify.sh (Python: it, not the agent, sets the pace). The terminator's CPU is
+counted with sshd's. With --audit, the agent with its audit trail on, compared with the plain
+agent.
 """
 import argparse
 import json
@@ -37,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(os.environ.get("AGENT_BIN", ROOT / "target/release/agent"))
 LOADGEN = Path(os.environ.get("LOADGEN_BIN", ROOT / "target/release/examples/loadgen"))
+WSS_TERMINATOR = Path(os.environ.get("WSS_TERMINATOR_BIN", ROOT / "target/release/examples/wss_terminator"))
 TOOLS = ROOT / "target/bench-tools/bin"
 RATHOLE = Path(os.environ.get("RATHOLE_BIN", TOOLS / "rathole"))
 BORE = Path(os.environ.get("BORE_BIN", TOOLS / "bore"))
@@ -205,6 +209,23 @@ class Websockify:
         stop(self.proc)
 
 
+class NativeTerminator:
+    """examples/wss_terminator.rs in front of sshd (self-signed certificate, like Websockify)."""
+
+    def __init__(self, work, sshd):
+        self.proc = subprocess.Popen([str(WSS_TERMINATOR), "--listen", "127.0.0.1:0",
+                                      "--to", f"127.0.0.1:{sshd.port}"], stdout=subprocess.PIPE,
+                                     stderr=open(work / "wss-terminator.log", "w"), text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            stop(self.proc)
+            sys.exit("wss_terminator did not start; see " + str(work / "wss-terminator.log"))
+        self.port = json.loads(line)["port"]
+
+    def close(self):
+        stop(self.proc)
+
+
 def agent_yaml(sshd, key, forwards, extra="", wss=None):
     """agent.yaml for `sshd` (through `wss`, a Websockify, when given): forwards is
     {name: (remote port, target port)}, all on 127.0.0.1."""
@@ -342,7 +363,7 @@ local_addr = "127.0.0.1:{ctx.echo_port}"
         return sum(mem_kib(p.pid, key) for p in self.clients)
 
     def server_cpu(self):
-        """CPU seconds of the server side: sshd's processes (plus websockify's for the wss
+        """CPU seconds of the server side: sshd's processes (plus the terminator's for the wss
         tunnel), or the tunnel's own server."""
         ctx = self.ctx
         if self.servers:
@@ -567,7 +588,9 @@ def main():
     p.add_argument("--audit", action="store_true",
                    help="also measure the agent with its audit trail on (column agent+audit)")
     p.add_argument("--out", default=str(ROOT / "bench/results"))
-    p.add_argument("--wss", action="store_true", help="also the agent over a wss:// rung (websockify)")
+    p.add_argument("--wss", action="store_true", help="also the agent over a wss:// rung")
+    p.add_argument("--wss-terminator", choices=("native", "websockify"), default="native",
+                   help="vendor-side terminator for --wss (default native: examples/wss_terminator.rs)")
     args = p.parse_args()
     if args.rate_seconds is None:
         args.rate_seconds = args.seconds
@@ -603,7 +626,7 @@ def main():
         ctx.echo_port = json.loads(echo_srv.stdout.readline())["port"]
         wait_port(ctx.iperf_port)
         if args.wss:
-            ctx.wss = Websockify(work, ctx.sshd)
+            ctx.wss = (NativeTerminator if args.wss_terminator == "native" else Websockify)(work, ctx.sshd)
             started.append(ctx.wss.proc)
         for run in range(args.runs):
             # Rotate which tunnel goes first, so none always meets a cold machine.
@@ -633,7 +656,8 @@ def main():
                 "bore": tool_version(BORE) if "bore" in kinds else None}
     peers = ", ".join(f"{LABEL[k]} ({versions[k]})" if versions.get(k) else LABEL[k] for k in kinds)
     lines = [f"Benchmark {stamp} on {machine}; {args.runs} interleaved runs, medians; {peers}; "
-             f"ssh cipher {CIPHER}, rathole transport noise, bore unencrypted", "",
+             f"ssh cipher {CIPHER}, rathole transport noise, bore unencrypted"
+             f"{f', wss terminator {args.wss_terminator}' if args.wss else ''}", "",
              *table(results, kinds)]
     goals = targets(results, kinds)
     if goals:

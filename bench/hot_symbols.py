@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates link/hot-symbols.txt: the functions an idle agent runs, for the linker to put together.
 
-    bench/hot-symbols.sh          # builds, runs the agent under valgrind, rewrites the file
+    bench/hot-symbols.sh          # builds both binaries, runs each under valgrind, rewrites the file
+    python3 bench/hot_symbols.py OUT BINARY [BINARY...]
 
 Why: the kernel maps an executable's code into memory in blocks around each page first used
 (fault-around, and whole large page-cache folios on recent kernels), and counts every mapped
@@ -15,8 +16,11 @@ What is recorded, with callgrind, against a private sshd on 127.0.0.1 (bench.Ssh
 2. then a few forwarded connections to an echo target (bench's loadgen): what the first vendor
    connections touch, listed next.
 The names are the linker's (mangled); they are only valid for the build they came from (same
-rustc, same Cargo.lock, `--release --target x86_64-unknown-linux-gnu` with crt-static). A stale
-file costs nothing but the benefit: unknown names are ignored.
+rustc, same Cargo.lock, same target and flags: the static build of the Containerfile and the plain
+`cargo build --release` of the README name the same function differently, and glibc's functions
+are only in the static one). So both builds are recorded and the file holds the union, each
+group (idle, then connections) sorted: the linker finds its own build's names and ignores the
+others'. A stale file costs nothing but the benefit: unknown names are ignored.
 """
 import json
 import os
@@ -63,9 +67,9 @@ def header():
             f"# Cargo.lock fnv1a64: {lock}\n")
 
 
-def main():
-    out = Path(sys.argv[1])
-    binary = Path(os.environ["AGENT_BIN"])
+def record(binary):
+    """Runs `binary` under callgrind as described above; returns (idle functions, functions
+    run by the forwarded connections after)."""
     work = Path(tempfile.mkdtemp(prefix="agent-hot-symbols-"))
     keys = work / "keys"
     subprocess.run([str(binary), "keygen", "--out-dir", str(keys), "--bits", "2048"], check=True, capture_output=True)
@@ -103,11 +107,24 @@ def main():
     dumps = sorted(work.glob(CALLGRIND_OUT + ".*")) + [dump]
     if len(dumps) != 2 or not all(d.exists() for d in dumps):
         sys.exit(f"expected two callgrind dumps in {work}, found {[d.name for d in dumps]}")
-    # Sorted within each group, so that a regenerated file diffs by what changed.
     idle = functions(dumps[0])
-    names = sorted(idle) + sorted(functions(dumps[1]) - idle)
+    return idle, functions(dumps[1]) - idle
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit("usage: hot_symbols.py OUT BINARY [BINARY...] (bench/hot-symbols.sh builds and passes both)")
+    out = Path(sys.argv[1])
+    idle, connections = set(), set()
+    for binary in sys.argv[2:]:
+        i, c = record(Path(binary))
+        print(f"{binary}: {len(i)} functions run idle, {len(c)} more by forwarded connections")
+        idle |= i
+        connections |= c
+    # Sorted within each group, so that a regenerated file diffs by what changed.
+    names = sorted(idle) + sorted(connections - idle)
     out.write_text(header() + "\n".join(names) + "\n")
-    print(f"{out}: {len(idle)} functions run idle, {len(names) - len(idle)} more by forwarded connections")
+    print(f"{out}: {len(idle)} idle, {len(names) - len(idle)} connection names from {len(sys.argv) - 2} builds")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 # Loopback only. Installs what it needs on Debian/Ubuntu, and rathole and bore with `cargo install`
 # into target/bench-tools (not ~/.cargo) on first use. Options go to bench/bench.py
 # (e.g. `bench/run.sh --runs 3 --seconds 5 --conns 2000` for a quick look; `--peers agent,ssh`
-# for a subset; `--wss` adds the agent over a wss:// rung through websockify; `--audit` the agent
-# with its audit trail on).
+# for a subset; `--wss` adds the agent over a wss:// rung, through examples/wss_terminator.rs or,
+# with `--wss-terminator websockify`, the Debian package; `--audit` the agent with its audit
+# trail on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -15,7 +16,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v openssl >/dev/null || need+=(openssl)
-if [[ " $* " == *" --wss "* ]]; then command -v websockify >/dev/null || need+=(websockify); fi
+if [[ " $* " == *" websockify"* ]]; then command -v websockify >/dev/null || need+=(websockify); fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
@@ -63,7 +64,8 @@ export RATHOLE_BIN="$tools/bin/rathole" BORE_BIN="$tools/bin/bore"
 # build maps ~1 MiB more of shared libraries).
 target="$(uname -m)-unknown-linux-gnu"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" --bin agent
-cargo build --release --locked --example loadgen
+cargo build --release --locked --example loadgen --example wss_terminator
 export AGENT_BIN="${AGENT_BIN:-$tdir/$target/release/agent}"
 export LOADGEN_BIN="${LOADGEN_BIN:-$tdir/release/examples/loadgen}"
+export WSS_TERMINATOR_BIN="${WSS_TERMINATOR_BIN:-$tdir/release/examples/wss_terminator}"
 exec python3 bench/bench.py "$@"
