@@ -8,7 +8,8 @@
 #
 # Which agent runs, first found wins:
 #   1. $AGENT_BIN, if set;
-#   2. target/release/agent next to this script (after `cargo build --release`);
+#   2. the agent built next to this script: target/x86_64-unknown-linux-gnu/release/agent (the
+#      README's static build), then target/release/agent (`cargo build --release`);
 #   3. `agent` on PATH;
 #   4. the container image ($AGENT_IMAGE, default localhost/agent:latest) with podman or docker,
 #      on the host's network (what the agent will use), with ./agent.yaml and ./keys mounted
@@ -21,9 +22,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ -n "${AGENT_BIN:-}" ]; then
     exec "$AGENT_BIN" check "$@"
 fi
-if [ -x "$here/target/release/agent" ]; then
-    exec "$here/target/release/agent" check "$@"
-fi
+for built in "$here/target/x86_64-unknown-linux-gnu/release/agent" "$here/target/release/agent"; do
+    if [ -x "$built" ]; then
+        exec "$built" check "$@"
+    fi
+done
 if command -v agent >/dev/null 2>&1; then
     exec agent check "$@"
 fi
@@ -36,7 +39,7 @@ for candidate in podman docker; do
     fi
 done
 if [ -z "$runtime" ]; then
-    echo "error: no agent binary found (AGENT_BIN, $here/target/release/agent, agent on PATH)" >&2
+    echo "error: no agent binary found (AGENT_BIN, $here/target/*/release/agent, agent on PATH)" >&2
     echo "  and neither podman nor docker is installed to run the container image." >&2
     echo "  fix: run \`cargo build --release\`, or install podman or docker and load the agent image" >&2
     exit 2

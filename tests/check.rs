@@ -1037,4 +1037,27 @@ async fn the_wrapper_script_passes_exit_codes_through_and_falls_back_to_the_imag
             "podman run --rm --pull=never --network host -v {w}/agent.yaml:/etc/agent/agent.yaml:ro,Z -v {w}/keys:/etc/agent/keys:ro,Z localhost/agent:latest check -c /etc/agent/agent.yaml --json"
         )
     );
+
+    // An agent built beside the script wins over the image: the README's static build first,
+    // then `cargo build --release`'s.
+    for (dir, name) in [
+        ("target/release", "plain"),
+        ("target/x86_64-unknown-linux-gnu/release", "static"),
+    ] {
+        let bin = work.join(dir).join("agent");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(&bin, format!("#!/bin/sh\necho \"{name} $*\"\n")).unwrap();
+        set_mode(&bin, 0o755);
+        let (code, out) = wrapper(
+            &work.join("pre-launch-check.sh"),
+            &work,
+            &[("PATH", &path)],
+            &["--json"],
+        )
+        .await;
+        assert_eq!(
+            (code, out.trim()),
+            (0, format!("{name} check --json").as_str())
+        );
+    }
 }
