@@ -28,6 +28,7 @@ agent.
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -602,6 +603,16 @@ def main():
         check_bore_port()
     # A SIGTERM (a timeout, a stopped job) still stops every process started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Every tunnel process inherits this. The connections case holds up to four sockets per
+    # connection in one process: bore's server (the vendor's socket and a data connection from
+    # `bore local` per connection) died with EMFILE at 10,000 under a 20,000 limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * args.conns + 1024
+    if soft < want:
+        try:  # raising the hard limit needs root (CAP_SYS_RESOURCE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
     work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     keys = work / "keys"
