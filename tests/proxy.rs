@@ -439,7 +439,10 @@ async fn clients_in_a_tight_loop_are_never_refused_after_the_grant_across_reconn
                 };
                 match tokio::time::timeout(Duration::from_secs(5), answered).await {
                     Ok(Ok(_)) if back == ping.as_bytes() => served += 1,
-                    other => refused.push(format!("{ping:?}: {other:?}")),
+                    other => refused.push(format!(
+                        "{ping:?}: {other:?}, got {:?}",
+                        String::from_utf8_lossy(&back)
+                    )),
                 }
             }
             (served, refused)

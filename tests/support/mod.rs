@@ -25,9 +25,23 @@ use std::path::{Path, PathBuf};
 /// which sshd or the vendor server opens when the agent asks for it, or a proxy's listen port.
 /// Listeners of our own (targets, the admin endpoint) bind 127.0.0.1:0 and read the address
 /// back instead.
+///
+/// Never the same port twice in one test process: tests of one file run in parallel, and a
+/// forward's remote port is free while its session reconnects, so another test could be handed
+/// it, bind it (a proxy, say), and receive the first test's clients (seen once in CI: a tight
+/// loop of clients got tinyproxy's "HTTP/1.0 400" instead of their echo).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("the kernel kept handing out ports this test process already used");
 }
 
 /// A fresh 2048-bit RSA identity for the agent, written with the agent's own code
