@@ -22,8 +22,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# 10,000 connections need more than the usual 1024 descriptors per process.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 tdir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 # The peers asked for (bench.py's --peers; all by default): install the missing ones.

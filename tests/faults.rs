@@ -122,14 +122,8 @@ impl AgentProcess {
     fn rss_kib(&self) -> u64 {
         self.status_kib("VmRSS")
     }
-    /// A `/proc/PID/status` field in KiB (VmRSS, RssAnon, ...).
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.split(':').next() == Some(field))
-            .unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        support::agent_process::status_kib(self.0.id(), field)
     }
     fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))

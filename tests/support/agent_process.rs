@@ -101,16 +101,7 @@ impl AgentProcess {
 
     /// A `/proc/PID/status` field in KiB: `VmHWM` (peak resident memory), `VmRSS`.
     pub fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status of the agent");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"));
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("unreadable {line:?}"))
+        status_kib(self.pid(), field)
     }
 
     /// How many log lines carried exactly this `fields.message`.
@@ -214,4 +205,18 @@ pub async fn get(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("GET {path}: not an HTTP answer: {head:?}"))?;
     Ok((status, body.to_string(), started.elapsed()))
+}
+
+/// A `/proc/PID/status` field of process `pid` in KiB: `VmHWM`, `VmRSS`, `RssAnon`, ...
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read /proc/PID/status of the agent");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"));
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable {line:?}"))
 }
