@@ -19,7 +19,7 @@ mod http;
 mod socks;
 mod stream;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod url;
 
 use std::fmt;

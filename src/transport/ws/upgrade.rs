@@ -1,0 +1,306 @@
+//! The WebSocket opening handshake, client side (RFC 6455 §4.1).
+//!
+//! The response head is read one byte at a time, so nothing past its blank line is consumed:
+//! the terminator may send the SSH banner in the same TLS record as its `101`, and those bytes
+//! belong to the first frame [`WsIo`] reads. Everything the terminator says reaches errors
+//! only through [`printable`].
+
+use std::time::Duration;
+
+use base64ct::{Base64, Encoding};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::frames::WsIo;
+use crate::logging::printable;
+use crate::transport::rung::Rung;
+
+/// The upgrade reply's head (status line and headers) may not be longer.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// How much of a refusal's body an error repeats.
+const MAX_BODY: usize = 200;
+
+/// How long a refusal's body may take to arrive after its head: it only decorates the error.
+const BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// RFC 6455 §1.3: appended to the key before hashing it into `Sec-WebSocket-Accept`.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Upgrades `stream` (TLS to the terminator) to a WebSocket at `rung`'s path. The caller bounds
+/// the whole exchange with its connect timeout.
+pub async fn upgrade<S>(mut stream: S, rung: &Rung) -> Result<WsIo<S>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let key = Base64::encode_string(&rand::random::<[u8; 16]>());
+    let sent = async {
+        stream.write_all(request(rung, &key).as_bytes()).await?;
+        stream.flush().await
+    };
+    sent.await
+        .map_err(|e| format!("sending the WebSocket upgrade failed: {e}"))?;
+    let head = read_head(&mut stream).await?;
+    let head = String::from_utf8_lossy(&head);
+    let (status, reason) = status_line(&head)?;
+    if status != 101 {
+        let body = read_body(&mut stream, &head).await;
+        return Err(format!(
+            "the WebSocket upgrade was answered with HTTP {status} {reason}{}",
+            if body.is_empty() {
+                String::new()
+            } else {
+                format!(": \"{body}\"")
+            }
+        ));
+    }
+    check_accept(&head, &key)?;
+    Ok(WsIo::new(stream))
+}
+
+/// The GET with the four headers every WebSocket client sends, and Host.
+fn request(rung: &Rung, key: &str) -> String {
+    // The Host header is the URL's authority; the default port is left out, as browsers do.
+    let host = match (rung.port, rung.host.contains(':')) {
+        (443, true) => format!("[{}]", rung.host),
+        (443, false) => rung.host.clone(),
+        _ => rung.authority(),
+    };
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n",
+        rung.path
+    )
+}
+
+/// Reads up to and including the blank line that ends the head, and not one byte more.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
+        if head.len() >= MAX_HEAD {
+            return Err(format!(
+                "the answer to the WebSocket upgrade has no end of headers in {} KiB",
+                MAX_HEAD / 1024
+            ));
+        }
+        match stream.read(&mut byte).await {
+            Ok(0) if head.is_empty() => {
+                return Err(
+                    "the terminator closed the connection without answering the \
+                            WebSocket upgrade"
+                        .into(),
+                );
+            }
+            Ok(0) => {
+                return Err("the terminator closed the connection in the middle of its \
+                            answer to the WebSocket upgrade"
+                    .into());
+            }
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(format!("reading the answer to the WebSocket upgrade: {e}")),
+        }
+    }
+    Ok(head)
+}
+
+/// `HTTP/1.1 101 Switching Protocols` -> (101, "Switching Protocols"), the reason printable.
+fn status_line(head: &str) -> Result<(u16, String), String> {
+    let line = head.lines().next().unwrap_or_default().trim_end();
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts
+        .next()
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse().ok());
+    match code {
+        Some(code) if version.starts_with("HTTP/") => {
+            let reason: String = parts.next().unwrap_or_default().chars().take(200).collect();
+            Ok((code, printable(&reason).into_owned()))
+        }
+        _ => {
+            let shown: String = line.chars().take(60).collect();
+            Err(format!(
+                "the answer to the WebSocket upgrade is not HTTP: \"{}\"",
+                printable(&shown)
+            ))
+        }
+    }
+}
+
+/// The value of header `name` (the first one), trimmed.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// §4.1: a 101 must say `Upgrade: websocket`, `Connection: Upgrade`, and prove with
+/// `Sec-WebSocket-Accept` that it read our key (so no cache or confused proxy answered).
+fn check_accept(head: &str, key: &str) -> Result<(), String> {
+    let has_token = |name: &str, token: &str| {
+        header(head, name)
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") {
+        return Err("the terminator answered 101 without `Upgrade: websocket`".into());
+    }
+    if !has_token("connection", "upgrade") {
+        return Err("the terminator answered 101 without `Connection: Upgrade`".into());
+    }
+    let expected = Base64::encode_string(&Sha1::digest(format!("{key}{ACCEPT_GUID}")));
+    match header(head, "sec-websocket-accept") {
+        Some(accept) if accept == expected => {}
+        Some(_) => {
+            return Err(
+                "the terminator's Sec-WebSocket-Accept does not match the key sent \
+                        (something other than a WebSocket server answered)"
+                    .into(),
+            );
+        }
+        None => return Err("the terminator answered 101 without Sec-WebSocket-Accept".into()),
+    }
+    // No extension was offered, so none may be in use (their frames would not parse).
+    if let Some(ext) = header(head, "sec-websocket-extensions").filter(|e| !e.is_empty()) {
+        let shown: String = ext.chars().take(60).collect();
+        return Err(format!(
+            "the terminator turned on WebSocket extension \"{}\", which was not offered",
+            printable(&shown)
+        ));
+    }
+    Ok(())
+}
+
+/// The start of a refusal's body, printable, waiting at most [`BODY_WAIT`] for it.
+async fn read_body<S: AsyncRead + Unpin>(stream: &mut S, head: &str) -> String {
+    let length = header(head, "content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_BODY);
+    let mut body = vec![0u8; length.min(MAX_BODY)];
+    let mut got = 0;
+    let _ = tokio::time::timeout(BODY_WAIT, async {
+        while got < body.len() {
+            match stream.read(&mut body[got..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    printable(String::from_utf8_lossy(&body[..got]).trim()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A server that reads the upgrade request and answers `reply`; returns what it read.
+    async fn answer(reply: impl Fn(&str) -> Vec<u8> + Send + 'static) -> Result<(), String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).await.unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            let _ = tcp.write_all(&reply(&String::from_utf8_lossy(&head))).await;
+            let _ = tcp.flush().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let rung = Rung::parse(&format!("wss://localhost:{port}/tunnel")).unwrap();
+        upgrade(tcp, &rung).await.map(drop)
+    }
+
+    fn accept_for(request: &str) -> String {
+        let key = header(request, "sec-websocket-key").unwrap();
+        Base64::encode_string(&Sha1::digest(format!("{key}{ACCEPT_GUID}")))
+    }
+
+    #[tokio::test]
+    async fn the_request_is_the_standard_one_and_a_correct_101_is_accepted() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = seen.clone();
+        answer(move |req| {
+            *keep.lock().unwrap() = req.to_string();
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                accept_for(req)
+            )
+            .into_bytes()
+        })
+        .await
+        .unwrap();
+        let req = seen.lock().unwrap().clone();
+        assert!(req.starts_with("GET /tunnel HTTP/1.1\r\n"), "{req}");
+        for h in [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+        ] {
+            assert!(req.contains(h), "{h} missing from {req}");
+        }
+        let key = header(&req, "sec-websocket-key").unwrap();
+        assert_eq!(Base64::decode_vec(key).unwrap().len(), 16, "{key}");
+    }
+
+    #[tokio::test]
+    async fn a_101_that_did_not_read_our_key_is_refused() {
+        let e = answer(|_| {
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                .to_vec()
+        })
+        .await
+        .unwrap_err();
+        assert!(e.contains("does not match the key"), "{e}");
+        let e = answer(|req| {
+            format!(
+                "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                accept_for(req)
+            )
+            .into_bytes()
+        })
+        .await
+        .unwrap_err();
+        assert!(e.contains("Upgrade: websocket"), "{e}");
+        let e = answer(|req| {
+            format!(
+                "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                accept_for(req)
+            )
+            .into_bytes()
+        })
+        .await
+        .unwrap_err();
+        assert!(e.contains("permessage-deflate"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_says_what_the_server_answered() {
+        let e = answer(|_| {
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 9\r\n\r\nno \x1b[31m!".to_vec()
+        })
+        .await
+        .unwrap_err();
+        assert!(e.contains("HTTP 405 Method Not Allowed"), "{e}");
+        assert!(e.contains("no \\u{1b}[31m!"), "{e}");
+        assert!(!e.contains('\x1b'), "{e}");
+
+        let e = answer(|_| b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec())
+            .await
+            .unwrap_err();
+        assert!(e.contains("not HTTP: \"SSH-2.0-OpenSSH_9.6\""), "{e}");
+
+        let e = answer(|_| vec![b'x'; MAX_HEAD + 10]).await.unwrap_err();
+        assert!(e.contains("no end of headers in 64 KiB"), "{e}");
+    }
+}
