@@ -29,7 +29,14 @@ where
         .write_all(request(proxy, target).as_bytes())
         .await
         .map_err(|e| protocol(format!("sending CONNECT failed: {e}")))?;
-    let head = read_head(stream).await.map_err(protocol)?;
+    let head = read_head(stream, MAX_HEAD).await.map_err(|e| {
+        protocol(match e {
+            HeadError::NoAnswer => "it closed the connection without answering the CONNECT".into(),
+            HeadError::Cut => "it closed the connection in the middle of its answer".into(),
+            HeadError::TooLong => format!("its answer has no end of headers in {MAX_HEAD} bytes"),
+            HeadError::Io(e) => format!("reading its answer failed: {e}"),
+        })
+    })?;
     let Reply {
         status,
         reason,
@@ -99,26 +106,39 @@ fn request(proxy: &ProxyUrl, target: &str) -> String {
     req
 }
 
-/// Reads up to and including the blank line that ends the head, and not one byte more.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
+/// Why an HTTP response head could not be read ([`read_head`]); each caller says it in its own
+/// words.
+#[derive(Debug)]
+pub(crate) enum HeadError {
+    /// The peer closed the connection before sending anything.
+    NoAnswer,
+    /// The peer closed the connection in the middle of the head.
+    Cut,
+    /// No blank line within the limit given.
+    TooLong,
+    Io(std::io::Error),
+}
+
+/// Reads up to and including the blank line that ends an HTTP head, at most `max` bytes, and
+/// not one byte more (what follows belongs to whoever reads the stream next).
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     loop {
         match stream.read(&mut byte).await {
-            Ok(0) if head.is_empty() => {
-                return Err("it closed the connection without answering the CONNECT".into());
-            }
-            Ok(0) => return Err("it closed the connection in the middle of its answer".into()),
+            Ok(0) if head.is_empty() => return Err(HeadError::NoAnswer),
+            Ok(0) => return Err(HeadError::Cut),
             Ok(_) => head.push(byte[0]),
-            Err(e) => return Err(format!("reading its answer failed: {e}")),
+            Err(e) => return Err(HeadError::Io(e)),
         }
         if ends_head(&head) {
             return Ok(head);
         }
-        if head.len() >= MAX_HEAD {
-            return Err(format!(
-                "its answer has no end of headers in {MAX_HEAD} bytes"
-            ));
+        if head.len() >= max {
+            return Err(HeadError::TooLong);
         }
     }
 }
@@ -129,7 +149,7 @@ fn ends_head(head: &[u8]) -> bool {
     head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")
 }
 
-/// The most of the proxy's reason phrase an error repeats.
+/// The most of a reason phrase an error repeats.
 const MAX_REASON: usize = 200;
 
 /// What a proxy's answer to CONNECT says. Its text is [`printable`]: it goes into errors and
@@ -146,7 +166,11 @@ struct Reply {
 /// either read or refused with the reason.
 fn parse_reply(head: &[u8]) -> Result<Reply, String> {
     let head = String::from_utf8_lossy(head);
-    let (status, reason) = status_line(&head)?;
+    let (status, reason) = status_line(&head).map_err(|shown| {
+        format!(
+            "not an HTTP proxy response: \"{shown}\" (is it an HTTP proxy? for a SOCKS proxy write socks5h://)"
+        )
+    })?;
     Ok(Reply {
         status,
         reason,
@@ -154,8 +178,10 @@ fn parse_reply(head: &[u8]) -> Result<Reply, String> {
     })
 }
 
-/// `HTTP/1.1 403 Forbidden` -> (403, "Forbidden").
-fn status_line(head: &str) -> Result<(u16, String), String> {
+/// The status line that starts a response head: `HTTP/1.1 403 Forbidden` -> (403,
+/// "Forbidden"), the reason [`printable`] and at most [`MAX_REASON`] characters. Anything else
+/// is `Err` with the line's start (60 characters, printable), for the caller's error.
+pub(crate) fn status_line(head: &str) -> Result<(u16, String), String> {
     let line = head.lines().next().unwrap_or_default().trim_end();
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
@@ -175,10 +201,7 @@ fn status_line(head: &str) -> Result<(u16, String), String> {
         }
         _ => {
             let shown: String = line.chars().take(60).collect();
-            Err(format!(
-                "not an HTTP proxy response: \"{}\" (is it an HTTP proxy? for a SOCKS proxy write socks5h://)",
-                printable(&shown)
-            ))
+            Err(printable(&shown).into_owned())
         }
     }
 }
@@ -238,7 +261,7 @@ mod tests {
         let (mut client, mut server) = duplex(64 * 1024);
         let answer = answer.to_vec();
         let fake = tokio::spawn(async move {
-            let req = read_head(&mut server).await.unwrap();
+            let req = read_head(&mut server, MAX_HEAD).await.unwrap();
             server.write_all(&answer).await.unwrap();
             drop(server);
             String::from_utf8(req).unwrap()

@@ -42,11 +42,11 @@ const OP_PONG: u8 = 0xA;
 pub(super) enum Parsed {
     /// More bytes are needed: this many in all (header, and a control frame's payload).
     Need(usize),
-    /// A binary or continuation frame: a `header`-byte header, then `len` bytes of payload.
+    /// A binary or continuation frame; `len` bytes of payload follow its header (which the
+    /// reader has read exactly, so knows the length of).
     Data {
         fin: bool,
         continuation: bool,
-        header: usize,
         len: u64,
     },
     /// A whole control frame: a `header`-byte header and `len` bytes of payload.
@@ -97,7 +97,6 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         OP_BINARY | OP_CONTINUATION => Ok(Parsed::Data {
             fin,
             continuation: opcode == OP_CONTINUATION,
-            header,
             len,
         }),
         OP_TEXT => {
@@ -253,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
             }
             if me.payload_left > 0 {
                 // Payload goes straight into the caller's buffer, never past the frame's end.
-                let want = usize::try_from(me.payload_left).map_or(usize::MAX, |l| l);
+                let want = usize::try_from(me.payload_left).unwrap_or(usize::MAX);
                 let want = want.min(buf.remaining());
                 let mut part = ReadBuf::new(buf.initialize_unfilled_to(want));
                 ready!(Pin::new(&mut me.inner).poll_read(cx, &mut part))?;
@@ -292,7 +291,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
                     fin,
                     continuation,
                     len,
-                    ..
                 } => {
                     if continuation != me.in_message {
                         return Poll::Ready(Err(broken(if continuation {

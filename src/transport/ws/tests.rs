@@ -44,7 +44,8 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 
 #[tokio::test]
 async fn bytes_travel_both_ways_pings_are_answered_and_close_is_eof() {
-    const LEN: usize = 700_000;
+    // Not a multiple of 8: the last frame has a tail the masking does byte by byte.
+    const LEN: usize = 700_003;
     let (pong_tx, pong_rx) = tokio::sync::oneshot::channel();
     let mut io = pair(|mut ws| async move {
         // Echo LEN bytes of binary messages (a ping first), then say bye and close.

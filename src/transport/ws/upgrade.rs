@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frames::WsIo;
 use crate::logging::printable;
+use crate::proxy::{HeadError, read_head, status_line};
 use crate::transport::rung::Rung;
 
 /// The upgrade reply's head (status line and headers) may not be longer.
@@ -40,9 +41,27 @@ where
     };
     sent.await
         .map_err(|e| format!("sending the WebSocket upgrade failed: {e}"))?;
-    let head = read_head(&mut stream).await?;
+    let head = read_head(&mut stream, MAX_HEAD)
+        .await
+        .map_err(|e| match e {
+            HeadError::NoAnswer => {
+                "the terminator closed the connection without answering the WebSocket upgrade"
+                    .into()
+            }
+            HeadError::Cut => {
+                "the terminator closed the connection in the middle of its answer to \
+                           the WebSocket upgrade"
+                    .into()
+            }
+            HeadError::TooLong => format!(
+                "the answer to the WebSocket upgrade has no end of headers in {} KiB",
+                MAX_HEAD / 1024
+            ),
+            HeadError::Io(e) => format!("reading the answer to the WebSocket upgrade: {e}"),
+        })?;
     let head = String::from_utf8_lossy(&head);
-    let (status, reason) = status_line(&head)?;
+    let (status, reason) = status_line(&head)
+        .map_err(|shown| format!("the answer to the WebSocket upgrade is not HTTP: \"{shown}\""))?;
     if status != 101 {
         let body = read_body(&mut stream, &head).await;
         return Err(format!(
@@ -71,61 +90,6 @@ fn request(rung: &Rung, key: &str) -> String {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n",
         rung.path
     )
-}
-
-/// Reads up to and including the blank line that ends the head, and not one byte more.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    while !(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
-        if head.len() >= MAX_HEAD {
-            return Err(format!(
-                "the answer to the WebSocket upgrade has no end of headers in {} KiB",
-                MAX_HEAD / 1024
-            ));
-        }
-        match stream.read(&mut byte).await {
-            Ok(0) if head.is_empty() => {
-                return Err(
-                    "the terminator closed the connection without answering the \
-                            WebSocket upgrade"
-                        .into(),
-                );
-            }
-            Ok(0) => {
-                return Err("the terminator closed the connection in the middle of its \
-                            answer to the WebSocket upgrade"
-                    .into());
-            }
-            Ok(_) => head.push(byte[0]),
-            Err(e) => return Err(format!("reading the answer to the WebSocket upgrade: {e}")),
-        }
-    }
-    Ok(head)
-}
-
-/// `HTTP/1.1 101 Switching Protocols` -> (101, "Switching Protocols"), the reason printable.
-fn status_line(head: &str) -> Result<(u16, String), String> {
-    let line = head.lines().next().unwrap_or_default().trim_end();
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let code = parts
-        .next()
-        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|c| c.parse().ok());
-    match code {
-        Some(code) if version.starts_with("HTTP/") => {
-            let reason: String = parts.next().unwrap_or_default().chars().take(200).collect();
-            Ok((code, printable(&reason).into_owned()))
-        }
-        _ => {
-            let shown: String = line.chars().take(60).collect();
-            Err(format!(
-                "the answer to the WebSocket upgrade is not HTTP: \"{}\"",
-                printable(&shown)
-            ))
-        }
-    }
 }
 
 /// The value of header `name` (the first one), trimmed.
@@ -261,27 +225,28 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.contains("does not match the key"), "{e}");
-        let e = answer(|req| {
-            format!(
-                "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                accept_for(req)
-            )
-            .into_bytes()
-        })
-        .await
-        .unwrap_err();
-        assert!(e.contains("Upgrade: websocket"), "{e}");
-        let e = answer(|req| {
-            format!(
-                "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-                accept_for(req)
-            )
-            .into_bytes()
-        })
-        .await
-        .unwrap_err();
-        assert!(e.contains("permessage-deflate"), "{e}");
+        // A correct accept key, and `headers` around it.
+        let cases = [
+            ("Connection: Upgrade\r\n", "Upgrade: websocket"),
+            ("Upgrade: websocket\r\n", "Connection: Upgrade"),
+            (
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Extensions: permessage-deflate\r\n",
+                "permessage-deflate",
+            ),
+        ];
+        for (headers, reason) in cases {
+            let e = answer(move |req| {
+                format!(
+                    "HTTP/1.1 101 OK\r\n{headers}Sec-WebSocket-Accept: {}\r\n\r\n",
+                    accept_for(req)
+                )
+                .into_bytes()
+            })
+            .await
+            .unwrap_err();
+            assert!(e.contains(reason), "{headers:?}: {e}");
+        }
     }
 
     #[tokio::test]
