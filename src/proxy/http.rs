@@ -3,7 +3,8 @@
 //! The response head is read one byte at a time, so nothing past its blank line is consumed:
 //! the SSH server's banner often arrives in the same TCP segment as the proxy's `200`, and it
 //! must still be in the socket for the SSH handshake. What the proxy says (its reason phrase,
-//! the schemes it asks for) reaches errors only through [`printable`].
+//! the schemes it asks for) reaches errors only through [`printable`]. [`read_head`] and
+//! [`status_line`] also read the answer to the WebSocket upgrade (`crate::transport`).
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
