@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine or a developer's laptop:
-# installs what the tests need (a real OpenSSH sshd and client, openssl, the proxies tinyproxy
-# and microsocks for tests/proxy.rs, iptables for tests/deadlink.rs, websockify, stunnel4 and
-# squid-openssl for tests/transports.rs, and Python's paramiko for the hostile-server suite in
-# tests/hostile.rs) when missing, builds the release binary that suite runs against, then runs
-# every test. Tests start their own sshd on 127.0.0.1 with their own config; nothing else is touched.
+# installs what the tests need (a real OpenSSH sshd and client, Dropbear for
+# tests/tunnel_dropbear.rs, openssl, the proxies tinyproxy and microsocks for tests/proxy.rs,
+# iptables for tests/deadlink.rs, websockify, stunnel4 and squid-openssl for tests/transports.rs,
+# and Python's paramiko for the hostile-server suite in tests/hostile.rs) when missing, builds the
+# release binary that suite runs against, then runs every test. Tests start their own servers on
+# 127.0.0.1 with their own config; nothing else is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,9 @@ python_with_paramiko() {
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
+# tests/tunnel_dropbear.rs: a second SSH server implementation (it runs in a mount namespace of
+# its own, made with unshare and mount from util-linux).
+[ -x /usr/sbin/dropbear ] && command -v dropbearkey >/dev/null || need+=(dropbear-bin)
 command -v openssl >/dev/null || need+=(openssl)
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
 command -v microsocks >/dev/null || need+=(microsocks)

@@ -41,7 +41,9 @@ pub async fn forward_row(
             "forward",
             label(f),
             Status::Warn,
-            format!("the server granted {remote}, but did not acknowledge the cancel"),
+            format!(
+                "the server granted {remote}, but refused or did not answer the cancel (Dropbear refuses every cancel)"
+            ),
             "nothing to do: the port is released when this check disconnects",
         ),
         TrialForward::Refused => {

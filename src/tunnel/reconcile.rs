@@ -7,14 +7,17 @@
 //! server once it leaves the set; a request that times out is cancelled before it is retried,
 //! so a late grant cannot leave the port held by our own earlier request. A changed forward is
 //! asked for again only after its old definition is cancelled, so the two never race for one
-//! port.
+//! port. A server that refuses a cancel (Dropbear answers every `cancel-tcpip-forward` with
+//! a failure) keeps listening for this session until it ends: its connections are refused by
+//! the agent meanwhile, and when the forward is wanted again and the server refuses the new
+//! request because it still holds that listener, the listener is used.
 //!
 //! The server is reached through [`ForwardPort`], which the SSH session implements: this module
 //! knows nothing of russh, and tests drive it with a fake under paused time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -159,6 +162,7 @@ impl Reconciler {
             return std::future::pending().await;
         };
         let mut held: HashMap<String, Held> = HashMap::new();
+        let kept = Kept::default();
         let mut tasks = JoinSet::new();
         loop {
             let desired = self.list_desired();
@@ -192,6 +196,7 @@ impl Reconciler {
                         session,
                         port.clone(),
                         forward.clone(),
+                        kept.clone(),
                         self.state.clone(),
                         wanted_rx,
                         after,
@@ -221,6 +226,31 @@ fn same_remote(a: &Forward, b: &Forward) -> bool {
     a.remote_port == b.remote_port && a.remote_addr.eq_ignore_ascii_case(&b.remote_addr)
 }
 
+/// The remote addresses whose cancel the server refused after granting them on this session:
+/// it still listens there for us (Dropbear does this), so a refused request for one of them
+/// is that listener, not someone else's.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<HashSet<(String, u16)>>>);
+
+impl Kept {
+    fn key(f: &Forward) -> (String, u16) {
+        (f.remote_addr.to_ascii_lowercase(), f.remote_port)
+    }
+    fn insert(&self, f: &Forward) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::key(f));
+    }
+    /// Takes `f`'s remote address out of the set; true when it was there.
+    fn take(&self, f: &Forward) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(f))
+    }
+}
+
 /// One desired forward's life on one session: request it (routable while in flight), retry
 /// while refused, and cancel it once it is no longer wanted. `_done` is dropped when the task
 /// ends, however it ends, which frees the remote address for a successor.
@@ -229,6 +259,7 @@ async fn hold_forward<P: ForwardPort>(
     session: u64,
     port: Arc<P>,
     forward: Arc<Forward>,
+    kept: Kept,
     state: Arc<TunnelState>,
     mut wanted: watch::Receiver<bool>,
     after: Vec<watch::Receiver<()>>,
@@ -245,12 +276,18 @@ async fn hold_forward<P: ForwardPort>(
             return;
         }
         state.set_forward(session, &forward, ForwardState::Requested);
-        let outcome = tokio::time::timeout(timing.request_timeout, port.request(&forward))
+        let mut outcome = tokio::time::timeout(timing.request_timeout, port.request(&forward))
             .await
             .unwrap_or(Err(ForwardError::Timeout(timing.request_timeout)));
+        if outcome == Err(ForwardError::Refused) && kept.take(&forward) {
+            info!(
+                "the server still listens here for this session (it refused the earlier cancel): using that listener"
+            );
+            outcome = Ok(());
+        }
         match outcome {
             Ok(()) if !*wanted.borrow() => {
-                cancel(&*port, &forward, timing).await;
+                cancel_granted(&*port, &forward, &kept, timing).await;
                 return;
             }
             Ok(()) => {
@@ -260,7 +297,7 @@ async fn hold_forward<P: ForwardPort>(
                 // An error means the reconciler is gone: the session is ending, and the
                 // server drops the listener with it.
                 if wanted.wait_for(|w| !*w).await.is_ok() {
-                    cancel(&*port, &forward, timing).await;
+                    cancel_granted(&*port, &forward, &kept, timing).await;
                 }
                 return;
             }
@@ -288,15 +325,41 @@ async fn hold_forward<P: ForwardPort>(
     }
 }
 
+/// Cancels a request that may never have been granted: a refusal means the server holds nothing.
 async fn cancel<P: ForwardPort>(port: &P, forward: &Forward, timing: Timing) {
+    let _ = cancel_answer(port, forward, timing).await;
+}
+
+/// Cancels a granted forward. A server that refuses keeps listening until the session ends.
+async fn cancel_granted<P: ForwardPort>(port: &P, forward: &Forward, kept: &Kept, timing: Timing) {
+    if cancel_answer(port, forward, timing).await == Some(Err(ForwardError::Refused)) {
+        kept.insert(forward);
+        warn!(
+            "the server refused to cancel the forward: it keeps listening on {} until the session ends, and the agent refuses every connection it sends from there",
+            forward.remote()
+        );
+    }
+}
+
+/// The server's answer to a cancel; None when it gave none in time.
+async fn cancel_answer<P: ForwardPort>(
+    port: &P,
+    forward: &Forward,
+    timing: Timing,
+) -> Option<Result<(), ForwardError>> {
     match tokio::time::timeout(timing.request_timeout, port.cancel(forward)).await {
-        Ok(Ok(())) => info!("forward cancelled on the server"),
-        // Refused: the server holds nothing for it (the request was never granted).
-        Ok(Err(_)) => {}
-        Err(_) => warn!(
-            seconds = timing.request_timeout.as_secs_f32(),
-            "the server did not answer the cancel in time"
-        ),
+        Ok(Ok(())) => {
+            info!("forward cancelled on the server");
+            Some(Ok(()))
+        }
+        Ok(Err(e)) => Some(Err(e)),
+        Err(_) => {
+            warn!(
+                seconds = timing.request_timeout.as_secs_f32(),
+                "the server did not answer the cancel in time"
+            );
+            None
+        }
     }
 }
 
@@ -326,6 +389,10 @@ mod tests {
     struct FakeServer {
         script: Mutex<HashMap<u16, VecDeque<Reply>>>,
         calls: Mutex<Vec<Call>>,
+        /// Like Dropbear: refuses every cancel, keeps listening until the session ends, and
+        /// refuses a request for a port it already listens on.
+        refuses_cancels: bool,
+        listening: Mutex<HashSet<u16>>,
     }
 
     impl FakeServer {
@@ -355,6 +422,9 @@ mod tests {
                 .and_then(VecDeque::pop_front)
                 .unwrap_or(Reply::Grant);
             match reply {
+                Reply::Grant if !self.listening.lock().unwrap().insert(f.remote_port) => {
+                    Err(ForwardError::Refused)
+                }
                 Reply::Grant => Ok(()),
                 Reply::Refuse => Err(ForwardError::Refused),
                 Reply::Hang => std::future::pending().await,
@@ -362,6 +432,10 @@ mod tests {
         }
         async fn cancel(&self, f: &Forward) -> Result<(), ForwardError> {
             self.calls.lock().unwrap().push(Call::Cancel(key(f)));
+            if self.refuses_cancels {
+                return Err(ForwardError::Refused);
+            }
+            self.listening.lock().unwrap().remove(&f.remote_port);
             Ok(())
         }
     }
@@ -533,5 +607,54 @@ mod tests {
         settle().await;
         assert_eq!(states(&state), [("b".into(), "pending")]);
         task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forward_whose_cancel_was_refused_uses_the_kept_listener_when_wanted_again() {
+        let server = FakeServer {
+            refuses_cancels: true,
+            ..Default::default()
+        };
+        let (a, b) = (fwd("a", 5000, 1), fwd("b", 5001, 1));
+        let rig = rig(vec![a.clone(), b.clone()], server);
+        settle().await;
+        rig.desired.send_replace(Desired::all(vec![a.clone()]));
+        settle().await;
+        assert!(
+            rig.state.route("localhost", 5001).is_none(),
+            "the server's refusal does not keep b routable"
+        );
+        rig.desired
+            .send_replace(Desired::all(vec![a.clone(), b.clone()]));
+        settle().await;
+        assert_eq!(
+            states(&rig.state),
+            [("a".into(), "granted"), ("b".into(), "granted")],
+            "the server refused the new request because it still listens for us"
+        );
+        assert!(rig.state.route("localhost", 5001).is_some());
+        // Changed: the same port to another target takes over the kept listener too.
+        rig.desired
+            .send_replace(Desired::all(vec![a.clone(), fwd("b", 5001, 2)]));
+        settle().await;
+        assert_eq!(states(&rig.state)[1], ("b".into(), "granted"));
+        assert_eq!(
+            rig.server.calls(),
+            [
+                Call::Request("5000:1".into()),
+                Call::Request("5001:1".into()),
+                Call::Cancel("5001:1".into()),
+                Call::Request("5001:1".into()),
+                Call::Cancel("5001:1".into()),
+                Call::Request("5001:2".into()),
+            ]
+        );
+        // A port held by someone else is still refused (and retried), kept listener or not.
+        rig.desired
+            .send_replace(Desired::all(vec![a, b, fwd("c", 5002, 1)]));
+        rig.server.listening.lock().unwrap().insert(5002);
+        settle().await;
+        assert_eq!(states(&rig.state)[2], ("c".into(), "refused"));
+        rig.task.abort();
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`agent_process`]: `agent run` as a child process (any binary), its log, stderr and memory.
 //! - [`sshd`]: a real OpenSSH `sshd` on 127.0.0.1, owned and killed by the test.
+//! - [`dropbear`]: a real Dropbear server on 127.0.0.1, in a mount namespace of its own.
 //! - [`vendor_server`]: an in-process russh server playing the vendor, for fine control.
 //! - [`targets`]: local TCP services (echo, sink, silent, closed port, HTTP).
 //!
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod agent_process;
+pub mod dropbear;
 pub mod inproc;
 pub mod sshd;
 pub mod targets;
