@@ -295,6 +295,29 @@ fn duplicate_forward_name() {
 }
 
 #[test]
+fn a_field_written_twice_names_the_line_of_the_second() {
+    // Top level: serde_yaml says "line 1 column 1" (the section's start).
+    let f = fail(&format!(
+        "{}{FORWARD}admin: {{ listen: off }}\nlog: {{ level: info }}\nadmin: {{ listen: off }}\n",
+        server()
+    ));
+    let (line, fix) = f.problem("duplicate field `admin`");
+    assert_contains(&line, &["line 12"]);
+    assert!(!line.contains("line 1 "), "{line}");
+    assert_contains(&fix, &["written twice"]);
+    // In a section, and in a list item.
+    let f = fail(&format!("{}  user: other\n{FORWARD}", server()));
+    let (line, _) = f.problem("server: duplicate field `user`");
+    assert_contains(&line, &["line 6"]);
+    let f = fail(&format!(
+        "{}forwards:\n  - name: a\n    remote: 5000\n    # comment\n\n    remote: 5001\n    target: jira:443\n",
+        server()
+    ));
+    let (line, _) = f.problem("duplicate field `remote`");
+    assert_contains(&line, &["line 11"]);
+}
+
+#[test]
 fn invalid_forward_name() {
     let f = fail(&format!(
         "{}forwards:\n  - name: Jira Prod\n    remote: 5000\n    target: jira:443\n",

@@ -294,7 +294,8 @@ impl Config {
     /// Parses and validates `text` as the contents of `file` (used for relative paths and
     /// messages). Does not touch the identity file beyond naming it.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+        let raw: raw::RawConfig =
+            serde_yaml::from_str(text).map_err(|e| yaml_error(file, text, &e))?;
         let validated = validate::validate(file, &base_dir(file), raw);
         if validated.problems.is_empty() {
             let mut config = validated.best_effort.config;
@@ -363,15 +364,25 @@ fn read_text(file: &Path) -> Result<String, ConfigError> {
 
 /// Turns a serde_yaml error into one problem with the line and, for a misspelt field, the
 /// nearest valid name.
-fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
+fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> ConfigError {
     let msg = e.to_string();
     let (body, at) = match msg.rsplit_once(" at line ") {
         Some((b, l)) => (b.to_string(), format!("line {}", l)),
         None => (msg.clone(), String::from("yaml")),
     };
-    let at = match e.location() {
-        Some(loc) => format!("line {} column {}", loc.line(), loc.column()),
-        None => at,
+    // serde_yaml places a duplicate at the start of its section; the line to fix is the
+    // second occurrence.
+    let duplicate = body
+        .split("duplicate field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    let at = match (e.location(), duplicate) {
+        (Some(loc), Some(key)) => match second_occurrence(text, loc.line(), loc.column(), key) {
+            Some(line) => format!("line {line}"),
+            None => format!("line {} column {}", loc.line(), loc.column()),
+        },
+        (Some(loc), None) => format!("line {} column {}", loc.line(), loc.column()),
+        (None, _) => at,
     };
     let mut fix = None;
     if let Some(rest) = body.split("unknown field `").nth(1) {
@@ -415,6 +426,36 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
         fix = Some("fix the YAML syntax (indentation, a missing ':' or quote) at that line".into());
     }
     ConfigError::field(file, at, body, fix)
+}
+
+/// The line (1-based) of `key`'s second occurrence in the block mapping that starts at `line`,
+/// `column` (serde_yaml's location of a duplicate field); None for anything else (flow style,
+/// quoted keys), where the section's start is the best place to point at.
+fn second_occurrence(text: &str, line: usize, column: usize, key: &str) -> Option<usize> {
+    let indent = column.checked_sub(1)?;
+    let mut seen = 0;
+    for (i, l) in text.lines().enumerate().skip(line.checked_sub(1)?) {
+        let rest = l.trim_start_matches([' ', '-']);
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        let col = l.len() - rest.len();
+        let starts_item = l[..col].contains('-');
+        // The section ends where something less indented, or the next list item, begins.
+        if i + 1 > line && (col < indent || (col == indent && starts_item)) {
+            return None;
+        }
+        let is_key = rest
+            .strip_prefix(key)
+            .is_some_and(|after| after.trim_start().starts_with(':'));
+        if col == indent && is_key {
+            seen += 1;
+            if seen == 2 {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 mod validate;
