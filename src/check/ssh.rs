@@ -156,10 +156,10 @@ pub async fn auth_row(
         } else {
             "the identity could not be loaded"
         };
-        rows.push(Row::skip("auth", format!("{host}:{port}"), why));
+        rows.push(Row::skip("auth", super::net::authority(host, port), why));
         return false;
     };
-    let target = format!("{user}@{host}:{port}");
+    let target = format!("{user}@{}", super::net::authority(host, port));
     let fp = identity.fingerprint();
     let started = Instant::now();
     let result = session.authenticate(user, identity, timeout).await;
