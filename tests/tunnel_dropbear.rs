@@ -113,7 +113,12 @@ async fn a_forward_removed_and_restored_on_dropbear_refuses_then_carries_again()
         .unwrap();
 
     s.reload(&agent, &both).await;
-    let snap = agent.wait_ready(READY).await;
+    // The reload reaches the reconciler asynchronously: until then the state lists `a` alone.
+    let snap = agent
+        .wait_for(READY, "ready with both forwards", |snap| {
+            snap.forwards.len() == 2 && snap.ready()
+        })
+        .await;
     assert!(
         snap.forwards
             .iter()
