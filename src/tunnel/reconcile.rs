@@ -164,10 +164,14 @@ impl Reconciler {
         let mut held: HashMap<String, Held> = HashMap::new();
         let kept = Kept::default();
         let mut tasks = JoinSet::new();
+        // Tasks of forwards that left the set, until they have ended (their cancel answered),
+        // across changes: a forward back before then still waits for its old cancel.
+        let mut leaving: Vec<(Arc<Forward>, watch::Receiver<()>)> = Vec::new();
         loop {
             let desired = self.list_desired();
+            // An error: the task has ended.
+            leaving.retain(|(_, done)| done.has_changed().is_ok());
             // Leaving (or changed): cancel on the server. Their task ends by itself.
-            let mut leaving: Vec<(Arc<Forward>, watch::Receiver<()>)> = Vec::new();
             held.retain(|_, h| {
                 let keep = desired.iter().any(|d| d.same_service(&h.forward));
                 if !keep {
@@ -393,6 +397,8 @@ mod tests {
         /// refuses a request for a port it already listens on.
         refuses_cancels: bool,
         listening: Mutex<HashSet<u16>>,
+        /// How long the server takes to answer a cancel.
+        cancel_delay: Duration,
     }
 
     impl FakeServer {
@@ -432,6 +438,7 @@ mod tests {
         }
         async fn cancel(&self, f: &Forward) -> Result<(), ForwardError> {
             self.calls.lock().unwrap().push(Call::Cancel(key(f)));
+            tokio::time::sleep(self.cancel_delay).await;
             if self.refuses_cancels {
                 return Err(ForwardError::Refused);
             }
@@ -655,6 +662,35 @@ mod tests {
         rig.server.listening.lock().unwrap().insert(5002);
         settle().await;
         assert_eq!(states(&rig.state)[2], ("c".into(), "refused"));
+        rig.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forward_back_before_its_cancel_was_answered_waits_for_that_answer() {
+        let server = FakeServer {
+            refuses_cancels: true,
+            cancel_delay: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let (a, b) = (fwd("a", 5000, 1), fwd("b", 5001, 1));
+        let rig = rig(vec![a.clone(), b.clone()], server);
+        settle().await;
+        rig.desired.send_replace(Desired::all(vec![a.clone()]));
+        settle().await;
+        rig.desired.send_replace(Desired::all(vec![a, b]));
+        settle().await;
+        assert_eq!(
+            rig.server.calls().last(),
+            Some(&Call::Cancel("5001:1".into())),
+            "b is not asked for while its cancel is unanswered"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            states(&rig.state),
+            [("a".into(), "granted"), ("b".into(), "granted")],
+            "granted on the first request after the refused cancel, no retry"
+        );
+        assert_eq!(rig.server.calls().len(), 4, "{:?}", rig.server.calls());
         rig.task.abort();
     }
 }
