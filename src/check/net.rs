@@ -44,29 +44,7 @@ pub fn io_text(e: &io::Error) -> String {
     }
 }
 
-/// `host:port`, with brackets for an IPv6 address (`[::1]:22`, not `::1:22`).
-pub fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// `2s`, `500ms`, `1.5s`.
 pub fn secs(d: Duration) -> String {
     super::report::duration(d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn authority_brackets_ipv6_only() {
-        assert_eq!(super::authority("::1", 22), "[::1]:22");
-        assert_eq!(super::authority("127.0.0.1", 443), "127.0.0.1:443");
-        assert_eq!(
-            super::authority("tunnel.vendor.example", 22),
-            "tunnel.vendor.example:22"
-        );
-    }
 }

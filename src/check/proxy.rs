@@ -169,7 +169,7 @@ pub fn tunnel_rows(host: &str, url: &ProxyUrl, tries: &[Tunnelled], plan: &Plan)
     tries
         .iter()
         .map(|t| {
-            let target = super::net::authority(host, t.port);
+            let target = crate::transport::join_host_port(host, t.port);
             let e = match &t.result {
                 Ok(detail) => return Row::pass("tcp", &target, detail.clone()).took(t.elapsed),
                 Err(None) => {

@@ -143,7 +143,7 @@ pub async fn server_steps(
         .collect();
     let mut session: Option<(u16, ProbeSession)> = None;
     for (port, hs, took) in shakes {
-        let server = super::net::authority(&host, port);
+        let server = crate::transport::join_host_port(&host, port);
         out.rows
             .push(ssh_row(&server, &hs, &kex_ports, took, timeout));
         match &hs.offered {
@@ -262,7 +262,7 @@ async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
 }
 
 fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration) -> Row {
-    let target = super::net::authority(host, t.port);
+    let target = crate::transport::join_host_port(host, t.port);
     let failed: Vec<String> = t
         .failures
         .iter()

@@ -156,10 +156,14 @@ pub async fn auth_row(
         } else {
             "the identity could not be loaded"
         };
-        rows.push(Row::skip("auth", super::net::authority(host, port), why));
+        rows.push(Row::skip(
+            "auth",
+            crate::transport::join_host_port(host, port),
+            why,
+        ));
         return false;
     };
-    let target = format!("{user}@{}", super::net::authority(host, port));
+    let target = format!("{user}@{}", crate::transport::join_host_port(host, port));
     let fp = identity.fingerprint();
     let started = Instant::now();
     let result = session.authenticate(user, identity, timeout).await;

@@ -72,11 +72,7 @@ impl Rung {
 
     /// `host:port`, with brackets for IPv6.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        join_host_port(&self.host, self.port)
     }
 
     pub fn parse(text: &str) -> Result<Rung, String> {
@@ -156,6 +152,16 @@ impl fmt::Display for Rung {
     }
 }
 
+/// `host:port`, with brackets for an IPv6 address (`[::1]:22`, not `::1:22`): the inverse of
+/// [`split_host_port`].
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// `host`, `host:port`, `[v6]`, `[v6]:port`: a host name or address (IPv6 in brackets) and an
 /// optional port 1-65535. Also what `notify.webhook` is parsed with.
 pub fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
@@ -203,6 +209,16 @@ pub fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn join_host_port_brackets_ipv6_only() {
+        assert_eq!(join_host_port("::1", 22), "[::1]:22");
+        assert_eq!(join_host_port("127.0.0.1", 443), "127.0.0.1:443");
+        assert_eq!(
+            join_host_port("tunnel.vendor.example", 22),
+            "tunnel.vendor.example:22"
+        );
+    }
 
     #[test]
     fn the_three_schemes_with_their_defaults() {
