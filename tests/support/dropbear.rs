@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::sshd::{descendants, signal};
+use super::sshd::{current_user, kill_server, port_open};
 
 const DROPBEAR: &str = "/usr/sbin/dropbear";
 const DROPBEARKEY: &str = "/usr/bin/dropbearkey";
@@ -98,8 +98,7 @@ impl Dropbear {
 
     /// The login user: whoever runs the tests (root in CI).
     pub fn user(&self) -> String {
-        let out = Command::new("id").arg("-un").output().expect("run id -un");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        current_user()
     }
 
     /// Dropbear's log (stderr) so far, for failure messages.
@@ -151,7 +150,7 @@ exec "$2" -F -E -s -p "127.0.0.1:$3" -r "$4" -P "$5""#;
                 fs::read_to_string(&log_path).unwrap_or_default()
             ));
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if port_open(port) {
             return Ok(child);
         }
         if Instant::now() >= deadline {
@@ -168,15 +167,9 @@ exec "$2" -F -E -s -p "127.0.0.1:$3" -r "$4" -P "$5""#;
 
 impl Drop for Dropbear {
     fn drop(&mut self) {
-        // Never panic in drop. `exec` made the listener the child itself.
-        if let Some(mut child) = self.child.take() {
-            let listener = child.id() as i32;
-            signal(listener, "STOP");
-            for pid in descendants(listener) {
-                signal(pid, "KILL");
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        // `exec` made the listener the child itself.
+        if let Some(child) = self.child.take() {
+            kill_server(child);
         }
     }
 }

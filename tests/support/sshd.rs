@@ -111,7 +111,7 @@ impl Sshd {
 
     /// The login user: whoever runs the tests (root in CI).
     pub fn user(&self) -> String {
-        run(Command::new("id").arg("-un")).trim().to_string()
+        current_user()
     }
 
     /// sshd's stderr (LogLevel DEBUG1) so far, for assertions and failure messages.
@@ -140,19 +140,10 @@ impl Sshd {
     /// SIGKILLs the listener and every process serving its connections, then waits until the
     /// port is closed. Connected clients see their TCP connection reset or hang, as on a crash.
     pub fn kill(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return;
         };
-        let listener = child.id() as i32;
-        // Stop the listener first so it cannot fork new connection handlers while we collect
-        // them; once it dies its children are re-parented and can no longer be found by ppid.
-        signal(listener, "STOP");
-        let serving = descendants(listener);
-        for pid in &serving {
-            signal(*pid, "KILL");
-        }
-        let _ = child.kill(); // SIGKILL also ends a stopped process.
-        let _ = child.wait();
+        let serving = kill_server(child);
         wait_for(STOP_TIMEOUT, || !port_open(self.port)).unwrap_or_else(|()| {
             panic!(
                 "sshd port {} still open {STOP_TIMEOUT:?} after kill",
@@ -255,17 +246,31 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        // Never panic in drop (it would abort a test that is already failing).
-        if let Some(mut child) = self.child.take() {
-            let listener = child.id() as i32;
-            signal(listener, "STOP");
-            for pid in descendants(listener) {
-                signal(pid, "KILL");
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            kill_server(child);
         }
     }
+}
+
+/// SIGKILLs a listening server and every process serving its connections, reaps it, and
+/// returns the serving processes' PIDs. Never panics: it runs in `Drop`, maybe of a failing test.
+pub fn kill_server(mut child: Child) -> Vec<i32> {
+    let listener = child.id() as i32;
+    // Stop the listener first so it cannot fork new connection handlers while we collect
+    // them; once it dies its children are re-parented and can no longer be found by ppid.
+    signal(listener, "STOP");
+    let serving = descendants(listener);
+    for pid in &serving {
+        signal(*pid, "KILL");
+    }
+    let _ = child.kill(); // SIGKILL also ends a stopped process.
+    let _ = child.wait();
+    serving
+}
+
+/// The login user of the test servers: whoever runs the tests (root in CI).
+pub fn current_user() -> String {
+    run(Command::new("id").arg("-un")).trim().to_string()
 }
 
 /// Sends `sig` (a name such as "STOP", "CONT", "KILL") to `pid` with `/bin/kill`, avoiding a
@@ -322,7 +327,7 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-fn port_open(port: u16) -> bool {
+pub fn port_open(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
