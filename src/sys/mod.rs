@@ -12,6 +12,8 @@
 //! integers.
 #![allow(unsafe_code)]
 
+pub mod dir;
+
 use std::io;
 
 /// The real user id of this process: the "agent's own user" of OpenSSH's key-permission rule
