@@ -295,6 +295,20 @@ async fn an_expiring_grant_and_a_pause_cut_connections_within_a_second() {
     r.agent.stop().await;
 }
 
+/// The one agent's control socket in `state` (`control-HOST-PID.sock`).
+fn own_socket(state: &Path) -> PathBuf {
+    let sockets: Vec<PathBuf> = std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("control-") && name.ends_with(".sock")
+        })
+        .collect();
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    sockets[0].clone()
+}
+
 /// Connects to the control socket as `uid` (through setpriv, as root) and returns its answer.
 fn ask_as(uid: u32, socket: &Path) -> String {
     let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect(sys.argv[1])\ns.sendall(b'{\"op\":\"status\"}\\n')\nprint(s.makefile().readline())";
@@ -327,7 +341,7 @@ async fn the_control_socket_answers_only_the_agents_own_user() {
     );
     let r = Rig::start().await;
     let state = r.dir.path().join("state");
-    let socket = state.join("control.sock");
+    let socket = own_socket(&state);
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
@@ -340,8 +354,11 @@ async fn the_control_socket_answers_only_the_agents_own_user() {
     .await
     .unwrap();
     assert!(out.contains("Permission denied"), "{out}");
-    // ...and with the permissions opened up, the agent itself refuses them by uid.
-    for p in [r.dir.path(), &state, &socket] {
+    // ...and reached another way (a hard link to the socket in an open folder: the agent
+    // tightens its own state folder again within a second), the agent refuses them by uid.
+    let socket = r.dir.path().join("linked.sock");
+    std::fs::hard_link(own_socket(&state), &socket).unwrap();
+    for p in [r.dir.path(), &socket] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     let out = tokio::task::spawn_blocking({

@@ -1,10 +1,11 @@
-//! The control socket: a Unix socket in the state folder (0700), itself 0600, answering only
-//! the agent's own user (and root), never on a TCP port and never through the vendor's tunnel.
-//! The caller's uid comes from the kernel (SO_PEERCRED) and is recorded with each change.
+//! The control socket: one Unix socket per agent in the shared state folder (0700), itself
+//! 0600, answering only the agent's own user (and root), never on a TCP port and never through
+//! the vendor's tunnel. The caller's uid comes from the kernel (SO_PEERCRED) and is recorded
+//! with each change. It is only the fast path: the command line writes the state itself and
+//! then asks every agent answering in the folder to re-read it.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,36 +16,57 @@ use tracing::{info, warn};
 
 use super::controller::Command;
 use super::protocol::{MAX_LINE, Request, Response};
+use super::store::Store;
 
-/// The socket's name in the state folder.
-pub const SOCKET: &str = "control.sock";
+/// Every agent's socket in the state folder is named `control-HOST-PID.sock`: the agents of a
+/// site share the folder, each answers on a socket of its own.
+pub const PREFIX: &str = "control-";
+pub const SUFFIX: &str = ".sock";
+/// The one socket of agents before the state was shared; removed when nothing answers on it.
+const LEGACY: &str = "control.sock";
 /// A caller has this long to send its request, and the agent to answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control connections served at once; more are closed unanswered.
 const MAX_CLIENTS: usize = 8;
 
-pub fn socket_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(SOCKET)
+/// This host's part of the socket names: a short hash of the host name, so an agent removes
+/// only stale sockets of its own host (on a volume shared across hosts, another host's socket
+/// refuses connections from here although its agent runs).
+fn host_tag() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let hash = host.trim().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{:08x}", hash as u32)
 }
 
-/// Binds the socket, replacing a stale one left by an agent that died; refuses when another
-/// agent answers on it (two agents sharing one state folder would undo each other's grants).
-pub async fn bind(path: &Path) -> io::Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "another agent answers on {}: give each agent its own state_dir",
-                    path.display()
-                ),
-            ));
+/// This process's socket name in the state folder.
+pub fn own_socket_name() -> String {
+    format!("{PREFIX}{}-{}{SUFFIX}", host_tag(), std::process::id())
+}
+
+/// Binds this agent's socket in the state folder (0600), first removing sockets of this host
+/// that no process answers on any more (agents that died). Blocking: run it off the runtime.
+pub fn bind(store: &Store) -> io::Result<(std::os::unix::net::UnixListener, String)> {
+    let folder = store.folder();
+    let name = own_socket_name();
+    let mine = format!("{PREFIX}{}-", host_tag());
+    let mut stale = folder.names(&mine, SUFFIX)?;
+    stale.push(LEGACY.to_string());
+    for old in stale {
+        let refused = folder.is_socket(&old)
+            && std::os::unix::net::UnixStream::connect(folder.path().join(&old))
+                .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+        if old == name || refused {
+            let _ = folder.remove(&old);
         }
-        std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let path = folder.path().join(&name);
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    // The folder is the agent's own (0700): nobody can swap the name meanwhile.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok((listener, name))
 }
 
 /// Serves control connections until the task is dropped.
@@ -52,9 +74,13 @@ pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
     let own_uid = crate::sys::real_uid();
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "control socket: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue;
@@ -93,7 +119,7 @@ async fn serve_one(stream: UnixStream, own_uid: u32, commands: mpsc::Sender<Comm
         Err(_) => Response::error("no request within 5 s"),
         Ok(Err(e)) => Response::error(e),
         Ok(Ok(request)) => {
-            if request != Request::Status {
+            if !matches!(request, Request::Status | Request::Refresh) {
                 info!(uid, op = request.op(), "control socket: request");
             }
             let (reply, answer) = oneshot::channel();

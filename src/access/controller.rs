@@ -1,9 +1,19 @@
 //! The one task that decides which configured forwards are open now and publishes them as the
-//! reconciler's desired set. It wakes when a window edge or a grant's end comes due, when the
-//! configuration changes, and for each control-socket command; every change of what is open is
+//! reconciler's desired set. The state on disk, shared by every agent of a site, is the truth:
+//! the controller re-reads it when the folder changes (a file watch), every second (the
+//! fallback: a volume shared across hosts sends no events), for each control-socket command,
+//! and immediately before every forward request (the reconciler's [`Gate`]). It wakes too when
+//! a window edge or a grant's end comes due and when the configuration changes. Every change of
+//! what is open, and every grant or pause that another agent or the command line made, is
 //! logged, reported to the event hooks (audit, notifications) and reflected in the tunnel state.
+//!
+//! The configuration is the ceiling for what is on disk as well: a grant of a forward that
+//! takes none, or one given in the future, is dropped; one longer than the forward's
+//! `access.grant.max` is cut to it.
+//!
+//! [`Gate`]: crate::tunnel::reconcile::Gate
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +25,19 @@ use tracing::{error, info, warn};
 use super::policy::{Decision, Inputs, decide};
 use super::protocol::{ForwardAccess, Request, Response};
 use super::schedule::Schedule;
-use super::store::{ALL, Grant, Pause, Store};
+use super::store::{ALL, Grant, Loaded, Pause, Store};
 use crate::config::Forward;
-use crate::tunnel::reconcile::Desired;
+use crate::sys::dir::Fingerprint;
+use crate::tunnel::reconcile::{Desired, GateQuery};
 use crate::tunnel::state::{PolicyClosed, TunnelState};
 
 /// Looks at the clock at least this often, so a clock that jumps is noticed.
 const TICK: Duration = Duration::from_secs(15);
 /// Writes the clock reading at least this often.
 const CLOCK_SAVE: Duration = Duration::from_secs(60);
+/// Looks at the state folder at least this often (a change another agent made, on a volume
+/// whose changes the file watch does not see; the folder's owner and mode).
+pub const REREAD: Duration = Duration::from_millis(500);
 
 /// Wall-clock time; a trait so tests can move it (jumps included) under paused tokio time.
 pub trait Clock: Send + Sync + 'static {
@@ -69,8 +83,15 @@ struct Active {
 
 pub struct Controller {
     store: Result<Store, String>,
+    /// The state as last read (grants before the configuration's ceiling is applied).
+    disk: Loaded,
+    /// What identified the files when last read: a re-read that finds the same skips parsing.
+    seen: Option<[Option<Fingerprint>; 2]>,
+    /// Pauses this agent applies although they could not be written (closing is always safe).
+    unsaved_pauses: BTreeMap<String, Pause>,
     grants: Result<BTreeMap<String, Active>, String>,
-    pauses: Result<BTreeMap<String, Pause>, String>,
+    /// Grants on disk beyond the configuration already logged and audited.
+    rejected: HashSet<(String, Timestamp)>,
     /// The latest wall-clock time seen (persisted): grants are judged against it.
     floor: Timestamp,
     forwards: Vec<Forward>,
@@ -81,55 +102,34 @@ pub struct Controller {
     clock: Arc<dyn Clock>,
     hooks: Vec<EventHook>,
     clock_saved: Instant,
+    reread_every: Duration,
 }
 
 impl Controller {
-    /// Loads grants and pauses from `store` (an `Err` store: the state folder is unusable, and
-    /// everything that depends on it fails closed).
+    /// A controller over `store` (an `Err` store: the state folder is unusable, and everything
+    /// fails closed). Nothing is read or decided before [`Controller::run`], so the hooks
+    /// attached meanwhile see the state at start.
     pub fn new(
         store: Result<Store, String>,
         forwards: Vec<Forward>,
         state: Arc<TunnelState>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let wall = clock.now();
-        let loaded = store
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(Store::load_grants);
-        let pauses = store
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(Store::load_pauses);
-        let floor = loaded
-            .as_ref()
-            .ok()
-            .and_then(|g| g.clock)
-            .map_or(wall, |c| c.max(wall));
-        let now = Instant::now();
-        let grants = loaded.map(|g| {
-            g.grants
-                .into_iter()
-                .filter(|(_, g)| g.until > floor)
-                .map(|(name, grant)| {
-                    let left = floor.duration_until(grant.until).unsigned_abs();
-                    let expires = now + left;
-                    (name, Active { grant, expires })
-                })
-                .collect()
-        });
-        for (what, e) in [
-            ("grants", grants.as_ref().err()),
-            ("pauses", pauses.as_ref().err()),
-        ] {
-            if let Some(e) = e {
-                error!("access state: {what} cannot be read, failing closed: {e}");
-            }
-        }
+        let floor = clock.now();
+        let disk = match &store {
+            Ok(_) => Loaded::default(),
+            Err(e) => Loaded {
+                grants: Err(e.clone()),
+                pauses: Err(e.clone()),
+            },
+        };
         let mut c = Self {
+            grants: disk.grants.clone().map(|_| BTreeMap::new()),
             store,
-            grants,
-            pauses,
+            disk,
+            seen: None,
+            unsaved_pauses: BTreeMap::new(),
+            rejected: HashSet::new(),
             floor,
             forwards: Vec::new(),
             schedules: HashMap::new(),
@@ -138,16 +138,22 @@ impl Controller {
             desired: watch::Sender::new(Desired::default()),
             clock,
             hooks: Vec::new(),
-            clock_saved: now,
+            clock_saved: Instant::now(),
+            reread_every: REREAD,
         };
         c.set_forwards(forwards);
-        c.evaluate();
         c
     }
 
     /// Called for every access event (after it is logged).
     pub fn on_event(&mut self, hook: EventHook) {
         self.hooks.push(hook);
+    }
+
+    /// Re-reads the folder this often instead of [`REREAD`] (tests under paused time that span
+    /// days; the file watch and the gate still re-read at once).
+    pub fn reread_every(&mut self, period: Duration) {
+        self.reread_every = period;
     }
 
     /// The reconciler's input: the forwards open now.
@@ -163,13 +169,18 @@ impl Controller {
         self.forwards = forwards;
     }
 
-    /// Until `configured` closes: applies configuration changes and commands, and re-decides
-    /// whenever something may have changed.
+    /// Until `configured` closes: reads the state, applies configuration changes, commands and
+    /// gate questions, and re-decides whenever something may have changed.
     pub async fn run(
         mut self,
         mut configured: watch::Receiver<Vec<Forward>>,
         mut commands: mpsc::Receiver<Command>,
+        mut gate: mpsc::Receiver<GateQuery>,
     ) {
+        self.initial_read().await;
+        let mut watch = super::watcher::Watch::new(self.store.as_ref().ok().map(Store::dir));
+        let mut reread = tokio::time::interval(self.reread_every);
+        reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.evaluate();
             tokio::select! {
@@ -180,11 +191,309 @@ impl Controller {
                     }
                     let forwards = configured.borrow_and_update().clone();
                     self.set_forwards(forwards);
+                    self.apply_disk(self.disk.clone(), false);
                 }
                 Some(cmd) = commands.recv() => {
-                    let answer = self.handle(cmd.request, cmd.uid);
+                    let answer = self.handle(cmd.request, cmd.uid).await;
                     let _ = cmd.reply.send(answer);
                 }
+                Some(query) = gate.recv() => {
+                    let mut queries = vec![query];
+                    while let Ok(q) = gate.try_recv() {
+                        queries.push(q);
+                    }
+                    self.reread(true).await;
+                    self.evaluate();
+                    for q in queries {
+                        let open = self.last.get(&q.forward).is_some_and(|d| d.open);
+                        let _ = q.reply.send(open);
+                    }
+                }
+                () = watch.changed() => self.reread(false).await,
+                _ = reread.tick() => {
+                    self.check_folder().await;
+                    self.reread(false).await;
+                }
+            }
+        }
+    }
+
+    /// The state at start: the folder initialised on a first start, then read. Nothing is
+    /// reported as a change (the first evaluation records what is open at start).
+    async fn initial_read(&mut self) {
+        if let Ok(store) = &self.store {
+            let s = store.clone();
+            if let Err(e) = blocking(move || s.init()).await {
+                error!(
+                    "access state: cannot write the first state files to {}: {e}",
+                    store.dir().display()
+                );
+            }
+        }
+        let loaded = self.read().await;
+        self.floor = self.floor.max(
+            loaded
+                .as_ref()
+                .and_then(|(l, _)| l.grants.as_ref().ok()?.clock)
+                .unwrap_or(self.floor),
+        );
+        if let Some((loaded, seen)) = loaded {
+            self.seen = Some(seen);
+            self.apply_disk(loaded, true);
+        }
+    }
+
+    /// Both files and their fingerprint, off the runtime thread; `None` without a store.
+    async fn read(&self) -> Option<(Loaded, [Option<Fingerprint>; 2])> {
+        let store = self.store.as_ref().ok()?.clone();
+        let read = blocking(move || {
+            let seen = store.fingerprint()?;
+            Ok((store.load(), seen))
+        })
+        .await;
+        Some(read.unwrap_or_else(|e: std::io::Error| {
+            let e = format!("cannot read the state folder: {e}");
+            let failed = Loaded {
+                grants: Err(e.clone()),
+                pauses: Err(e),
+            };
+            (failed, [None, None])
+        }))
+    }
+
+    /// Reads the state again (`force`: even when the files look unchanged) and applies it.
+    async fn reread(&mut self, force: bool) {
+        if !force && let Ok(store) = &self.store {
+            let s = store.clone();
+            if let Ok(seen) = blocking(move || s.fingerprint()).await
+                && Some(seen) == self.seen
+            {
+                return;
+            }
+        }
+        if let Some((loaded, seen)) = self.read().await {
+            self.seen = Some(seen);
+            if loaded != self.disk {
+                self.apply_disk(loaded, false);
+            }
+        }
+    }
+
+    /// The folder must still be the agent's own: one that another user can now write closes
+    /// everything (a loosened mode of the agent's own folder is tightened again).
+    async fn check_folder(&mut self) {
+        let Ok(store) = &self.store else { return };
+        let s = store.clone();
+        match blocking(move || Ok(s.folder().check())).await {
+            Ok(Ok(Some(warning))) => warn!("access state: {warning}"),
+            Ok(Ok(None)) | Err(_) => {}
+            Ok(Err(e)) => {
+                let e = format!("{e}; fix: {}", e.fix());
+                error!(
+                    "access state: the state folder is no longer trusted, every forward closed: {e}"
+                );
+                self.store = Err(e.clone());
+                self.apply_disk(
+                    Loaded {
+                        grants: Err(e.clone()),
+                        pauses: Err(e),
+                    },
+                    false,
+                );
+            }
+        }
+    }
+
+    /// Takes `loaded` as the state: reports what other writers changed (unless `initial`), and
+    /// keeps the grants the configuration allows.
+    fn apply_disk(&mut self, loaded: Loaded, initial: bool) {
+        let now = self.now();
+        if !initial {
+            self.report_changes(&loaded, now);
+        }
+        for (what, was, is) in [
+            (
+                "grants",
+                self.disk.grants.is_err(),
+                loaded.grants.as_ref().err(),
+            ),
+            (
+                "pauses",
+                self.disk.pauses.is_err(),
+                loaded.pauses.as_ref().err(),
+            ),
+        ] {
+            if let Some(e) = is
+                && (initial || !was)
+            {
+                error!("access state: {what} cannot be read, failing closed: {e}");
+            }
+        }
+        if let Ok(g) = &loaded.grants
+            && let Some(clock) = g.clock
+        {
+            self.floor = self.floor.max(clock);
+        }
+        let mono = Instant::now();
+        let mut active =
+            std::mem::replace(&mut self.grants, Ok(BTreeMap::new())).unwrap_or_default();
+        self.grants = loaded.grants.as_ref().map_err(Clone::clone).map(|file| {
+            let mut kept = BTreeMap::new();
+            for (name, grant) in &file.grants {
+                let Some(grant) = self.within_ceiling(name, grant) else {
+                    continue;
+                };
+                if grant.until <= self.floor {
+                    continue;
+                }
+                // The monotonic end taken when this agent first saw the grant stays.
+                let expires = match active.remove(name) {
+                    Some(a) if a.grant.granted_at == grant.granted_at => a
+                        .expires
+                        .min(mono + self.floor.duration_until(grant.until).unsigned_abs()),
+                    _ => mono + self.floor.duration_until(grant.until).unsigned_abs(),
+                };
+                kept.insert(name.clone(), Active { grant, expires });
+            }
+            kept
+        });
+        self.disk = loaded;
+    }
+
+    /// The grant as the configuration allows it: `None` (dropped) for a forward that takes no
+    /// grants or a grant given in the future; cut to `granted_at + max`. Logged and audited once.
+    fn within_ceiling(&mut self, name: &str, grant: &Grant) -> Option<Grant> {
+        let forward = self.forwards.iter().find(|f| f.name == name)?;
+        let max = forward.access.as_ref().and_then(|a| a.grant_max);
+        let (kept, why) = match max {
+            None => (
+                None,
+                "dropped: the forward takes no grants (no access.grant in agent.yaml)".to_string(),
+            ),
+            Some(_) if grant.granted_at > self.floor => (
+                None,
+                format!("dropped: given at {}, in the future", grant.granted_at),
+            ),
+            Some(max) => {
+                let ceiling = jiff::SignedDuration::try_from(max)
+                    .ok()
+                    .and_then(|m| grant.granted_at.checked_add(m).ok());
+                match ceiling {
+                    Some(c) if grant.until > c => (
+                        Some(Grant {
+                            until: c,
+                            ..grant.clone()
+                        }),
+                        format!(
+                            "cut to {c}: it ran until {}, longer than the forward's access.grant.max ({})",
+                            grant.until,
+                            humantime::format_duration(max)
+                        ),
+                    ),
+                    _ => return Some(grant.clone()),
+                }
+            }
+        };
+        if self.rejected.insert((name.to_string(), grant.granted_at)) {
+            warn!(
+                forward = name,
+                "access state: a grant on disk is beyond the configuration: {why}"
+            );
+            self.emit(AccessEvent {
+                forward: name.to_string(),
+                change: Change::Rejected,
+                by: Some(grant.by.clone()),
+                uid: Some(grant.uid),
+                reason: Some(format!("grant on disk {why}")),
+                until: kept.as_ref().map(|g| g.until),
+            });
+        }
+        kept
+    }
+
+    /// Grants and pauses that appeared or ended on disk since the last reading: another agent
+    /// or the command line made them.
+    fn report_changes(&self, new: &Loaded, now: Timestamp) {
+        if let (Ok(old), Ok(new)) = (&self.disk.grants, &new.grants) {
+            for (name, g) in &new.grants {
+                if old
+                    .grants
+                    .get(name)
+                    .is_none_or(|o| o.granted_at != g.granted_at)
+                {
+                    self.emit(event(
+                        name,
+                        Change::Granted,
+                        &g.by,
+                        g.uid,
+                        Some(&g.reason),
+                        Some(g.until),
+                    ));
+                }
+            }
+            for (name, g) in &old.grants {
+                if new
+                    .grants
+                    .get(name)
+                    .is_some_and(|n| n.granted_at == g.granted_at)
+                {
+                    continue;
+                }
+                match new.revoked.get(name).filter(|r| r.at >= g.granted_at) {
+                    Some(r) => self.emit(event(
+                        name,
+                        Change::Revoked,
+                        &r.by,
+                        r.uid,
+                        r.reason.as_deref(),
+                        Some(g.until),
+                    )),
+                    // Ended by its time: reported when this agent expires it (below), unless
+                    // another agent was quicker; then here.
+                    None if g.until <= now
+                        && self.grants.as_ref().is_ok_and(|a| a.contains_key(name)) =>
+                    {
+                        self.emit(event(
+                            name,
+                            Change::Expired,
+                            &g.by,
+                            g.uid,
+                            Some(&g.reason),
+                            Some(g.until),
+                        ));
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let (Ok(old), Ok(new)) = (&self.disk.pauses, &new.pauses) {
+            for (key, p) in &new.pauses {
+                if old.pauses.get(key).is_none_or(|o| o.since != p.since) {
+                    self.emit(event(
+                        key,
+                        Change::Paused,
+                        &p.by,
+                        p.uid,
+                        Some(&p.reason),
+                        None,
+                    ));
+                }
+            }
+            for key in old.pauses.keys().filter(|k| !new.pauses.contains_key(*k)) {
+                let r = new.resumed.get(key);
+                let by = r.map_or("", |r| r.by.as_str());
+                let mut e = event(
+                    key,
+                    Change::Resumed,
+                    by,
+                    r.map_or(0, |r| r.uid),
+                    r.and_then(|r| r.reason.as_deref()),
+                    None,
+                );
+                if r.is_none() {
+                    (e.by, e.uid) = (None, None);
+                }
+                self.emit(e);
             }
         }
     }
@@ -234,7 +543,8 @@ impl Controller {
                 });
             }
             let was = self.last.get(&f.name).map(|l| l.open);
-            if was != Some(d.open) {
+            // At start only what is open is a change: before it, nothing was.
+            if was != Some(d.open) && (was.is_some() || d.open) {
                 let change = if d.open {
                     Change::Opened
                 } else {
@@ -264,7 +574,7 @@ impl Controller {
             changed
         });
         if self.clock_saved.elapsed() >= CLOCK_SAVE {
-            self.save_grants();
+            self.save_clock();
         }
         wake
     }
@@ -275,9 +585,14 @@ impl Controller {
             Ok(m) => Ok(m.get(&f.name).map(|a| &a.grant)),
             Err(e) => Err(e.as_str()),
         };
-        let pause = match &self.pauses {
-            Ok(m) => Ok(m.get(&f.name).or_else(|| m.get(ALL))),
-            Err(e) => Err(e.as_str()),
+        let unsaved = self
+            .unsaved_pauses
+            .get(&f.name)
+            .or_else(|| self.unsaved_pauses.get(ALL));
+        let pause = match (&self.disk.pauses, unsaved) {
+            (_, Some(p)) => Ok(Some(p)),
+            (Ok(m), None) => Ok(m.pauses.get(&f.name).or_else(|| m.pauses.get(ALL))),
+            (Err(e), None) => Err(e.as_str()),
         };
         decide(&Inputs {
             name: &f.name,
@@ -292,19 +607,24 @@ impl Controller {
     /// Why the access state is not trustworthy, if it is not: not ready until fixed.
     fn problem(&self) -> Option<String> {
         let mut parts = Vec::new();
-        if let Err(e) = &self.pauses {
-            parts.push(format!("pauses unreadable, every forward closed: {e}"));
-        }
-        if let Err(e) = &self.grants
-            && self.forwards.iter().any(|f| f.access.is_some())
-        {
-            parts.push(format!("grants unreadable, no grant trusted: {e}"));
+        if let Err(e) = &self.store {
+            parts.push(format!("state_dir unusable, every forward closed: {e}"));
+        } else {
+            if let Err(e) = &self.disk.pauses {
+                parts.push(format!("pauses unreadable, every forward closed: {e}"));
+            }
+            if let Err(e) = &self.grants
+                && self.forwards.iter().any(|f| f.access.is_some())
+            {
+                parts.push(format!("grants unreadable, no grant trusted: {e}"));
+            }
         }
         (!parts.is_empty()).then(|| format!("access state: {}", parts.join("; ")))
     }
 
     /// Drops grants whose end passed on either clock: the wall clock's floor (never earlier
-    /// than any reading before) or the monotonic deadline taken when the grant was made.
+    /// than any reading before) or the monotonic deadline taken when the grant was first seen;
+    /// and removes them from disk, so no agent and no restart revives them.
     fn expire_grants(&mut self, now: Timestamp) {
         let Ok(grants) = &mut self.grants else { return };
         let mono = Instant::now();
@@ -317,20 +637,64 @@ impl Controller {
             .into_iter()
             .filter_map(|n| grants.remove(&n).map(|a| (n, a)))
             .collect();
+        for (name, a) in &expired {
+            // Seen as ended here: the disk copy is no news when another agent removes it.
+            if let Ok(file) = &mut self.disk.grants {
+                file.grants.remove(name);
+            }
+            let g = &a.grant;
+            self.emit(event(
+                name,
+                Change::Expired,
+                &g.by,
+                g.uid,
+                Some(&g.reason),
+                Some(g.until),
+            ));
+        }
         if expired.is_empty() {
             return;
         }
-        for (name, a) in expired {
-            self.emit(AccessEvent {
-                forward: name,
-                change: Change::Expired,
-                by: Some(a.grant.by),
-                uid: Some(a.grant.uid),
-                reason: Some(a.grant.reason),
-                until: Some(a.grant.until),
-            });
-        }
-        self.save_grants();
+        let ended: Vec<(String, Timestamp)> = expired
+            .into_iter()
+            .map(|(n, a)| (n, a.grant.granted_at))
+            .collect();
+        self.write_later(move |s| {
+            if let Ok(file) = &mut s.grants {
+                for (name, at) in &ended {
+                    if file.grants.get(name).is_some_and(|g| g.granted_at == *at) {
+                        file.grants.remove(name);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Writes the clock reading (never moving it back).
+    fn save_clock(&mut self) {
+        self.clock_saved = Instant::now();
+        let floor = self.floor;
+        self.write_later(move |s| {
+            if let Ok(file) = &mut s.grants {
+                file.clock = Some(file.clock.map_or(floor, |c| c.max(floor)));
+            }
+        });
+    }
+
+    /// A change of the state on disk made off the runtime thread, not waited for (its result
+    /// comes back through the next reading).
+    fn write_later(&self, change: impl FnOnce(&mut Loaded) + Send + 'static) {
+        let Ok(store) = self.store.clone() else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.update(change) {
+                error!(
+                    "access state: cannot write to {}: {e}",
+                    store.dir().display()
+                );
+            }
+        });
     }
 
     fn emit(&self, event: AccessEvent) {
@@ -345,92 +709,126 @@ impl Controller {
         self.hooks.iter().for_each(|h| h(&event));
     }
 
-    /// Writes the grants and the clock reading; false (and a loud log) if that failed.
-    fn save_grants(&mut self) -> bool {
-        self.clock_saved = Instant::now();
-        let (Ok(store), Ok(grants)) = (&self.store, &self.grants) else {
-            return false;
-        };
-        let records: BTreeMap<String, Grant> = grants
-            .iter()
-            .map(|(n, a)| (n.clone(), a.grant.clone()))
-            .collect();
-        match store.save_grants(&records, self.floor) {
-            Ok(()) => true,
-            Err(e) => {
-                error!(
-                    "access state: cannot write the grants to {}: {e}",
-                    store.dir().display()
-                );
-                false
+    /// A command from the control socket: status from memory; a change made on disk under
+    /// the folder's lock, as the command line makes it, then read back.
+    async fn handle(&mut self, request: Request, uid: u32) -> Response {
+        match request {
+            Request::Status => {
+                let mut r = Response::ok("");
+                r.forwards = self.status();
+                return r;
             }
+            Request::Refresh => {
+                self.reread(true).await;
+                self.evaluate();
+                return Response::ok("applied");
+            }
+            _ => {}
         }
-    }
-
-    fn save_pauses(&self) -> Result<(), String> {
-        let store = self.store.as_ref().map_err(Clone::clone)?;
-        let Ok(pauses) = &self.pauses else {
-            return Err("the pause state is unreadable".into());
+        let forwards = self.forwards.clone();
+        let wall = self.clock.now();
+        let written = match self.store.clone() {
+            Ok(store) => {
+                let req = request.clone();
+                blocking(move || {
+                    store.update(|s| super::commands::apply(s, &forwards, &req, uid, wall))
+                })
+                .await
+                .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
         };
-        store.save_pauses(pauses).map_err(|e| {
-            let e = format!("cannot write the pauses to {}: {e}", store.dir().display());
-            error!("access state: {e}");
-            e
-        })
+        let answer = match written {
+            Ok(answer) => answer,
+            Err(e) => return self.unsaved(request, uid, &e),
+        };
+        self.reread(true).await;
+        self.evaluate();
+        answer
     }
 
-    fn handle(&mut self, request: Request, uid: u32) -> Response {
-        super::commands::handle(self, request, uid)
+    /// A command whose change could not be written: a pause still applies here (closing is
+    /// always safe) and says it will not survive a restart; anything that opens is refused.
+    fn unsaved(&mut self, request: Request, uid: u32, e: &str) -> Response {
+        let dir = self.store.as_ref().map_or_else(
+            |_| "state_dir".to_string(),
+            |s| s.dir().display().to_string(),
+        );
+        error!("access state: cannot write to {dir}: {e}");
+        let Request::Pause {
+            forwards,
+            reason,
+            by,
+        } = request
+        else {
+            return Response::error(format!(
+                "not done: the state cannot be written to {dir}: {e}"
+            ));
+        };
+        let mut state = Loaded::default();
+        let now = self.now();
+        let answer = super::commands::apply(
+            &mut state,
+            &self.forwards,
+            &Request::Pause {
+                forwards,
+                reason,
+                by,
+            },
+            uid,
+            now,
+        );
+        if !answer.ok {
+            return answer;
+        }
+        for (key, p) in state.pauses.map(|p| p.pauses).unwrap_or_default() {
+            self.emit(event(
+                &key,
+                Change::Paused,
+                &p.by,
+                p.uid,
+                Some(&p.reason),
+                None,
+            ));
+            self.unsaved_pauses.insert(key, p);
+        }
+        self.evaluate();
+        Response::ok(format!(
+            "{} now, but NOT across a restart: cannot write to {dir}: {e}",
+            answer.message
+        ))
     }
 }
 
-/// What the command handlers (`super::commands`) may touch.
+fn event(
+    forward: &str,
+    change: Change,
+    by: &str,
+    uid: u32,
+    reason: Option<&str>,
+    until: Option<Timestamp>,
+) -> AccessEvent {
+    AccessEvent {
+        forward: forward.to_string(),
+        change,
+        by: Some(by.to_string()),
+        uid: Some(uid),
+        reason: reason.map(str::to_string),
+        until,
+    }
+}
+
+/// Runs a blocking state call on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// What `agent status` shows.
 impl Controller {
-    pub(super) fn forward(&self, name: &str) -> Option<&Forward> {
-        self.forwards.iter().find(|f| f.name == name)
-    }
-    pub(super) fn names(&self) -> Vec<&str> {
-        self.forwards.iter().map(|f| f.name.as_str()).collect()
-    }
-    pub(super) fn clock_now(&mut self) -> Timestamp {
-        self.now()
-    }
-    fn grants_mut(&mut self) -> Result<&mut BTreeMap<String, Active>, String> {
-        self.grants.as_mut().map_err(|e| e.clone())
-    }
-    pub(super) fn add_grant(&mut self, name: &str, grant: Grant) -> Result<(), String> {
-        let left = self.floor.duration_until(grant.until).unsigned_abs();
-        let active = Active {
-            grant: grant.clone(),
-            expires: Instant::now() + left,
-        };
-        let grants = self.grants_mut()?;
-        let previous = grants.insert(name.to_string(), active);
-        if self.save_grants() {
-            return Ok(());
-        }
-        // Not durable: a restart would lose it, so it is not given at all.
-        let grants = self.grants_mut()?;
-        match previous {
-            Some(p) => grants.insert(name.to_string(), p),
-            None => grants.remove(name),
-        };
-        Err("the grant could not be written to the state folder, so it was not given".into())
-    }
-    pub(super) fn remove_grant(&mut self, name: &str) -> Option<Grant> {
-        let removed = self.grants.as_mut().ok()?.remove(name)?;
-        self.save_grants();
-        Some(removed.grant)
-    }
-    pub(super) fn pauses_mut(&mut self) -> &mut Result<BTreeMap<String, Pause>, String> {
-        &mut self.pauses
-    }
-    pub(super) fn persist_pauses(&self) -> Result<(), String> {
-        self.save_pauses()
-    }
-    pub(super) fn event(&self, event: AccessEvent) {
-        self.emit(event);
-    }
     pub(super) fn status(&self) -> Vec<ForwardAccess> {
         let snap = self.state.snapshot();
         let rfc = |t: Timestamp| t.to_string();
@@ -444,10 +842,12 @@ impl Controller {
                     .find(|s| s.forward.name == f.name)
                     .map_or("closed", |s| s.state.label());
                 let grant = self.grants.as_ref().ok().and_then(|g| g.get(&f.name));
-                let paused = match &self.pauses {
-                    Ok(p) => p.contains_key(&f.name) || p.contains_key(ALL),
-                    Err(_) => true,
-                };
+                let paused = self.unsaved_pauses.contains_key(&f.name)
+                    || self.unsaved_pauses.contains_key(ALL)
+                    || match &self.disk.pauses {
+                        Ok(p) => p.pauses.contains_key(&f.name) || p.pauses.contains_key(ALL),
+                        Err(_) => true,
+                    };
                 ForwardAccess {
                     name: f.name.clone(),
                     remote: f.remote(),
@@ -463,19 +863,18 @@ impl Controller {
             })
             .collect()
     }
-}
 
-pub(super) fn warn_unknown(name: &str, known: &[&str]) -> String {
-    warn!(
-        forward = name,
-        "access command for a forward that is not configured"
-    );
-    format!(
-        "no forward named \"{name}\" (configured: {})",
-        if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
+    /// The status from the state on disk alone, for `agent status` when no agent answers.
+    pub fn offline_status(forwards: Vec<Forward>, loaded: Loaded) -> Vec<ForwardAccess> {
+        let state = TunnelState::new(&[]);
+        // No store: nothing is written from here.
+        let mut c = Controller::new(Err(String::new()), forwards, state, Arc::new(SystemClock));
+        c.apply_disk(loaded, true);
+        c.evaluate();
+        let mut rows = c.status();
+        for r in &mut rows {
+            r.server = "-".into();
         }
-    )
+        rows
+    }
 }

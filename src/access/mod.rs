@@ -4,18 +4,22 @@
 //!
 //! - [`schedule`]: windows ("Mon-Fri 08:00-18:00" in a time zone) as instants.
 //! - [`policy`]: the rule deciding one forward from its windows, grant and pause.
-//! - [`store`]: grants, pauses and the last clock reading on disk, written atomically.
+//! - [`store`]: grants, pauses and the last clock reading on disk, in a state folder every
+//!   agent of a site shares and no other user can write, changed under its lock.
 //! - [`controller`]: the task that decides every forward and publishes the open ones as the
 //!   reconciler's desired set (config and policy -> reconciler -> session).
-//! - [`commands`]: grant, revoke, pause, resume and status as the controller carries them out.
-//! - [`control`], [`protocol`], [`client`]: the local control socket and the CLI side of it.
+//! - [`commands`]: grant, revoke, pause and resume as changes of the state on disk, made by the
+//!   command line itself or by an agent asked over its socket.
+//! - [`control`], [`protocol`], [`client`]: each agent's local control socket (the fast path:
+//!   "re-read the state now") and the command line.
+//! - `watcher`: the file watch that wakes the controller when the state folder changes.
 //! - [`notify`]: every access change posted to a chat webhook, off the decision path.
 //!
 //! Fails closed: a state folder or file that cannot be read closes what depends on it, and the
 //! agent reports not ready with the reason.
 
 pub mod client;
-mod commands;
+pub mod commands;
 pub mod control;
 pub mod controller;
 pub mod notify;
@@ -25,15 +29,17 @@ pub mod schedule;
 pub mod store;
 #[cfg(test)]
 mod tests;
+mod watcher;
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::config::{Config, Forward};
-use crate::tunnel::reconcile::Desired;
+use crate::sys::dir::DirError;
+use crate::tunnel::reconcile::{Desired, Gate};
 use crate::tunnel::state::TunnelState;
 use controller::{Controller, EventHook, SystemClock};
 
@@ -43,24 +49,48 @@ pub struct Running {
     pub configured: watch::Sender<Vec<Forward>>,
     /// The forwards open now: the reconciler's input.
     pub desired: watch::Receiver<Desired>,
+    /// Asked before every forward request: a fresh reading of the shared state.
+    pub gate: Gate,
     tasks: Vec<JoinHandle<()>>,
+    /// This agent's control socket, removed when it stops.
+    socket: Option<(store::Store, String)>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.tasks.iter().for_each(JoinHandle::abort);
+        if let Some((store, name)) = &self.socket {
+            let _ = store.folder().remove(name);
+        }
     }
 }
 
-/// Loads the access state from `config.state_dir`, starts the controller and the control
-/// socket. Never fails: what cannot be read or bound is logged and fails closed.
+/// Opens the state folder `config.state_dir` (see [`store`]), starts the controller and the
+/// control socket. Never fails: what cannot be opened, read or bound is logged and fails
+/// closed. `hooks` (the audit trail) see every decision, the one at start included.
 pub async fn start(config: &Config, state: Arc<TunnelState>, hooks: Vec<EventHook>) -> Running {
-    let store = store::Store::open(&config.state_dir).map_err(|e| {
-        format!(
-            "state_dir {}: cannot create or open it: {e}",
-            config.state_dir.display()
-        )
-    });
+    let dir = config.state_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || store::Store::open(&dir))
+        .await
+        .unwrap_or_else(|e| {
+            Err(DirError::Open {
+                path: config.state_dir.clone(),
+                source: std::io::Error::other(e),
+            })
+        });
+    let store = match opened {
+        Ok((store, warning)) => {
+            if let Some(w) = warning {
+                warn!("state_dir: {w}");
+            }
+            Ok(store)
+        }
+        Err(e) => {
+            let e = format!("state_dir {e}; fix: {}", e.fix());
+            error!("{e}; every forward stays closed and the agent is not ready");
+            Err(e)
+        }
+    };
     let mut controller = Controller::new(
         store.clone(),
         config.forwards.clone(),
@@ -80,27 +110,39 @@ pub async fn start(config: &Config, state: Arc<TunnelState>, hooks: Vec<EventHoo
     let desired = controller.desired();
     let configured = watch::Sender::new(config.forwards.clone());
     let (commands_tx, commands) = mpsc::channel(16);
-    let mut tasks = vec![tokio::spawn(
-        controller.run(configured.subscribe(), commands),
-    )];
-    match store {
-        Ok(_) => {
-            let path = control::socket_path(&config.state_dir);
-            match control::bind(&path).await {
-                Ok(listener) => tasks.push(tokio::spawn(control::serve(listener, commands_tx))),
-                Err(e) => error!(
-                    "control socket {}: {e}; grant, revoke, pause, resume and status cannot reach this agent",
-                    path.display()
-                ),
-            }
+    let (gate_tx, gate_rx) = mpsc::channel(64);
+    let mut tasks = vec![tokio::spawn(controller.run(
+        configured.subscribe(),
+        commands,
+        gate_rx,
+    ))];
+    let mut socket = None;
+    if let Ok(store) = store {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || control::bind(&s)).await {
+            Ok(Ok((listener, name))) => match tokio::net::UnixListener::from_std(listener) {
+                Ok(listener) => {
+                    tasks.push(tokio::spawn(control::serve(listener, commands_tx)));
+                    socket = Some((store, name));
+                }
+                Err(e) => socket_error(&store, &e.to_string()),
+            },
+            Ok(Err(e)) => socket_error(&store, &e.to_string()),
+            Err(e) => socket_error(&store, &e.to_string()),
         }
-        Err(e) => error!(
-            "{e}; grants and pauses cannot be kept, so every forward with an access policy fails closed"
-        ),
     }
     Running {
         configured,
         desired,
+        gate: Gate::new(gate_tx),
         tasks,
+        socket,
     }
+}
+
+fn socket_error(store: &store::Store, e: &str) {
+    error!(
+        "control socket in {}: {e}; commands still work through the state on disk (applied within a second)",
+        store.dir().display()
+    );
 }

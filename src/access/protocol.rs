@@ -31,6 +31,9 @@ pub enum Request {
         by: String,
     },
     Status,
+    /// Re-read the state on disk now and apply it; answered once applied (the command line
+    /// sends it to every agent after it changed the state itself).
+    Refresh,
 }
 
 impl Request {
@@ -42,6 +45,7 @@ impl Request {
             Request::Pause { .. } => "pause",
             Request::Resume { .. } => "resume",
             Request::Status => "status",
+            Request::Refresh => "refresh",
         }
     }
 }

@@ -1,18 +1,27 @@
-//! The access state on disk: grants (with the last clock reading) and pauses, one JSON file each
-//! in `state_dir`, written atomically (temporary file, fsync, rename, fsync of the folder), so a
-//! crash leaves the old file or the new one, never half of one.
+//! The access state on disk, shared by every agent of a site: grants (with the last clock
+//! reading) and pauses, one JSON file each in `state_dir`, the folder opened and checked once
+//! ([`TrustedDir`]: the agent's own, no link followed), every change made under the folder's
+//! lock as read, modify, write (temporary file, fsync, rename, fsync of the folder).
+//!
+//! The state on disk is the truth: `agent pause` and friends write it themselves, with or
+//! without a running agent, and every agent re-reads it.
 //!
 //! Two files rather than one so that each fails closed on its own: unreadable grants close
 //! what only a grant opens; unreadable pauses close everything (the customer may have pulled
-//! the kill switch, and nobody can tell).
+//! the kill switch, and nobody can tell). Agents write both at their first start, so once the
+//! folder held state, a missing file is a lost file and closes everything too.
+//!
+//! Every call blocks (file I/O with fsync): run them off the runtime thread.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+use crate::sys::dir::{DirError, Fingerprint, TrustedDir};
 
 /// A break-glass grant of one forward.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,103 +44,175 @@ pub struct Pause {
     pub reason: String,
 }
 
+/// Who ended a grant (revoke) or a pause (resume), kept so that every agent sharing the state
+/// can record who did it, not only the one that was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ended {
+    pub at: Timestamp,
+    pub by: String,
+    pub uid: u32,
+    pub reason: Option<String>,
+}
+
 /// The key of a pause of every forward.
 pub const ALL: &str = "*";
 
 const VERSION: u32 = 1;
-const GRANTS: &str = "grants.json";
-const PAUSES: &str = "pauses.json";
+pub const GRANTS: &str = "grants.json";
+pub const PAUSES: &str = "pauses.json";
+/// No state file is near this large (one entry per forward); a larger one is not read.
+const MAX_FILE: u64 = 1 << 20;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantsFile {
-    version: u32,
-    /// The latest wall-clock time the agent has seen: after a restart, "now" is never taken to
-    /// be earlier than this, so a clock set back cannot revive or lengthen a grant.
-    clock: Option<Timestamp>,
-    grants: BTreeMap<String, Grant>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PausesFile {
-    version: u32,
-    pauses: BTreeMap<String, Pause>,
-}
-
-/// Grants and the last clock reading, as read from disk.
-#[derive(Debug, Default, Clone)]
-pub struct Grants {
-    pub grants: BTreeMap<String, Grant>,
+pub struct GrantsFile {
+    pub version: u32,
+    /// The latest wall-clock time any agent has seen: "now" is never taken to be earlier than
+    /// this, so a clock set back cannot revive or lengthen a grant.
     pub clock: Option<Timestamp>,
+    pub grants: BTreeMap<String, Grant>,
+    /// The last revoke of each forward.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: BTreeMap<String, Ended>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PausesFile {
+    pub version: u32,
+    pub pauses: BTreeMap<String, Pause>,
+    /// The last resume of each pause key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resumed: BTreeMap<String, Ended>,
+}
+
+/// Both files as read: an `Err` says why that file cannot be trusted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub grants: Result<GrantsFile, String>,
+    pub pauses: Result<PausesFile, String>,
+}
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Self {
+            grants: Ok(GrantsFile::fresh()),
+            pauses: Ok(PausesFile::fresh()),
+        }
+    }
+}
+
+impl GrantsFile {
+    pub fn fresh() -> Self {
+        Self {
+            version: VERSION,
+            ..Default::default()
+        }
+    }
+}
+
+impl PausesFile {
+    pub fn fresh() -> Self {
+        Self {
+            version: VERSION,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    dir: PathBuf,
+    dir: Arc<TrustedDir>,
 }
 
 impl Store {
-    /// The state folder, created (0700) if missing.
-    pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-        })
+    /// The state folder, created (0700) if missing, checked (see [`TrustedDir`]); the warning
+    /// says when its mode was tightened.
+    pub fn open(dir: &Path) -> Result<(Self, Option<String>), DirError> {
+        let (dir, warning) = TrustedDir::open(dir, true)?;
+        Ok((Self { dir: Arc::new(dir) }, warning))
     }
 
-    pub fn dir(&self) -> &Path {
+    /// The folder, as it must still be: the agent checks it again now and then.
+    pub fn folder(&self) -> &TrustedDir {
         &self.dir
     }
 
-    /// No file yet: no grants. Anything else that cannot be read is an error, which the caller
-    /// treats as "no grant can be trusted".
-    pub fn load_grants(&self) -> Result<Grants, String> {
-        let file: GrantsFile = self.read(GRANTS)?;
-        Ok(Grants {
-            grants: file.grants,
-            clock: file.clock,
-        })
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
-    /// No file yet: no pauses. Anything else that cannot be read is an error, which the caller
-    /// treats as "everything paused".
-    pub fn load_pauses(&self) -> Result<BTreeMap<String, Pause>, String> {
-        Ok(self.read::<PausesFile>(PAUSES)?.pauses)
-    }
-
-    pub fn save_grants(
-        &self,
-        grants: &BTreeMap<String, Grant>,
-        clock: Timestamp,
-    ) -> io::Result<()> {
-        let file = GrantsFile {
-            version: VERSION,
-            clock: Some(clock),
-            grants: grants.clone(),
+    /// Both files. A file missing while the other exists was lost: the folder held state,
+    /// and reading the loss as "no pauses" would lift every pause.
+    pub fn load(&self) -> Loaded {
+        let grants = self.read::<GrantsFile>(GRANTS);
+        let pauses = self.read::<PausesFile>(PAUSES);
+        let lost = |name: &str, other: &str| {
+            format!(
+                "{name} is missing while {other} exists: the state folder lost a file (every forward stays closed until `agent resume` rewrites it)"
+            )
         };
-        self.write(GRANTS, &file)
+        match (grants, pauses) {
+            (Ok(None), Ok(None)) => Loaded::default(),
+            (Ok(None), pauses) => Loaded {
+                grants: Err(lost(GRANTS, PAUSES)),
+                pauses: Err(match pauses {
+                    Err(e) => e,
+                    Ok(_) => lost(GRANTS, PAUSES),
+                }),
+            },
+            (grants, Ok(None)) => Loaded {
+                grants: grants.map(Option::unwrap_or_default),
+                pauses: Err(lost(PAUSES, GRANTS)),
+            },
+            (grants, pauses) => Loaded {
+                grants: grants.map(Option::unwrap_or_default),
+                pauses: pauses.map(Option::unwrap_or_default),
+            },
+        }
     }
 
-    pub fn save_pauses(&self, pauses: &BTreeMap<String, Pause>) -> io::Result<()> {
-        let file = PausesFile {
-            version: VERSION,
-            pauses: pauses.clone(),
-        };
-        self.write(PAUSES, &file)
+    /// Writes both files when the folder holds neither (a first start), so that from then on
+    /// a missing file is noticed as lost.
+    pub fn init(&self) -> io::Result<()> {
+        let _lock = self.dir.lock()?;
+        if self.dir.fingerprint(GRANTS)?.is_none() && self.dir.fingerprint(PAUSES)?.is_none() {
+            self.write(GRANTS, &GrantsFile::fresh())?;
+            self.write(PAUSES, &PausesFile::fresh())?;
+        }
+        Ok(())
     }
 
-    fn read<T: Default + for<'de> Deserialize<'de> + Versioned>(
+    /// Under the folder's lock: reads both files, lets `change` modify them, and writes each
+    /// file that changed (as its `Ok` value; a file left `Err` is not written).
+    pub fn update<R>(&self, change: impl FnOnce(&mut Loaded) -> R) -> io::Result<R> {
+        let _lock = self.dir.lock()?;
+        let before = self.load();
+        let mut state = before.clone();
+        let result = change(&mut state);
+        if let (Ok(new), false) = (&state.grants, state.grants == before.grants) {
+            self.write(GRANTS, new)?;
+        }
+        if let (Ok(new), false) = (&state.pauses, state.pauses == before.pauses) {
+            self.write(PAUSES, new)?;
+        }
+        Ok(result)
+    }
+
+    /// What identifies both files' content now, to notice a change cheaply.
+    pub fn fingerprint(&self) -> io::Result<[Option<Fingerprint>; 2]> {
+        Ok([self.dir.fingerprint(GRANTS)?, self.dir.fingerprint(PAUSES)?])
+    }
+
+    fn read<T: for<'de> Deserialize<'de> + Versioned>(
         &self,
         name: &str,
-    ) -> Result<T, String> {
-        let path = self.dir.join(name);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(T::default()),
+    ) -> Result<Option<T>, String> {
+        let path = self.dir.path().join(name);
+        let bytes = match self.dir.read(name, MAX_FILE) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
             Err(e) => return Err(format!("{}: cannot read it: {e}", path.display())),
         };
         let file: T = serde_json::from_slice(&bytes)
@@ -143,26 +224,13 @@ impl Store {
                 file.version()
             ));
         }
-        Ok(file)
+        Ok(Some(file))
     }
 
     fn write<T: Serialize>(&self, name: &str, value: &T) -> io::Result<()> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &path)?;
-        // The rename itself is durable only once the folder is.
-        std::fs::File::open(&self.dir)?.sync_all()
+        self.dir.write(name, &bytes)
     }
 }
 
@@ -195,30 +263,42 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_missing_and_corrupt_files() {
+    fn round_trip_missing_lost_and_corrupt_files() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state")).unwrap();
-        let loaded = store.load_grants().unwrap();
-        assert!(loaded.grants.is_empty() && loaded.clock.is_none());
-        assert!(store.load_pauses().unwrap().is_empty());
+        let (store, _) = Store::open(&dir.path().join("state")).unwrap();
+        assert_eq!(store.load(), Loaded::default());
+        store.init().unwrap();
+        assert_eq!(store.load(), Loaded::default());
 
-        let mut grants = BTreeMap::new();
-        grants.insert("db".to_string(), grant("2026-11-25T13:00:00Z"));
         let clock: Timestamp = "2026-11-25T10:05:00Z".parse().unwrap();
-        store.save_grants(&grants, clock).unwrap();
-        let loaded = store.load_grants().unwrap();
-        assert_eq!(loaded.grants, grants);
+        store
+            .update(|s| {
+                let g = s.grants.as_mut().unwrap();
+                g.grants
+                    .insert("db".to_string(), grant("2026-11-25T13:00:00Z"));
+                g.clock = Some(clock);
+            })
+            .unwrap();
+        let loaded = store.load().grants.unwrap();
+        assert_eq!(loaded.grants["db"], grant("2026-11-25T13:00:00Z"));
         assert_eq!(loaded.clock, Some(clock));
+
+        // A lost pauses file closes everything; so does a lost grants file.
+        std::fs::remove_file(store.dir().join(PAUSES)).unwrap();
+        let e = store.load().pauses.unwrap_err();
+        assert!(e.contains("lost a file"), "{e}");
+        store.init().unwrap();
+        assert!(store.load().pauses.is_err(), "init never hides a loss");
 
         std::fs::write(
             store.dir().join(GRANTS),
             "{\"version\":1,\"grants\":{\"db\":",
         )
         .unwrap();
-        let e = store.load_grants().unwrap_err();
+        let e = store.load().grants.unwrap_err();
         assert!(e.contains("grants.json: not a valid state file"), "{e}");
         std::fs::write(store.dir().join(PAUSES), "{\"version\":9,\"pauses\":{}}").unwrap();
-        let e = store.load_pauses().unwrap_err();
+        let e = store.load().pauses.unwrap_err();
         assert!(e.contains("version 9"), "{e}");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(store.dir()).unwrap().permissions().mode();

@@ -66,16 +66,19 @@ fn start(dir: &std::path::Path, forwards: Vec<Forward>, base: &str) -> Agent {
         jump: Mutex::new(SignedDuration::ZERO),
     });
     let state = TunnelState::new(&forwards);
-    let c = Controller::new(
-        Store::open(dir).map_err(|e| e.to_string()),
+    let mut c = Controller::new(
+        Store::open(dir).map(|(s, _)| s).map_err(|e| e.to_string()),
         forwards.clone(),
         state.clone(),
         clock.clone(),
     );
+    // These tests span days of paused time; every change they make comes through a command.
+    c.reread_every(Duration::from_secs(600));
     let desired = c.desired();
     let configured = watch::Sender::new(forwards);
     let (commands, rx) = mpsc::channel(4);
-    let task = tokio::spawn(c.run(configured.subscribe(), rx));
+    let (_, gate) = mpsc::channel(1);
+    let task = tokio::spawn(c.run(configured.subscribe(), rx, gate));
     Agent {
         commands,
         desired,
@@ -301,6 +304,11 @@ async fn a_restart_keeps_a_live_grant_and_never_revives_an_expired_one() {
 async fn corrupt_state_fails_closed_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("grants.json"), "{ not json").unwrap();
+    std::fs::write(
+        dir.path().join("pauses.json"),
+        "{\"version\":1,\"pauses\":{}}",
+    )
+    .unwrap();
     let fw = vec![
         forward("db", 5000, access(&[], Some(3600))),
         forward("gitlab", 5001, access(&["Mon-Fri 08:00-18:00"], Some(3600))),

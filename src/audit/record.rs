@@ -107,6 +107,9 @@ pub enum AccessChange {
     Expired,
     Paused,
     Resumed,
+    /// A grant found on disk that the configuration does not allow: dropped, or cut to the
+    /// forward's `access.grant.max` (the reason says which).
+    Rejected,
 }
 
 impl AccessChange {
@@ -120,6 +123,7 @@ impl AccessChange {
             AccessChange::Expired => "expired",
             AccessChange::Paused => "paused",
             AccessChange::Resumed => "resumed",
+            AccessChange::Rejected => "rejected",
         }
     }
 }

@@ -124,6 +124,7 @@ impl Agent {
         let forwards = supervisor::Forwards {
             configured: access.configured.clone(),
             desired: access.desired.clone(),
+            gate: access.gate.clone(),
         };
         supervisor::supervise(
             self.config.clone(),

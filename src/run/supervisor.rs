@@ -21,7 +21,7 @@ use crate::ssh::keys::Identity;
 use crate::ssh::session::{Dialer, Session};
 use crate::tunnel::backoff::Redial;
 use crate::tunnel::conn::ConnContext;
-use crate::tunnel::reconcile::{Desired, Reconciler, Timing};
+use crate::tunnel::reconcile::{Desired, Gate, Reconciler, Timing};
 use crate::tunnel::state::{ForwardState, TunnelState};
 
 /// Budget for cancelling forwards and saying goodbye at shutdown.
@@ -99,6 +99,8 @@ enum Ended {
 pub struct Forwards {
     pub configured: watch::Sender<Vec<Forward>>,
     pub desired: watch::Receiver<Desired>,
+    /// Asked before every forward request (a fresh reading of the shared access state).
+    pub gate: Gate,
 }
 
 /// Runs until `shutdown` resolves; then cancels the forwards and disconnects.
@@ -111,7 +113,8 @@ pub async fn supervise(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut run = Running::new(config, identity, &state, forwards.configured);
-    let mut reconciler = Reconciler::new(state.clone(), forwards.desired, run.timing());
+    let mut reconciler =
+        Reconciler::new(state.clone(), forwards.desired, run.timing()).with_gate(forwards.gate);
     let mut last_rung = None;
     tokio::pin!(shutdown);
 

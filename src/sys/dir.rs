@@ -42,7 +42,11 @@ pub enum DirError {
     #[error(
         "{path} is writable by group or others (mode {mode:04o}, owner uid {owner}): another user could plant files in it"
     )]
-    Writable { path: PathBuf, owner: u32, mode: u32 },
+    Writable {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+    },
 }
 
 impl DirError {
@@ -117,21 +121,29 @@ impl TrustedDir {
             owner: 0,
             group: 0,
         };
+        let st = rustix::fs::fstat(&dir.fd).map_err(|e| open_err(e.into()))?;
+        (dir.owner, dir.group) = (st.st_uid, st.st_gid);
         let warning = dir.check()?;
         Ok((dir, warning))
     }
 
     /// Checks the open handle again (owner and mode may have changed since it was opened);
     /// tightens the agent's own folder to 0700 when it became looser.
-    pub fn check(&mut self) -> Result<Option<String>, DirError> {
+    pub fn check(&self) -> Result<Option<String>, DirError> {
         let st = rustix::fs::fstat(&self.fd).map_err(|e| DirError::Open {
             path: self.path.clone(),
             source: e.into(),
         })?;
         let (owner, mode) = (st.st_uid, st.st_mode & 0o7777);
         let euid = rustix::process::geteuid().as_raw();
-        self.owner = owner;
-        self.group = st.st_gid;
+        if owner != self.owner {
+            return Err(DirError::Owner {
+                path: self.path.clone(),
+                owner,
+                mode,
+                euid,
+            });
+        }
         // The agent trusts its own folder and root's. Root (the CLI under sudo) also acts on the
         // folder of the user the agent runs as, writing files owned by that user.
         if owner != euid && owner != 0 && euid != 0 {
@@ -152,11 +164,9 @@ impl TrustedDir {
                 mode,
             });
         }
-        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(0o700)).map_err(|e| {
-            DirError::Open {
-                path: self.path.clone(),
-                source: e.into(),
-            }
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(0o700)).map_err(|e| DirError::Open {
+            path: self.path.clone(),
+            source: e.into(),
         })?;
         Ok(Some(format!(
             "{} was writable by group or others (mode {mode:04o}); tightened to 0700",

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -104,10 +104,53 @@ impl Timing {
     }
 }
 
+/// Asks the customer's access policy, fresh from its source of truth (the state on disk that
+/// every agent of a site shares), whether a forward may be asked for now. The desired set can be
+/// a moment old: another agent sharing the state may have paused the forward and cancelled it
+/// on the server, and a standby that asked for the freed port on its stale copy would hand the
+/// vendor the port. No gate (a configuration without access control): always yes.
+#[derive(Clone, Default)]
+pub struct Gate(Option<mpsc::Sender<GateQuery>>);
+
+/// One question to the gate's answerer (the access controller).
+pub struct GateQuery {
+    pub forward: String,
+    pub reply: oneshot::Sender<bool>,
+}
+
+/// An answer that does not come in this time is a no: closed is the safe side.
+const GATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Gate {
+    pub fn new(queries: mpsc::Sender<GateQuery>) -> Self {
+        Self(Some(queries))
+    }
+
+    /// Whether `forward` is open now by a fresh reading of the access state.
+    pub async fn allows(&self, forward: &str) -> bool {
+        let Some(queries) = &self.0 else {
+            return true;
+        };
+        let (reply, answer) = oneshot::channel();
+        let query = GateQuery {
+            forward: forward.to_string(),
+            reply,
+        };
+        if queries.send(query).await.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(GATE_TIMEOUT, answer).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
 pub struct Reconciler {
     state: Arc<TunnelState>,
     desired: watch::Receiver<Desired>,
     pub timing: Timing,
+    gate: Gate,
 }
 
 /// A desired forward's task on the live session.
@@ -125,9 +168,16 @@ impl Reconciler {
             state,
             desired,
             timing,
+            gate: Gate::default(),
         };
         r.list_desired();
         r
+    }
+
+    /// Asks `gate` before every forward request (and again once granted).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Makes the state list the desired set; connections of forwards that left it close.
@@ -199,6 +249,7 @@ impl Reconciler {
                     hold_forward(
                         session,
                         port.clone(),
+                        self.gate.clone(),
                         forward.clone(),
                         kept.clone(),
                         self.state.clone(),
@@ -262,6 +313,7 @@ impl Kept {
 async fn hold_forward<P: ForwardPort>(
     session: u64,
     port: Arc<P>,
+    gate: Gate,
     forward: Arc<Forward>,
     kept: Kept,
     state: Arc<TunnelState>,
@@ -279,6 +331,15 @@ async fn hold_forward<P: ForwardPort>(
         if !*wanted.borrow_and_update() {
             return;
         }
+        if !gate.allows(&forward.name).await {
+            // The access state closed it since the desired set was made: the new set is on
+            // its way; ask again only if it still wants the forward after a retry step.
+            info!("the access state says closed: not asking the server for it");
+            tokio::select! {
+                _ = tokio::time::sleep(retry.next_delay()) => continue,
+                _ = wanted.wait_for(|w| !*w) => return,
+            }
+        }
         state.set_forward(session, &forward, ForwardState::Requested);
         let mut outcome = tokio::time::timeout(timing.request_timeout, port.request(&forward))
             .await
@@ -289,11 +350,20 @@ async fn hold_forward<P: ForwardPort>(
             );
             outcome = Ok(());
         }
-        match outcome {
-            Ok(()) if !*wanted.borrow() => {
-                cancel_granted(&*port, &forward, &kept, timing).await;
+        // Closed while the request was in flight (by this agent's policy, or by another agent
+        // sharing the access state): give the port back at once.
+        if outcome.is_ok() && (!*wanted.borrow() || !gate.allows(&forward.name).await) {
+            cancel_granted(&*port, &forward, &kept, timing).await;
+            state.set_forward(session, &forward, ForwardState::Pending);
+            if !*wanted.borrow() {
                 return;
             }
+            tokio::select! {
+                _ = tokio::time::sleep(retry.next_delay()) => continue,
+                _ = wanted.wait_for(|w| !*w) => return,
+            }
+        }
+        match outcome {
             Ok(()) => {
                 info!("forward granted");
                 state.set_forward(session, &forward, ForwardState::Granted);
