@@ -501,3 +501,459 @@ async fn a_webhook_that_never_answers_holds_up_no_access_change() {
     }
     r.agent.stop().await;
 }
+
+// --- One access state for every agent of a site (shared state folder), and its trust rule. ---
+
+/// Agents run as real processes (the binary of this build) with one agent.yaml and one state
+/// folder, against a real sshd; one forward `svc` without a policy, one `db` that takes grants
+/// (max 1h) and one `ops` with a window that is never open now and no grants.
+struct Site {
+    dir: tempfile::TempDir,
+    sshd: Sshd,
+    agents: Vec<(support::agent_process::AgentProcess, std::net::SocketAddr)>,
+    svc: u16,
+    db: u16,
+    ops: u16,
+    _targets: Vec<targets::Task>,
+}
+
+impl Site {
+    /// Writes agent.yaml (with an audit file); no agent runs yet.
+    async fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = support::agent_key(dir.path());
+        let sshd = Sshd::start(&public);
+        let mut tasks = Vec::new();
+        let mut target = async || {
+            let (port, task) = targets::echo().await;
+            tasks.push(task);
+            port
+        };
+        let (t_svc, t_db, t_ops) = (target().await, target().await, target().await);
+        let (svc, db, ops) = (
+            support::free_port(),
+            support::free_port(),
+            support::free_port(),
+        );
+        // The UTC hour twelve hours from now.
+        let never = (jiff::Timestamp::now().as_second() / 3600 + 12) % 24;
+        let yaml = config_yaml(
+            &[sshd.port],
+            &sshd.host_key_fingerprint,
+            &sshd.user(),
+            &key,
+            &[Fwd("svc", svc, t_svc), Fwd("db", db, t_db), Fwd("ops", ops, t_ops)],
+            "log: { format: json }\n",
+        )
+        .replace(
+            "admin: { listen: \"off\" }",
+            "admin: { listen: \"127.0.0.1:0\" }",
+        )
+        .replace(
+            &format!("target: \"127.0.0.1:{t_db}\" }}"),
+            &format!("target: \"127.0.0.1:{t_db}\", access: {{ grant: {{ max: 1h }} }} }}"),
+        )
+        .replace(
+            &format!("target: \"127.0.0.1:{t_ops}\" }}"),
+            &format!(
+                "target: \"127.0.0.1:{t_ops}\", access: {{ windows: [\"daily {never:02}:00-{never:02}:30\"], timezone: UTC }} }}"
+            ),
+        );
+        assert!(yaml.contains("max: 1h") && yaml.contains("daily"), "{yaml}");
+        std::fs::write(dir.path().join("agent.yaml"), yaml).unwrap();
+        Site {
+            dir,
+            sshd,
+            agents: Vec::new(),
+            svc,
+            db,
+            ops,
+            _targets: tasks,
+        }
+    }
+
+    /// Starts one more agent (returns once its admin endpoint is up).
+    fn start_agent(&mut self) {
+        let config = self.config();
+        self.agents
+            .push(support::agent_process::AgentProcess::start(
+                Path::new(env!("CARGO_BIN_EXE_agent")),
+                &config,
+                READY,
+            ));
+    }
+
+    /// With `audit: { file: ... }` of its own per agent: two agents cannot share one file.
+    fn with_audit(&self) {
+        let config = self.config();
+        let yaml = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{yaml}audit: {{ file: audit.jsonl }}\n")).unwrap();
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("agent.yaml")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    async fn cli(&self, args: &[&str]) -> (i32, String) {
+        let config = self.config();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || run_cli(&config, &args))
+            .await
+            .unwrap()
+    }
+
+    /// The index of the agent whose /readyz says ready.
+    async fn ready_agent(&self) -> Option<usize> {
+        for (i, (_, admin)) in self.agents.iter().enumerate() {
+            let got = support::agent_process::get(*admin, "/readyz", Duration::from_secs(5)).await;
+            if matches!(got, Ok((200, _, _))) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn readyz(&self, i: usize) -> (u16, String) {
+        let (status, body, _) =
+            support::agent_process::get(self.agents[i].1, "/readyz", Duration::from_secs(5))
+                .await
+                .unwrap();
+        (status, body)
+    }
+
+    fn evidence(&self) -> String {
+        let agents: Vec<String> = self.agents.iter().map(|(a, _)| a.evidence()).collect();
+        format!("{}\n--- sshd:\n{}", agents.join("\n"), self.sshd.log())
+    }
+}
+
+/// Whether one vendor connection through `port` gets its bytes echoed (2 s at most).
+async fn echoes(port: u16) -> bool {
+    let attempt = async {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        c.write_all(b"ping").await.ok()?;
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"ping")
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// For `how_long`, a vendor client in a loop: not one connection through `port` may succeed.
+/// `meanwhile` runs once, `at` into the period.
+async fn never_echoes(
+    site: &mut Site,
+    port: u16,
+    how_long: Duration,
+    at: Duration,
+    mut meanwhile: impl FnMut(&mut Site),
+) {
+    let started = Instant::now();
+    let (mut tries, mut done) = (0, false);
+    while started.elapsed() < how_long {
+        if echoes(port).await {
+            panic!(
+                "a vendor connection got through {:?} after the pause\n{}",
+                started.elapsed(),
+                site.evidence()
+            );
+        }
+        tries += 1;
+        if !done && started.elapsed() >= at {
+            meanwhile(site);
+            done = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(tries >= 20, "only {tries} vendor connections tried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_on_every_agent_of_the_site_also_when_the_active_one_dies() {
+    let mut site = Site::new().await;
+    site.start_agent();
+    site.start_agent();
+    wait(
+        READY,
+        "svc echoing through one of the two agents",
+        async || echoes(site.svc).await,
+    )
+    .await;
+    wait(READY, "one agent ready (the active one)", async || {
+        site.ready_agent().await.is_some()
+    })
+    .await;
+    let active = site.ready_agent().await.unwrap();
+    let (code, out) = site
+        .cli(&["pause", "--reason", "INC-77: suspected compromise"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("paused every forward") && out.contains("applied by 2 running agents"),
+        "{out}"
+    );
+    // The standby must not take the port the active one gave back, before or after the active
+    // one is killed.
+    let svc = site.svc;
+    never_echoes(
+        &mut site,
+        svc,
+        Duration::from_secs(10),
+        Duration::from_secs(3),
+        |s| {
+            drop(s.agents.remove(active));
+        },
+    )
+    .await;
+    let (code, out) = site.cli(&["resume", "--reason", "all clear"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("resumed every forward") && out.contains("applied by the running agent"),
+        "{out}"
+    );
+    wait(
+        Duration::from_secs(3),
+        "svc echoing again after resume",
+        async || echoes(site.svc).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_written_while_no_agent_runs_holds_from_their_start() {
+    let mut site = Site::new().await;
+    let (code, out) = site
+        .cli(&["pause", "svc", "--reason", "before the first start"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("paused svc") && out.contains("no agent answered"),
+        "{out}"
+    );
+    site.start_agent();
+    site.start_agent();
+    let svc = site.svc;
+    never_echoes(
+        &mut site,
+        svc,
+        Duration::from_secs(4),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await;
+    assert!(!listening(svc).await, "a paused forward was asked for");
+    let (code, out) = site.cli(&["status", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    let svc_row = status["forwards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "svc")
+        .unwrap()
+        .clone();
+    assert_eq!(svc_row["paused"], true, "{out}");
+    assert_eq!(svc_row["open"], false, "{out}");
+    let (code, out) = site.cli(&["resume", "svc"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied by 2 running agents"), "{out}");
+    wait(
+        Duration::from_secs(3),
+        "svc echoing after resume",
+        async || echoes(svc).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_folder_another_user_owns_opens_nothing() {
+    assert_eq!(
+        agent::sys::real_uid(),
+        0,
+        "this test gives the state folder to another uid: run it as root (CI does)"
+    );
+    for mode in [0o700, 0o777] {
+        let mut site = Site::new().await;
+        let state = site.state();
+        std::fs::create_dir(&state).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+        site.start_agent();
+        let svc = site.svc;
+        never_echoes(
+            &mut site,
+            svc,
+            Duration::from_secs(3),
+            Duration::ZERO,
+            |_| {},
+        )
+        .await;
+        assert!(!listening(svc).await, "a forward was asked for");
+        let (status, body) = site.readyz(0).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("owned by uid 65534") && body.contains(&format!("{mode:04o}")),
+            "{body}"
+        );
+        // The command line refuses it too, and says why.
+        let (code, out) = site.cli(&["resume"]).await;
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("owned by uid 65534") && out.contains("fix:"),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_in_the_state_folder_is_never_followed() {
+    let mut site = Site::new().await;
+    let state = site.state();
+    std::fs::create_dir(&state).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = site.dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let nowhere = site.dir.path().join("planted");
+    std::os::unix::fs::symlink(&victim, state.join("grants.json")).unwrap();
+    std::os::unix::fs::symlink(&nowhere, state.join("pauses.json")).unwrap();
+    site.start_agent();
+    let svc = site.svc;
+    never_echoes(
+        &mut site,
+        svc,
+        Duration::from_secs(3),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await;
+    let (status, body) = site.readyz(0).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("symbolic link"), "{body}");
+    // Writing replaces the links themselves.
+    let (code, out) = site.cli(&["pause", "ops", "--reason", "x"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = site.cli(&["resume"]).await;
+    assert_eq!(code, 0, "{out}");
+    wait(
+        Duration::from_secs(3),
+        "svc echoing after resume",
+        async || echoes(svc).await,
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!nowhere.exists(), "a file was created where a link pointed");
+    for name in ["grants.json", "pauses.json"] {
+        let meta = std::fs::symlink_metadata(state.join(name)).unwrap();
+        assert!(meta.file_type().is_file(), "{name} is not a regular file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_on_disk_beyond_the_config_stay_closed_and_are_audited() {
+    let mut site = Site::new().await;
+    site.with_audit();
+    let state = site.state();
+    std::fs::create_dir(&state).unwrap();
+    let now = jiff::Timestamp::now();
+    let ago = |mins: i64| now - jiff::SignedDuration::from_mins(mins);
+    let grants = serde_json::json!({
+        "version": 1,
+        "clock": now.to_string(),
+        "grants": {
+            // max is 1h: cut to an hour after it was given, which has passed.
+            "db": { "until": "9000-01-01T00:00:00Z", "granted_at": ago(120).to_string(), "by": "mallory", "uid": 0, "reason": "forever" },
+            // Takes no grants at all.
+            "ops": { "until": (now + jiff::SignedDuration::from_hours(1)).to_string(), "granted_at": ago(1).to_string(), "by": "mallory", "uid": 0, "reason": "sneak in" },
+        }
+    });
+    std::fs::write(state.join("grants.json"), grants.to_string()).unwrap();
+    std::fs::write(state.join("pauses.json"), "{\"version\":1,\"pauses\":{}}").unwrap();
+    site.start_agent();
+    wait(READY, "svc echoing", async || echoes(site.svc).await).await;
+    let (db, ops) = (site.db, site.ops);
+    never_echoes(
+        &mut site,
+        db,
+        Duration::from_secs(2),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await;
+    never_echoes(
+        &mut site,
+        ops,
+        Duration::from_secs(1),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await;
+    let audit = std::fs::read_to_string(site.dir.path().join("audit.jsonl")).unwrap();
+    let rejected: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"change\":\"rejected\""))
+        .collect();
+    assert_eq!(rejected.len(), 2, "{audit}");
+    assert!(
+        rejected
+            .iter()
+            .any(|l| l.contains("\"forward\":\"db\"") && l.contains("cut")),
+        "{audit}"
+    );
+    assert!(
+        rejected
+            .iter()
+            .any(|l| l.contains("\"forward\":\"ops\"") && l.contains("takes no grants")),
+        "{audit}"
+    );
+    // What is open at start is recorded: svc (no policy), and nothing else.
+    let opened: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"change\":\"opened\""))
+        .collect();
+    assert_eq!(opened.len(), 1, "{audit}");
+    assert!(opened[0].contains("\"forward\":\"svc\""), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pauses_file_keeps_everything_paused() {
+    let mut site = Site::new().await;
+    site.start_agent();
+    wait(READY, "svc echoing", async || echoes(site.svc).await).await;
+    drop(site.agents.pop());
+    wait(Duration::from_secs(5), "svc's port freed", async || {
+        !listening(site.svc).await
+    })
+    .await;
+    std::fs::remove_file(site.state().join("pauses.json")).unwrap();
+    site.start_agent();
+    let svc = site.svc;
+    never_echoes(
+        &mut site,
+        svc,
+        Duration::from_secs(3),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await;
+    let (status, body) = site.readyz(0).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("lost a file"), "{body}");
+    let (code, out) = site.cli(&["resume", "--reason", "restored"]).await;
+    assert_eq!(code, 0, "{out}");
+    wait(
+        Duration::from_secs(3),
+        "svc echoing after resume",
+        async || echoes(svc).await,
+    )
+    .await;
+}

@@ -18,8 +18,8 @@ use super::controller::Command;
 use super::protocol::{MAX_LINE, Request, Response};
 use super::store::Store;
 
-/// Every agent's socket in the state folder is named `control-HOST-PID.sock`: the agents of a
-/// site share the folder, each answers on a socket of its own.
+/// Every agent's socket in the state folder is named `control-HOST-PID-RANDOM.sock` (HOST: a
+/// hash of the host name): the agents of a site share the folder, each answers on a socket of its own.
 pub const PREFIX: &str = "control-";
 pub const SUFFIX: &str = ".sock";
 /// The one socket of agents before the state was shared; removed when nothing answers on it.
@@ -40,9 +40,13 @@ fn host_tag() -> String {
     format!("{:08x}", hash as u32)
 }
 
-/// This process's socket name in the state folder.
+/// A socket name of this process in the state folder, new on every call: the host and the
+/// PID alone can repeat (containers sharing the host's name, each agent PID 1, or tests running
+/// several agents in one process).
 pub fn own_socket_name() -> String {
-    format!("{PREFIX}{}-{}{SUFFIX}", host_tag(), std::process::id())
+    let pid = std::process::id();
+    let unique = rand::random::<u32>() & 0xff_ffff;
+    format!("{PREFIX}{}-{pid}-{unique:06x}{SUFFIX}", host_tag())
 }
 
 /// Binds this agent's socket in the state folder (0600), first removing sockets of this host
