@@ -225,7 +225,10 @@ fn the_audit_trail_imports_no_other_module_but_logging() {
         .iter()
         .find(|(from, _)| from == "sys")
         .expect("src/sys/ exists");
-    assert!(sys_uses.is_empty(), "sys uses crate::{sys_uses:?}: keep it a leaf");
+    assert!(
+        sys_uses.is_empty(),
+        "sys uses crate::{sys_uses:?}: keep it a leaf"
+    );
     // And the scan would see it: `audit` is among the modules, and `tunnel` does use it.
     assert!(
         graph
