@@ -285,6 +285,43 @@ async fn on_failure_continue_serves_connections_the_trail_cannot_record() {
     agent.stop().await;
 }
 
+/// A folder another user owns could hold a link at the file's name, or have the file swapped
+/// under the agent: it is refused (even to root, which CI runs as), and readiness names the
+/// folder, its owner and mode, and the fix. Given to the agent's user, it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_folder_owned_by_another_user_is_refused_with_owner_mode_and_fix() {
+    assert_eq!(
+        agent::sys::real_uid(),
+        0,
+        "chown needs root (CI runs as root)"
+    );
+    let s = setup().await;
+    let folder = s.dir.path().join("audit");
+    std::os::unix::fs::chown(&folder, Some(65534), Some(65534)).unwrap();
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let agent = start_agent(s.dir.path(), &s.yaml(&[Fwd("echo", remote, echo_port)], ""));
+    let snap = agent
+        .wait_for(READY, "refusing for the audit trail", |s| s.audit.is_some())
+        .await;
+    let why = snap.audit.clone().unwrap_or_default();
+    let owned = format!("{} is owned by uid 65534 (mode 0755)", folder.display());
+    assert!(
+        why.contains(&owned) && why.contains("fix:") && why.contains("chown 0"),
+        "{why}"
+    );
+    assert!(!snap.ready());
+    assert!(!s.audit_file().exists(), "nothing written in that folder");
+
+    std::os::unix::fs::chown(&folder, Some(0), Some(0)).unwrap();
+    agent
+        .wait_for(READY, "ready once the folder is root's", |s| s.ready())
+        .await;
+    assert!(served(remote).await);
+    wait_record(&s.audit_file(), "connection", |r| r["kind"] == "connection").await;
+    agent.stop().await;
+}
+
 /// The real binary logs `audit head` every `head_interval`; a verifier holding that line finds
 /// the records cut from the end of the file, which the chain alone cannot show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -513,4 +513,34 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// What readiness and the log say when a link is planted at the file's name.
+    #[test]
+    fn a_link_at_the_file_name_is_refused_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, &file).unwrap();
+        let counters = Counters::default();
+        let settings = Settings {
+            file: file.clone(),
+            on_failure: OnFailure::Refuse,
+            max_size: 1 << 20,
+            head_interval: Duration::from_secs(300),
+        };
+        let audit = Audit::start(&settings, counters.clone());
+        assert!(!audit.accepting());
+        let why = audit.refusing().unwrap();
+        assert!(
+            why.contains("audit.jsonl") && why.contains("symbolic link, never followed"),
+            "{why}"
+        );
+        audit.connection(connection(0));
+        audit.close(Duration::from_secs(5));
+        assert_eq!((counters.written.get(), counters.failed.get()), (0, 1));
+        assert!(
+            std::fs::symlink_metadata(&target).is_err(),
+            "nothing created"
+        );
+    }
 }

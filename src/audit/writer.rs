@@ -5,15 +5,16 @@
 //! Runs on a thread of its own (see `mod.rs`), so blocking file calls are fine here; nothing in
 //! this file is async.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tracing::warn;
 
 use super::record::{Event, GENESIS, encode, sha256_hex};
+use crate::sys::dir::{DirError, TrustedDir};
 
 /// Where the chain stands: the next record's number and the hash of the last line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,11 @@ const TAIL: u64 = 64 * 1024;
 pub(super) struct Writer {
     pub path: PathBuf,
     max_size: u64,
+    /// The file's folder, opened and checked like the state folder (`TrustedDir`): the file,
+    /// its rotation and its predecessors are reached only through it, never through a link.
+    dir: Option<TrustedDir>,
+    /// The file's name in `dir`.
+    name: String,
     file: Option<File>,
     /// Bytes of whole lines in the open file.
     len: u64,
@@ -54,6 +60,8 @@ impl Writer {
         Self {
             path,
             max_size,
+            dir: None,
+            name: String::new(),
             file: None,
             len: 0,
             id: (0, 0),
@@ -62,21 +70,25 @@ impl Writer {
         }
     }
 
-    /// Opens (creating) the file for appending, and reads where the chain stands unless
-    /// already known.
+    /// Opens the folder (never creating it: a missing one is an error, retried every second)
+    /// and checks it, then opens (creating) the file in it for appending, and reads where the
+    /// chain stands unless already known.
     pub fn open(&mut self) -> io::Result<()> {
         self.file = None;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            // The agent's user only: the file names who reached what.
-            .mode(0o600)
-            .open(&self.path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("not a regular file"));
+        self.dir = None;
+        let (folder, name) = folder_and_name(&self.path)?;
+        let (dir, tightened) = TrustedDir::open_own(&folder, false).map_err(refused)?;
+        if let Some(tightened) = tightened {
+            warn!(file = %self.path.display(), "audit folder {tightened}");
         }
+        self.name = name;
+        self.open_in(dir)
+    }
+
+    /// Opens `self.name` in `dir` (never through a link), takes its lock and reads its tail.
+    fn open_in(&mut self, dir: TrustedDir) -> io::Result<()> {
+        let mut file = dir.open_append(&self.name)?;
+        let meta = file.metadata()?;
         // Two writers would interleave two chains into one file: an advisory lock (flock) held
         // while the file is open keeps a second agent with the same audit.file out.
         if let Err(e) = file.try_lock() {
@@ -91,27 +103,40 @@ impl Writer {
         if self.chain.is_none() {
             self.chain = Some(match last {
                 Some(line) => chain_after(&line)?,
-                None => match rotated(&self.path)?.last() {
-                    Some((_, older)) => {
-                        let mut f = File::open(older)?;
-                        match read_tail(&mut f, older)?.1 {
-                            Some(line) => chain_after(&line)?,
-                            None => genesis(),
-                        }
-                    }
-                    None => genesis(),
-                },
+                None => self.chain_of_predecessor(&dir)?,
             });
         }
         self.len = len;
         self.id = (meta.dev(), meta.ino());
         self.file = Some(file);
+        self.dir = Some(dir);
         Ok(())
     }
 
-    /// Whether the path still names the open file.
+    /// Where the chain stands after the newest rotated file (an empty file follows a rotation,
+    /// or a crash right after one); genesis when there is none.
+    fn chain_of_predecessor(&self, dir: &TrustedDir) -> io::Result<Chain> {
+        let Some(n) = rotated_in(dir, &self.name)?.pop() else {
+            return Ok(genesis());
+        };
+        let older = format!("{}.{n}", self.name);
+        let mut f = dir.open_read(&older)?;
+        match read_tail(&mut f, &dir.path().join(&older))?.1 {
+            Some(line) => chain_after(&line),
+            None => Ok(genesis()),
+        }
+    }
+
+    /// Whether the path still names the open file: its folder is the one opened (not renamed
+    /// away or replaced) and the name in it is the open file (not following a link).
     pub fn still_at_path(&self) -> bool {
-        self.file.is_some() && fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+        let (Some(dir), Some(_)) = (&self.dir, &self.file) else {
+            return false;
+        };
+        dir.still_at_path()
+            && dir
+                .fingerprint(&self.name)
+                .is_ok_and(|f| f.is_some_and(|(dev, ino, ..)| (dev, ino) == self.id))
     }
 
     /// Appends one record; returns its seq and hash. On failure the chain does not advance
@@ -200,19 +225,26 @@ impl Writer {
 
     /// Renames the full file to `FILE.N` (one more than the newest) and starts an empty one;
     /// the chain continues into it. A crash between the two steps leaves no `FILE`: the next
-    /// start continues from `FILE.N`'s last record.
+    /// start continues from `FILE.N`'s last record. Both steps go through the folder's handle.
     fn rotate(&mut self) -> io::Result<()> {
         if let Some(f) = &self.file {
             f.sync_data()?;
         }
-        let n = rotated(&self.path)?.last().map_or(1, |(n, _)| n + 1);
-        let mut to = self.path.clone().into_os_string();
-        to.push(format!(".{n}"));
-        fs::rename(&self.path, &to)?;
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| io::Error::other("not open"))?;
+        let n = rotated_in(dir, &self.name)?.last().map_or(1, |n| n + 1);
+        dir.rename(&self.name, &format!("{}.{n}", self.name))?;
         self.file = None;
-        sync_dir(&self.path);
-        self.open()?;
-        sync_dir(&self.path);
+        let Some(dir) = self.dir.take() else {
+            return Err(io::Error::other("not open"));
+        };
+        let _ = dir.sync();
+        self.open_in(dir)?;
+        if let Some(dir) = &self.dir {
+            let _ = dir.sync();
+        }
         Ok(())
     }
 
@@ -291,7 +323,8 @@ fn read_tail(file: &mut File, path: &Path) -> io::Result<(u64, Option<String>)> 
     Ok((start + whole as u64, last))
 }
 
-/// The rotated predecessors of `path` (`FILE.1`, `FILE.2`, ...), oldest first.
+/// The rotated predecessors of `path` (`FILE.1`, `FILE.2`, ...), oldest first, by path:
+/// what `agent audit verify` reads. The writer lists them through its folder's handle.
 pub fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(Vec::new());
@@ -301,38 +334,65 @@ pub fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     } else {
         dir
     };
-    let prefix = format!("{}.", name.to_string_lossy());
+    let name = name.to_string_lossy();
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let file = entry.file_name();
-        let Some(n) = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(&prefix))
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        found.push((n, path.with_file_name(file)));
+        let file = entry?.file_name();
+        if let Some(n) = file.to_str().and_then(|f| rotation_number(f, &name)) {
+            found.push((n, path.with_file_name(file)));
+        }
     }
     found.sort();
     Ok(found)
 }
 
-/// Makes a rename or a new file in `path`'s folder durable.
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
+/// The numbers of `name`'s rotated predecessors in `dir`, lowest (oldest) first.
+fn rotated_in(dir: &TrustedDir, name: &str) -> io::Result<Vec<u64>> {
+    let mut found: Vec<u64> = dir
+        .names(&format!("{name}."), "")?
+        .iter()
+        .filter_map(|f| rotation_number(f, name))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// N when `file` is `NAME.N` (digits only).
+fn rotation_number(file: &str, name: &str) -> Option<u64> {
+    file.strip_prefix(name)?
+        .strip_prefix('.')
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
+}
+
+/// The audit file's folder (`.` for a bare name) and its name in it.
+fn folder_and_name(path: &Path) -> io::Result<(PathBuf, String)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other("not a file name"))?;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((folder, name.to_string()))
+}
+
+/// A folder the writer does not trust, said with its owner, mode and the fix.
+fn refused(e: DirError) -> io::Error {
+    let kind = match &e {
+        DirError::Open { source, .. } => source.kind(),
+        _ => io::ErrorKind::PermissionDenied,
+    };
+    io::Error::new(kind, format!("{e}; fix: {}", e.fix()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::audit::record::{LostRecord, bounded};
+    use std::fs::OpenOptions;
 
     fn event(i: u64) -> Event {
         Event::Lost(LostRecord {
@@ -439,6 +499,83 @@ mod tests {
         assert!(!w.still_at_path());
         let (seq, _) = w.append(SystemTime::now(), &event(1)).unwrap();
         assert_eq!(seq, 1, "the chain goes on");
+        assert!(
+            fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("{\"seq\":1,")
+        );
+    }
+
+    /// A link planted at the file's name (a user who made the folder first) would make the
+    /// agent create and append to a file of that user's choosing.
+    #[test]
+    fn a_dangling_symlink_at_the_name_creates_nothing_and_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let target = dir.path().join("chosen-by-someone-else");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let e = Writer::new(path.clone(), 1 << 20)
+            .append(SystemTime::now(), &event(0))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("symbolic link, never followed"),
+            "{e}"
+        );
+        assert!(fs::symlink_metadata(&target).is_err(), "nothing created");
+    }
+
+    #[test]
+    fn a_symlink_to_an_existing_file_leaves_it_untouched() {
+        let top = tempfile::tempdir().unwrap();
+        let victim = top.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let dir = top.path().join("audit");
+        fs::create_dir(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let e = Writer::new(path.clone(), 1 << 20).open().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+
+        // A linked predecessor is not read either: the chain would continue from a record
+        // someone else wrote.
+        fs::remove_file(&path).unwrap();
+        let mut w = Writer::new(path.clone(), 1 << 20);
+        w.append(SystemTime::now(), &event(0)).unwrap();
+        let record = fs::read(&path).unwrap();
+        fs::write(&victim, &record).unwrap();
+        fs::write(&path, "").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("audit.jsonl.1")).unwrap();
+        drop(w);
+        let e = Writer::new(path.clone(), 1 << 20).open().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), record);
+    }
+
+    #[test]
+    fn its_own_loose_folder_is_tightened_and_a_replaced_folder_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("audit");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.join("audit.jsonl");
+        let mut w = Writer::new(path.clone(), 1 << 20);
+        w.append(SystemTime::now(), &event(0)).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        // The folder renamed away and another put at its path: the writer follows the path,
+        // not the handle it holds.
+        fs::rename(&dir, top.path().join("aside")).unwrap();
+        fs::create_dir(&dir).unwrap();
+        assert!(!w.still_at_path());
+        let (seq, _) = w.append(SystemTime::now(), &event(1)).unwrap();
+        assert_eq!(seq, 1);
         assert!(
             fs::read_to_string(&path)
                 .unwrap()

@@ -79,6 +79,9 @@ pub struct TrustedDir {
     path: PathBuf,
     owner: u32,
     group: u32,
+    /// Whether root trusts a folder another user owns (see [`TrustedDir::check`]); false for
+    /// [`TrustedDir::open_own`].
+    root_acts_for_others: bool,
 }
 
 /// What changes when a file is replaced or rewritten: (device, inode, size, mtime, ctime).
@@ -93,6 +96,21 @@ impl TrustedDir {
     /// Opens `path` (creating it, 0700, when `create` and it is missing) and checks it. The
     /// second value is a warning when a looser mode of the agent's own folder was tightened.
     pub fn open(path: &Path, create: bool) -> Result<(Self, Option<String>), DirError> {
+        Self::open_as(path, create, true)
+    }
+
+    /// Like [`TrustedDir::open`], for a folder only the agent itself writes (the audit trail's):
+    /// root gets no exemption, so an agent running as root refuses a folder another user owns
+    /// (that user could rename, replace or link anything in it under root's writes).
+    pub fn open_own(path: &Path, create: bool) -> Result<(Self, Option<String>), DirError> {
+        Self::open_as(path, create, false)
+    }
+
+    fn open_as(
+        path: &Path,
+        create: bool,
+        root_acts_for_others: bool,
+    ) -> Result<(Self, Option<String>), DirError> {
         let open_err = |source| DirError::Open {
             path: path.to_path_buf(),
             source,
@@ -120,6 +138,7 @@ impl TrustedDir {
             path: path.to_path_buf(),
             owner: 0,
             group: 0,
+            root_acts_for_others,
         };
         let st = rustix::fs::fstat(&dir.fd).map_err(|e| open_err(e.into()))?;
         (dir.owner, dir.group) = (st.st_uid, st.st_gid);
@@ -145,8 +164,10 @@ impl TrustedDir {
             });
         }
         // The agent trusts its own folder and root's. Root (the CLI under sudo) also acts on the
-        // folder of the user the agent runs as, writing files owned by that user.
-        if owner != euid && owner != 0 && euid != 0 {
+        // folder of the user the agent runs as, writing files owned by that user (not in a
+        // folder opened with `open_own`).
+        let root_exempt = euid == 0 && self.root_acts_for_others;
+        if owner != euid && owner != 0 && !root_exempt {
             return Err(DirError::Owner {
                 path: self.path.clone(),
                 owner,
@@ -302,6 +323,48 @@ impl TrustedDir {
             .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Socket)
     }
 
+    /// The regular file `name` opened for appending and reading (created 0600 when missing),
+    /// never through a symbolic link: a link there, even a dangling one, creates nothing.
+    pub fn open_append(&self, name: &str) -> io::Result<File> {
+        let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(no_link)?;
+        regular(fd)
+    }
+
+    /// The regular file `name` opened for reading, never through a symbolic link.
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        // NONBLOCK: opening a FIFO planted at the name must not hang the caller.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty()).map_err(no_link)?;
+        regular(fd)
+    }
+
+    /// Renames `from` to `to`, both in this folder (a link is renamed, never followed).
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        rustix::fs::renameat(&self.fd, from, &self.fd, to).map_err(Into::into)
+    }
+
+    /// Makes renames and new files in the folder durable.
+    pub fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.fd).map_err(Into::into)
+    }
+
+    /// Whether the folder's path still names this folder (not following a link): false once it
+    /// was renamed away, replaced or its volume remounted, so the caller opens it again.
+    pub fn still_at_path(&self) -> bool {
+        let (Ok(at_path), Ok(open)) = (rustix::fs::lstat(&self.path), rustix::fs::fstat(&self.fd))
+        else {
+            return false;
+        };
+        (at_path.st_dev, at_path.st_ino) == (open.st_dev, open.st_ino)
+    }
+
     /// When root writes into the folder of another user, the file becomes that user's: the
     /// agent running as that user must be able to replace it.
     fn give_to_owner(&self, fd: impl AsFd) -> io::Result<()> {
@@ -314,6 +377,26 @@ impl TrustedDir {
         }
         Ok(())
     }
+}
+
+/// ELOOP from an `O_NOFOLLOW` open, said plainly: the name is a symbolic link.
+fn no_link(e: rustix::io::Errno) -> io::Error {
+    if e == rustix::io::Errno::LOOP {
+        io::Error::other(
+            "it is a symbolic link, never followed (it could point anywhere); remove it, and find out who made it",
+        )
+    } else {
+        e.into()
+    }
+}
+
+/// `fd` as a `File` if it is a regular file.
+fn regular(fd: OwnedFd) -> io::Result<File> {
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(File::from(fd))
 }
 
 #[cfg(test)]
