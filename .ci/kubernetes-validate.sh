@@ -4,7 +4,8 @@
 # oldest version the example supports (1.30: preStop `sleep`) and the newest one the package knows.
 # The kustomization is rendered with `kubectl kustomize` when kubectl is installed and validated
 # too. The cross-file checks (probe ports vs admin.listen, mounts vs AGENT_CONFIG and identity,
-# memory limit vs limits.total_buffer) are in tests/kubernetes_manifests.rs (cargo test).
+# memory limit vs limits.total_buffer, the state claim and AGENT_STATE_DIR, the pause Job vs the
+# Deployment) are in tests/kubernetes_manifests.rs (cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBERNETES_VALIDATE_VERSION=1.37.0
@@ -19,7 +20,8 @@ if ! python3 -m venv "$work/venv" >/dev/null 2>&1; then
 fi
 "$work/venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 
-manifests=(examples/kubernetes/configmap.yaml examples/kubernetes/deployment.yaml examples/kubernetes/secret.yaml)
+manifests=(examples/kubernetes/configmap.yaml examples/kubernetes/pvc.yaml examples/kubernetes/deployment.yaml
+  examples/kubernetes/secret.yaml examples/kubernetes/pause-job.yaml)
 if command -v kubectl >/dev/null; then
   kubectl kustomize examples/kubernetes >"$work/rendered.yaml"
   manifests+=("$work/rendered.yaml")

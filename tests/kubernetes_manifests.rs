@@ -2,7 +2,10 @@
 //! checked across files (a schema validator, run by .ci/kubernetes-validate.sh, checks each
 //! object's shape but not that the probes hit the port agent.yaml listens on, or that the key
 //! lands where agent.yaml looks for it). The ConfigMap's agent.yaml is validated by the agent's
-//! own parser, so the example cannot drift from the config contract.
+//! own parser, so the example cannot drift from the config contract. The access state's contract
+//! (README "Kubernetes"): one replica, `Recreate`, the state on a PersistentVolumeClaim in a
+//! folder the agent makes itself, and a pause Job that writes to that same state as the agent's
+//! user.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -62,7 +65,7 @@ fn pod_spec(deployment: &Value) -> &Value {
     at(deployment, "spec/template/spec")
 }
 
-/// Every container, init containers included.
+/// Every container, init containers included, of a Deployment or a Job.
 fn all_containers(deployment: &Value) -> Vec<&Value> {
     let spec = pod_spec(deployment);
     let mut all: Vec<&Value> = seq(spec, "containers").iter().collect();
@@ -120,16 +123,24 @@ fn mount_of<'a>(c: &'a Value, volume: &str) -> (&'a str, Option<&'a str>) {
 }
 
 #[test]
-fn two_replicas_active_and_standby_with_a_rollout_that_can_finish() {
+fn one_replica_recreated_by_default_and_two_only_with_a_read_write_many_volume() {
     let d = load("deployment.yaml");
     assert_eq!(str_at(&d, "kind"), "Deployment");
-    assert_eq!(int_at(&d, "spec/replicas"), 2, "active + standby");
-    // Only one pod can be ready (the one holding the ports). A rolling update that must keep a
-    // ready pod (maxUnavailable < replicas) can never stop the old active one: it would hang.
-    assert_eq!(str_at(&d, "spec/strategy/type"), "RollingUpdate");
-    assert_eq!(int_at(&d, "spec/strategy/rollingUpdate/maxUnavailable"), 2);
-    assert_eq!(int_at(&d, "spec/strategy/rollingUpdate/maxSurge"), 2);
-    // ...and the old active pod keeps forwarding while the new ones connect.
+    // Two agents must share one access state, or a pause given to one leaves the ports to the
+    // other: by default one replica on a ReadWriteOnce volume...
+    assert_eq!(
+        int_at(&d, "spec/replicas"),
+        1,
+        "two only with ReadWriteMany"
+    );
+    // ...stopped before its successor starts: the volume attaches to one node at a time.
+    assert_eq!(str_at(&d, "spec/strategy/type"), "Recreate");
+    assert!(
+        at(&d, "spec/strategy").get("rollingUpdate").is_none(),
+        "Recreate takes no rollingUpdate"
+    );
+    // The old pod keeps forwarding while it is told to stop (with two replicas, while the new
+    // ones connect), and the grace period covers that and the agent's own stop.
     let agent = agent_container(&d);
     let sleep = int_at(agent, "lifecycle/preStop/sleep/seconds");
     assert!(
@@ -141,11 +152,183 @@ fn two_replicas_active_and_standby_with_a_rollout_that_can_finish() {
         grace >= sleep + 10,
         "terminationGracePeriodSeconds {grace} must cover the preStop sleep ({sleep}s) and the agent's own stop"
     );
+    // The two-replica layout is spelled out where someone would change `replicas`: ReadWriteMany,
+    // and the rollout strategy that can finish with one ready pod out of two.
+    let text = fs::read_to_string(Path::new(DIR).join("deployment.yaml")).unwrap();
+    for needle in [
+        "replicas: 2",
+        "ReadWriteMany",
+        "type: RollingUpdate",
+        "maxSurge: 2, maxUnavailable: 2",
+    ] {
+        assert!(
+            text.contains(needle),
+            "deployment.yaml's comments no longer say how to run two replicas ({needle})"
+        );
+    }
+}
+
+#[test]
+fn the_access_state_is_on_the_claim_in_a_folder_the_agent_makes() {
+    let d = load("deployment.yaml");
+    let pvc = load("pvc.yaml");
+    assert_eq!(str_at(&pvc, "kind"), "PersistentVolumeClaim");
+    let modes: Vec<&str> = seq(&pvc, "spec/accessModes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(modes, ["ReadWriteOnce"], "one replica's volume");
+    at(&pvc, "spec/resources/requests/storage");
+
+    // The state volume is that claim, not an emptyDir (a rescheduled pod would forget every
+    // pause), and no other volume is an emptyDir either (no second copy of the key).
+    let volumes = seq(pod_spec(&d), "volumes");
+    assert!(
+        volumes.iter().all(|v| v.get("emptyDir").is_none()),
+        "no emptyDir: the state must outlive the pod"
+    );
+    let state = volumes
+        .iter()
+        .find(|v| v.get("persistentVolumeClaim").is_some())
+        .expect("a persistentVolumeClaim volume");
+    assert_eq!(
+        str_at(state, "persistentVolumeClaim/claimName"),
+        str_at(&pvc, "metadata/name")
+    );
+    let agent = agent_container(&d);
+    let (mount, sub) = mount_of(agent, str_at(state, "name"));
+    assert_eq!(sub, None, "the whole volume");
+
+    // AGENT_STATE_DIR is a folder strictly inside the mount: with fsGroup the volume's root is
+    // root-owned and group-writable, which the agent refuses; a folder it creates is its own.
+    let env = seq(agent, "env");
+    let state_dir = Path::new(str_at(named(env, "AGENT_STATE_DIR"), "value"));
+    assert!(
+        state_dir.starts_with(mount) && state_dir != Path::new(mount),
+        "AGENT_STATE_DIR {} must be a subfolder of the state volume's mount {mount}",
+        state_dir.display()
+    );
+    // The image's AGENT_STATE_DIR is the mount itself: the Deployment's env overrides it...
+    let containerfile =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile")).unwrap();
+    assert!(containerfile.contains("ENV AGENT_STATE_DIR=/var/lib/agent"));
+    assert_eq!(mount, "/var/lib/agent", "the image's state folder");
+    // ...and agent.yaml must not set state_dir, which would win over AGENT_STATE_DIR.
+    let configmap = load("configmap.yaml");
+    let raw: Value = serde_yaml::from_str(str_at(&configmap, "data/agent.yaml")).unwrap();
+    assert!(
+        raw.get("state_dir").is_none(),
+        "configmap.yaml's agent.yaml sets state_dir: AGENT_STATE_DIR would be ignored"
+    );
+
+    // The kubelet would make the agent's 0700 folder group-writable again at every mount.
+    assert_eq!(
+        str_at(pod_spec(&d), "securityContext/fsGroupChangePolicy"),
+        "OnRootMismatch"
+    );
+}
+
+#[test]
+fn the_pause_job_writes_the_same_state_as_the_agent_would() {
+    let d = load("deployment.yaml");
+    let job = load("pause-job.yaml");
+    assert_eq!(str_at(&job, "kind"), "Job");
+    let spec = pod_spec(&job);
+    assert_eq!(str_at(spec, "restartPolicy"), "Never");
+    assert_eq!(
+        at(spec, "automountServiceAccountToken").as_bool(),
+        Some(false)
+    );
+
+    // Same user, same group, same fsGroup handling: its files are the agent's own.
+    assert_eq!(
+        at(spec, "securityContext"),
+        at(pod_spec(&d), "securityContext"),
+        "pod securityContext"
+    );
+    let containers = seq(spec, "containers");
+    assert_eq!(containers.len(), 1);
+    let pause = &containers[0];
+    let agent = agent_container(&d);
+    assert_eq!(
+        at(pause, "securityContext"),
+        at(agent, "securityContext"),
+        "container securityContext"
+    );
+    assert_eq!(
+        str_at(pause, "image"),
+        str_at(agent, "image"),
+        "the same binary (kustomize's images: does not reach the Job)"
+    );
+
+    // `agent pause --reason ...`, with the Deployment's AGENT_CONFIG and AGENT_STATE_DIR.
+    let args: Vec<&str> = seq(pause, "args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args.first(), Some(&"pause"), "{args:?}");
+    assert!(
+        args.contains(&"--reason"),
+        "a pause needs a reason: {args:?}"
+    );
+    for var in ["AGENT_CONFIG", "AGENT_STATE_DIR"] {
+        assert_eq!(
+            str_at(named(seq(pause, "env"), var), "value"),
+            str_at(named(seq(agent, "env"), var), "value"),
+            "{var}"
+        );
+    }
+
+    // The same claim and the same ConfigMap, mounted where the agent has them; nothing else
+    // (no key: `agent pause` does not sign in anywhere).
+    let volumes = |pod: &Value| -> BTreeMap<String, Value> {
+        seq(pod_spec(pod), "volumes")
+            .iter()
+            .map(|v| (str_at(v, "name").to_string(), v.clone()))
+            .collect()
+    };
+    let (job_volumes, agent_volumes) = (volumes(&job), volumes(&d));
+    assert!(
+        job_volumes.values().all(|v| v.get("secret").is_none()),
+        "the Job needs no key"
+    );
+    let mut kinds = Vec::new();
+    for (name, v) in &job_volumes {
+        assert_eq!(
+            Some(v),
+            agent_volumes.get(name),
+            "volume {name}: not the Deployment's"
+        );
+        assert_eq!(mount_of(pause, name), mount_of(agent, name), "mount {name}");
+        kinds.extend(
+            ["persistentVolumeClaim", "configMap"]
+                .into_iter()
+                .filter(|k| v.get(k).is_some()),
+        );
+    }
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["configMap", "persistentVolumeClaim"]);
+
+    // Not one of the Deployment's pods: `kubectl exec deploy/agent` must never pick it.
+    let selector = at(&d, "spec/selector/matchLabels")
+        .as_mapping()
+        .expect("matchLabels");
+    let labels = at(&job, "spec/template/metadata/labels");
+    assert!(
+        !selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the Job's pod matches the Deployment's selector"
+    );
 }
 
 #[test]
 fn restrictive_security_context_everywhere() {
-    let d = load("deployment.yaml");
+    for file in ["deployment.yaml", "pause-job.yaml"] {
+        restrictive_security_context(file);
+    }
+}
+
+fn restrictive_security_context(file: &str) {
+    let d = load(file);
     let pod = at(pod_spec(&d), "securityContext");
     assert_eq!(at(pod, "runAsNonRoot").as_bool(), Some(true));
     assert_eq!(int_at(pod, "runAsUser"), UID, "the image's user");
@@ -261,20 +444,6 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
         str_at(secret_volume, "secret/secretName"),
         str_at(&secret, "metadata/name")
     );
-    // The one emptyDir holds the access state (grants, pauses, control socket) where the
-    // image's AGENT_STATE_DIR points, writable under readOnlyRootFilesystem; no other: no
-    // second copy of the key.
-    let empty: Vec<&Value> = volumes
-        .iter()
-        .filter(|v| v.get("emptyDir").is_some())
-        .collect();
-    assert_eq!(empty.len(), 1, "no second copy of the key: {empty:?}");
-    let (state_mount, _) = mount_of(agent, str_at(empty[0], "name"));
-    assert_eq!(state_mount, "/var/lib/agent", "the image's AGENT_STATE_DIR");
-    let containerfile =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"))
-            .unwrap();
-    assert!(containerfile.contains("ENV AGENT_STATE_DIR=/var/lib/agent"));
     let (keys_mount, sub) = mount_of(agent, str_at(secret_volume, "name"));
     let key_name = config
         .identity
@@ -311,10 +480,14 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
         "the group the Secret's files get, so the agent can read them"
     );
 
-    // Read-only but for the access state, which the agent writes (and its pod's emptyDir).
+    // Read-only but for the access state (the claim's volume), which the agent writes.
+    let state = volumes
+        .iter()
+        .find(|v| v.get("persistentVolumeClaim").is_some())
+        .map(|v| str_at(v, "name"));
     let read_only = seq(agent, "volumeMounts")
         .iter()
-        .filter(|m| m.get("mountPath").and_then(Value::as_str) != Some("/var/lib/agent"))
+        .filter(|m| m.get("name").and_then(Value::as_str) != state)
         .all(|m| m.get("readOnly").and_then(Value::as_bool) == Some(true));
     assert!(
         read_only,
@@ -325,7 +498,8 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
 #[test]
 fn resources_are_set_and_the_memory_limit_covers_the_buffer_budget() {
     let d = load("deployment.yaml");
-    for c in all_containers(&d) {
+    let job = load("pause-job.yaml");
+    for c in all_containers(&d).into_iter().chain(all_containers(&job)) {
         let name = str_at(c, "name");
         for kind in ["requests", "limits"] {
             for res in ["cpu", "memory"] {
@@ -358,9 +532,10 @@ fn resources_are_set_and_the_memory_limit_covers_the_buffer_budget() {
 }
 
 #[test]
-fn images_are_pinned_and_kustomize_applies_everything_but_the_secret() {
+fn images_are_pinned_and_kustomize_applies_everything_but_the_secret_and_the_job() {
     let d = load("deployment.yaml");
-    for c in all_containers(&d) {
+    let job = load("pause-job.yaml");
+    for c in all_containers(&d).into_iter().chain(all_containers(&job)) {
         let image = str_at(c, "image");
         let last = image.rsplit('/').next().unwrap();
         let tag = last.split_once(':').map(|(_, t)| t);
@@ -374,7 +549,7 @@ fn images_are_pinned_and_kustomize_applies_everything_but_the_secret() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for f in ["configmap.yaml", "deployment.yaml"] {
+    for f in ["configmap.yaml", "pvc.yaml", "deployment.yaml"] {
         assert!(resources.contains(&f), "kustomization.yaml lacks {f}");
         assert!(Path::new(DIR).join(f).exists());
     }
@@ -382,6 +557,11 @@ fn images_are_pinned_and_kustomize_applies_everything_but_the_secret() {
         !resources.contains(&"secret.yaml"),
         "`kubectl apply -k` would overwrite the real key with the placeholder"
     );
+    assert!(
+        !resources.contains(&"pause-job.yaml"),
+        "`kubectl apply -k` would pause every forward"
+    );
+    assert!(Path::new(DIR).join("pause-job.yaml").exists());
     let agent_image = str_at(agent_container(&d), "image");
     for img in seq(&k, "images") {
         assert!(
