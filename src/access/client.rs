@@ -75,18 +75,20 @@ pub fn main(config_file: &Path, request: Request, json: bool) -> ExitCode {
     exit::code(if answer.ok { exit::OK } else { exit::FAILURE })
 }
 
-/// The state folder, checked as the agent checks it. Root does not create a missing one (it
-/// would be root's, and an agent running as another user could not write it).
+/// The state folder, checked as the agent checks it (created, 0700, when missing: a pause
+/// before the first start must hold).
 fn open(config: &Config) -> Result<Store, (String, String)> {
     let dir = &config.state_dir;
     if crate::sys::real_uid() == 0 && std::fs::symlink_metadata(dir).is_err() {
-        return Err((
-            format!("state_dir {} does not exist yet", dir.display()),
-            "start the agent once, or run this as the user the agent runs as (`sudo -u agent ...`)"
-                .into(),
-        ));
+        // Root's folder now: an agent running as another user cannot open it, and so keeps
+        // every forward closed (and says so) until it is handed over.
+        eprintln!(
+            "note: created {} owned by root; an agent that runs as another user needs it: `chown -R USER {}`",
+            dir.display(),
+            dir.display()
+        );
     }
-    Store::open(dir)
+    Store::open_for_command(dir, true)
         .map(|(store, _)| store)
         .map_err(|e| (format!("state_dir {e}"), e.fix()))
 }

@@ -130,7 +130,14 @@ impl Store {
     /// The state folder, created (0700) if missing, checked (see [`TrustedDir`]); the warning
     /// says when its mode was tightened.
     pub fn open(dir: &Path) -> Result<(Self, Option<String>), DirError> {
-        let (dir, warning) = TrustedDir::open(dir, true)?;
+        let (dir, warning) = TrustedDir::open_own(dir, true)?;
+        Ok((Self { dir: Arc::new(dir) }, warning))
+    }
+
+    /// The folder for the command line: as [`Store::open`], but root (under sudo) may act on
+    /// the folder of the user the agent runs as (see [`TrustedDir::open_for_owner`]).
+    pub fn open_for_command(dir: &Path, create: bool) -> Result<(Self, Option<String>), DirError> {
+        let (dir, warning) = TrustedDir::open_for_owner(dir, create)?;
         Ok((Self { dir: Arc::new(dir) }, warning))
     }
 
@@ -185,16 +192,24 @@ impl Store {
     }
 
     /// Under the folder's lock: reads both files, lets `change` modify them, and writes each
-    /// file that changed (as its `Ok` value; a file left `Err` is not written).
+    /// file that changed or is missing (as its `Ok` value; a file left `Err` is not written),
+    /// so that after a first change both exist and a loss is noticed.
     pub fn update<R>(&self, change: impl FnOnce(&mut Loaded) -> R) -> io::Result<R> {
         let _lock = self.dir.lock()?;
         let before = self.load();
         let mut state = before.clone();
         let result = change(&mut state);
-        if let (Ok(new), false) = (&state.grants, state.grants == before.grants) {
+        let stale = |name: &str, changed: bool| -> io::Result<bool> {
+            Ok(changed || self.dir.fingerprint(name)?.is_none())
+        };
+        if let Ok(new) = &state.grants
+            && stale(GRANTS, state.grants != before.grants)?
+        {
             self.write(GRANTS, new)?;
         }
-        if let (Ok(new), false) = (&state.pauses, state.pauses == before.pauses) {
+        if let Ok(new) = &state.pauses
+            && stale(PAUSES, state.pauses != before.pauses)?
+        {
             self.write(PAUSES, new)?;
         }
         Ok(result)

@@ -2,7 +2,7 @@
 //!
 //! The state folder (grants, pauses, control sockets) and the audit trail's folder decide what
 //! the vendor may reach and prove what it did, so another local user must not be able to plant
-//! anything there. [`TrustedDir::open`] opens the folder once with `O_DIRECTORY|O_NOFOLLOW` and
+//! anything there. [`TrustedDir::open_own`] opens the folder once with `O_DIRECTORY|O_NOFOLLOW` and
 //! checks the handle with `fstat`: owned by the agent's user (or root) and writable by no one
 //! else. A folder the agent owns with a looser mode (a Kubernetes `emptyDir` starts 0777) is
 //! tightened to 0700; anything else is refused. From then on every file is opened relative to
@@ -62,12 +62,13 @@ impl DirError {
                 path.display()
             ),
             DirError::Owner { path, euid, .. } => format!(
-                "remove it and let the agent create it, or `chown {euid} {p} && chmod 700 {p}` if its content is yours",
+                "if its content is yours, give it to the agent's user (`chown {euid} {p} && chmod 700 {p}`); else point the setting at a folder of the agent's own (a missing state_dir is created, mode 0700)",
                 p = path.display()
             ),
-            DirError::Writable { path, .. } => {
-                format!("`chmod 700 {}` (as its owner)", path.display())
-            }
+            DirError::Writable { path, .. } => format!(
+                "`chmod go-w {}` (as its owner), or point the setting at a folder of the agent's own (a missing state_dir is created, mode 0700)",
+                path.display()
+            ),
         }
     }
 }
@@ -93,17 +94,19 @@ pub struct DirLock {
 }
 
 impl TrustedDir {
-    /// Opens `path` (creating it, 0700, when `create` and it is missing) and checks it. The
-    /// second value is a warning when a looser mode of the agent's own folder was tightened.
-    pub fn open(path: &Path, create: bool) -> Result<(Self, Option<String>), DirError> {
-        Self::open_as(path, create, true)
-    }
-
-    /// Like [`TrustedDir::open`], for a folder only the agent itself writes (the audit trail's):
-    /// root gets no exemption, so an agent running as root refuses a folder another user owns
-    /// (that user could rename, replace or link anything in it under root's writes).
+    /// Opens `path` (creating it, 0700, when `create` and it is missing) and checks it: the
+    /// agent's own folder (or root's). The second value is a warning when a looser mode of the
+    /// agent's own folder was tightened. Root gets no exemption: an agent running as root
+    /// refuses a folder another user owns (that user could plant anything in it).
     pub fn open_own(path: &Path, create: bool) -> Result<(Self, Option<String>), DirError> {
         Self::open_as(path, create, false)
+    }
+
+    /// Like [`TrustedDir::open_own`], for the command line: run by root (under sudo), it also
+    /// acts on the folder of the user the agent runs as, if no one else can write it, and the
+    /// files it writes there become that user's.
+    pub fn open_for_owner(path: &Path, create: bool) -> Result<(Self, Option<String>), DirError> {
+        Self::open_as(path, create, true)
     }
 
     fn open_as(
@@ -412,11 +415,11 @@ mod tests {
     fn creates_0700_and_tightens_its_own_loose_folder() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a/state");
-        let (_, warning) = TrustedDir::open(&path, true).unwrap();
+        let (_, warning) = TrustedDir::open_own(&path, true).unwrap();
         assert!(warning.is_none());
         assert_eq!(mode(&path), 0o700);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let (_, warning) = TrustedDir::open(&path, false).unwrap();
+        let (_, warning) = TrustedDir::open_own(&path, false).unwrap();
         assert!(warning.unwrap().contains("mode 0777"));
         assert_eq!(mode(&path), 0o700);
     }
@@ -428,19 +431,19 @@ mod tests {
         std::fs::create_dir(&real).unwrap();
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let e = TrustedDir::open(&link, true).unwrap_err();
+        let e = TrustedDir::open_own(&link, true).unwrap_err();
         assert!(matches!(e, DirError::NotAFolder { .. }), "{e}");
         // A dangling one too: nothing is created where it points.
         let dangling = tmp.path().join("dangling");
         std::os::unix::fs::symlink(tmp.path().join("nowhere"), &dangling).unwrap();
-        assert!(TrustedDir::open(&dangling, true).is_err());
+        assert!(TrustedDir::open_own(&dangling, true).is_err());
         assert!(!tmp.path().join("nowhere").exists());
     }
 
     #[test]
     fn links_are_never_followed_and_reads_are_bounded() {
         let tmp = tempfile::tempdir().unwrap();
-        let (dir, _) = TrustedDir::open(&tmp.path().join("s"), true).unwrap();
+        let (dir, _) = TrustedDir::open_own(&tmp.path().join("s"), true).unwrap();
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, "precious").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join("grants.json")).unwrap();
@@ -469,7 +472,7 @@ mod tests {
     #[test]
     fn names_and_fingerprints() {
         let tmp = tempfile::tempdir().unwrap();
-        let (dir, _) = TrustedDir::open(&tmp.path().join("s"), true).unwrap();
+        let (dir, _) = TrustedDir::open_own(&tmp.path().join("s"), true).unwrap();
         dir.write("control-a.sock", b"").unwrap();
         dir.write("other", b"").unwrap();
         assert_eq!(dir.names("control-", ".sock").unwrap(), ["control-a.sock"]);
