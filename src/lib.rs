@@ -9,8 +9,9 @@
 //!
 //! Layout:
 //! - [`access`]: the customer's control over when the vendor gets in: access windows,
-//!   break-glass grants, pause, the local control socket; it narrows the configured forwards
-//!   to the desired set the reconciler works from.
+//!   break-glass grants, pause, each agent's local control socket; it narrows the configured
+//!   forwards to the desired set the reconciler works from. Its state is on disk, in a folder
+//!   every agent of a site shares, and is read again before every forward request.
 //! - [`admin`]: the /healthz, /readyz, /metrics endpoint and `agent health`, its client.
 //! - [`audit`]: the audit trail (russh-free, a leaf like `logging`): one hash-chained JSON line
 //!   per vendor connection, refused channel, access change, config load and session, written by
@@ -46,8 +47,10 @@
 //!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output.
 //!   It imports nothing of the crate, so every module may use it.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
-//! - [`sys`]: the process's real uid, and making `agent run` non-dumpable (no ptrace by other
-//!   local processes, no core file with the key).
+//! - [`sys`]: the process's real uid, making `agent run` non-dumpable (no ptrace by other
+//!   local processes, no core file with the key), and [`sys::dir`]: a folder trusted only when
+//!   its owner and mode say it is the agent's own, every file in it reached without following
+//!   a link (the state folder and the audit folder). A leaf: it imports nothing of the crate.
 //! - [`exit`]: the exit codes every subcommand shares, and how an invalid agent.yaml is reported.
 //!
 //! [`cli`] depends on [`run`], [`admin`] and [`check`]; none of them depends on [`cli`] or on

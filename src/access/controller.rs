@@ -212,6 +212,7 @@ impl Controller {
                 () = watch.changed() => self.reread(false).await,
                 _ = reread.tick() => {
                     self.check_folder().await;
+                    self.save_unsaved_pauses().await;
                     self.reread(false).await;
                 }
             }
@@ -357,7 +358,38 @@ impl Controller {
             }
             kept
         });
+        // Only grants still on disk can come back: the memory of reported ones stays bounded.
+        if let Ok(file) = &loaded.grants {
+            self.rejected
+                .retain(|(name, at)| file.grants.get(name).is_some_and(|g| g.granted_at == *at));
+        }
         self.disk = loaded;
+    }
+
+    /// Pauses applied in memory because they could not be written: written now if the folder
+    /// takes them again (then a resume lifts them like any other).
+    async fn save_unsaved_pauses(&mut self) {
+        let Ok(store) = &self.store else { return };
+        if self.unsaved_pauses.is_empty() {
+            return;
+        }
+        let (store, pauses) = (store.clone(), self.unsaved_pauses.clone());
+        let saved = blocking(move || {
+            // An unreadable pauses file closes everything anyway: left for `agent resume`.
+            store.update(|s| match &mut s.pauses {
+                Ok(p) => {
+                    p.pauses.extend(pauses);
+                    true
+                }
+                Err(_) => false,
+            })
+        })
+        .await;
+        if matches!(saved, Ok(true)) {
+            info!("access state: the pauses applied in memory are written now");
+            self.unsaved_pauses.clear();
+            self.reread(true).await;
+        }
     }
 
     /// The grant as the configuration allows it: `None` (dropped) for a forward that takes no
