@@ -448,10 +448,19 @@ impl Controller {
     fn report_changes(&self, new: &Loaded, now: Timestamp) {
         if let (Ok(old), Ok(new)) = (&self.disk.grants, &new.grants) {
             for (name, g) in &new.grants {
-                if old
-                    .grants
-                    .get(name)
-                    .is_none_or(|o| o.granted_at != g.granted_at)
+                // One the configuration does not allow is reported as rejected instead.
+                let allowed = self
+                    .forwards
+                    .iter()
+                    .find(|f| f.name == *name)
+                    .and_then(|f| f.access.as_ref()?.grant_max)
+                    .is_some()
+                    && g.granted_at <= now;
+                if allowed
+                    && old
+                        .grants
+                        .get(name)
+                        .is_none_or(|o| o.granted_at != g.granted_at)
                 {
                     self.emit(event(
                         name,

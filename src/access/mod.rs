@@ -87,7 +87,9 @@ pub async fn start(config: &Config, state: Arc<TunnelState>, hooks: Vec<EventHoo
         }
         Err(e) => {
             let e = format!("state_dir {e}; fix: {}", e.fix());
-            error!("{e}; every forward stays closed and the agent is not ready");
+            error!(
+                "{e}; every forward stays closed and the agent is not ready (restart it once fixed)"
+            );
             Err(e)
         }
     };
