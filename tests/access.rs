@@ -75,14 +75,18 @@ impl Rig {
         self.dir.path().join("agent.yaml")
     }
 
-    /// `agent -c agent.yaml ARGS...` (blocking, run off the runtime); (exit code, stdout+stderr).
+    /// `agent -c agent.yaml ARGS...`; (exit code, stdout+stderr).
     async fn cli(&self, args: &[&str]) -> (i32, String) {
-        let config = self.config();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || run_cli(&config, &args))
-            .await
-            .unwrap()
+        cli(self.config(), args).await
     }
+}
+
+/// `agent -c CONFIG ARGS...` (blocking, run off the runtime); (exit code, stdout+stderr).
+async fn cli(config: PathBuf, args: &[&str]) -> (i32, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || run_cli(&config, &args))
+        .await
+        .unwrap()
 }
 
 fn run_cli(config: &Path, args: &[String]) -> (i32, String) {
@@ -607,11 +611,7 @@ impl Site {
     }
 
     async fn cli(&self, args: &[&str]) -> (i32, String) {
-        let config = self.config();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || run_cli(&config, &args))
-            .await
-            .unwrap()
+        cli(self.config(), args).await
     }
 
     /// The index of the agent whose /readyz says ready.
@@ -631,6 +631,20 @@ impl Site {
                 .await
                 .unwrap();
         (status, body)
+    }
+
+    /// For `how_long`, no vendor connection through `port` succeeds.
+    async fn no_echo(&mut self, port: u16, how_long: Duration) {
+        never_echoes(self, port, how_long, Duration::ZERO, |_| {}).await;
+    }
+
+    /// For 3 s no vendor connection through `port` succeeds, and the first agent is not ready
+    /// and says why (`because`).
+    async fn stays_closed(&mut self, port: u16, because: &str) {
+        self.no_echo(port, Duration::from_secs(3)).await;
+        let (status, body) = self.readyz(0).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains(because), "{body}");
     }
 
     fn evidence(&self) -> String {
@@ -749,14 +763,7 @@ async fn a_pause_written_while_no_agent_runs_holds_from_their_start() {
     site.start_agent();
     site.start_agent();
     let svc = site.svc;
-    never_echoes(
-        &mut site,
-        svc,
-        Duration::from_secs(4),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await;
+    site.no_echo(svc, Duration::from_secs(4)).await;
     assert!(!listening(svc).await, "a paused forward was asked for");
     let (code, out) = site.cli(&["status", "--json"]).await;
     assert_eq!(code, 0, "{out}");
@@ -797,14 +804,7 @@ async fn a_state_folder_another_user_owns_opens_nothing() {
         std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
         site.start_agent();
         let svc = site.svc;
-        never_echoes(
-            &mut site,
-            svc,
-            Duration::from_secs(3),
-            Duration::ZERO,
-            |_| {},
-        )
-        .await;
+        site.no_echo(svc, Duration::from_secs(3)).await;
         assert!(!listening(svc).await, "a forward was asked for");
         let (status, body) = site.readyz(0).await;
         assert_eq!(status, 503, "{body}");
@@ -836,17 +836,7 @@ async fn a_symlink_in_the_state_folder_is_never_followed() {
     std::os::unix::fs::symlink(&nowhere, state.join("pauses.json")).unwrap();
     site.start_agent();
     let svc = site.svc;
-    never_echoes(
-        &mut site,
-        svc,
-        Duration::from_secs(3),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await;
-    let (status, body) = site.readyz(0).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("symbolic link"), "{body}");
+    site.stays_closed(svc, "symbolic link").await;
     // Writing replaces the links themselves.
     let (code, out) = site.cli(&["pause", "ops", "--reason", "x"]).await;
     assert_eq!(code, 0, "{out}");
@@ -889,22 +879,8 @@ async fn grants_on_disk_beyond_the_config_stay_closed_and_are_audited() {
     site.start_agent();
     wait(READY, "svc echoing", async || echoes(site.svc).await).await;
     let (db, ops) = (site.db, site.ops);
-    never_echoes(
-        &mut site,
-        db,
-        Duration::from_secs(2),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await;
-    never_echoes(
-        &mut site,
-        ops,
-        Duration::from_secs(1),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await;
+    site.no_echo(db, Duration::from_secs(2)).await;
+    site.no_echo(ops, Duration::from_secs(1)).await;
     let audit = std::fs::read_to_string(site.dir.path().join("audit.jsonl")).unwrap();
     let rejected: Vec<&str> = audit
         .lines()
@@ -945,17 +921,7 @@ async fn a_deleted_pauses_file_keeps_everything_paused() {
     std::fs::remove_file(site.state().join("pauses.json")).unwrap();
     site.start_agent();
     let svc = site.svc;
-    never_echoes(
-        &mut site,
-        svc,
-        Duration::from_secs(3),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await;
-    let (status, body) = site.readyz(0).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("lost a file"), "{body}");
+    site.stays_closed(svc, "lost a file").await;
     let (code, out) = site.cli(&["resume", "--reason", "restored"]).await;
     assert_eq!(code, 0, "{out}");
     wait(

@@ -462,14 +462,7 @@ impl Controller {
                         .get(name)
                         .is_none_or(|o| o.granted_at != g.granted_at)
                 {
-                    self.emit(event(
-                        name,
-                        Change::Granted,
-                        &g.by,
-                        g.uid,
-                        Some(&g.reason),
-                        Some(g.until),
-                    ));
+                    self.emit(grant_event(name, Change::Granted, g));
                 }
             }
             for (name, g) in &old.grants {
@@ -494,14 +487,7 @@ impl Controller {
                     None if g.until <= now
                         && self.grants.as_ref().is_ok_and(|a| a.contains_key(name)) =>
                     {
-                        self.emit(event(
-                            name,
-                            Change::Expired,
-                            &g.by,
-                            g.uid,
-                            Some(&g.reason),
-                            Some(g.until),
-                        ));
+                        self.emit(grant_event(name, Change::Expired, g));
                     }
                     None => {}
                 }
@@ -684,14 +670,7 @@ impl Controller {
                 file.grants.remove(name);
             }
             let g = &a.grant;
-            self.emit(event(
-                name,
-                Change::Expired,
-                &g.by,
-                g.uid,
-                Some(&g.reason),
-                Some(g.until),
-            ));
+            self.emit(grant_event(name, Change::Expired, g));
         }
         if expired.is_empty() {
             return;
@@ -857,6 +836,18 @@ fn event(
         reason: reason.map(str::to_string),
         until,
     }
+}
+
+/// A change of a grant, with who gave it and why.
+fn grant_event(forward: &str, change: Change, g: &Grant) -> AccessEvent {
+    event(
+        forward,
+        change,
+        &g.by,
+        g.uid,
+        Some(&g.reason),
+        Some(g.until),
+    )
 }
 
 /// Runs a blocking state call on tokio's blocking pool.
