@@ -170,8 +170,13 @@ async fn connections_refusals_sessions_and_the_config_are_recorded_in_a_chain_th
     assert_eq!(session["port"], s.server.port);
     assert_eq!(session["proxy"], serde_json::Value::Null, "direct");
 
+    // The state at start: the forward (no access policy) is open.
+    let opened = wait_record(&file, "access", |r| r["kind"] == "access").await;
+    assert_eq!(opened["change"], "opened", "{opened}");
+    assert_eq!(opened["forward"], "echo", "{opened}");
+
     wait_metrics(&agent, |m| {
-        m.contains("agent_audit_records_written_total 4")
+        m.contains("agent_audit_records_written_total 5")
             && m.contains("agent_audit_records_failed_total 0")
     })
     .await;
