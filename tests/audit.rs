@@ -188,7 +188,7 @@ async fn connections_refusals_sessions_and_the_config_are_recorded_in_a_chain_th
     .await;
     let (report, outcome) = verify(&default_files(&file), None);
     assert_eq!(outcome, Outcome::Intact, "{report}");
-    assert!(report.contains("ok: 5 record(s), seq 0 to 4"), "{report}");
+    assert!(report.contains("ok: 6 record(s), seq 0 to 5"), "{report}");
 
     // The same check through the command line, with agent.yaml naming the file.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
@@ -203,7 +203,7 @@ async fn connections_refusals_sessions_and_the_config_are_recorded_in_a_chain_th
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("ok: 5 record(s)"), "{text}");
+    assert!(text.contains("ok: 6 record(s)"), "{text}");
 }
 
 /// Breaks the audit file's folder as a lost volume would (the folder replaced by a file) and
