@@ -77,11 +77,16 @@ pub fn bind(store: &Store) -> io::Result<(std::os::unix::net::UnixListener, Stri
 pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
     let own_uid = crate::sys::real_uid();
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                warn!(error = %e, "control socket: cannot accept a connection");
+                // Out of descriptors, typically: said once a minute, not on every retry.
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    warn!(error = %e, "control socket: cannot accept a connection; commands still reach the agent through the state on disk");
+                    warned = Some(tokio::time::Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
