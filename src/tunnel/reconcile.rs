@@ -547,6 +547,11 @@ mod tests {
 
     /// A reconciler on a live session with `server`, for `forwards`.
     fn rig(forwards: Vec<Forward>, server: FakeServer) -> Rig {
+        rig_with_gate(forwards, server, Gate::default())
+    }
+
+    /// [`rig`] asking `gate` before every request.
+    fn rig_with_gate(forwards: Vec<Forward>, server: FakeServer, gate: Gate) -> Rig {
         let state = TunnelState::new(&[]);
         state.connected("fake:22".into(), Duration::ZERO);
         let desired = watch::Sender::new(Desired::all(forwards));
@@ -555,7 +560,8 @@ mod tests {
             state.clone(),
             desired.subscribe(),
             Timing::new(Duration::from_secs(15)),
-        );
+        )
+        .with_gate(gate);
         let port = server.clone();
         let task = tokio::spawn(async move { r.with_session(port).await });
         Rig {
@@ -572,36 +578,29 @@ mod tests {
         }
     }
 
-    /// A gate answered by the test: `open` says what it answers; every question is counted.
-    fn gate(open: Arc<Mutex<bool>>, asked: Arc<Mutex<usize>>) -> Gate {
+    /// A gate whose every answer `answer` gives; the count of questions asked.
+    fn gate(mut answer: impl FnMut() -> bool + Send + 'static) -> (Gate, Arc<Mutex<usize>>) {
+        let asked = Arc::new(Mutex::new(0));
+        let counted = asked.clone();
         let (tx, mut rx) = mpsc::channel::<GateQuery>(8);
         tokio::spawn(async move {
             while let Some(q) = rx.recv().await {
-                *asked.lock().unwrap() += 1;
-                let _ = q.reply.send(*open.lock().unwrap());
+                *counted.lock().unwrap() += 1;
+                let _ = q.reply.send(answer());
             }
         });
-        Gate::new(tx)
+        (Gate::new(tx), asked)
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_gate_is_asked_before_every_request_and_again_once_granted() {
-        let state = TunnelState::new(&[]);
-        state.connected("fake:22".into(), Duration::ZERO);
-        let desired = watch::Sender::new(Desired::all(vec![fwd("a", 5000, 1)]));
-        let server = Arc::new(FakeServer::default());
-        let (open, asked) = (Arc::new(Mutex::new(false)), Arc::new(Mutex::new(0)));
-        let mut r = Reconciler::new(
-            state.clone(),
-            desired.subscribe(),
-            Timing::new(Duration::from_secs(15)),
-        )
-        .with_gate(gate(open.clone(), asked.clone()));
-        let port = server.clone();
-        let task = tokio::spawn(async move { r.with_session(port).await });
+        let open = Arc::new(Mutex::new(false));
+        let answer = open.clone();
+        let (gate, asked) = gate(move || *answer.lock().unwrap());
+        let rig = rig_with_gate(vec![fwd("a", 5000, 1)], FakeServer::default(), gate);
         // Closed by a fresh reading although the (stale) desired set wants it: never asked for.
         tokio::time::sleep(Duration::from_secs(30)).await;
-        assert!(server.calls().is_empty(), "{:?}", server.calls());
+        assert!(rig.server.calls().is_empty(), "{:?}", rig.server.calls());
         assert!(
             *asked.lock().unwrap() >= 3,
             "asked again after each retry step"
@@ -610,51 +609,29 @@ mod tests {
         *open.lock().unwrap() = true;
         let before = *asked.lock().unwrap();
         tokio::time::sleep(Duration::from_secs(11)).await;
-        assert_eq!(server.calls(), [Call::Request("5000:1".into())]);
+        assert_eq!(rig.server.calls(), [Call::Request("5000:1".into())]);
         assert_eq!(*asked.lock().unwrap(), before + 2);
-        assert_eq!(states(&state), [("a".into(), "granted")]);
-        task.abort();
+        assert_eq!(states(&rig.state), [("a".into(), "granted")]);
+        rig.task.abort();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_forward_the_gate_closes_while_its_request_is_in_flight_is_given_back() {
-        let state = TunnelState::new(&[]);
-        state.connected("fake:22".into(), Duration::ZERO);
-        let desired = watch::Sender::new(Desired::all(vec![fwd("a", 5000, 1)]));
-        let server = Arc::new(FakeServer::default());
-        let (open, asked) = (Arc::new(Mutex::new(true)), Arc::new(Mutex::new(0)));
         // The first question (before the request) says open, every later one closed.
-        let flip = open.clone();
-        let counted = asked.clone();
-        let (tx, mut rx) = mpsc::channel::<GateQuery>(8);
-        tokio::spawn(async move {
-            while let Some(q) = rx.recv().await {
-                *counted.lock().unwrap() += 1;
-                let answer = *flip.lock().unwrap();
-                *flip.lock().unwrap() = false;
-                let _ = q.reply.send(answer);
-            }
-        });
-        let mut r = Reconciler::new(
-            state.clone(),
-            desired.subscribe(),
-            Timing::new(Duration::from_secs(15)),
-        )
-        .with_gate(Gate::new(tx));
-        let port = server.clone();
-        let task = tokio::spawn(async move { r.with_session(port).await });
+        let mut first = true;
+        let (gate, _) = gate(move || std::mem::replace(&mut first, false));
+        let rig = rig_with_gate(vec![fwd("a", 5000, 1)], FakeServer::default(), gate);
         settle().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(
-            server.calls(),
+            rig.server.calls(),
             [
                 Call::Request("5000:1".into()),
                 Call::Cancel("5000:1".into())
             ]
         );
-        assert_eq!(states(&state), [("a".into(), "pending")]);
-        drop(open);
-        task.abort();
+        assert_eq!(states(&rig.state), [("a".into(), "pending")]);
+        rig.task.abort();
     }
 
     #[tokio::test(start_paused = true)]
