@@ -119,7 +119,8 @@ fn status(config: &Config, store: &Store, json: bool) -> ExitCode {
         .filter(|a| a.ok)
         .collect();
     let mut answer = Response::ok("");
-    if answers.is_empty() {
+    let offline = answers.is_empty();
+    if offline {
         answer.message = "no agent answers: the access the state on disk gives".into();
         answer.forwards =
             super::controller::Controller::offline_status(config.forwards.clone(), store.load());
@@ -133,7 +134,7 @@ fn status(config: &Config, store: &Store, json: bool) -> ExitCode {
             serde_json::to_string_pretty(&answer).unwrap_or_default()
         );
     } else {
-        if answer.forwards.iter().all(|f| f.server == "-") {
+        if offline {
             println!("{}", answer.message);
         }
         print!("{}", table(&answer.forwards));

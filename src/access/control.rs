@@ -34,10 +34,7 @@ const MAX_CLIENTS: usize = 8;
 /// refuses connections from here although its agent runs).
 fn host_tag() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let hash = host.trim().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    format!("{:08x}", hash as u32)
+    crate::audit::sha256_hex(host.trim().as_bytes())[..8].to_string()
 }
 
 /// A socket name of this process in the state folder, new on every call: the host and the
@@ -61,7 +58,7 @@ pub fn bind(store: &Store) -> io::Result<(std::os::unix::net::UnixListener, Stri
         let refused = folder.is_socket(&old)
             && std::os::unix::net::UnixStream::connect(folder.path().join(&old))
                 .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
-        if old == name || refused {
+        if refused {
             let _ = folder.remove(&old);
         }
     }

@@ -231,14 +231,8 @@ impl Controller {
                 );
             }
         }
-        let loaded = self.read().await;
-        self.floor = self.floor.max(
-            loaded
-                .as_ref()
-                .and_then(|(l, _)| l.grants.as_ref().ok()?.clock)
-                .unwrap_or(self.floor),
-        );
-        if let Some((loaded, seen)) = loaded {
+        // `apply_disk` raises the floor to the clock reading on disk.
+        if let Some((loaded, seen)) = self.read().await {
             self.seen = Some(seen);
             self.apply_disk(loaded, true);
         }
