@@ -176,7 +176,10 @@ async fn frozen_server_is_noticed_port_held_reported_and_ready_after_it_dies() {
     // The agent reconnects, but the frozen session still holds the port: connected, not ready.
     let snap = agent
         .wait_for(READY, "reconnected with the port held", |s| {
-            s.connected_via.is_some() && matches!(s.forwards[0].state, ForwardState::Refused(_))
+            s.connected_via.is_some()
+                && s.forwards
+                    .first()
+                    .is_some_and(|f| matches!(f.state, ForwardState::Refused(_)))
         })
         .await;
     assert!(!snap.ready());
@@ -303,7 +306,10 @@ async fn standby_agent_takes_over_when_the_active_one_is_killed() {
     );
     let snap = standby
         .wait_for(READY, "standby connected with its forward refused", |s| {
-            s.connected_via.is_some() && matches!(s.forwards[0].state, ForwardState::Refused(_))
+            s.connected_via.is_some()
+                && s.forwards
+                    .first()
+                    .is_some_and(|f| matches!(f.state, ForwardState::Refused(_)))
         })
         .await;
     assert!(!snap.ready());

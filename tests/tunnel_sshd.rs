@@ -156,7 +156,9 @@ async fn a_port_held_on_the_server_is_reported_then_granted_when_freed() {
     );
     let snap = agent
         .wait_for(READY, "reporting the refusal", |s| {
-            matches!(s.forwards[0].state, ForwardState::Refused(_))
+            s.forwards
+                .first()
+                .is_some_and(|f| matches!(f.state, ForwardState::Refused(_)))
         })
         .await;
     assert!(snap.connected_via.is_some() && !snap.ready());

@@ -93,6 +93,8 @@ pub async fn start(config: &Config, state: Arc<TunnelState>, hooks: Vec<EventHoo
             Err(e)
         }
     };
+    // Not ready, and nothing listed as closed, until the controller's first decision.
+    state.set_access(Vec::new(), Some("reading the access state".into()));
     let mut controller = Controller::new(
         store.clone(),
         config.forwards.clone(),
