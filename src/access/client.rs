@@ -156,8 +156,11 @@ fn merge(answers: Vec<Response>) -> Vec<ForwardAccess> {
         for f in other.forwards {
             if let Some(m) = merged.iter_mut().find(|m| m.name == f.name) {
                 m.connections += f.connections;
+                // The target as the agent furthest along sees it (the one serving the vendor).
                 if rank(&f.server) > rank(&m.server) {
                     m.server = f.server;
+                    m.target_state = f.target_state;
+                    m.target_down = f.target_down;
                 }
             }
         }
@@ -208,20 +211,29 @@ pub fn send(folder: &TrustedDir, name: &str, request: &Request) -> std::io::Resu
 /// `agent status` for people: one line per forward, why underneath.
 fn table(forwards: &[ForwardAccess]) -> String {
     let mut out = format!(
-        "{:<16} {:<7} {:<21} {:<9} {:>5}\n",
-        "FORWARD", "ACCESS", "UNTIL", "SERVER", "CONNS"
+        "{:<16} {:<7} {:<21} {:<9} {:>5} {:<7}\n",
+        "FORWARD", "ACCESS", "UNTIL", "SERVER", "CONNS", "TARGET"
     );
     for f in forwards {
         let access = if f.open { "open" } else { "closed" };
+        let target = if f.target_state.is_empty() {
+            "-"
+        } else {
+            &f.target_state
+        };
         out.push_str(&format!(
-            "{:<16} {:<7} {:<21} {:<9} {:>5}\n  {}\n",
+            "{:<16} {:<7} {:<21} {:<9} {:>5} {:<7}\n  {}\n",
             f.name,
             access,
             f.until.as_deref().unwrap_or("-"),
             f.server,
             f.connections,
+            target,
             f.why
         ));
+        if let Some(down) = &f.target_down {
+            out.push_str(&format!("  degraded: target {} {down}\n", f.target));
+        }
     }
     out
 }

@@ -32,7 +32,7 @@ const MAX_CLIENTS: usize = 8;
 /// This host's part of the socket names: a short hash of the host name, so an agent removes
 /// only stale sockets of its own host (on a volume shared across hosts, another host's socket
 /// refuses connections from here although its agent runs).
-fn host_tag() -> String {
+pub fn host_tag() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     crate::audit::sha256_hex(host.trim().as_bytes())[..8].to_string()
 }

@@ -14,6 +14,7 @@
 //! [`Gate`]: crate::tunnel::reconcile::Gate
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use crate::config::Forward;
 use crate::sys::dir::Fingerprint;
 use crate::tunnel::reconcile::{Desired, GateQuery};
 use crate::tunnel::state::{PolicyClosed, TunnelState};
+use crate::tunnel::target_health::TargetHealth;
 
 /// Looks at the clock at least this often, so a clock that jumps is noticed.
 const TICK: Duration = Duration::from_secs(15);
@@ -103,6 +105,8 @@ pub struct Controller {
     hooks: Vec<EventHook>,
     clock_saved: Instant,
     reread_every: Duration,
+    /// Where the admin endpoint listens (`agent health` asks for it).
+    admin: Option<SocketAddr>,
 }
 
 impl Controller {
@@ -140,6 +144,7 @@ impl Controller {
             hooks: Vec::new(),
             clock_saved: Instant::now(),
             reread_every: REREAD,
+            admin: None,
         };
         c.set_forwards(forwards);
         c
@@ -154,6 +159,11 @@ impl Controller {
     /// days; the file watch and the gate still re-read at once).
     pub fn reread_every(&mut self, period: Duration) {
         self.reread_every = period;
+    }
+
+    /// Where this agent's admin endpoint listens, for status answers.
+    pub fn admin_at(&mut self, addr: Option<SocketAddr>) {
+        self.admin = addr;
     }
 
     /// The reconciler's input: the forwards open now.
@@ -557,6 +567,9 @@ impl Controller {
                 desired.closed.push((f.name.clone(), d.why.clone()));
                 closed.push(PolicyClosed {
                     name: f.name.clone(),
+                    remote: f.remote(),
+                    target: f.target(),
+                    label: d.label,
                     why: d.why.clone(),
                     until: d
                         .until
@@ -730,6 +743,7 @@ impl Controller {
             Request::Status => {
                 let mut r = Response::ok("");
                 r.forwards = self.status();
+                r.admin = self.admin;
                 return r;
             }
             Request::Refresh => {
@@ -862,11 +876,10 @@ impl Controller {
             .iter()
             .map(|f| {
                 let d = self.last.get(&f.name);
-                let server = snap
-                    .forwards
-                    .iter()
-                    .find(|s| s.forward.name == f.name)
-                    .map_or("closed", |s| s.state.label());
+                let listed = snap.forwards.iter().find(|s| s.forward.name == f.name);
+                let server = listed.map_or("closed", |s| s.state.label());
+                let target = listed.map(|s| &s.target);
+                let target_down = target.and_then(TargetHealth::down_since);
                 let grant = self.grants.as_ref().ok().and_then(|g| g.get(&f.name));
                 let paused = self.unsaved_pauses.contains_key(&f.name)
                     || self.unsaved_pauses.contains_key(ALL)
@@ -885,6 +898,8 @@ impl Controller {
                     connections: self.state.metrics.forward(&f.name).open.get(),
                     paused,
                     grant_until: grant.map(|a| rfc(a.grant.until)),
+                    target_state: target.map_or("-", TargetHealth::label).to_string(),
+                    target_down,
                 }
             })
             .collect()

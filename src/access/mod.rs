@@ -68,7 +68,12 @@ impl Drop for Running {
 /// Opens the state folder `config.state_dir` (see [`store`]), starts the controller and the
 /// control socket. Never fails: what cannot be opened, read or bound is logged and fails
 /// closed. `hooks` (the audit trail) see every decision, the one at start included.
-pub async fn start(config: &Config, state: Arc<TunnelState>, hooks: Vec<EventHook>) -> Running {
+pub async fn start(
+    config: &Config,
+    state: Arc<TunnelState>,
+    hooks: Vec<EventHook>,
+    admin: Option<std::net::SocketAddr>,
+) -> Running {
     let dir = config.state_dir.clone();
     let opened = tokio::task::spawn_blocking(move || store::Store::open(&dir))
         .await
@@ -101,6 +106,7 @@ pub async fn start(config: &Config, state: Arc<TunnelState>, hooks: Vec<EventHoo
         state,
         Arc::new(SystemClock),
     );
+    controller.admin_at(admin);
     for hook in hooks {
         controller.on_event(hook);
     }

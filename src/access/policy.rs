@@ -11,8 +11,11 @@ use super::store::{Grant, Pause};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub open: bool,
-    /// One sentence for logs, /readyz and `agent status`.
+    /// One sentence for logs and `agent status` (it may name who paused and why).
     pub why: String,
+    /// What kind of decision, in a word or two with nothing the customer wrote: for `/readyz`,
+    /// which anyone who reaches the admin endpoint may read.
+    pub label: &'static str,
     /// When the forward closes (open) or opens (closed) by itself, as far as known.
     pub until: Option<Timestamp>,
     /// The earliest instant this decision may change by itself: when to look again.
@@ -33,16 +36,28 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
 }
 
+/// [`Decision::label`]s.
+pub const OPEN: &str = "open";
+pub const PAUSED: &str = "paused";
+pub const NOT_GRANTED: &str = "not granted";
+pub const OUTSIDE_WINDOWS: &str = "outside its access windows";
+pub const UNREADABLE: &str = "access state unreadable";
+
 pub fn decide(i: &Inputs<'_>) -> Decision {
-    let closed = |why: String, until: Option<Timestamp>, next: Option<Timestamp>| Decision {
+    let closed = |label: &'static str,
+                  why: String,
+                  until: Option<Timestamp>,
+                  next: Option<Timestamp>| Decision {
         open: false,
         why,
+        label,
         until,
         next_change: next,
     };
     match i.pause {
         Err(e) => {
             return closed(
+                UNREADABLE,
                 format!(
                     "closed: the pause state cannot be read ({e}); fix or remove the file, or run `agent resume`"
                 ),
@@ -52,6 +67,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         }
         Ok(Some(p)) => {
             return closed(
+                PAUSED,
                 format!("paused by {} since {}: {}", p.by, p.since, p.reason),
                 None,
                 None,
@@ -63,6 +79,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         return Decision {
             open: true,
             why: "open: no access policy (always open)".into(),
+            label: OPEN,
             until: None,
             next_change: None,
         };
@@ -85,6 +102,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         return Decision {
             open: true,
             why: format!("open: granted to {} until {}: {}", g.by, g.until, g.reason),
+            label: OPEN,
             until: Some(until),
             next_change,
         };
@@ -93,6 +111,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         return Decision {
             open: true,
             why: "open: inside its access window".into(),
+            label: OPEN,
             until: window_change,
             next_change,
         };
@@ -107,12 +126,19 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
     };
     match (i.grant, schedule.is_empty()) {
         (Err(e), true) => closed(
+            UNREADABLE,
             format!("closed: the grant state cannot be read ({e}), so no grant is trusted"),
             None,
             next_change,
         ),
-        (_, true) => closed(format!("closed until granted{how}"), None, next_change),
+        (_, true) => closed(
+            NOT_GRANTED,
+            format!("closed until granted{how}"),
+            None,
+            next_change,
+        ),
         (_, false) => closed(
+            OUTSIDE_WINDOWS,
             format!("closed: outside its access windows{how}"),
             window_change,
             next_change,

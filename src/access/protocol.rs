@@ -57,6 +57,10 @@ pub struct Response {
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<ForwardAccess>,
+    /// In a status answer: where this agent's admin endpoint listens, as bound at its start
+    /// (`agent health` asks here, not the config file, which may have changed since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl Response {
@@ -65,6 +69,7 @@ impl Response {
             ok: true,
             message: message.into(),
             forwards: Vec::new(),
+            admin: None,
         }
     }
     pub fn error(message: impl Into<String>) -> Self {
@@ -72,6 +77,7 @@ impl Response {
             ok: false,
             message: message.into(),
             forwards: Vec::new(),
+            admin: None,
         }
     }
 }
@@ -93,6 +99,13 @@ pub struct ForwardAccess {
     pub paused: bool,
     /// RFC 3339 end of the active grant, if any.
     pub grant_until: Option<String>,
+    /// Whether the target answers, as this agent last dialed it: up | down | unknown, or "-"
+    /// while the forward is closed (not dialed).
+    #[serde(default)]
+    pub target_state: String,
+    /// Since when and why the target is down, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_down: Option<String>,
 }
 
 /// The longest request line the agent reads; anything longer is refused.

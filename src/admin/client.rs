@@ -66,6 +66,28 @@ async fn fetch(addr: SocketAddr) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
+/// Where the admin endpoint of the agent running here with this config listens, as that agent
+/// bound it at its start (a reload does not move it; the config file may say otherwise now):
+/// asked on the control sockets of this host in the state folder, believed only from the
+/// folder's owner or root. Several agents here: the one on the config's `admin.listen`, if any.
+fn running_admin(config: &crate::config::Config) -> Option<SocketAddr> {
+    use crate::access::{client, control, protocol::Request, store::Store};
+    let (store, _) = Store::open_for_command(&config.state_dir, false).ok()?;
+    let folder = store.folder();
+    let here = format!("{}{}-", control::PREFIX, control::host_tag());
+    let names = folder.names(&here, control::SUFFIX).ok()?;
+    let bound: Vec<SocketAddr> = names
+        .iter()
+        .filter(|n| folder.is_socket(n))
+        .filter_map(|n| client::send(folder, n, &Request::Status).ok()?.admin)
+        .collect();
+    bound
+        .iter()
+        .find(|a| Some(**a) == config.admin_listen)
+        .or(bound.first())
+        .copied()
+}
+
 /// `agent health`: exit 0 ready, 1 not ready (printing why), 2 unreachable or no endpoint.
 pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     use crate::exit;
@@ -73,9 +95,9 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return exit::invalid_config(&e),
     };
-    let Some(listen) = config.admin_listen else {
+    let Some(listen) = running_admin(&config).or(config.admin_listen) else {
         eprintln!(
-            "error: admin.listen is \"off\" in {}: there is no endpoint to ask",
+            "error: admin.listen is \"off\" in {} and no agent of this host answers in its state_dir: there is no endpoint to ask",
             config_file.display()
         );
         return exit::code(exit::USAGE);
@@ -89,13 +111,13 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     };
     match health {
         Health::Ready(r) => {
-            let names: Vec<&str> = r.forwards.iter().map(|f| f.name.as_str()).collect();
+            let up = r.forwards.iter().filter(|f| f.up).count();
             println!(
-                "ready: {} forward(s) up via {} ({})",
-                names.len(),
-                r.via.unwrap_or_default(),
-                names.join(", ")
+                "ready: {up} of {} forward(s) up via {}",
+                r.forwards.len(),
+                r.via.as_deref().unwrap_or_default()
             );
+            print_forwards(&r);
             exit::code(exit::OK)
         }
         Health::NotReady(r) => {
@@ -103,6 +125,7 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
             for reason in &r.reasons {
                 println!("  - {reason}");
             }
+            print_forwards(&r);
             exit::code(exit::FAILURE)
         }
         Health::Unreachable(why) => {
@@ -111,5 +134,31 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
             );
             exit::code(exit::USAGE)
         }
+    }
+}
+
+/// One line per forward (its state, and its target's when it is open), then what is degraded.
+fn print_forwards(r: &ReadyReport) {
+    let width = r.forwards.iter().map(|f| f.name.len()).max().unwrap_or(0);
+    for f in &r.forwards {
+        let target = match f.target_state.as_str() {
+            "" => String::new(),
+            state => format!(", target {} {state}", f.target),
+        };
+        let until = f
+            .until
+            .as_deref()
+            .map(|u| format!(" until {u}"))
+            .unwrap_or_default();
+        println!("  {:width$}  {}{until}{target}", f.name, f.state);
+    }
+    if r.forwards
+        .iter()
+        .any(|f| f.state == crate::access::policy::PAUSED)
+    {
+        println!("  (`agent status` says who paused and why)");
+    }
+    for line in &r.degraded {
+        println!("degraded: {line}");
     }
 }

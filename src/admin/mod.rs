@@ -1,11 +1,16 @@
 //! The admin endpoint: `/healthz` (the process loop is alive), `/readyz` (connected and every
 //! forward granted, with per-forward detail as JSON) and `/metrics` (Prometheus text).
 //!
-//! A deliberately small HTTP/1.1 server: GET only, one request per connection, the request head
-//! bounded in size and time, the answer bounded in time, at most [`MAX_CONNECTIONS`] at once.
+//! A deliberately small HTTP/1.1 server: GET only, one request per connection, the first byte
+//! within [`FIRST_BYTE_TIMEOUT`] and the request head bounded in size and time, the answer
+//! bounded in time; [`admission`] keeps idle connections from starving the probes.
 //! [`serve`] takes a bound listener: `agent run` binds it only where `admin.listen` says
 //! (127.0.0.1 by default).
+//!
+//! Anyone who reaches the endpoint may read it: `/readyz` says what state each forward is in,
+//! never who paused it or why (that is `agent status`, behind the control socket's uid check).
 
+mod admission;
 pub mod client;
 mod report;
 
@@ -14,25 +19,27 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 pub use report::{ReadyReport, ready_report};
 
+use crate::logging::Throttle;
 use crate::tunnel::state::TunnelState;
 
 /// A request head larger than this is refused: the endpoint takes no bodies.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// A client that has not sent its request within this time is dropped.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that has sent nothing within this time is dropped: probes send at once.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A client that has not sent its whole request head within this time is dropped.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that has not taken the answer within this time is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The runtime is considered stuck when its liveness ticker is this late.
 pub const STUCK_AFTER: Duration = Duration::from_secs(10);
-/// Most connections served at once. The endpoint runs on the tunnel's thread: beyond this, a new
-/// connection is closed as soon as it is accepted, so a flood of idle clients costs the tunnel
-/// a bounded number of tasks (each bounded in bytes and time), not one per client.
-pub const MAX_CONNECTIONS: usize = 32;
+pub use admission::{MAX_CONNECTIONS, PER_PEER};
+
+/// Accept failures: one line a minute at most (out of descriptors, they come in a spin).
+static ACCEPT_LOG: Throttle = Throttle::new(1, Duration::from_secs(60));
 
 /// Serves on `listener` until the future is dropped (its task aborted). The caller binds it, so
 /// a taken `admin.listen` is its error to report, and tests can serve on 127.0.0.1:0.
@@ -41,36 +48,38 @@ pub async fn serve(listener: TcpListener, state: Arc<TunnelState>) {
         Ok(addr) => info!(listen = %addr, "admin endpoint: /healthz /readyz /metrics"),
         Err(e) => warn!(error = %e, "admin endpoint: /healthz /readyz /metrics (address unknown)"),
     }
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = admission::Admission::default();
     let mut burst = Burst::default();
     loop {
         match listener.accept().await {
-            Ok((conn, peer)) => match slots.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    if let Some(closed) = burst.admitted() {
-                        info!(
-                            closed,
-                            "admin endpoint: serving again; it closed {closed} connections at once while {MAX_CONNECTIONS} were open"
-                        );
-                    }
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(conn, &state).await {
-                            debug!(%peer, error = %e, "admin request failed");
-                        }
-                        drop(slot);
-                    });
-                }
-                Err(_) => {
+            Ok((conn, peer)) => {
+                let (mut ticket, evicted) = admission.admit(peer.ip());
+                if evicted {
                     if burst.refused() {
-                        warn!(%peer, "admin endpoint: {MAX_CONNECTIONS} connections open, its limit: new ones are closed at once until one ends (counted, logged again when it serves again)");
+                        warn!(%peer, "admin endpoint: more connections than it serves at once ({PER_PEER} per address, {MAX_CONNECTIONS} in all): the oldest of the busiest address are closed to serve new ones (counted, logged again when it is over)");
                     }
-                    drop(conn);
+                } else if let Some(closed) = burst.admitted() {
+                    info!(
+                        closed,
+                        "admin endpoint: {closed} connections were closed early to serve newer ones"
+                    );
                 }
-            },
+                let state = state.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        result = handle(conn, &state) => if let Err(e) = result {
+                            debug!(%peer, error = %e, "admin request failed");
+                        },
+                        _ = &mut ticket.evicted => debug!(%peer, "admin connection closed to serve a newer one"),
+                    }
+                    drop(ticket);
+                });
+            }
             Err(e) => {
                 // Out of file descriptors, typically: wait instead of spinning on the error.
-                warn!(error = %e, "admin endpoint accept failed");
+                if ACCEPT_LOG.allow("admin endpoint accept failures") {
+                    warn!(error = %e, "admin endpoint accept failed (out of file descriptors?)");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -97,17 +106,27 @@ impl Burst {
     }
 }
 
-/// One request on `conn`: the head read within [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes, the
-/// answer taken within [`WRITE_TIMEOUT`], then the connection closed.
+/// One request on `conn`: its first byte within [`FIRST_BYTE_TIMEOUT`], the head within
+/// [`READ_TIMEOUT`] and [`MAX_HEAD`] bytes, the answer taken within [`WRITE_TIMEOUT`], then the
+/// connection closed.
 async fn handle<S>(mut conn: S, state: &TunnelState) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut head = Vec::with_capacity(512);
+    let started = tokio::time::Instant::now();
     let read = async {
         let mut buf = [0u8; 1024];
         while !head_complete(&head) {
-            let n = conn.read(&mut buf).await?;
+            let n = if head.is_empty() {
+                tokio::time::timeout(FIRST_BYTE_TIMEOUT, conn.read(&mut buf))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "nothing sent")
+                    })??
+            } else {
+                conn.read(&mut buf).await?
+            };
             if n == 0 || head.len() + n > MAX_HEAD {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -118,7 +137,7 @@ where
         }
         Ok(())
     };
-    tokio::time::timeout(READ_TIMEOUT, read)
+    tokio::time::timeout_at(started + READ_TIMEOUT, read)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timeout"))??;
     let response = respond(&Request::parse(&head), state);

@@ -81,17 +81,16 @@ impl Agent {
         identity: Identity,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartError> {
-        let admin = match self.config.admin_listen {
+        let (admin, admin_addr) = match self.config.admin_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| StartError::Admin { addr, source })?;
-                Some(tokio::spawn(crate::admin::serve(
-                    listener,
-                    self.state.clone(),
-                )))
+                let bound = listener.local_addr().ok();
+                let task = tokio::spawn(crate::admin::serve(listener, self.state.clone()));
+                (Some(task), bound)
             }
-            None => None,
+            None => (None, None),
         };
         let state = self.state.clone();
         let ticker = tokio::spawn(async move {
@@ -119,8 +118,13 @@ impl Agent {
             &self.config,
             self.state.clone(),
             vec![audit_access(self.state.clone())],
+            admin_addr,
         )
         .await;
+        let probes = tokio::spawn(crate::tunnel::target_health::probe_targets(
+            self.state.clone(),
+            self.config.timeouts.target_connect,
+        ));
         let forwards = supervisor::Forwards {
             configured: access.configured.clone(),
             desired: access.desired.clone(),
@@ -136,6 +140,7 @@ impl Agent {
         )
         .await;
         drop(access);
+        probes.abort();
         ticker.abort();
         if let Some(a) = admin {
             a.abort();

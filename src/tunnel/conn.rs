@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Semaphore, watch};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::budget::{ConnBudget, TotalBudget};
 use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
@@ -178,10 +178,14 @@ pub async fn open<C: IncomingChannel>(
         async move {
             let _permits = (permit, own_permit);
             let meter = route.metrics;
-            let tcp = match dial_target(&forward, ctx.target_connect).await {
+            let dialed = dial_target(&forward, ctx.target_connect).await;
+            let result = dialed.as_ref().map(drop).map_err(ToString::to_string);
+            // Logged by the target's health when it goes down and comes back, not per connection.
+            ctx.state.targets.record(&forward.target(), result);
+            let tcp = match dialed {
                 Ok(tcp) => tcp,
                 Err(e) => {
-                    warn!(error = %e, "target unreachable; connection refused to the vendor");
+                    debug!(error = %e, "target unreachable; connection refused to the vendor");
                     meter.rejected.inc();
                     if ctx.state.audit().is_on() {
                         ctx.state.audit().refused(RefusedRecord {

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod pump;
 pub mod reconcile;
 pub mod state;
+pub mod target_health;

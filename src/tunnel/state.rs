@@ -4,13 +4,14 @@
 //! through its methods; there is no second copy to drift. The reconciler
 //! ([`super::reconcile`]) is the only writer of the per-forward states.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Semaphore, watch};
 
 use super::metrics::{ClassLabel, ForwardLabel, ForwardMetrics, Metrics};
+use super::target_health::{TargetHealth, Targets};
 use crate::audit::Audit;
 use crate::config::Forward;
 
@@ -42,6 +43,8 @@ impl ForwardState {
 pub struct ForwardStatus {
     pub forward: Arc<Forward>,
     pub state: ForwardState,
+    /// Whether its target answers, as of [`TunnelState::snapshot`].
+    pub target: TargetHealth,
     /// Set to why when the forward is closed (removed from the desired set): its open
     /// connections close.
     closed: watch::Sender<Option<String>>,
@@ -67,12 +70,20 @@ pub struct Snapshot {
     /// Why vendor connections are refused for want of an audit trail (`audit.on_failure:
     /// refuse` and the file cannot be written); read from the audit handle by `snapshot()`.
     pub audit: Option<String>,
+    /// `health.target_down: not_ready`: a forward whose target is down makes the agent not
+    /// ready (by default it is reported as degraded only).
+    pub target_down_not_ready: bool,
 }
 
 /// A forward closed by the customer's access policy: why, and until when if that is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyClosed {
     pub name: String,
+    pub remote: String,
+    pub target: String,
+    /// In a word or two, nothing the customer wrote ("paused", "not granted"): for `/readyz`.
+    pub label: &'static str,
+    /// The whole sentence, who paused and why included: for logs and `agent status` only.
     pub why: String,
     pub until: Option<SystemTime>,
 }
@@ -88,6 +99,7 @@ impl Snapshot {
                 .forwards
                 .iter()
                 .all(|f| f.state == ForwardState::Granted)
+            && !(self.target_down_not_ready && self.forwards.iter().any(|f| f.target.is_down()))
     }
 }
 
@@ -109,6 +121,10 @@ pub struct TunnelState {
     heartbeat: AtomicU64,
     /// The audit trail, once `run` has started it; off until then (and in tests that never do).
     audit: OnceLock<Audit>,
+    /// Whether each target answers (vendor connections' dials and probes).
+    pub targets: Targets,
+    /// `health.target_down: not_ready`.
+    target_down_not_ready: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -122,6 +138,7 @@ fn status(f: &Forward) -> ForwardStatus {
     ForwardStatus {
         forward: Arc::new(f.clone()),
         state: ForwardState::Pending,
+        target: TargetHealth::Unknown,
         closed: watch::Sender::new(None),
         slots: slots(f),
     }
@@ -144,6 +161,8 @@ impl TunnelState {
             metrics: Metrics::new(),
             heartbeat: AtomicU64::new(now_ms()),
             audit: OnceLock::new(),
+            targets: Targets::default(),
+            target_down_not_ready: AtomicBool::new(false),
         };
         state.with(|_| ());
         Arc::new(state)
@@ -183,7 +202,23 @@ impl TunnelState {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = self.read(|s| s.clone());
         s.audit = self.audit().refusing();
+        for f in &mut s.forwards {
+            f.target = self.targets.get(&f.forward.target());
+        }
+        s.target_down_not_ready = self.target_down_not_ready.load(Ordering::Relaxed);
         s
+    }
+
+    /// The forwards listed now (those the access policy keeps open).
+    pub fn listed_forwards(&self) -> Vec<Arc<Forward>> {
+        self.read(|s| s.forwards.iter().map(|f| f.forward.clone()).collect())
+    }
+
+    /// `health.target_down`: whether a target that is down makes the agent not ready.
+    pub fn set_target_down_not_ready(&self, not_ready: bool) {
+        self.target_down_not_ready
+            .store(not_ready, Ordering::Relaxed);
+        self.with(|_| ());
     }
 
     /// Takes the audit trail into use (once; later calls are ignored). Connections, sessions
