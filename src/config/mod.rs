@@ -30,6 +30,9 @@ pub struct Config {
     pub keepalive: Keepalive,
     pub reconnect: Reconnect,
     pub admin_listen: Option<SocketAddr>,
+    /// `health.target_down: not_ready`: a forward whose target is down makes the agent not
+    /// ready (default: reported as degraded, still ready).
+    pub target_down_not_ready: bool,
     pub log: LogConfig,
     pub limits: Limits,
     pub timeouts: Timeouts,

@@ -21,6 +21,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
     pub limits: RawLimits,
@@ -159,6 +161,13 @@ pub struct RawAdmin {
     pub listen: Option<String>,
 }
 
+/// `health: { target_down: ready | not_ready }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with target_down")]
+pub struct RawHealth {
+    pub target_down: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping with format, level")]
 pub struct RawLog {
@@ -221,6 +230,8 @@ pub const FIELDS: &[&str] = &[
     "keepalive",
     "reconnect",
     "admin",
+    "health",
+    "target_down",
     "log",
     "limits",
     "timeouts",

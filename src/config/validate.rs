@@ -507,6 +507,18 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             }
         }
     };
+    let target_down_not_ready = match raw.health.target_down.as_deref().map(str::trim) {
+        None | Some("ready") => false,
+        Some("not_ready") => true,
+        Some(_) => {
+            p.add(
+                "health.target_down",
+                "is neither ready nor not_ready".to_string(),
+                Some("use ready (a forward whose target is down is reported as degraded) or not_ready (it makes the agent not ready)".into()),
+            );
+            false
+        }
+    };
     let format = match raw.log.format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -552,6 +564,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
         keepalive,
         reconnect,
         admin_listen,
+        target_down_not_ready,
         log: LogConfig { format, level },
         limits,
         timeouts,

@@ -46,7 +46,9 @@ pub enum StartError {
 impl Agent {
     /// Also opens the audit trail, if configured, and records this configuration in it.
     pub fn new(config: Config) -> Self {
-        let state = TunnelState::new(&config.forwards);
+        // Listed once the access policy has decided (`crate::access`), not before.
+        let state = TunnelState::new(&[]);
+        state.set_target_down_not_ready(config.target_down_not_ready);
         if let Some(settings) = &config.audit {
             state.attach_audit(Audit::start(settings, state.metrics.audit.clone()));
             state.audit().config(ConfigRecord {

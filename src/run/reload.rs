@@ -2,7 +2,9 @@
 //! named below, so a field added later does not compile until someone decides what changing it
 //! means; sections are compared with their derived `PartialEq`, never field by field.
 
-use crate::config::Config;
+use std::fmt;
+
+use crate::config::{Config, Forward};
 use crate::ssh::keys::Identity;
 
 /// A validated new configuration, with its identity already loaded.
@@ -14,8 +16,13 @@ pub struct Reload {
 /// What differs between the running configuration and a reloaded one.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// The forwards differ: the desired set changes (the reconciler applies it).
+    /// The forwards differ (order included): the desired set changes (the reconciler applies
+    /// it).
     pub forwards: bool,
+    /// Which forwards were added, removed or changed, by name: for the log line.
+    pub by_forward: ForwardChanges,
+    /// `health.target_down` (applied at once).
+    pub health: bool,
     /// Something a session is built from (server, proxy, identity, keepalive, limits,
     /// timeouts): a new session is needed.
     pub session: bool,
@@ -35,6 +42,7 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
         keepalive: _,
         reconnect,
         admin_listen,
+        target_down_not_ready,
         log,
         limits: _,
         timeouts: _,
@@ -70,9 +78,90 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
     }
     Changes {
         forwards: old.forwards != *forwards,
+        by_forward: ForwardChanges::between(&old.forwards, forwards),
+        health: old.target_down_not_ready != *target_down_not_ready,
         session,
         reconnect: old.reconnect != *reconnect,
         needs_restart,
+    }
+}
+
+/// Forwards added, removed and changed between two configurations, matched by name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ForwardChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Each changed forward with what changed in it: remote, target, limits, access.
+    pub changed: Vec<(String, Vec<&'static str>)>,
+}
+
+impl ForwardChanges {
+    pub fn between(old: &[Forward], new: &[Forward]) -> Self {
+        let find = |list: &[Forward], name: &str| list.iter().find(|f| f.name == name).cloned();
+        let mut c = Self::default();
+        for n in new {
+            match find(old, &n.name) {
+                None => c.added.push(n.name.clone()),
+                Some(o) => {
+                    let what = what_changed(&o, n);
+                    if !what.is_empty() {
+                        c.changed.push((n.name.clone(), what));
+                    }
+                }
+            }
+        }
+        c.removed = old
+            .iter()
+            .filter(|o| find(new, &o.name).is_none())
+            .map(|o| o.name.clone())
+            .collect();
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+fn what_changed(old: &Forward, new: &Forward) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if old.remote() != new.remote() {
+        what.push("remote");
+    }
+    if old.target() != new.target() {
+        what.push("target");
+    }
+    if old.limits != new.limits {
+        what.push("limits");
+    }
+    if old.access != new.access {
+        what.push("access");
+    }
+    what
+}
+
+/// "added: gitlab; removed: jira; changed: web (target)", or "none" when nothing did.
+impl fmt::Display for ForwardChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!("added: {}", self.added.join(", ")));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("removed: {}", self.removed.join(", ")));
+        }
+        if !self.changed.is_empty() {
+            let each: Vec<String> = self
+                .changed
+                .iter()
+                .map(|(name, what)| format!("{name} ({})", what.join(", ")))
+                .collect();
+            parts.push(format!("changed: {}", each.join(", ")));
+        }
+        if parts.is_empty() {
+            return f.write_str("none");
+        }
+        f.write_str(&parts.join("; "))
     }
 }
 
@@ -111,13 +200,18 @@ mod tests {
         let ab = format!("{a}{b}");
 
         assert_eq!(diff(&ab, ""), Changes::default());
-        assert_eq!(
-            diff(&format!("{a}{b2}"), ""),
-            Changes {
-                forwards: true,
-                ..Changes::default()
-            }
+        let c = diff(&format!("{a}{b2}"), "");
+        assert!(c.forwards && !c.session && !c.reconnect && c.needs_restart.is_empty());
+        assert_eq!(c.by_forward.to_string(), "changed: b (target)");
+        let c = diff(
+            "  - { name: c, remote: 5002, target: \"c:1\" }\n  - { name: b, remote: 5009, target: \"b:1\", idle_timeout: 5m }\n",
+            "",
         );
+        assert_eq!(
+            c.by_forward.to_string(),
+            "added: c; removed: a; changed: b (remote, limits)"
+        );
+        assert!(diff(&ab, "health: { target_down: not_ready }\n").health);
         for session in [
             "proxy: http://proxy.example:3128\n",
             "keepalive: { interval: 5s }\n",

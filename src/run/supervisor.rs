@@ -80,9 +80,24 @@ impl Running {
         if changes.forwards {
             self.configured.send_replace(new.config.forwards.clone());
         }
+        if changes.health {
+            self.ctx
+                .state
+                .set_target_down_not_ready(new.config.target_down_not_ready);
+        }
         self.config = new.config;
         self.identity = new.identity;
-        info!(?changes, "configuration reloaded");
+        let then = match (changes.session, changes.reconnect) {
+            (true, _) => "; the session is rebuilt with the new settings",
+            (false, true) => "; the new reconnect bounds apply from the next attempt",
+            (false, false) => "",
+        };
+        info!(
+            forwards = %changes.by_forward,
+            new_session = changes.session,
+            "configuration reloaded: forwards {}{then}",
+            changes.by_forward
+        );
         changes.session
     }
 }

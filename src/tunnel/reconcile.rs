@@ -35,6 +35,9 @@ pub const FORWARD_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// What an open connection of a forward that left the desired set is told.
 pub const REMOVED: &str = "the forward was removed from the configuration";
+/// ... and of one whose definition changed (same name, another remote or target).
+pub const CHANGED: &str =
+    "the forward was changed in the configuration (its new definition starts now)";
 
 /// The forwards that should be open now (the reconciler's input), and why each forward that
 /// left the set was closed: by default [`REMOVED`], or what the customer's access policy said.
@@ -183,11 +186,12 @@ impl Reconciler {
     /// Makes the state list the desired set; connections of forwards that left it close.
     fn list_desired(&mut self) -> Vec<Forward> {
         let desired = self.desired.borrow_and_update().clone();
-        for gone in self
-            .state
-            .set_forwards(&desired.forwards, |name| desired.why_closed(name))
-        {
-            let why = desired.why_closed(&gone.name);
+        let why = |name: &str| match desired.forwards.iter().any(|f| f.name == name) {
+            true => CHANGED,
+            false => desired.why_closed(name),
+        };
+        for gone in self.state.set_forwards(&desired.forwards, why) {
+            let why = why(&gone.name);
             info!(forward = %gone.name, remote = %gone.remote(), "forward closed: {why}");
         }
         desired.forwards

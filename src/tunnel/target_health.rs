@@ -82,10 +82,12 @@ impl Targets {
             (Err(error), _) => TargetHealth::Down { since: now, error },
         };
         match (&*entry, was_down) {
+            // A fixed message with fields, to alert on; refused connections are audited.
             (TargetHealth::Down { error, .. }, false) => warn!(
-                %target, error = %error,
-                "target down: vendor connections to it are refused (probed every {}s until it answers)",
-                PROBE_EVERY.as_secs()
+                %target,
+                error = %error,
+                probed_every_s = PROBE_EVERY.as_secs(),
+                "target down"
             ),
             (TargetHealth::Up { .. }, true) => info!(%target, "target answers again"),
             _ => {}

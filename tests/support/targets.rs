@@ -174,6 +174,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Binds 127.0.0.1:0 and runs `handle` for every connection, each in a task owned by the
 /// returned guard.
+/// [`echo`] on a listener the caller bound (a port it chose before, e.g. a target that was down).
+pub fn echo_on(listener: TcpListener) -> Task {
+    serve_on(listener, echo_one).1
+}
+
 async fn serve<F, Fut>(handle: F) -> (u16, Task)
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
@@ -182,6 +187,14 @@ where
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind target on 127.0.0.1:0");
+    serve_on(listener, handle)
+}
+
+fn serve_on<F, Fut>(listener: TcpListener, handle: F) -> (u16, Task)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let port = listener.local_addr().expect("target local_addr").port();
     let task = tokio::spawn(async move {
         // Owned by this task: aborting the guard drops the set, which aborts every connection.
