@@ -237,3 +237,79 @@ async fn pauses_are_named_without_their_reason_and_health_finds_the_running_endp
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("ready"), "{out}");
 }
+
+/// Under a low open-files limit (set with `prlimit`, soft below hard): the agent raises its
+/// soft limit to the hard one, lowers `limits.max_connections` to fit with a warning, and when
+/// the vendor opens more connections than descriptors exist, `agent pause` and `/healthz` still
+/// work: the vendor's connections past the cap are refused, not given the last descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_cannot_take_the_descriptors_control_and_health_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let sshd = Sshd::start(&public);
+    let (held_target, _held) = targets::sink_never_reads().await;
+    let remote = support::free_port();
+    let yaml = config_yaml(
+        &[sshd.port],
+        &sshd.host_key_fingerprint,
+        &sshd.user(),
+        &key,
+        &[Fwd("held", remote, held_target)],
+        "log: { format: json }\n",
+    )
+    .replace(
+        "admin: { listen: \"off\" }",
+        "admin: { listen: \"127.0.0.1:0\" }",
+    );
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let hard = 320;
+    let (agent, admin) = AgentProcess::start_under(
+        &["prlimit", &format!("--nofile=100:{hard}"), "--"],
+        Path::new(env!("CARGO_BIN_EXE_agent")),
+        &config,
+        READY,
+    );
+    readyz_until(admin, READY, |status, _| status == 200)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.evidence()));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert!(
+        open_files.split_whitespace().nth(3) == Some(&hard.to_string()),
+        "soft limit not raised to the hard one: {open_files}"
+    );
+    assert_eq!(
+        agent.logged(
+            "limits.max_connections lowered to fit the open-files limit (it keeps 160 for control, health and audit); raise LimitNOFILE (systemd) or `ulimit -n` to allow more"
+        ),
+        1,
+        "{}",
+        agent.evidence()
+    );
+
+    // More vendor connections than the agent has descriptors, all held open.
+    let mut vendor = Vec::new();
+    for _ in 0..hard + 80 {
+        if let Ok(c) = tokio::net::TcpStream::connect(("127.0.0.1", remote)).await {
+            vendor.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _, took) = get(admin, "/healthz", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.evidence()));
+    assert_eq!(status, 200, "healthz took {took:?}");
+    let (code, out) = cli(&config, &["pause", "--reason", "descriptor test"]);
+    assert_eq!(code, 0, "{out}\n{}", agent.evidence());
+    assert!(out.contains("applied by the running agent"), "{out}");
+    assert!(
+        agent.logged("rejected forwarded connection: limits.max_connections reached") > 0,
+        "{}",
+        agent.evidence()
+    );
+    drop(vendor);
+}

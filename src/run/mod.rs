@@ -189,6 +189,29 @@ pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
     Ok((config, identity))
 }
 
+/// Descriptors kept for everything but vendor connections (each holds one, to its target): the
+/// SSH session, the admin endpoint's connections, the control socket and its clients, the
+/// state and audit files, target probes, the webhook.
+pub const RESERVED_DESCRIPTORS: u64 = 160;
+
+/// Lowers `limits.max_connections` to what the open-files limit leaves after the reserve, so
+/// a vendor's connections can never take the descriptors `agent pause` and the probes need.
+fn fit_to_descriptors(config: &mut Config) {
+    let limit = crate::sys::open_files_limit();
+    let fits = limit
+        .saturating_sub(RESERVED_DESCRIPTORS)
+        .clamp(1, u64::from(u32::MAX)) as u32;
+    if config.limits.max_connections > fits {
+        warn!(
+            configured = config.limits.max_connections,
+            open_files_limit = limit,
+            max_connections = fits,
+            "limits.max_connections lowered to fit the open-files limit (it keeps {RESERVED_DESCRIPTORS} for control, health and audit); raise LimitNOFILE (systemd) or `ulimit -n` to allow more"
+        );
+        config.limits.max_connections = fits;
+    }
+}
+
 /// Logs what is valid but unsafe to leave as it is in agent.yaml (never fatal).
 fn warn_about(config: &Config) {
     if let Some(p) = config.exposed_proxy_password() {
@@ -209,9 +232,18 @@ impl Reloader {
     pub async fn reload_from_file(&self) {
         info!(config = %self.file.display(), "reloading configuration");
         let path = self.file.display().to_string();
-        match load(&self.file) {
-            Ok((config, identity)) => {
+        let file = self.file.clone();
+        // Off the tunnel's thread: file reads, a key to decrypt, YAML to parse.
+        let loaded = tokio::task::spawn_blocking(move || load(&file))
+            .await
+            .unwrap_or_else(|e| {
+                let e = format!("reading it failed: {e}");
+                Err(ConfigError::field(&self.file, "(file)", e, None))
+            });
+        match loaded {
+            Ok((mut config, identity)) => {
                 warn_about(&config);
+                fit_to_descriptors(&mut config);
                 self.audit.config(ConfigRecord {
                     event: ConfigEvent::Reload,
                     path,
@@ -275,7 +307,7 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     // First, before the key is read: from here on no other process of this user can ptrace the
     // agent and read the key from its memory, and a crash leaves no core file holding it.
     let non_dumpable = crate::sys::set_non_dumpable();
-    let (config, identity) = match load(config_file) {
+    let (mut config, identity) = match load(config_file) {
         Ok(loaded) => loaded,
         Err(e) => return exit::invalid_config(&e),
     };
@@ -286,6 +318,18 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
         );
     }
     warn_about(&config);
+    match crate::sys::raise_open_files_limit() {
+        Ok((before, now)) if before != now => {
+            info!(
+                from = before,
+                to = now,
+                "open-files limit raised to its hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
+    }
+    fit_to_descriptors(&mut config);
     crate::memory::tune();
     // One thread, like `ssh`: every byte is decrypted or encrypted by the one SSH session task
     // anyway, and extra workers only added cross-thread wake-ups between that task and the

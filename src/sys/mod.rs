@@ -23,6 +23,31 @@ pub fn real_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// Raises this process's soft limit of open files (RLIMIT_NOFILE) to its hard limit: systemd
+/// and most shells start services at 1024, while every vendor connection holds a descriptor.
+/// Returns the soft limit before and after (`u64::MAX`: unlimited).
+pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current.unwrap_or(u64::MAX);
+    if limit.current == limit.maximum {
+        return Ok((before, before));
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).map_err(io::Error::from)?;
+    Ok((before, limit.maximum.unwrap_or(u64::MAX)))
+}
+
+/// The soft limit of open files now (`u64::MAX`: unlimited).
+pub fn open_files_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
 /// Makes this process non-dumpable: no ptrace by other unprivileged processes, no core file.
 pub fn set_non_dumpable() -> io::Result<()> {
     #[cfg(target_os = "linux")]

@@ -40,7 +40,26 @@ impl AgentProcess {
     /// `admin.listen: 127.0.0.1:0`. Returns once the agent logged the address its admin
     /// endpoint bound (panics if it does not within `within`, with what it printed).
     pub fn start(bin: &Path, config: &Path, within: Duration) -> (Self, SocketAddr) {
-        let mut child = Command::new(bin)
+        Self::start_under(&[], bin, config, within)
+    }
+
+    /// [`AgentProcess::start`] through `wrapper` (a program that execs the rest of its
+    /// arguments, e.g. `prlimit --nofile=100:300 --`), so the agent keeps the wrapper's PID.
+    pub fn start_under(
+        wrapper: &[&str],
+        bin: &Path,
+        config: &Path,
+        within: Duration,
+    ) -> (Self, SocketAddr) {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(["-c", config.to_str().expect("utf-8 path"), "run"])
             // The agent's own default filter, as a customer runs it.
             .env_remove("RUST_LOG")
