@@ -380,3 +380,81 @@ async fn connections_blocked_on_the_window_end_when_the_session_dies() {
     drop(idle_clients);
     agent.stop().await;
 }
+
+/// A TCP relay to `upstream` that holds the server's first bytes (its SSH banner) back for
+/// `delay`, then relays both ways: a server whose handshake takes at least `delay`.
+async fn banner_delaying_relay(
+    upstream: u16,
+    delay: Duration,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut first = vec![0u8; 4096];
+                let Ok(n) = sr.read(&mut first).await else {
+                    return;
+                };
+                tokio::time::sleep(delay).await;
+                if cw.write_all(&first[..n]).await.is_ok() {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// The sum of a histogram's observations, from the Prometheus text.
+fn histogram_sum(metrics: &str, name: &str) -> f64 {
+    let prefix = format!("{name}_sum ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name}_sum in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `agent_handshake_duration_seconds` measures the SSH handshake (banner, key exchange,
+/// authentication), not the instant after it: through a relay that holds the banner back
+/// 400 ms, the one observation is at least that. Only a lower bound: machines are noisy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_metric_covers_the_whole_ssh_handshake() {
+    let s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let delay = Duration::from_millis(400);
+    let (relay, relay_task) = banner_delaying_relay(s.sshd.port, delay).await;
+    let yaml = config_yaml(
+        &[relay],
+        &s.sshd.host_key_fingerprint,
+        &s.sshd.user(),
+        &s.key,
+        &[Fwd("echo", support::free_port(), echo_port)],
+        "",
+    );
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    let metrics = agent.state.encode_metrics();
+    assert!(
+        metrics.contains("agent_handshake_duration_seconds_count 1"),
+        "{metrics}"
+    );
+    let took = histogram_sum(&metrics, "agent_handshake_duration_seconds");
+    assert!(
+        took >= delay.as_secs_f64(),
+        "handshake recorded as {took}s through a relay that delays the banner {delay:?}"
+    );
+    agent.stop().await;
+    relay_task.abort();
+}

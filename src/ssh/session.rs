@@ -262,6 +262,9 @@ impl Dialer {
     ) -> Result<Session, SshError> {
         let target = dialed.via;
         debug!(via = %target, "stream open; SSH handshake");
+        // The handshake metric starts here: the stream is open (TCP, TLS, proxy: the dial), and
+        // nothing of SSH has happened yet. It ends once authenticated.
+        let started = Instant::now();
         let first = banner.subscribe();
         let result = tokio::time::timeout(
             self.handshake_timeout,
@@ -272,7 +275,9 @@ impl Dialer {
             target: target.clone(),
             secs: self.handshake_timeout.as_secs(),
         }));
-        result.map_err(|e| not_ssh(e, &target, &first.borrow()))
+        let mut session = result.map_err(|e| not_ssh(e, &target, &first.borrow()))?;
+        session.handshake = started.elapsed();
+        Ok(session)
     }
 
     async fn handshake(
@@ -321,6 +326,7 @@ impl Dialer {
             port: rung.port,
             rung: rung.clone(),
             host_key,
+            handshake: Duration::ZERO,
             closed,
         })
     }
@@ -467,6 +473,10 @@ pub struct Session {
     pub host_key: Option<String>,
     /// The rung it runs over (the supervisor starts the next dial with it).
     pub rung: Rung,
+    /// How long the SSH handshake took on the stream this session runs over: banner, key
+    /// exchange, host-key check and authentication (`agent_handshake_duration_seconds`). The
+    /// dial before it (TCP, TLS, proxy) is not included: `timeouts.connect` bounds that.
+    pub handshake: Duration,
     closed: watch::Receiver<Option<String>>,
 }
 
