@@ -926,16 +926,32 @@ async fn key_ownership_and_a_readable_proxy_password_show_as_agent_run_sees_them
     assert_eq!(rows(&report, "config").len(), 1, "{report:#}");
     assert_status(row(&report, "config"), "PASS");
 
-    // Owned by another user (a root-owned Secret with fsGroup): PASS, owner and mode shown.
+    // Owned by another user: private to that user, PASS with owner and mode shown; readable
+    // by its group or by others (which OpenSSH let through), FAIL with the chown to run.
     if agent::sys::real_uid() == 0 {
         std::os::unix::fs::chown(&key, Some(65532), Some(65532)).unwrap();
+        set_mode(&key, 0o400);
         let (_, report) = check_json(&config).await;
         let id = row(&report, "identity");
         assert_status(id, "PASS");
         assert!(
-            detail(id).contains("mode 0440, owned by uid 65532"),
+            detail(id).contains("mode 0400, owned by uid 65532"),
             "{id:#}"
         );
+        for mode in [0o666, 0o440] {
+            set_mode(&key, mode);
+            let (_, report) = check_json(&config).await;
+            let id = row(&report, "identity");
+            assert_status(id, "FAIL");
+            assert!(
+                detail(id).contains(&format!("(mode {mode:04o}, owned by uid 65532")),
+                "{id:#}"
+            );
+            assert!(
+                fix(id).contains(&format!("chown 0 {}", key.display())),
+                "{id:#}"
+            );
+        }
     } else {
         eprintln!(
             "SKIPPED the key-owned-by-another-user case: needs root to give a file another owner (running as uid {})",
