@@ -1077,3 +1077,64 @@ async fn the_wrapper_script_passes_exit_codes_through_and_falls_back_to_the_imag
         );
     }
 }
+
+/// A server with Ed25519, ECDSA and RSA host keys: `agent check HOST` lists all three with the
+/// line to pin each; with only the RSA key pinned the host key passes and the check logs in, as
+/// `agent run` would; a pin matching none fails naming all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_key_is_listed_with_its_pin_line_and_any_one_may_be_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let sshd = Sshd::start_with_host_keys(&public, "", &["ed25519", "ecdsa", "rsa"]);
+    let host = format!("127.0.0.1:{}", sshd.port);
+
+    let run = agent(&["check", "--timeout", "2s", &host]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    for k in &sshd.host_keys {
+        assert!(
+            run.stdout.contains(&format!("- \"{}\"", k.fingerprint)),
+            "no pin line for the {} key:\n{}",
+            k.kind,
+            run.stdout
+        );
+    }
+    let run = agent(&["check", "--timeout", "2s", "--json", &host]).await;
+    let report = run.json();
+    let offered = report["offered_host_keys"].as_array().unwrap();
+    assert_eq!(offered.len(), 3, "{report:#}");
+    for k in &sshd.host_keys {
+        assert!(
+            offered
+                .iter()
+                .any(|o| o["fingerprint"] == k.fingerprint.as_str() && o["key"] == k.line.as_str()),
+            "{} key missing: {report:#}",
+            k.kind
+        );
+    }
+
+    let rsa = sshd.host_keys.iter().find(|k| k.kind == "rsa").unwrap();
+    let forwards = [Fwd("web", support::free_port(), 9)];
+    let write = |pin: &str| {
+        let yaml = config_yaml(&[sshd.port], pin, &sshd.user(), &key, &forwards, "");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    };
+    let (_, report) = check_json(&write(&rsa.fingerprint)).await;
+    let hk = row(&report, "host-key");
+    assert_status(hk, "PASS");
+    assert!(
+        detail(hk).starts_with(&format!("ssh-rsa {} is pinned", rsa.fingerprint)),
+        "{hk:#}"
+    );
+    assert_status(row(&report, "auth"), "PASS");
+
+    let (code, report) = check_json(&write(WRONG_PIN)).await;
+    assert_eq!(code, 1, "{report:#}");
+    let hk = row(&report, "host-key");
+    assert_status(hk, "FAIL");
+    for k in &sshd.host_keys {
+        assert!(detail(hk).contains(&k.fingerprint), "{hk:#}");
+    }
+    assert_status(row(&report, "auth"), "SKIP");
+}

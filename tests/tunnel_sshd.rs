@@ -458,3 +458,75 @@ async fn the_handshake_metric_covers_the_whole_ssh_handshake() {
     agent.stop().await;
     relay_task.abort();
 }
+
+/// A server with Ed25519, ECDSA and RSA host keys, as most have: a pin of any one of them is
+/// found (the agent asks for each type the server lists when the first key matches no pin),
+/// the session runs on that key, and a reconnect asks for the learned type first (one
+/// handshake). A pin matching none is an error that names all three keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_of_any_of_the_servers_host_keys_is_found_and_a_wrong_one_names_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let mut sshd = Sshd::start_with_host_keys(&public, "", &["ed25519", "ecdsa", "rsa"]);
+    let (echo_port, _echo) = targets::echo().await;
+    let (port, user) = (sshd.port, sshd.user());
+    let yaml = |pin: &str, remote: u16| {
+        config_yaml(
+            &[port],
+            pin,
+            &user,
+            &key,
+            &[Fwd("echo", remote, echo_port)],
+            "",
+        )
+    };
+    // SSH handshakes by the agent (sshd also logs the test's own port probes as connections).
+    let connections = |log: &str| log.matches("remote software version agent_").count();
+
+    for kind in ["rsa", "ecdsa"] {
+        let pinned = sshd.host_keys.iter().find(|k| k.kind == kind).unwrap();
+        let remote = support::free_port();
+        let agent = start_agent(dir.path(), &yaml(&pinned.fingerprint, remote));
+        agent.wait_ready(READY).await;
+        echo_exact(remote, MIB, 21, Duration::from_secs(10))
+            .await
+            .unwrap();
+        if kind == "rsa" {
+            // Learned: after the server restarts, one connection brings the tunnel back.
+            let before = connections(&sshd.log());
+            sshd.restart();
+            agent
+                .wait_for(READY, "the session after the restart", |s| {
+                    s.reconnects >= 1 && s.ready()
+                })
+                .await;
+            let after = connections(&sshd.log()) - before;
+            assert_eq!(after, 1, "connections to come back after a restart");
+            echo_exact(remote, MIB, 22, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        agent.stop().await;
+    }
+
+    let wrong = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+    let remote = support::free_port();
+    let agent = start_agent(dir.path(), &yaml(wrong, remote));
+    let snap = agent
+        .wait_for(READY, "rejecting every host key", |s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|(c, _)| c == "host_key_mismatch")
+        })
+        .await;
+    let msg = snap.last_error.unwrap().1;
+    for k in &sshd.host_keys {
+        assert!(msg.contains(&k.fingerprint), "{} not named: {msg}", k.kind);
+    }
+    assert!(msg.contains(wrong), "{msg}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", remote)).await.is_err(),
+        "port forwarded despite a wrong host key"
+    );
+    agent.stop().await;
+}
