@@ -27,7 +27,8 @@
 //! - [`tls`]: what TLS trusts (platform store plus `server.tls.ca_file`), the chain a handshake
 //!   saw and who issued it; imports only [`logging`].
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins and known_hosts, the session (dial, host-key
-//!   check, authentication, forward requests), the channel handler and the channel adapter, the
+//!   check, which asks for each key type the server's KEXINIT lists when the first matches no
+//!   pin, authentication, forward requests), the channel handler and the channel adapter, the
 //!   TCP transport under the session (read-ahead, quick ACKs), and `agent check`'s probe, which
 //!   runs the same session code.
 //! - [`tunnel`]: the russh-free core, which imports nothing from `ssh`: the reconciler (the desired

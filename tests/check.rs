@@ -926,16 +926,32 @@ async fn key_ownership_and_a_readable_proxy_password_show_as_agent_run_sees_them
     assert_eq!(rows(&report, "config").len(), 1, "{report:#}");
     assert_status(row(&report, "config"), "PASS");
 
-    // Owned by another user (a root-owned Secret with fsGroup): PASS, owner and mode shown.
+    // Owned by another user: private to that user, PASS with owner and mode shown; readable
+    // by its group or by others (which OpenSSH let through), FAIL with the chown to run.
     if agent::sys::real_uid() == 0 {
         std::os::unix::fs::chown(&key, Some(65532), Some(65532)).unwrap();
+        set_mode(&key, 0o400);
         let (_, report) = check_json(&config).await;
         let id = row(&report, "identity");
         assert_status(id, "PASS");
         assert!(
-            detail(id).contains("mode 0440, owned by uid 65532"),
+            detail(id).contains("mode 0400, owned by uid 65532"),
             "{id:#}"
         );
+        for mode in [0o666, 0o440] {
+            set_mode(&key, mode);
+            let (_, report) = check_json(&config).await;
+            let id = row(&report, "identity");
+            assert_status(id, "FAIL");
+            assert!(
+                detail(id).contains(&format!("(mode {mode:04o}, owned by uid 65532")),
+                "{id:#}"
+            );
+            assert!(
+                fix(id).contains(&format!("chown 0 {}", key.display())),
+                "{id:#}"
+            );
+        }
     } else {
         eprintln!(
             "SKIPPED the key-owned-by-another-user case: needs root to give a file another owner (running as uid {})",
@@ -1060,4 +1076,65 @@ async fn the_wrapper_script_passes_exit_codes_through_and_falls_back_to_the_imag
             (0, format!("{name} check --json").as_str())
         );
     }
+}
+
+/// A server with Ed25519, ECDSA and RSA host keys: `agent check HOST` lists all three with the
+/// line to pin each; with only the RSA key pinned the host key passes and the check logs in, as
+/// `agent run` would; a pin matching none fails naming all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_key_is_listed_with_its_pin_line_and_any_one_may_be_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let sshd = Sshd::start_with_host_keys(&public, "", &["ed25519", "ecdsa", "rsa"]);
+    let host = format!("127.0.0.1:{}", sshd.port);
+
+    let run = agent(&["check", "--timeout", "2s", &host]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    for k in &sshd.host_keys {
+        assert!(
+            run.stdout.contains(&format!("- \"{}\"", k.fingerprint)),
+            "no pin line for the {} key:\n{}",
+            k.kind,
+            run.stdout
+        );
+    }
+    let run = agent(&["check", "--timeout", "2s", "--json", &host]).await;
+    let report = run.json();
+    let offered = report["offered_host_keys"].as_array().unwrap();
+    assert_eq!(offered.len(), 3, "{report:#}");
+    for k in &sshd.host_keys {
+        assert!(
+            offered
+                .iter()
+                .any(|o| o["fingerprint"] == k.fingerprint.as_str() && o["key"] == k.line.as_str()),
+            "{} key missing: {report:#}",
+            k.kind
+        );
+    }
+
+    let rsa = sshd.host_keys.iter().find(|k| k.kind == "rsa").unwrap();
+    let forwards = [Fwd("web", support::free_port(), 9)];
+    let write = |pin: &str| {
+        let yaml = config_yaml(&[sshd.port], pin, &sshd.user(), &key, &forwards, "");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    };
+    let (_, report) = check_json(&write(&rsa.fingerprint)).await;
+    let hk = row(&report, "host-key");
+    assert_status(hk, "PASS");
+    assert!(
+        detail(hk).starts_with(&format!("ssh-rsa {} is pinned", rsa.fingerprint)),
+        "{hk:#}"
+    );
+    assert_status(row(&report, "auth"), "PASS");
+
+    let (code, report) = check_json(&write(WRONG_PIN)).await;
+    assert_eq!(code, 1, "{report:#}");
+    let hk = row(&report, "host-key");
+    assert_status(hk, "FAIL");
+    for k in &sshd.host_keys {
+        assert!(detail(hk).contains(&k.fingerprint), "{hk:#}");
+    }
+    assert_status(row(&report, "auth"), "SKIP");
 }

@@ -430,7 +430,7 @@ fn config_and_key_land_where_agent_yaml_expects_them() {
     assert_eq!(Path::new(mount), config_path(&d), "AGENT_CONFIG vs mount");
 
     // identity (relative to agent.yaml's folder) is in the Secret, mounted as it is: no init
-    // container, no copy of the key (the agent accepts a root-owned 0440 key, as OpenSSH does).
+    // container, no copy of the key (the agent accepts a root-owned 0440 key: only root may share a key with a group).
     assert!(
         spec.get("initContainers").is_none(),
         "no init container: the agent reads the Secret's mount directly"

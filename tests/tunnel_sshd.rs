@@ -380,3 +380,153 @@ async fn connections_blocked_on_the_window_end_when_the_session_dies() {
     drop(idle_clients);
     agent.stop().await;
 }
+
+/// A TCP relay to `upstream` that holds the server's first bytes (its SSH banner) back for
+/// `delay`, then relays both ways: a server whose handshake takes at least `delay`.
+async fn banner_delaying_relay(
+    upstream: u16,
+    delay: Duration,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut first = vec![0u8; 4096];
+                let Ok(n) = sr.read(&mut first).await else {
+                    return;
+                };
+                tokio::time::sleep(delay).await;
+                if cw.write_all(&first[..n]).await.is_ok() {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// The sum of a histogram's observations, from the Prometheus text.
+fn histogram_sum(metrics: &str, name: &str) -> f64 {
+    let prefix = format!("{name}_sum ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name}_sum in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `agent_handshake_duration_seconds` measures the SSH handshake (banner, key exchange,
+/// authentication), not the instant after it: through a relay that holds the banner back
+/// 400 ms, the one observation is at least that. Only a lower bound: machines are noisy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_metric_covers_the_whole_ssh_handshake() {
+    let s = setup("");
+    let (echo_port, _echo) = targets::echo().await;
+    let delay = Duration::from_millis(400);
+    let (relay, relay_task) = banner_delaying_relay(s.sshd.port, delay).await;
+    let yaml = config_yaml(
+        &[relay],
+        &s.sshd.host_key_fingerprint,
+        &s.sshd.user(),
+        &s.key,
+        &[Fwd("echo", support::free_port(), echo_port)],
+        "",
+    );
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    let metrics = agent.state.encode_metrics();
+    assert!(
+        metrics.contains("agent_handshake_duration_seconds_count 1"),
+        "{metrics}"
+    );
+    let took = histogram_sum(&metrics, "agent_handshake_duration_seconds");
+    assert!(
+        took >= delay.as_secs_f64(),
+        "handshake recorded as {took}s through a relay that delays the banner {delay:?}"
+    );
+    agent.stop().await;
+    relay_task.abort();
+}
+
+/// A server with Ed25519, ECDSA and RSA host keys, as most have: a pin of any one of them is
+/// found (the agent asks for each type the server lists when the first key matches no pin),
+/// the session runs on that key, and a reconnect asks for the learned type first (one
+/// handshake). A pin matching none is an error that names all three keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_of_any_of_the_servers_host_keys_is_found_and_a_wrong_one_names_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let mut sshd = Sshd::start_with_host_keys(&public, "", &["ed25519", "ecdsa", "rsa"]);
+    let (echo_port, _echo) = targets::echo().await;
+    let (port, user) = (sshd.port, sshd.user());
+    let yaml = |pin: &str, remote: u16| {
+        config_yaml(
+            &[port],
+            pin,
+            &user,
+            &key,
+            &[Fwd("echo", remote, echo_port)],
+            "",
+        )
+    };
+    // SSH handshakes by the agent (sshd also logs the test's own port probes as connections).
+    let connections = |log: &str| log.matches("remote software version agent_").count();
+
+    for kind in ["rsa", "ecdsa"] {
+        let pinned = sshd.host_keys.iter().find(|k| k.kind == kind).unwrap();
+        let remote = support::free_port();
+        let agent = start_agent(dir.path(), &yaml(&pinned.fingerprint, remote));
+        agent.wait_ready(READY).await;
+        echo_exact(remote, MIB, 21, Duration::from_secs(10))
+            .await
+            .unwrap();
+        if kind == "rsa" {
+            // Learned: after the server restarts, one connection brings the tunnel back.
+            let before = connections(&sshd.log());
+            sshd.restart();
+            agent
+                .wait_for(READY, "the session after the restart", |s| {
+                    s.reconnects >= 1 && s.ready()
+                })
+                .await;
+            let after = connections(&sshd.log()) - before;
+            assert_eq!(after, 1, "connections to come back after a restart");
+            echo_exact(remote, MIB, 22, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        agent.stop().await;
+    }
+
+    let wrong = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+    let remote = support::free_port();
+    let agent = start_agent(dir.path(), &yaml(wrong, remote));
+    let snap = agent
+        .wait_for(READY, "rejecting every host key", |s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|(c, _)| c == "host_key_mismatch")
+        })
+        .await;
+    let msg = snap.last_error.unwrap().1;
+    for k in &sshd.host_keys {
+        assert!(msg.contains(&k.fingerprint), "{} not named: {msg}", k.kind);
+    }
+    assert!(msg.contains(wrong), "{msg}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", remote)).await.is_err(),
+        "port forwarded despite a wrong host key"
+    );
+    agent.stop().await;
+}

@@ -1,4 +1,4 @@
-//! Step 2, the identity: the private key exists, is private (OpenSSH's rule, through the same
+//! Step 2, the identity: the private key exists, is private (OpenSSH's rule, tightened; the same
 //! `load_identity` as `agent run`), parses, is strong enough, and matches the public key file
 //! next to it. Its fingerprint is printed: it is the one the vendor must hold.
 

@@ -99,6 +99,18 @@ pub struct OfferedHostKey {
     pub trusted: bool,
 }
 
+impl OfferedHostKey {
+    pub fn new(server: &str, k: &crate::ssh::probe::OfferedKey) -> Self {
+        Self {
+            server: server.to_string(),
+            algorithm: k.algorithm.clone(),
+            fingerprint: k.fingerprint.clone(),
+            key: k.line.clone(),
+            trusted: k.trusted,
+        }
+    }
+}
+
 /// Everything one run of `agent check` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -192,9 +204,20 @@ impl Report {
                 let _ = writeln!(out, "      fix: {fix}");
             }
         }
+        // The keys of servers that no pin trusts yet (a server with a trusted key needs none).
         let untrusted: Vec<&OfferedHostKey> = {
+            let trusted_servers: Vec<&str> = self
+                .offered_host_keys
+                .iter()
+                .filter(|k| k.trusted)
+                .map(|k| k.server.as_str())
+                .collect();
             let mut seen = Vec::new();
-            for k in self.offered_host_keys.iter().filter(|k| !k.trusted) {
+            for k in self
+                .offered_host_keys
+                .iter()
+                .filter(|k| !trusted_servers.contains(&k.server.as_str()))
+            {
                 if !seen
                     .iter()
                     .any(|s: &&OfferedHostKey| s.fingerprint == k.fingerprint)

@@ -69,7 +69,14 @@ pub async fn rung_steps(
             Conn::Tcp(t) => Box::new(t),
             Conn::Other(o) => o,
         };
-        let hs = probe.handshake(io, key_port, timeout).await;
+        let redial = || async {
+            let dialed = transport::open(rung, &route, &trust, timeout).await.ok()?;
+            Some(match dialed.conn {
+                Conn::Tcp(t) => Box::new(t) as Box<dyn Io>,
+                Conn::Other(o) => o,
+            })
+        };
+        let hs = probe.scan(io, key_port, timeout, redial).await;
         let took = started.elapsed();
         let hs = match hs.end {
             HandshakeEnd::Trusted(s) => {
@@ -84,8 +91,8 @@ pub async fn rung_steps(
             }
             _ => hs,
         };
-        match (&hs.banner, &hs.offered) {
-            (Some(banner), Some(k)) => {
+        match (&hs.banner, hs.offered.is_empty()) {
+            (Some(banner), false) => {
                 rows.push(
                     Row::pass(
                         step,
@@ -94,14 +101,8 @@ pub async fn rung_steps(
                     )
                     .took(took),
                 );
-                rows.push(host_key_row(&label, k, plan));
-                offered.push(OfferedHostKey {
-                    server: label.clone(),
-                    algorithm: k.algorithm.clone(),
-                    fingerprint: k.fingerprint.clone(),
-                    key: k.line.clone(),
-                    trusted: k.trusted,
-                });
+                rows.push(host_key_row(&label, &hs.offered, plan));
+                offered.extend(hs.offered.iter().map(|k| OfferedHostKey::new(&label, k)));
             }
             _ => {
                 let said = hs

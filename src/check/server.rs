@@ -12,7 +12,7 @@ use super::plan::{Plan, join, plural};
 use super::proxy::{ProxyPlan, tunnel_ports, tunnel_rows};
 use super::report::{OfferedHostKey, Row, Status};
 use super::ssh::{auth_row, host_key_row, ssh_row};
-use crate::proxy::Scheme;
+use crate::proxy::{ProxyUrl, Scheme};
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{HandshakeEnd, ProbeSession, ServerProbe};
 use crate::tls::Trust;
@@ -90,13 +90,12 @@ pub async fn server_steps(
     };
 
     // Step 4: every port, each reported separately (through the proxy when there is one).
+    let trust = match &proxy {
+        Some(url) if url.scheme == Scheme::Https => Trust::load(&plan.tls).0,
+        _ => Trust::empty(),
+    };
     let streams: Vec<(u16, Box<dyn Io>)> = match &proxy {
         Some(url) => {
-            let trust = if url.scheme == Scheme::Https {
-                Trust::load(&plan.tls).0
-            } else {
-                Trust::empty()
-            };
             let tries = tunnel_ports(url, &host, &plan.ports, timeout, &trust).await;
             out.rows.extend(tunnel_rows(&host, url, &tries, plan));
             tries
@@ -128,17 +127,18 @@ pub async fn server_steps(
         return out;
     }
 
-    // Step 5: banner, key exchange and host key on every open port.
+    // Step 5: banner, key exchange and every host key on every open port.
     let probe = ServerProbe::new(&host, plan.pins.clone(), plan.known_hosts.clone());
     let mut shakes = Vec::new();
     for (port, stream) in streams {
         let started = Instant::now();
-        let hs = probe.handshake(stream, port, timeout).await;
+        let redial = || reopen(proxy.as_ref(), &trust, &host, &ips, port, timeout);
+        let hs = probe.scan(stream, port, timeout, redial).await;
         shakes.push((port, hs, started.elapsed()));
     }
     let kex_ports: Vec<u16> = shakes
         .iter()
-        .filter(|(_, hs, _)| hs.offered.is_some())
+        .filter(|(_, hs, _)| !hs.offered.is_empty())
         .map(|(p, _, _)| *p)
         .collect();
     let mut session: Option<(u16, ProbeSession)> = None;
@@ -146,22 +146,16 @@ pub async fn server_steps(
         let server = crate::transport::join_host_port(&host, port);
         out.rows
             .push(ssh_row(&server, &hs, &kex_ports, took, timeout));
-        match &hs.offered {
-            Some(k) => {
-                out.rows.push(host_key_row(&server, k, plan));
-                out.offered.push(OfferedHostKey {
-                    server: server.clone(),
-                    algorithm: k.algorithm.clone(),
-                    fingerprint: k.fingerprint.clone(),
-                    key: k.line.clone(),
-                    trusted: k.trusted,
-                });
-            }
-            None => out.rows.push(Row::skip(
+        if hs.offered.is_empty() {
+            out.rows.push(Row::skip(
                 "host-key",
                 &server,
                 "the SSH handshake did not get that far",
-            )),
+            ));
+        } else {
+            out.rows.push(host_key_row(&server, &hs.offered, plan));
+            out.offered
+                .extend(hs.offered.iter().map(|k| OfferedHostKey::new(&server, k)));
         }
         if let HandshakeEnd::Trusted(s) = hs.end {
             if session.is_none() {
@@ -226,6 +220,29 @@ pub async fn login_and_trials(
         }
     }
     s.close(timeout).await;
+}
+
+/// Another stream to `host:port` the way the first was opened (through `proxy`, or to the
+/// first of `ips` that connects), for asking the server for another of its host keys.
+async fn reopen(
+    proxy: Option<&ProxyUrl>,
+    trust: &Trust,
+    host: &str,
+    ips: &[IpAddr],
+    port: u16,
+    timeout: Duration,
+) -> Option<Box<dyn Io>> {
+    match proxy {
+        Some(url) => {
+            let tried = tunnel_ports(url, host, &[port], timeout, trust).await;
+            let stream = tried.into_iter().next()?.stream?;
+            Some(Box::new(stream))
+        }
+        None => {
+            let (stream, _) = connect_port(ips, port, timeout).await.stream?;
+            Some(Box::new(stream))
+        }
+    }
 }
 
 async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {

@@ -22,7 +22,7 @@ pub fn ssh_row(
         .as_deref()
         .map(|b| format!("banner \"{b}\""))
         .unwrap_or_else(|| "no banner".into());
-    if hs.offered.is_some() {
+    if !hs.offered.is_empty() {
         return Row::pass("ssh", server, format!("{banner}; key exchange done")).took(took);
     }
     let status = if kex_ports.is_empty() {
@@ -82,39 +82,55 @@ fn reason(end: &HandshakeEnd) -> String {
     }
 }
 
-pub fn host_key_row(server: &str, k: &OfferedKey, plan: &Plan) -> Row {
-    let offered = format!("{} {}", k.algorithm, k.fingerprint);
-    if let Some(refusal) = &k.refusal {
-        return Row::problem(
-            "host-key",
-            server,
-            Status::Fail,
-            format!("the server offered {offered}: {refusal}"),
-            refusal.fix(),
-        );
-    }
-    if k.trusted {
-        return match &k.notice {
-            None => Row::pass("host-key", server, format!("{offered} is pinned")),
+/// The verdict on every key the server offered (`keys`: never empty): PASS when one is pinned
+/// (the agent finds it whatever its type), else why none is.
+pub fn host_key_row(server: &str, keys: &[OfferedKey], plan: &Plan) -> Row {
+    let name = |k: &OfferedKey| format!("{} {}", k.algorithm, k.fingerprint);
+    let all: Vec<String> = keys.iter().map(name).collect();
+    let others = |k: &OfferedKey| {
+        let rest: Vec<String> = keys
+            .iter()
+            .filter(|o| o.fingerprint != k.fingerprint)
+            .map(name)
+            .collect();
+        if rest.is_empty() {
+            String::new()
+        } else {
+            format!(" (the server also has {})", rest.join(", "))
+        }
+    };
+    let notice = keys.iter().find_map(|k| k.notice.clone());
+    if let Some(k) = keys.iter().find(|k| k.trusted) {
+        let pinned = format!("{} is pinned{}", name(k), others(k));
+        return match notice {
+            None => Row::pass("host-key", server, pinned),
             Some(notice) => Row::problem(
                 "host-key",
                 server,
                 Status::Warn,
-                format!("{offered} is pinned; {notice}"),
+                format!("{pinned}; {notice}"),
                 "nothing to do for this server; remove the @cert-authority lines from server.known_hosts to silence this",
             ),
         };
     }
-    let notice = k
-        .notice
-        .as_deref()
-        .map(|n| format!("; {n}"))
-        .unwrap_or_default();
+    if let Some(k) = keys.iter().find(|k| k.refusal.is_some())
+        && let Some(refusal) = &k.refusal
+    {
+        return Row::problem(
+            "host-key",
+            server,
+            Status::Fail,
+            format!("the server offered {}: {refusal}{}", name(k), others(k)),
+            refusal.fix(),
+        );
+    }
+    let offered = all.join(", ");
+    let notice = notice.map(|n| format!("; {n}")).unwrap_or_default();
     if plan.first_contact {
         return Row::pass(
             "host-key",
             server,
-            format!("{offered} offered; nothing is pinned yet (see below how to pin it)"),
+            format!("{offered} offered; nothing is pinned yet (see below how to pin one)"),
         );
     }
     if plan.pins.is_empty() && plan.known_hosts.is_none() {
@@ -123,20 +139,22 @@ pub fn host_key_row(server: &str, k: &OfferedKey, plan: &Plan) -> Row {
             server,
             Status::Warn,
             format!("{offered} offered; not compared: no pin could be read from the config"),
-            "fix server.host_keys, then pin this fingerprint once the vendor has confirmed it",
+            "fix server.host_keys, then pin one of these fingerprints once the vendor has confirmed it",
         );
     }
+    let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
     Row::problem(
         "host-key",
         server,
         Status::Fail,
         format!(
-            "the server offered {offered}, which matches none of the pins ({}){notice}",
+            "the server offered {offered}, which match{} none of the pins ({}){notice}",
+            if keys.len() == 1 { "es" } else { "" },
             describe_pins(&plan.pins, plan.known_hosts.as_deref())
         ),
         format!(
             "ask the vendor over another channel (phone, ticket) whether {} is their key; if so add it to server.host_keys, if not something intercepts the connection: do not run the agent",
-            k.fingerprint
+            fingerprints.join(" or ")
         ),
     )
 }

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, error, info, info_span, warn};
@@ -160,12 +160,11 @@ pub async fn supervise(
             None => return,
             Some(Err(Redo)) => continue,
             Some(Ok(Ok(mut session))) => {
-                let dialed = Instant::now();
                 last_rung = Some(session.rung.clone());
                 span.in_scope(
                     || info!(via = %session.via, "connected: host key verified, authenticated"),
                 );
-                state.connected(session.via.clone(), dialed.elapsed());
+                state.connected(session.via.clone(), session.handshake);
                 let audited = session_record(&run, &session);
                 state.audit().session(audited.clone());
                 run.redial.connected();

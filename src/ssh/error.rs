@@ -12,10 +12,12 @@ pub enum SshError {
         "{target} accepted TCP but the SSH handshake did not finish within {secs}s (is it an SSH server?)"
     )]
     HandshakeTimeout { target: String, secs: u64 },
-    #[error("{}", host_key_message(target, verdict, expected))]
+    /// No key the server offered is trusted: `verdicts` has one per key, the first being the
+    /// one the default order got (never empty).
+    #[error("{}", host_key_message(target, verdicts, expected))]
     HostKeyMismatch {
         target: String,
-        verdict: HostKeyVerdict,
+        verdicts: Vec<HostKeyVerdict>,
         expected: String,
     },
     #[error(
@@ -80,20 +82,36 @@ impl SshError {
     }
 }
 
-/// A key matching no pin: "mismatch ... expected"; a key refused whatever pins it (revoked,
-/// known_hosts unusable): "refused ... because".
-fn host_key_message(target: &str, verdict: &HostKeyVerdict, expected: &str) -> String {
-    let offered = format!("{} ({})", verdict.offered, verdict.algorithm);
-    let mut message = match &verdict.refusal {
-        Some(why) => format!(
-            "host key refused at {target}: the server offered {offered}: {why}; {}",
-            why.fix()
-        ),
-        None => format!(
-            "host key mismatch at {target}: the server offered {offered}, expected {expected}"
-        ),
+/// Keys matching no pin: "mismatch ... the server offered A (type), B (type), expected ...";
+/// a single key refused whatever pins it (revoked, known_hosts unusable): "refused ...
+/// because"; refusals among several keys follow the list, each with its key.
+fn host_key_message(target: &str, verdicts: &[HostKeyVerdict], expected: &str) -> String {
+    let named = |v: &HostKeyVerdict| format!("{} ({})", v.offered, v.algorithm);
+    let mut message = match verdicts {
+        [] => format!("host key mismatch at {target}: no key offered, expected {expected}"),
+        [v] if v.refusal.is_some() => {
+            let why = v.refusal.as_ref().map(|r| (r.to_string(), r.fix()));
+            let (why, fix) = why.unwrap_or_default();
+            format!(
+                "host key refused at {target}: the server offered {}: {why}; {fix}",
+                named(v)
+            )
+        }
+        _ => {
+            let keys: Vec<String> = verdicts.iter().map(named).collect();
+            let mut m = format!(
+                "host key mismatch at {target}: the server offered {}, expected {expected}",
+                keys.join(", ")
+            );
+            for v in verdicts {
+                if let Some(why) = &v.refusal {
+                    m.push_str(&format!("; {}: {why}; {}", v.offered, why.fix()));
+                }
+            }
+            m
+        }
     };
-    if let Some(notice) = &verdict.notice {
+    if let Some(notice) = verdicts.iter().find_map(|v| v.notice.as_ref()) {
         message.push_str("; ");
         message.push_str(notice);
     }
@@ -158,7 +176,7 @@ mod tests {
         let mismatch = |verdict: &HostKeyVerdict| {
             SshError::HostKeyMismatch {
                 target: "t:22".into(),
-                verdict: verdict.clone(),
+                verdicts: vec![verdict.clone()],
                 expected: "SHA256:def".into(),
             }
             .to_string()
@@ -178,5 +196,37 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ask the vendor"), "{text}");
+    }
+
+    #[test]
+    fn a_mismatch_names_every_key_the_server_offered() {
+        let key = |fp: &str, algorithm: &str| HostKeyVerdict {
+            offered: fp.into(),
+            algorithm: algorithm.into(),
+            line: String::new(),
+            trusted: false,
+            refusal: None,
+            notice: None,
+        };
+        let mut revoked = key("SHA256:c", "ssh-rsa");
+        revoked.refusal = Some(Refusal::Revoked {
+            path: PathBuf::from("/etc/agent/known_hosts"),
+            line: 3,
+            pinned: false,
+        });
+        let text = SshError::HostKeyMismatch {
+            target: "t:22".into(),
+            verdicts: vec![
+                key("SHA256:a", "ssh-ed25519"),
+                key("SHA256:b", "ecdsa-sha2-nistp256"),
+                revoked,
+            ],
+            expected: "SHA256:x".into(),
+        }
+        .to_string();
+        assert!(
+            text.starts_with("host key mismatch at t:22: the server offered SHA256:a (ssh-ed25519), SHA256:b (ecdsa-sha2-nistp256), SHA256:c (ssh-rsa), expected SHA256:x; SHA256:c: it is revoked: /etc/agent/known_hosts line 3"),
+            "{text}"
+        );
     }
 }

@@ -32,28 +32,88 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    /// OpenSSH's rule, as `sshkey_perm_ok` in openssh-portable's authfile.c applies it: a key
-    /// owned by the user the program runs as (its real uid) must not be accessible to group or
-    /// others at all (`mode & 077 == 0`); a key owned by another user is not checked, because
-    /// that user (typically root) decides who may read it. So a Kubernetes Secret mounted with
-    /// `fsGroup` (root-owned, mode 0440, group = the agent's) is accepted, while the agent's own
-    /// key must be 0400 or 0600.
+    /// OpenSSH's rule without its loophole. OpenSSH (`sshkey_perm_ok`) checks only a key owned
+    /// by the user it runs as, so a key another user owns passed even at mode 0666. Here:
+    /// - nobody but the owner (and its group, below) may read or write the key: no bit for
+    ///   others, ever, and no group write;
+    /// - the group may read it only when root owns it: a Kubernetes Secret mounted with
+    ///   `fsGroup` (root-owned, mode 0440, group = the agent's) is how a key is shared on
+    ///   purpose, and only root can hand a file to a group it does not belong to;
+    /// - the agent's own key (its real uid owns it, root included) is its alone: 0400 or 0600.
     pub fn owned_by_agent(&self) -> bool {
         self.owner == self.agent_uid
     }
 
-    fn too_open(&self) -> bool {
-        self.owned_by_agent() && self.mode & 0o077 != 0
+    /// Whether the group-read exception applies: root owns the key and the agent is not root.
+    fn shared_by_root(&self) -> bool {
+        self.owner == 0 && !self.owned_by_agent()
+    }
+
+    /// The permission bits the rule refuses in `mode` (0 when the mode is fine).
+    pub fn refused_bits(&self) -> u32 {
+        let allowed_beyond_owner = if self.shared_by_root() { 0o040 } else { 0 };
+        self.mode & 0o077 & !allowed_beyond_owner
     }
 
     /// "mode 0400", or "mode 0440, owned by uid 0 (not the agent's uid 65532, ...)".
     pub fn describe(&self) -> String {
         if self.owned_by_agent() {
             format!("mode {:04o}", self.mode)
+        } else if self.shared_by_root() {
+            format!(
+                "mode {:04o}, owned by uid 0 (root; not the agent's uid {}, so group read is allowed)",
+                self.mode, self.agent_uid
+            )
         } else {
             format!(
-                "mode {:04o}, owned by uid {} (not the agent's uid {}, so group read is allowed, as in OpenSSH)",
+                "mode {:04o}, owned by uid {} (not the agent's uid {})",
                 self.mode, self.owner, self.agent_uid
+            )
+        }
+    }
+
+    /// Why the mode is refused, after "PATH is ": "readable by others (mode 0644, owner uid
+    /// 1000)".
+    fn refusal(&self) -> String {
+        let bits = self.refused_bits();
+        let who = match (bits & 0o070 != 0, bits & 0o007 != 0) {
+            (true, true) => "its group and others",
+            (false, true) => "others",
+            _ => "its group",
+        };
+        let what = access(bits);
+        let owner = if self.owned_by_agent() {
+            format!("owned by the agent's own user, uid {}", self.owner)
+        } else {
+            format!(
+                "owned by uid {}, the agent runs as uid {}",
+                self.owner, self.agent_uid
+            )
+        };
+        let rule = if self.shared_by_root() {
+            "a root-owned key may be readable by its group, never writable by it nor open to others"
+        } else if self.owned_by_agent() {
+            "a private key the agent's user owns must be readable by that user only"
+        } else {
+            "only a root-owned key may be shared with a group; one another user owns must be private to that user"
+        };
+        format!("{what} by {who} (mode {:04o}, {owner}): {rule}", self.mode)
+    }
+
+    /// The command that makes the file acceptable.
+    fn fix(&self, path: &Path) -> String {
+        let p = path.display();
+        if self.owned_by_agent() {
+            format!("chmod 400 {p}")
+        } else if self.shared_by_root() {
+            format!(
+                "chmod 440 {p} (its group must be the agent's), or give it to the agent: chown {} {p} && chmod 400 {p}",
+                self.agent_uid
+            )
+        } else {
+            format!(
+                "give it to the agent's user: chown {} {p} && chmod 400 {p} (or chmod 400 {p} if uid {} must keep it and the agent runs as root)",
+                self.agent_uid, self.owner
             )
         }
     }
@@ -111,12 +171,8 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{} is {} by group or others (mode {mode:04o}) and owned by the agent's own user (uid {owner}); a private key that user owns must be readable by it only", .path.display(), access(*.mode))]
-    TooOpen {
-        path: PathBuf,
-        mode: u32,
-        owner: u32,
-    },
+    #[error("{} is {}", .path.display(), .file.refusal())]
+    TooOpen { path: PathBuf, file: KeyFile },
     #[error("{} is protected by a passphrase; the agent runs unattended and cannot unlock it", .path.display())]
     Encrypted { path: PathBuf },
     #[error("{} is a public key; `identity` must name the private key", .path.display())]
@@ -146,7 +202,7 @@ impl KeyError {
                 "make it readable by the user the agent runs as (in the container: uid 65532), e.g. `chown 65532 {}`",
                 path.display()
             ),
-            KeyError::TooOpen { path, .. } => format!("chmod 400 {}", path.display()),
+            KeyError::TooOpen { path, file } => file.fix(path),
             KeyError::Encrypted { path } => format!(
                 "remove the passphrase: `ssh-keygen -p -N '' -f {}` (keep the file mode 400)",
                 path.display()
@@ -238,11 +294,10 @@ fn read_key_file(path: &Path) -> Result<(Vec<u8>, KeyFile), KeyError> {
         owner: meta.uid(),
         agent_uid: crate::sys::real_uid(),
     };
-    if file.too_open() {
+    if file.refused_bits() != 0 {
         return Err(KeyError::TooOpen {
             path: path.to_path_buf(),
-            mode: file.mode,
-            owner: file.owner,
+            file,
         });
     }
     let too_large = || {
@@ -412,4 +467,94 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         .map_err(err)?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(mode: u32, owner: u32, agent_uid: u32) -> KeyFile {
+        KeyFile {
+            mode,
+            owner,
+            agent_uid,
+        }
+    }
+
+    /// The rule for every kind of owner: the agent's own key is private to it; a root-owned key
+    /// (the agent not root) may be group-readable; nothing is ever open to others, whoever owns
+    /// it (OpenSSH checked only the first case, so a key another user owned passed at 0666).
+    #[test]
+    fn the_mode_rule_for_each_owner() {
+        let (agent, root, other) = (65532, 0, 1000);
+        for (mode, owner, agent_uid, ok) in [
+            (0o400, agent, agent, true),
+            (0o600, agent, agent, true),
+            (0o440, agent, agent, false),
+            (0o640, agent, agent, false),
+            (0o604, agent, agent, false),
+            // The agent runs as root: a root-owned key is its own.
+            (0o600, root, root, true),
+            (0o440, root, root, false),
+            // A Kubernetes Secret with fsGroup: root-owned, read through the group.
+            (0o440, root, agent, true),
+            (0o640, root, agent, true),
+            (0o400, root, agent, true),
+            (0o460, root, agent, false),
+            (0o444, root, agent, false),
+            (0o644, root, agent, false),
+            (0o666, root, agent, false),
+            // Another (non-root) user's key: never shared with a group or others.
+            (0o400, other, agent, true),
+            (0o600, other, root, true),
+            (0o440, other, agent, false),
+            (0o440, other, root, false),
+            (0o644, other, root, false),
+            (0o666, other, agent, false),
+        ] {
+            let f = file(mode, owner, agent_uid);
+            assert_eq!(
+                f.refused_bits() == 0,
+                ok,
+                "mode {mode:04o}, owner {owner}, agent {agent_uid}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_file_owner_mode_and_fix() {
+        let path = Path::new("/keys/private-key.pem");
+        let err = |f: KeyFile| {
+            let e = KeyError::TooOpen {
+                path: path.to_path_buf(),
+                file: f,
+            };
+            (e.to_string(), e.fix().unwrap())
+        };
+        let (msg, fix) = err(file(0o666, 1000, 0));
+        assert_eq!(
+            msg,
+            "/keys/private-key.pem is readable by its group and others (mode 0666, owned by uid 1000, the agent runs as uid 0): only a root-owned key may be shared with a group; one another user owns must be private to that user"
+        );
+        assert!(
+            fix.starts_with("give it to the agent's user: chown 0 /keys/private-key.pem && chmod 400 /keys/private-key.pem"),
+            "{fix}"
+        );
+        let (msg, fix) = err(file(0o644, 0, 65532));
+        assert!(
+            msg.contains(
+                "readable by others (mode 0644, owned by uid 0, the agent runs as uid 65532)"
+            ),
+            "{msg}"
+        );
+        assert!(fix.starts_with("chmod 440 /keys/private-key.pem"), "{fix}");
+        let (msg, fix) = err(file(0o620, 65532, 65532));
+        assert!(
+            msg.contains(
+                "writable by its group (mode 0620, owned by the agent's own user, uid 65532)"
+            ),
+            "{msg}"
+        );
+        assert_eq!(fix, "chmod 400 /keys/private-key.pem");
+    }
 }

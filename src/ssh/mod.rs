@@ -5,6 +5,7 @@ pub mod channel;
 pub mod error;
 pub mod handler;
 pub mod hostkey;
+mod kexinit;
 pub mod keys;
 pub mod known_hosts;
 pub mod probe;

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,10 @@ use tracing::{debug, info, warn};
 
 use super::error::{HandlerError, SshError, describe_russh};
 use super::handler::{ClientHandler, HostCheck};
-use super::hostkey::{HostKeyPin, HostKeyVerdict, check_known_hosts, describe_pins, parse_pins};
+use super::hostkey::{
+    HostKeyPin, HostKeyVerdict, Refusal, check_known_hosts, describe_pins, parse_pins,
+};
+use super::kexinit::{Offers, Sniffed};
 use super::keys::Identity;
 use super::transport::{Transport, transport};
 use crate::config::{Forward, SessionSettings};
@@ -63,7 +67,49 @@ pub struct Dialer {
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
     trust: Trust,
+    /// The session's settings with the default host-key order.
     ssh_config: Arc<client::Config>,
+    /// What each other order is built from.
+    tuning: Tuning,
+    /// The host-key algorithm whose key matched a pin after the default order's key did not
+    /// (see [`Dialer::at`]): asked for first on every later dial, so a reconnect costs one
+    /// handshake. Shared by the clones of one `Dialer`; a new configuration starts afresh.
+    learned: Arc<std::sync::Mutex<Option<Algorithm>>>,
+}
+
+/// The session settings that do not depend on the host-key order.
+#[derive(Debug, Clone)]
+struct Tuning {
+    keepalive_interval: Duration,
+    keepalive_max: usize,
+    window_size: u32,
+    rekey_after: usize,
+    preferred: Preferred,
+}
+
+impl Tuning {
+    /// The client config asking for host-key algorithms in the order `key`.
+    fn config(&self, key: Vec<Algorithm>) -> Arc<client::Config> {
+        let limits = russh::Limits {
+            rekey_read_limit: self.rekey_after,
+            rekey_write_limit: self.rekey_after,
+            ..russh::Limits::default()
+        };
+        Arc::new(client::Config {
+            client_id: client_id(""),
+            keepalive_interval: Some(self.keepalive_interval),
+            keepalive_max: self.keepalive_max,
+            window_size: self.window_size,
+            window_on_consume: true,
+            nodelay: true,
+            preferred: Preferred {
+                key: Cow::Owned(key),
+                ..self.preferred.clone()
+            },
+            limits,
+            ..client::Config::default()
+        })
+    }
 }
 
 impl Dialer {
@@ -71,23 +117,17 @@ impl Dialer {
         let pins = parse_pins(&config.server.host_keys);
         check_known_hosts(config.server.known_hosts.as_deref());
         let preferred = preferred(&pins, config.server.known_hosts.is_some());
-        let mut limits = russh::Limits::default();
-        limits.rekey_read_limit = config.limits.rekey_after as usize;
-        limits.rekey_write_limit = config.limits.rekey_after as usize;
-        let ssh_config = client::Config {
-            client_id: client_id(""),
-            keepalive_interval: Some(config.keepalive.interval),
+        let tuning = Tuning {
+            keepalive_interval: config.keepalive.interval,
             keepalive_max: config.keepalive.max_missed as usize,
             // Never grant more than limits.connection_buffer: then only a server that ignores
             // the window can fill a connection's budget.
             window_size: WINDOW
                 .min(u32::try_from(config.limits.connection_buffer).unwrap_or(u32::MAX)),
-            window_on_consume: true,
-            nodelay: true,
+            rekey_after: config.limits.rekey_after as usize,
             preferred,
-            limits,
-            ..client::Config::default()
         };
+        let ssh_config = tuning.config(tuning.preferred.key.to_vec());
         let route = config.proxy.route(&config.server.host);
         info!(server = %config.server.host, "reaching the server {route}");
         for entry in config.proxy.ignored_no_proxy_entries() {
@@ -123,7 +163,9 @@ impl Dialer {
             connect_timeout: config.timeouts.connect,
             handshake_timeout: config.timeouts.handshake,
             trust,
-            ssh_config: Arc::new(ssh_config),
+            ssh_config,
+            tuning,
+            learned: Arc::default(),
         }
     }
 
@@ -227,18 +269,12 @@ impl Dialer {
         let (rung, route) = &self.rungs[i];
         if route.proxy().is_some() {
             // The proxy resolves the name (or `proxy::connect` does, for socks5://).
-            let dialed = transport::open(rung, route, &self.trust, self.connect_timeout).await?;
-            return self.over(ctx, rung, dialed, banner).await;
+            return self.at(ctx, i, None, banner).await;
         }
         let mut worst: Option<SshError> = None;
         for addr in transport::resolve(rung, self.connect_timeout).await? {
             debug!(%addr, %rung, "dialing");
-            let tried =
-                match transport::open_at(rung, addr, &self.trust, self.connect_timeout).await {
-                    Ok(dialed) => self.over(ctx.clone(), rung, dialed, banner.clone()).await,
-                    Err(e) => Err(e.into()),
-                };
-            match tried {
+            match self.at(ctx.clone(), i, Some(addr), banner.clone()).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     info!(%rung, %addr, error = %e, "connection attempt failed; trying the next address");
@@ -252,27 +288,129 @@ impl Dialer {
         }))
     }
 
-    /// The SSH handshake and authentication on an open stream, within `timeouts.handshake`.
+    /// Opens rung `i`'s stream: to `addr`, or through the rung's proxy when `addr` is `None`.
+    async fn dial(
+        &self,
+        i: usize,
+        addr: Option<SocketAddr>,
+    ) -> Result<transport::Dialed, SshError> {
+        let (rung, route) = &self.rungs[i];
+        Ok(match addr {
+            Some(addr) => transport::open_at(rung, addr, &self.trust, self.connect_timeout).await?,
+            None => transport::open(rung, route, &self.trust, self.connect_timeout).await?,
+        })
+    }
+
+    /// A session with rung `i` at `addr` (or through its proxy). The first handshake asks for
+    /// the host-key algorithm learned earlier, then the default order. When the key the server
+    /// proves matches nothing, each other key type the server lists in its KEXINIT is asked
+    /// for in turn over a new connection, as `ssh-keyscan` does: a pin of the server's RSA or
+    /// ECDSA key is then found although Ed25519 comes first. The type that matched is learned
+    /// for the next dials. When none matches, the error names every key the server offered.
+    async fn at(
+        &self,
+        ctx: Arc<ConnContext>,
+        i: usize,
+        addr: Option<SocketAddr>,
+        banner: watch::Sender<Vec<u8>>,
+    ) -> Result<Session, SshError> {
+        let rung = &self.rungs[i].0;
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let config = match &learned {
+            Some(first) => self
+                .tuning
+                .config(first_then_rest(first, &self.tuning.preferred.key)),
+            None => self.ssh_config.clone(),
+        };
+        let dialed = self.dial(i, addr).await?;
+        let untrusted = match self
+            .over(ctx.clone(), rung, dialed, banner.clone(), config)
+            .await
+        {
+            Ok(session) => return Ok(session),
+            Err(Failed::Other(e)) => return Err(e),
+            Err(Failed::Untrusted(u)) => u,
+        };
+        let Untrusted {
+            target,
+            verdict,
+            offers,
+        } = *untrusted;
+        let mut verdicts = vec![verdict];
+        let scan = if worth_asking_again(&verdicts[0]) {
+            still_to_ask(
+                &self.tuning.preferred.key,
+                offers.as_deref(),
+                &[verdicts[0].algorithm.clone()],
+            )
+        } else {
+            Vec::new()
+        };
+        for algorithm in scan {
+            debug!(%rung, %algorithm, "the server's key matches no pin: asking for its {algorithm} key");
+            let dialed = self.dial(i, addr).await?;
+            let config = self.tuning.config(vec![algorithm.clone()]);
+            match self
+                .over(ctx.clone(), rung, dialed, banner.clone(), config)
+                .await
+            {
+                Ok(session) => {
+                    info!(%rung, %algorithm, "the server's {algorithm} key matches a pin: asking for it first from now on");
+                    *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = Some(algorithm);
+                    return Ok(session);
+                }
+                Err(Failed::Untrusted(u)) => verdicts.push(u.verdict),
+                // Without its KEXINIT's list the server may simply have no key of this type.
+                Err(Failed::Other(e)) if offers.is_none() => {
+                    debug!(%rung, %algorithm, error = %e, "no key of this type");
+                }
+                // The key types were known: a failure now says nothing about the keys.
+                Err(Failed::Other(e)) => return Err(e),
+            }
+        }
+        Err(SshError::HostKeyMismatch {
+            target,
+            verdicts,
+            expected: describe_pins(&self.pins, self.known_hosts.as_deref()),
+        })
+    }
+
+    /// The SSH handshake and authentication on an open stream, within `timeouts.handshake`,
+    /// asking for host keys in `config`'s order.
     async fn over(
         &self,
         ctx: Arc<ConnContext>,
         rung: &Rung,
         dialed: transport::Dialed,
         banner: watch::Sender<Vec<u8>>,
-    ) -> Result<Session, SshError> {
+        config: Arc<client::Config>,
+    ) -> Result<Session, Failed> {
         let target = dialed.via;
         debug!(via = %target, "stream open; SSH handshake");
+        // The handshake metric starts here: the stream is open (TCP, TLS, proxy: the dial), and
+        // nothing of SSH has happened yet. It ends once authenticated.
+        let started = Instant::now();
         let first = banner.subscribe();
+        let stream = transport(dialed.conn, banner);
         let result = tokio::time::timeout(
             self.handshake_timeout,
-            self.handshake(ctx, transport(dialed.conn, banner), rung, target.clone()),
+            self.handshake(ctx, stream, rung, target.clone(), config),
         )
         .await
-        .unwrap_or(Err(SshError::HandshakeTimeout {
+        .unwrap_or(Err(Failed::Other(SshError::HandshakeTimeout {
             target: target.clone(),
             secs: self.handshake_timeout.as_secs(),
-        }));
-        result.map_err(|e| not_ssh(e, &target, &first.borrow()))
+        })));
+        let mut session = result.map_err(|e| match e {
+            Failed::Other(e) => Failed::Other(not_ssh(e, &target, &first.borrow())),
+            untrusted => untrusted,
+        })?;
+        session.handshake = started.elapsed();
+        Ok(session)
     }
 
     async fn handshake(
@@ -281,7 +419,8 @@ impl Dialer {
         stream: Transport,
         rung: &Rung,
         target: String,
-    ) -> Result<Session, SshError> {
+        config: Arc<client::Config>,
+    ) -> Result<Session, Failed> {
         let (host, port) = rung.host_key_name(&self.host);
         let check = HostCheck {
             pins: self.pins.clone(),
@@ -289,31 +428,37 @@ impl Dialer {
             host: host.to_string(),
             port,
         };
-        let (opened, closed) = open(self.ssh_config.clone(), stream, check, ctx).await;
+        let (opened, closed) = open(config, stream, check, ctx).await;
         let host_key = opened.verdict.as_ref().map(|v| v.offered.clone());
-        let mut handle = opened.handle.map_err(|e| match e {
-            HandlerError::HostKey(verdict) => SshError::HostKeyMismatch {
-                target: target.clone(),
-                verdict,
-                expected: describe_pins(&self.pins, self.known_hosts.as_deref()),
-            },
-            HandlerError::Russh(e) => {
-                SshError::Protocol(format!("{target}: {}", describe_russh(&e)))
+        let mut handle = match opened.handle {
+            Ok(handle) => handle,
+            Err(HandlerError::HostKey(verdict)) => {
+                return Err(Failed::Untrusted(Box::new(Untrusted {
+                    target,
+                    verdict,
+                    offers: opened.offers,
+                })));
             }
-        })?;
+            Err(HandlerError::Russh(e)) => {
+                return Err(Failed::Other(SshError::Protocol(format!(
+                    "{target}: {}",
+                    describe_russh(&e)
+                ))));
+            }
+        };
         let auth = authenticate(&mut handle, &self.user, &self.identity)
             .await
             .map_err(|e| {
-                SshError::Protocol(format!(
+                Failed::Other(SshError::Protocol(format!(
                     "{target}: authentication failed: {}",
                     describe_russh(&e)
-                ))
+                )))
             })?;
         if !auth.success() {
-            return Err(SshError::AuthRejected {
+            return Err(Failed::Other(SshError::AuthRejected {
                 user: self.user.clone(),
                 fingerprint: self.identity.fingerprint(),
-            });
+            }));
         }
         Ok(Session {
             handle: Arc::new(handle),
@@ -321,9 +466,67 @@ impl Dialer {
             port: rung.port,
             rung: rung.clone(),
             host_key,
+            handshake: Duration::ZERO,
             closed,
         })
     }
+}
+
+/// Why one handshake yielded no session.
+enum Failed {
+    /// The server's key matched nothing: worth asking for its other keys.
+    Untrusted(Box<Untrusted>),
+    Other(SshError),
+}
+
+struct Untrusted {
+    target: String,
+    verdict: HostKeyVerdict,
+    /// The host-key algorithms the server's KEXINIT listed, when it could be read.
+    offers: Option<Vec<String>>,
+}
+
+/// A key refused because known_hosts cannot be used is refused whatever its type: no other
+/// key of the server can do better. A key that only matched nothing, or is revoked, may have
+/// a sibling of another type that a pin holds.
+pub(crate) fn worth_asking_again(verdict: &HostKeyVerdict) -> bool {
+    !matches!(verdict.refusal, Some(Refusal::KnownHostsUnusable(_)))
+}
+
+/// The key type a host-key algorithm proves: RSA's signature algorithms all prove one key.
+fn key_type(a: &Algorithm) -> &str {
+    match a {
+        Algorithm::Rsa { .. } => "ssh-rsa",
+        other => other.as_str(),
+    }
+}
+
+/// The host-key algorithms still worth asking for, one per key type, in `allowed`'s order:
+/// those the server lists (`offers`; all of `allowed` when its list could not be read), minus
+/// the key types already seen (`seen`, as a key names its type: `ssh-rsa`, `ssh-ed25519`).
+/// Never `ssh-rsa` (SHA-1) signatures.
+pub(crate) fn still_to_ask(
+    allowed: &[Algorithm],
+    offers: Option<&[String]>,
+    seen: &[String],
+) -> Vec<Algorithm> {
+    let mut ask: Vec<Algorithm> = Vec::new();
+    for a in allowed {
+        let offered = offers.is_none_or(|names| names.iter().any(|n| n == a.as_str()));
+        let new_type = !seen.iter().any(|t| t == key_type(a))
+            && !ask.iter().any(|b| key_type(b) == key_type(a));
+        if offered && new_type && !is_sha1_rsa(a) {
+            ask.push(a.clone());
+        }
+    }
+    ask
+}
+
+/// `first`, then the rest of `order` without it.
+fn first_then_rest(first: &Algorithm, order: &[Algorithm]) -> Vec<Algorithm> {
+    std::iter::once(first.clone())
+        .chain(order.iter().filter(|a| *a != first).cloned())
+        .collect()
 }
 
 /// A protocol failure on a stream whose first bytes were not an SSH banner says what answered
@@ -370,6 +573,8 @@ fn is_sha1_rsa(a: &Algorithm) -> bool {
 pub(crate) struct Opened {
     pub handle: Result<Handle<ClientHandler>, HandlerError>,
     pub verdict: Option<HostKeyVerdict>,
+    /// The host-key algorithms the server listed in its KEXINIT, when it could be read.
+    pub offers: Option<Vec<String>>,
 }
 
 /// Banner, key exchange and host-key check on `stream`, with the handler that serves the
@@ -392,9 +597,19 @@ where
         verdict: verdict.clone(),
         closed: closed_tx,
     };
+    let offers = Offers::default();
+    let stream = Sniffed::new(stream, offers.clone());
     let handle = client::connect_stream(config, stream, handler).await;
     let verdict = verdict.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    (Opened { handle, verdict }, closed_rx)
+    let offers = offers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    (
+        Opened {
+            handle,
+            verdict,
+            offers,
+        },
+        closed_rx,
+    )
 }
 
 /// Public-key authentication as `user`. RSA signs with SHA-2, never SHA-1 `ssh-rsa` (OpenSSH
@@ -467,6 +682,10 @@ pub struct Session {
     pub host_key: Option<String>,
     /// The rung it runs over (the supervisor starts the next dial with it).
     pub rung: Rung,
+    /// How long the SSH handshake took on the stream this session runs over: banner, key
+    /// exchange, host-key check and authentication (`agent_handshake_duration_seconds`). The
+    /// dial before it (TCP, TLS, proxy) is not included: `timeouts.connect` bounds that.
+    pub handshake: Duration,
     closed: watch::Receiver<Option<String>>,
 }
 
@@ -551,5 +770,58 @@ impl Session {
         if tokio::time::timeout(timeout, bye).await.is_err() {
             warn!("server did not take the disconnect in time; closing the socket");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(algs: &[Algorithm]) -> Vec<&str> {
+        algs.iter().map(|a| a.as_str()).collect()
+    }
+
+    /// One algorithm per key type the server lists and the agent has not seen yet, in the
+    /// agent's order; RSA once (SHA-512 before SHA-256), never SHA-1 `ssh-rsa`.
+    #[test]
+    fn each_other_key_type_is_asked_for_once() {
+        let allowed = Preferred::default().key.into_owned();
+        let offers: Vec<String> = [
+            "rsa-sha2-512",
+            "rsa-sha2-256",
+            "ssh-rsa",
+            "ecdsa-sha2-nistp256",
+            "ssh-ed25519",
+            "ssh-ed25519-cert-v01@openssh.com",
+        ]
+        .map(String::from)
+        .to_vec();
+        let seen = ["ssh-ed25519".to_string()];
+        assert_eq!(
+            names(&still_to_ask(&allowed, Some(&offers), &seen)),
+            ["ecdsa-sha2-nistp256", "rsa-sha2-512"]
+        );
+        let seen = ["ssh-rsa".to_string()];
+        let only_sha1 = ["ssh-rsa".to_string(), "ssh-ed25519".to_string()];
+        assert_eq!(
+            names(&still_to_ask(&allowed, Some(&only_sha1), &seen)),
+            ["ssh-ed25519"]
+        );
+        // The server's list unread: every other type the agent can verify.
+        assert_eq!(
+            names(&still_to_ask(&allowed, None, &["ssh-ed25519".into()])),
+            [
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "rsa-sha2-512"
+            ]
+        );
+        let learned = Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        };
+        let order = first_then_rest(&learned, &allowed);
+        assert_eq!(order[0], learned);
+        assert_eq!(order.len(), allowed.len());
     }
 }

@@ -131,7 +131,7 @@ impl Metrics {
         );
         registry.register(
             "handshake_duration_seconds",
-            "TCP connect to authenticated session",
+            "SSH banner, key exchange and authentication of each session (the dial before it not included)",
             m.handshake_seconds.clone(),
         );
         registry.register(

@@ -1,6 +1,6 @@
 //! A real OpenSSH `sshd` on 127.0.0.1, started and owned by one test.
 //!
-//! Each instance has its own config, ed25519 host key, authorized_keys and log in a temp dir, so
+//! Each instance has its own config, host keys (ed25519, or the types a test asks for), authorized_keys and log in a temp dir, so
 //! tests can run in parallel. Tests run as root and log in as the current user. `kill` SIGKILLs the
 //! listener and every process serving its connections (found through /proc parent links, never by
 //! name), so a test can simulate the vendor's server dying; `restart` brings it back on the same
@@ -22,8 +22,22 @@ const POLL: Duration = Duration::from_millis(20);
 /// `free_port` can race with another test; binding fails then and we try another port.
 const START_ATTEMPTS: usize = 3;
 
+/// One of the server's host keys.
+#[derive(Debug, Clone)]
+pub struct HostKey {
+    /// `ssh-keygen -t` type: "ed25519", "rsa", "ecdsa".
+    pub kind: String,
+    /// `ssh-rsa AAAA...` (no comment).
+    pub line: String,
+    /// `SHA256:...`.
+    pub fingerprint: String,
+}
+
 pub struct Sshd {
     pub port: u16,
+    /// Every host key, in the order asked for ([`Sshd::start_with_host_keys`]); the first is
+    /// also `host_key_line` / `host_key_fingerprint`.
+    pub host_keys: Vec<HostKey>,
     /// `ssh-ed25519 AAAA...` (no comment): what the agent pins.
     pub host_key_line: String,
     /// `SHA256:...`, as `ssh-keygen -l` prints it.
@@ -49,6 +63,16 @@ impl Sshd {
     /// Like [`Sshd::start`], with extra sshd_config lines appended (e.g. "RekeyLimit 64M",
     /// "ClientAliveInterval 1").
     pub fn start_with(authorized_key_line: &str, extra_config_lines: &str) -> Sshd {
+        Self::start_with_host_keys(authorized_key_line, extra_config_lines, &["ed25519"])
+    }
+
+    /// Like [`Sshd::start_with`], with one host key of each `ssh-keygen -t` type in `kinds`
+    /// ("ed25519", "rsa", "ecdsa"), as a real server usually has.
+    pub fn start_with_host_keys(
+        authorized_key_line: &str,
+        extra_config_lines: &str,
+        kinds: &[&str],
+    ) -> Sshd {
         if !Path::new(SSHD).exists() {
             panic!(
                 "sshd not installed: run the README's test command (it installs openssh-server)"
@@ -61,32 +85,23 @@ impl Sshd {
             .prefix("test-sshd-")
             .tempdir()
             .expect("create sshd temp dir");
-        let host_key = dir.path().join("ssh_host_ed25519_key");
-        run(Command::new(SSH_KEYGEN)
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test-sshd", "-f"])
-            .arg(&host_key));
-        let host_pub = fs::read_to_string(host_key.with_extension("pub")).expect("read host .pub");
-        let host_key_line = host_pub
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        // "256 SHA256:xxxx test-sshd (ED25519)"
-        let listing = run(Command::new(SSH_KEYGEN)
-            .args(["-l", "-E", "sha256", "-f"])
-            .arg(host_key.with_extension("pub")));
-        let host_key_fingerprint = listing
-            .split_whitespace()
-            .nth(1)
-            .filter(|f| f.starts_with("SHA256:"))
-            .unwrap_or_else(|| panic!("unexpected ssh-keygen -l output: {listing}"))
-            .to_string();
+        let host_keys: Vec<HostKey> = kinds
+            .iter()
+            .map(|kind| make_host_key(dir.path(), kind))
+            .collect();
+        let key_paths: Vec<PathBuf> = kinds
+            .iter()
+            .map(|kind| dir.path().join(format!("ssh_host_{kind}_key")))
+            .collect();
+        let host_key_line = host_keys[0].line.clone();
+        let host_key_fingerprint = host_keys[0].fingerprint.clone();
 
         let authorized_keys_path = dir.path().join("authorized_keys");
         let log_path = dir.path().join("sshd.log");
         let config_path = dir.path().join("sshd_config");
         let mut sshd = Sshd {
             port: 0,
+            host_keys,
             host_key_line,
             host_key_fingerprint,
             config_path,
@@ -100,7 +115,7 @@ impl Sshd {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             sshd.port = super::free_port();
-            sshd.write_config(&host_key, extra_config_lines);
+            sshd.write_config(&key_paths, extra_config_lines);
             match sshd.spawn_and_wait() {
                 Ok(()) => return sshd,
                 Err(e) => last_error = e,
@@ -171,11 +186,15 @@ impl Sshd {
         }
     }
 
-    fn write_config(&self, host_key: &Path, extra: &str) {
+    fn write_config(&self, host_keys: &[PathBuf], extra: &str) {
         let d = self.dir.path();
+        let host_keys: String = host_keys
+            .iter()
+            .map(|k| format!("HostKey {}\n", k.display()))
+            .collect();
         let mut config = format!(
             "ListenAddress 127.0.0.1:{port}\n\
-             HostKey {host_key}\n\
+             {host_keys}\
              PidFile {pid}\n\
              AuthorizedKeysFile {ak}\n\
              StrictModes no\n\
@@ -191,7 +210,6 @@ impl Sshd {
              X11Forwarding no\n\
              LogLevel DEBUG1\n",
             port = self.port,
-            host_key = host_key.display(),
             pid = d.join("sshd.pid").display(),
             ak = self.authorized_keys_path.display(),
         );
@@ -249,6 +267,35 @@ impl Drop for Sshd {
         if let Some(child) = self.child.take() {
             kill_server(child);
         }
+    }
+}
+
+/// Generates `dir/ssh_host_KIND_key` and reads back its public line and fingerprint.
+fn make_host_key(dir: &Path, kind: &str) -> HostKey {
+    let path = dir.join(format!("ssh_host_{kind}_key"));
+    run(Command::new(SSH_KEYGEN)
+        .args(["-q", "-t", kind, "-N", "", "-C", "test-sshd", "-f"])
+        .arg(&path));
+    let public = fs::read_to_string(path.with_extension("pub")).expect("read host .pub");
+    let line = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    // "256 SHA256:xxxx test-sshd (ED25519)"
+    let listing = run(Command::new(SSH_KEYGEN)
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(path.with_extension("pub")));
+    let fingerprint = listing
+        .split_whitespace()
+        .nth(1)
+        .filter(|f| f.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("unexpected ssh-keygen -l output: {listing}"))
+        .to_string();
+    HostKey {
+        kind: kind.to_string(),
+        line,
+        fingerprint,
     }
 }
 

@@ -12,8 +12,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::Disconnect;
+use std::borrow::Cow;
+
 use russh::client::{self, Handle};
+use russh::keys::Algorithm;
+use russh::{Disconnect, Preferred};
 
 use self::tap::{Tap, Tapped};
 use super::error::{HandlerError, describe_russh};
@@ -33,6 +36,9 @@ pub struct ServerProbe {
     pins: Vec<HostKeyPin>,
     known_hosts: Option<PathBuf>,
     ssh_config: Arc<client::Config>,
+    /// Every host-key algorithm the agent can verify (no SHA-1 `ssh-rsa`): the scan lists
+    /// every key the server has, whatever the pins ask for.
+    every_type: Vec<Algorithm>,
 }
 
 /// The key the server proved it holds during key exchange.
@@ -72,7 +78,12 @@ pub struct Handshake {
     pub banner: Option<String>,
     /// The first bytes the port sent when they were not an SSH banner (printable, shortened).
     pub other_bytes: Option<String>,
-    pub offered: Option<OfferedKey>,
+    /// Every key the server proved it holds: the one the agent's order gets first, then one per
+    /// other key type the server has (see [`ServerProbe::scan`]). Empty when no key exchange
+    /// finished.
+    pub offered: Vec<OfferedKey>,
+    /// Trusted when any of those keys is (on a session with that key), else how the first
+    /// handshake ended.
     pub end: HandshakeEnd,
 }
 
@@ -91,17 +102,75 @@ impl ServerProbe {
             pins,
             known_hosts,
             ssh_config: Arc::new(ssh_config),
+            every_type: preferred(&[], false).key.into_owned(),
         }
     }
 
+    /// Every host key the server has, as `ssh-keyscan` finds them: the handshake on `first`
+    /// (in the agent's order), then one handshake per other key type the server lists in its
+    /// KEXINIT, each on a new stream from `redial` and each within `timeout`. The session kept
+    /// is the first whose key is trusted: `agent run` finds that key the same way.
+    pub async fn scan<F, Fut>(
+        &self,
+        first: Box<dyn crate::transport::Io>,
+        port: u16,
+        timeout: Duration,
+        mut redial: F,
+    ) -> Handshake
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<Box<dyn crate::transport::Io>>>,
+    {
+        let (mut hs, offers) = self
+            .handshake(first, port, timeout, self.ssh_config.clone())
+            .await;
+        let Some(first_key) = hs.offered.first() else {
+            return hs;
+        };
+        if matches!(first_key.refusal, Some(Refusal::KnownHostsUnusable(_))) {
+            return hs;
+        }
+        let seen = [first_key.algorithm.clone()];
+        for algorithm in session::still_to_ask(&self.every_type, offers.as_deref(), &seen) {
+            let Ok(Some(stream)) = tokio::time::timeout(timeout, redial()).await else {
+                break;
+            };
+            let config = self.asking_only_for(algorithm);
+            let (more, _) = self.handshake(stream, port, timeout, config).await;
+            hs.offered.extend(more.offered);
+            if let HandshakeEnd::Trusted(s) = more.end {
+                if matches!(hs.end, HandshakeEnd::Trusted(_)) {
+                    s.close(timeout).await;
+                } else {
+                    hs.end = HandshakeEnd::Trusted(s);
+                }
+            }
+        }
+        hs
+    }
+
+    fn asking_only_for(&self, algorithm: Algorithm) -> Arc<client::Config> {
+        Arc::new(client::Config {
+            client_id: client_id("_check"),
+            nodelay: true,
+            preferred: Preferred {
+                key: Cow::Owned(vec![algorithm]),
+                ..self.ssh_config.preferred.clone()
+            },
+            ..client::Config::default()
+        })
+    }
+
     /// Runs banner exchange, key exchange and the host-key check on `tcp` (already connected to
-    /// `port`), all within `timeout`.
-    pub async fn handshake<S: crate::transport::Io + 'static>(
+    /// `port`), all within `timeout`, asking for host keys in `config`'s order. Also returns
+    /// the host-key algorithms the server listed.
+    async fn handshake<S: crate::transport::Io + 'static>(
         &self,
         tcp: S,
         port: u16,
         timeout: Duration,
-    ) -> Handshake {
+        config: Arc<client::Config>,
+    ) -> (Handshake, Option<Vec<String>>) {
         let tap = Arc::new(Mutex::new(Tap::default()));
         let check = HostCheck {
             pins: self.pins.clone(),
@@ -115,8 +184,8 @@ impl ServerProbe {
             inner: Box::new(tcp),
             tap: tap.clone(),
         };
-        let open = session::open(self.ssh_config.clone(), stream, check, serves_nothing);
-        let (end, offered) = match tokio::time::timeout(timeout, open).await {
+        let open = session::open(config, stream, check, serves_nothing);
+        let (end, offered, offers) = match tokio::time::timeout(timeout, open).await {
             Ok((opened, _closed)) => {
                 let end = match opened.handle {
                     Ok(handle) => HandshakeEnd::Trusted(ProbeSession { handle }),
@@ -131,17 +200,18 @@ impl ServerProbe {
                     refusal: v.refusal,
                     notice: v.notice,
                 });
-                (end, offered)
+                (end, offered.into_iter().collect(), opened.offers)
             }
-            Err(_) => (HandshakeEnd::TimedOut, None),
+            Err(_) => (HandshakeEnd::TimedOut, Vec::new(), None),
         };
         let tap = lock(&tap);
-        Handshake {
+        let hs = Handshake {
             banner: tap.banner(),
             other_bytes: tap.other_bytes(),
             offered,
             end,
-        }
+        };
+        (hs, offers)
     }
 }
 
