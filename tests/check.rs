@@ -811,7 +811,7 @@ async fn the_config_rows_are_the_problems_agent_run_prints() {
     let closed = targets::closed_port();
     let file = dir.path().join("agent.yaml");
     let cases = [
-        // serde stops at a misspelt field: one problem, with its line.
+        // A misspelt field, and what validation finds besides (user, forwards).
         format!(
             "server:\n  host: 127.0.0.1\n  ports: [{closed}]\n  user: u\n  hostkeys: x\nproxy: none\nforwards: []\n"
         ),

@@ -152,7 +152,7 @@ pub fn config_step(file: &Path) -> ConfigStep {
                     });
                     Row::problem(
                         "config",
-                        format!("{shown}: {}", p.field),
+                        p.place(file),
                         Status::Fail,
                         p.message.clone(),
                         fix,

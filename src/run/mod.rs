@@ -190,6 +190,22 @@ fn warn_about(config: &Config) {
     }
 }
 
+/// What a rejected reload's audit record keeps: the first problem, where it is, and how many
+/// more there are. Problems never quote the file's values (`crate::config::Problem`), so nothing
+/// written in agent.yaml (a token in a URL) becomes a permanent part of the trail.
+fn rejection(e: &ConfigError) -> Option<String> {
+    let first = e.problems.first()?;
+    let line = first.line.map_or(String::new(), |l| format!("line {l}: "));
+    let more = match e.problems.len() - 1 {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    };
+    Some(crate::audit::bounded(&format!(
+        "{line}{}: {}{more}",
+        first.field, first.message
+    )))
+}
+
 /// Re-reads agent.yaml and hands it to the agent; an invalid file is reported and ignored.
 #[derive(Clone)]
 pub struct Reloader {
@@ -224,10 +240,7 @@ impl Reloader {
                     sha256: std::fs::read(&self.file)
                         .ok()
                         .map(|b| crate::audit::sha256_hex(&b)),
-                    error: e
-                        .problems
-                        .first()
-                        .map(|p| crate::audit::bounded(&format!("{}: {}", p.field, p.message))),
+                    error: rejection(&e),
                 });
             }
         }

@@ -392,6 +392,7 @@ mod tests {
             target_port: 80,
             limits: Default::default(),
             access: None,
+            tls: None,
         }
     }
 
