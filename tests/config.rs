@@ -1271,3 +1271,116 @@ mod properties {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// three mistakes at once; a secret written in the wrong place
+
+/// `agent -c FILE check --timeout 2s`: its exit code and everything it printed.
+fn check_output(file: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .arg("-c")
+        .arg(file)
+        .args(["check", "--timeout", "2s"])
+        .env_remove("AGENT_CONFIG")
+        .output()
+        .expect("run agent check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// A port nothing listens on, so `agent check` fails fast where it probes the server.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn three_mistakes_are_reported_together_each_with_its_line() {
+    // `host_keys` one level too far left, `taget` for `target`, and a duration without a unit:
+    // each used to hide the ones after it.
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  ports: [{}]\n  user: acme\nhost_keys:\n  - \"{PIN}\"\nforwards:\n  - name: jira\n    remote: \"127.0.0.1:5000\"\n    taget: jira.acme.internal:443\nkeepalive:\n  interval: 15\n",
+        closed_port()
+    );
+    let f = fail(&yaml);
+    let (line, fix) = f.problem("unknown field `host_keys`");
+    assert_contains(&line, &["agent.yaml:5: host_keys: "]);
+    assert_contains(&fix, &["`server:`", "indentation"]);
+    let (line, fix) = f.problem("unknown field `taget`");
+    assert_contains(&line, &["agent.yaml:10: forwards[0].taget: "]);
+    assert_contains(&fix, &["did you mean `target`?"]);
+    let (line, fix) = f.problem("keepalive.interval: ");
+    assert_contains(&line, &["agent.yaml:12: ", "without a unit"]);
+    assert_contains(&fix, &["unit"]);
+
+    // `agent check` reports the same three (and goes on probing what it can).
+    let (code, out) = check_output(&f.file);
+    assert_eq!(code, Some(2), "{out}");
+    for needle in [
+        "agent.yaml:5: host_keys",
+        "agent.yaml:10: forwards[0].taget",
+        "agent.yaml:12: keepalive.interval",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+}
+
+/// A chat webhook URL with its token, the kind of value pasted into the wrong field.
+pub const SECRET_URL: &str = "https://user:secret@hooks.example/T0/B1/XYZSECRET?token=abc";
+
+/// No part of [`SECRET_URL`]'s user info, path or query is in `text`.
+pub fn assert_no_secret(what: &str, text: &str) {
+    for part in ["user:secret", "secret", "T0/B1", "XYZSECRET", "token=abc"] {
+        assert!(
+            !text.contains(part),
+            "{what} shows {part:?} of the secret URL:\n{text}"
+        );
+    }
+}
+
+/// The secret URL in fields of the wrong type and fields that reject it, all in one file.
+pub fn config_with_the_secret_in_the_wrong_places(port: u16) -> String {
+    let s = SECRET_URL;
+    format!(
+        "server:\n  host: 127.0.0.1\n  ports: [{port}]\n  user: acme\n  host_keys: [\"{PIN}\", \"{s}\"]\n  known_hosts: \"{s}\"\n  tls: {{ verify: \"{s}\" }}\nproxy: \"{s}\"\nforwards:\n  - name: \"{s}\"\n    remote: \"{s}\"\n    target: \"{s}\"\n    max_connections: \"{s}\"\n    idle_timeout: \"{s}\"\n    access: {{ windows: [\"{s}\"], timezone: \"{s}\", grant: {{ max: \"{s}\" }} }}\nkeepalive: {{ interval: \"{s}\", max_missed: \"{s}\" }}\nadmin: {{ listen: \"{s}\" }}\nlog: {{ format: \"{s}\", level: \"{s}\" }}\nlimits: {{ total_buffer: \"{s}\" }}\nnotify: {{ webhook: \"{s}\" }}\naudit: {{ file: \"{s}\", on_failure: \"{s}\", max_size: \"{s}\" }}\n\"{s}\": 1\n"
+    )
+}
+
+#[test]
+fn a_secret_in_the_wrong_field_is_never_shown() {
+    let yaml = config_with_the_secret_in_the_wrong_places(closed_port());
+    let f = fail(&yaml);
+    assert_no_secret("agent run", &f.stderr);
+    // Each field is reported, by name.
+    for field in [
+        "server.host_keys[1]: ",
+        "server.known_hosts: ",
+        "server.tls.verify: expected true or false, found text",
+        "proxy: ",
+        "forwards[0].name: ",
+        "forwards[0].target: is a URL",
+        "forwards[0].max_connections: expected a whole number, found text",
+        "keepalive.interval: ",
+        "log.level: ",
+        "notify.webhook: ",
+        "audit.on_failure: ",
+        "top level: has a key that is not a field name",
+    ] {
+        f.problem(field);
+    }
+    // A URL may be shown without its user info, path and query.
+    let (line, _) = f.problem("forwards[0].target: ");
+    assert_contains(&line, &["\"hooks.example:443\""]);
+
+    let (code, out) = check_output(&f.file);
+    assert_eq!(code, Some(2), "{out}");
+    assert_no_secret("agent check", &out);
+    assert!(out.contains("forwards[0].target"), "{out}");
+}

@@ -31,7 +31,10 @@ pub(super) fn settings(p: &mut Problems, base: &Path, raw: Option<RawAudit>) -> 
     if file.is_dir() {
         p.add(
             "audit.file",
-            format!("{} is a folder", super::values::shown_path(&file)),
+            match super::values::shown_path(&file) {
+                Some(path) => format!("{path} is a folder"),
+                None => "names a folder".into(),
+            },
             Some("name a file inside it, e.g. audit.jsonl".to_string()),
         );
     } else if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
@@ -39,14 +42,16 @@ pub(super) fn settings(p: &mut Problems, base: &Path, raw: Option<RawAudit>) -> 
     {
         p.add(
             "audit.file",
-            format!(
-                "the folder {} does not exist",
-                super::values::shown_path(dir)
-            ),
-            Some(format!(
-                "create it (`mkdir -p {}`, writable by the agent's user only), or point audit.file elsewhere",
-                super::values::shown_path(dir)
-            )),
+            match super::values::shown_path(dir) {
+                Some(dir) => format!("the folder {dir} does not exist"),
+                None => "names a file in a folder that does not exist".into(),
+            },
+            Some(match super::values::shown_path(dir) {
+                Some(dir) => format!(
+                    "create it (`mkdir -p {dir}`, writable by the agent's user only), or point audit.file elsewhere"
+                ),
+                None => "point audit.file at a file in an existing folder".to_string(),
+            }),
         );
     }
     let on_failure = match raw.on_failure.as_deref().map(str::trim) {

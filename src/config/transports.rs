@@ -83,11 +83,9 @@ pub(super) fn ladder(
             let path = super::validate::resolve(base, &text);
             if let Err(e) = read_ca_file(&path) {
                 // The message names the path; not when the field holds something else.
-                let shown = super::values::shown_path(&path);
-                let e = if shown == path.display().to_string() {
-                    e
-                } else {
-                    "cannot be read as a PEM file".into()
+                let e = match super::values::shown_path(&path) {
+                    Some(_) => e,
+                    None => "cannot be read as a PEM file".into(),
                 };
                 problems.push(problem(
                     "server.tls.ca_file",

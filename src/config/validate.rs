@@ -173,7 +173,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
     if let Some(k) = &known_hosts
         && let Err(e) = std::fs::metadata(k)
     {
-        p.add("server.known_hosts", format!("{}: {e}", values::shown_path(k)), Some("point it at an OpenSSH known_hosts file, or remove it and pin keys under server.host_keys".into()));
+        p.add("server.known_hosts", match values::shown_path(k) {
+            Some(path) => format!("{path}: {e}"),
+            None => format!("cannot be read: {e}"),
+        }, Some("point it at an OpenSSH known_hosts file, or remove it and pin keys under server.host_keys".into()));
     }
     if host_keys.is_empty()
         && known_hosts.is_none()
@@ -441,7 +444,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             default
         }
         Some(Err(e)) => {
-            p.add(field, e, None);
+            p.add(field, e, Some("write a size such as \"8MiB\"".to_string()));
             default
         }
     };

@@ -107,18 +107,14 @@ pub fn remote_spec(text: &str) -> Result<(String, u16), String> {
         .map_err(|e| format!("{e}; remote is a port (5000) or \"ADDR:PORT\" (\"127.0.0.1:5000\")"))
 }
 
-/// A path for a message: as it is when it reads as a path, else a stand-in (a URL or a token
-/// pasted into a path field must not be repeated).
-pub fn shown_path(path: &std::path::Path) -> String {
+/// A path for a message, when it reads as one: a URL or a token pasted into a path field must
+/// not be repeated (`None`).
+pub fn shown_path(path: &std::path::Path) -> Option<String> {
     let text = path.display().to_string();
     let pasted = text.contains("://")
         || text.contains(['@', '?', '#'])
         || text.chars().any(char::is_control);
-    if pasted {
-        "the file it names".into()
-    } else {
-        text
-    }
+    (!pasted).then_some(text)
 }
 
 /// `message`, made by another module's parser of `value` (the proxy's, a transport's), without
