@@ -1384,3 +1384,34 @@ fn a_secret_in_the_wrong_field_is_never_shown() {
     assert_no_secret("agent check", &out);
     assert!(out.contains("forwards[0].target"), "{out}");
 }
+
+/// `remote: 5000` stays valid, but asks for "localhost", which sshd may bind on [::1] alone:
+/// `agent check` warns, naming the forward and the explicit form.
+#[test]
+fn a_bare_remote_port_is_accepted_with_a_warning() {
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  ports: [{}]\n  user: acme\n  host_keys: [\"{PIN}\"]\nforwards:\n  - name: jira\n    remote: 5000\n    target: jira.acme.internal:443\n  - name: wiki\n    remote: \"127.0.0.1:5001\"\n    target: wiki.acme.internal:443\n",
+        closed_port()
+    );
+    let c = parse(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let warnings = c.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].field, "forwards[0].remote");
+    assert_contains(&warnings[0].message, &["\"jira\"", "localhost", "[::1]"]);
+    assert_eq!(
+        warnings[0].fix.as_deref(),
+        Some("write `remote: \"127.0.0.1:5000\"`")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    fs::write(&file, &yaml).unwrap();
+    let (_, out) = check_output(&file);
+    let warn = out
+        .lines()
+        .position(|l| l.starts_with("WARN") && l.contains("forwards[0].remote"))
+        .unwrap_or_else(|| panic!("no WARN row for the bare remote in:\n{out}"));
+    let row: String = out.lines().skip(warn).take(3).collect::<Vec<_>>().join("\n");
+    assert_contains(&row, &["jira", "remote: \"127.0.0.1:5000\""]);
+    assert!(!out.contains("forwards[1].remote"), "{out}");
+}

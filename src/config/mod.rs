@@ -361,6 +361,34 @@ fn with_lines(text: &str, mut problems: Vec<Problem>) -> Vec<Problem> {
 }
 
 impl Config {
+    /// What is valid but unsafe to leave as it is: `agent run` logs each at start and on
+    /// reload, `agent check` shows each as a WARN row of its config step.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut all: Vec<Problem> = self.exposed_proxy_password().into_iter().collect();
+        all.extend(self.localhost_remotes());
+        all
+    }
+
+    /// A warning per forward whose `remote` asks for "localhost" (the bare `remote: 5000` form
+    /// does): when 127.0.0.1's port is taken on the server, sshd binds only [::1] and reports
+    /// success, so the vendor's IPv4 clients time out while everything says ready.
+    pub fn localhost_remotes(&self) -> Vec<Problem> {
+        let localhost = |f: &&Forward| f.remote_addr.eq_ignore_ascii_case("localhost");
+        let forwards = self.forwards.iter().enumerate();
+        forwards
+            .filter(|(_, f)| localhost(f))
+            .map(|(i, f)| Problem {
+                field: format!("forwards[{i}].remote"),
+                message: format!(
+                    "forward \"{}\" asks the server to listen on \"localhost\": if 127.0.0.1:{} is taken there, sshd may listen on [::1] only and report success, and the vendor's IPv4 clients time out",
+                    f.name, f.remote_port
+                ),
+                fix: Some(format!("write `remote: \"127.0.0.1:{}\"`", f.remote_port)),
+                line: None,
+            })
+            .collect()
+    }
+
     /// A warning, never a refusal: `proxy:` holds a password and the file is readable by group
     /// or others, so other users of this host can read that password. `agent run` logs it at
     /// start and on reload; `agent check` shows it as a WARN row of its config step.

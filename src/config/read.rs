@@ -320,9 +320,15 @@ fn unknown_fix(key: &str, here: &[&str]) -> String {
         );
     }
     // Only an exact name elsewhere: `port` in a forward is not `server.ports` misplaced.
-    if let Some((section, _)) = SECTIONS.iter().find(|(_, fields)| fields.contains(&key)) {
+    let valid_in: Vec<&str> = SECTIONS
+        .iter()
+        .filter(|(_, fields)| fields.contains(&key))
+        .map(|(section, _)| *section)
+        .collect();
+    if !valid_in.is_empty() {
         return format!(
-            "`{key}` is not valid at this level but in {section}; check its indentation against examples/agent.yaml"
+            "`{key}` is not valid at this level but in {}; check its indentation against examples/agent.yaml",
+            valid_in.join(" or ")
         );
     }
     "remove it; valid fields are listed in the README's agent.yaml reference".into()

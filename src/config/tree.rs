@@ -34,7 +34,7 @@ fn syntax_problem(text: &str, e: &serde_yaml::Error) -> Problem {
         .next()
         .unwrap_or_default()
         .to_string();
-    let mut line = e.location().map(|l| l.line());
+    let line = e.location().map(|l| l.line());
     let column = e.location().map(|l| l.column());
     if let Some((at, key)) = body.split_once("duplicate entry with key ") {
         return duplicate(text, at.trim_end_matches(": "), key, line.zip(column));

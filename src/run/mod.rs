@@ -184,7 +184,7 @@ pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
 
 /// Logs what is valid but unsafe to leave as it is in agent.yaml (never fatal).
 fn warn_about(config: &Config) {
-    if let Some(p) = config.exposed_proxy_password() {
+    for p in config.warnings() {
         let fix = p.fix.map(|f| format!("; fix: {f}")).unwrap_or_default();
         warn!("{}: {}: {}{fix}", config.file.display(), p.field, p.message);
     }
