@@ -1411,7 +1411,12 @@ fn a_bare_remote_port_is_accepted_with_a_warning() {
         .lines()
         .position(|l| l.starts_with("WARN") && l.contains("forwards[0].remote"))
         .unwrap_or_else(|| panic!("no WARN row for the bare remote in:\n{out}"));
-    let row: String = out.lines().skip(warn).take(3).collect::<Vec<_>>().join("\n");
+    let row: String = out
+        .lines()
+        .skip(warn)
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n");
     assert_contains(&row, &["jira", "remote: \"127.0.0.1:5000\""]);
     assert!(!out.contains("forwards[1].remote"), "{out}");
 }
