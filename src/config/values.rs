@@ -128,13 +128,16 @@ pub fn unquoted(message: &str, value: &str, generic: &str) -> String {
         }
     }
     let kept = kept.trim_start_matches([':', ' ']).replace("  ", " ");
-    let leaks = secret_parts(value)
-        .iter()
-        .any(|p| kept.contains(p.as_str()));
-    if leaks || kept.trim().is_empty() {
-        generic.to_string()
-    } else {
+    let secrets = secret_parts(value);
+    let safe = |m: &str| !m.trim().is_empty() && !secrets.iter().any(|p| m.contains(p.as_str()));
+    // Messages say what is wrong first and suggest after a ';' (often with the value in it).
+    let first_clause = kept.split(';').next().unwrap_or_default();
+    if safe(&kept) {
         kept
+    } else if safe(first_clause) {
+        first_clause.to_string()
+    } else {
+        generic.to_string()
     }
 }
 
@@ -236,6 +239,10 @@ mod tests {
         assert_eq!(
             unquoted("proxy.corp:3128 has no scheme", "proxy.corp:3128", "g"),
             "g"
+        );
+        assert_eq!(
+            unquoted("\"p:1\" has no scheme; write http://p:1", "p:1", "g"),
+            "has no scheme"
         );
     }
 
