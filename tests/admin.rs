@@ -49,6 +49,7 @@ fn jira() -> Forward {
         target_port: 443,
         limits: Default::default(),
         access: None,
+        tls: None,
     }
 }
 

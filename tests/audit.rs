@@ -424,3 +424,65 @@ async fn the_logged_head_exposes_a_truncated_tail() {
         "{text}"
     );
 }
+
+/// A reload refused for a secret pasted into the wrong fields (a webhook URL with its token):
+/// the audit record (kept for good, hash-chained) and the log name the fields and what is
+/// wrong, never any part of the URL's user info, path or query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_reload_keeps_no_part_of_a_secret_in_the_trail_or_the_log() {
+    use support::agent_process::AgentProcess;
+    const SECRET_URL: &str = "https://user:secret@hooks.example/T0/B1/XYZSECRET?token=abc";
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let yaml = s
+        .yaml(&[Fwd("echo", support::free_port(), echo_port)], "")
+        .replace(
+            "admin: { listen: \"off\" }",
+            "admin: { listen: \"127.0.0.1:0\" }",
+        )
+        + "log: { format: json }\n";
+    let config = s.dir.path().join("agent.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let (process, _admin) =
+        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_agent")), &config, READY);
+    let file = s.audit_file();
+    wait_record(&file, "config load", |r| r["event"] == "load").await;
+
+    // Wrong types and bad values, each holding the URL.
+    let bad = yaml
+        .replace(
+            "keepalive: { interval: 2s, max_missed: 2 }",
+            &format!("keepalive: {{ interval: \"{SECRET_URL}\", max_missed: \"{SECRET_URL}\" }}"),
+        )
+        .replace("proxy: none", &format!("proxy: \"{SECRET_URL}\""))
+        + &format!("notify: {{ webhook: \"{SECRET_URL}\" }}\n");
+    assert_ne!(bad, yaml);
+    std::fs::write(&config, &bad).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let rejected = wait_record(&file, "rejected reload", |r| {
+        r["kind"] == "config" && r["event"] == "reload_rejected"
+    })
+    .await;
+    let error = rejected["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("line ") && error.contains("more)"),
+        "{rejected}"
+    );
+    // The log line for each problem comes right after the record is handed to the writer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process.logged_at("ERROR").0 < 4 {
+        assert!(Instant::now() < deadline, "{}", process.evidence());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let trail = std::fs::read_to_string(&file).unwrap();
+    let log = process.evidence();
+    assert!(log.contains("reload rejected"), "{log}");
+    for part in ["user:secret", "secret", "T0/B1", "XYZSECRET", "token=abc"] {
+        assert!(!trail.contains(part), "the trail keeps {part:?}:\n{trail}");
+        assert!(!log.contains(part), "the log shows {part:?}:\n{log}");
+    }
+}

@@ -44,6 +44,23 @@ impl Setup {
     fn good_config(&self, forwards: &[Fwd]) -> PathBuf {
         self.config(&[self.sshd.port], &self.sshd.host_key_fingerprint, forwards)
     }
+
+    /// [`Self::good_config`] with each forward marked `tls: true` (a TLS target on a port other
+    /// than 443 is probed only when marked).
+    fn good_config_tls(&self, forwards: &[Fwd]) -> PathBuf {
+        let config = self.good_config(forwards);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let marked: String = text
+            .lines()
+            .map(|l| match l.contains("target:") {
+                true => format!("{}, tls: true }}\n", l.trim_end_matches(" }")),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        assert_ne!(text, marked, "{text}");
+        std::fs::write(&config, marked).unwrap();
+        config
+    }
 }
 
 struct Run {
@@ -186,7 +203,7 @@ async fn every_step_passes_against_openssh_and_the_json_is_stable() {
     assert!(detail(row(&report, "host-key")).contains(&s.sshd.host_key_fingerprint));
     assert!(detail(row(&report, "auth")).contains(&identity.fingerprint()));
     assert!(
-        detail(row(&report, "target")).contains("not TLS"),
+        detail(row(&report, "target")).contains("TLS not probed"),
         "{report:#}"
     );
     let offered = &report["offered_host_keys"][0];
@@ -531,7 +548,7 @@ async fn a_target_that_is_down_fails_with_a_fix() {
 async fn a_silent_plain_target_is_tcp_ok_not_tls_within_a_short_bound() {
     let s = setup();
     let (silent, _silent) = targets::silent().await;
-    let config = s.good_config(&[Fwd("db", support::free_port(), silent)]);
+    let config = s.good_config_tls(&[Fwd("db", support::free_port(), silent)]);
     let run = agent(&["check", "-c", config.to_str().unwrap(), "--json"]).await;
     let report = run.json();
     assert_eq!(run.code, 0, "{report:#}");
@@ -639,12 +656,66 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A target that records the first bytes of each connection (up to 5, for 3 s).
+async fn recording_target() -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    AbortOnDrop,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut first = vec![0u8; 5];
+                let read = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut first));
+                let n = read.await.ok().and_then(Result::ok).unwrap_or(0);
+                first.truncate(n);
+                let _ = tx.send(first);
+            });
+        }
+    });
+    (port, rx, AbortOnDrop(task))
+}
+
+/// A plain service (not on 443) gets no ClientHello from `agent check`, which would reach its log
+/// as a garbage request on every run; the same service marked `tls: true` is probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_target_marked_tls_or_on_443_gets_a_client_hello() {
+    let s = setup();
+    let (plain, mut seen, _plain) = recording_target().await;
+    let config = s.good_config(&[Fwd("web", support::free_port(), plain)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert!(
+        detail(row(&report, "target")).contains("TLS not probed"),
+        "{report:#}"
+    );
+    assert!(rows(&report, "tls").is_empty(), "{report:#}");
+    let first = seen.recv().await.expect("agent check connected");
+    assert!(first.is_empty(), "a plain target was sent {first:?}");
+
+    let config = s.good_config_tls(&[Fwd("web", support::free_port(), plain)]);
+    let (code, report) = check_json(&config).await;
+    assert_eq!(code, 0, "{report:#}");
+    let first = seen.recv().await.expect("agent check connected");
+    // A TLS handshake record (0x16), version 3.x: a ClientHello.
+    assert_eq!(first.get(..2), Some(&[0x16, 0x03][..]), "{report:#}");
+    assert!(
+        detail(row(&report, "target")).contains("not TLS"),
+        "{report:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_tls_target_warns_and_an_expired_one_fails() {
     let s = setup();
     let (cert, key) = make_cert(s.dir.path(), "fresh", 30);
     let (fresh, _fresh) = tls_target(&cert, &key).await;
-    let config = s.good_config(&[Fwd("gitlab", support::free_port(), fresh)]);
+    let config = s.good_config_tls(&[Fwd("gitlab", support::free_port(), fresh)]);
     let (code, report) = check_json(&config).await;
     assert_eq!(
         code, 0,
@@ -668,7 +739,7 @@ async fn a_self_signed_tls_target_warns_and_an_expired_one_fails() {
 
     let (cert, key) = make_cert(s.dir.path(), "old", -1);
     let (old, _old) = tls_target(&cert, &key).await;
-    let config = s.good_config(&[Fwd("gitlab", support::free_port(), old)]);
+    let config = s.good_config_tls(&[Fwd("gitlab", support::free_port(), old)]);
     let (code, report) = check_json(&config).await;
     assert_eq!(code, 1, "{report:#}");
     let tls = row(&report, "tls");
@@ -811,7 +882,7 @@ async fn the_config_rows_are_the_problems_agent_run_prints() {
     let closed = targets::closed_port();
     let file = dir.path().join("agent.yaml");
     let cases = [
-        // serde stops at a misspelt field: one problem, with its line.
+        // A misspelt field, and what validation finds besides (user, forwards).
         format!(
             "server:\n  host: 127.0.0.1\n  ports: [{closed}]\n  user: u\n  hostkeys: x\nproxy: none\nforwards: []\n"
         ),

@@ -185,9 +185,11 @@ fn quoting_variants_continuations_and_comments() {
 
 #[test]
 fn every_remote_forward_form_openssh_accepts() {
+    // No bind address (ssh asks for "localhost") is written as 127.0.0.1: "localhost" may end
+    // up on [::1] alone (see README, `forwards[].remote`); an explicit address is kept.
     let cases = [
-        ("-R5000:h.example:443", "localhost:5000", "h.example:443"),
-        ("-R 5000:h.example:443", "localhost:5000", "h.example:443"),
+        ("-R5000:h.example:443", "127.0.0.1:5000", "h.example:443"),
+        ("-R 5000:h.example:443", "127.0.0.1:5000", "h.example:443"),
         ("-R '*:5000:h.example:443'", "*:5000", "h.example:443"),
         ("-R *:5000:h.example:443", "*:5000", "h.example:443"),
         ("-R [::1]:5000:h.example:443", "::1:5000", "h.example:443"),
@@ -202,12 +204,12 @@ fn every_remote_forward_form_openssh_accepts() {
             "h.example:443",
         ),
         ("-R :5000:h.example:443", "*:5000", "h.example:443"),
-        ("-R 5000:[fd00::5]:443", "localhost:5000", "[fd00::5]:443"),
+        ("-R 5000:[fd00::5]:443", "127.0.0.1:5000", "[fd00::5]:443"),
         ("-R [*]:5000:[10.1.2.3]:443", "*:5000", "10.1.2.3:443"),
-        ("-NR5000:h.example:443", "localhost:5000", "h.example:443"),
+        ("-NR5000:h.example:443", "127.0.0.1:5000", "h.example:443"),
         (
             "-o RemoteForward='5000 h.example:443'",
-            "localhost:5000",
+            "127.0.0.1:5000",
             "h.example:443",
         ),
         (
@@ -443,10 +445,10 @@ fn plain_command_lines_with_continuations_env_and_several_forwards() {
     assert_eq!(
         forwards(&c),
         [
-            fwd("jira", "localhost:5000", "jira.acme.internal:443"),
+            fwd("jira", "127.0.0.1:5000", "jira.acme.internal:443"),
             fwd("gitlab", "*:5001", "gitlab.acme.internal:443"),
             fwd("port-5002", "127.0.0.1:5002", "10.0.0.7:8080"),
-            fwd("port-5003", "localhost:5003", "[fd00::5]:443"),
+            fwd("port-5003", "127.0.0.1:5003", "[fd00::5]:443"),
             fwd("sonar", "::1:5004", "sonar.acme.internal:9000"),
         ]
     );

@@ -771,7 +771,7 @@ fn config_errors_name_the_field_and_never_show_the_password() {
         let e = parse(&proxy).unwrap_err();
         let text = e.to_string();
         assert_eq!(e.problems.len(), 1, "{text}");
-        assert!(text.starts_with("agent.yaml: proxy: "), "{text}");
+        assert!(text.starts_with("agent.yaml:3: proxy: "), "{text}");
         assert!(
             text.contains(want) && text.contains("fix: "),
             "{proxy}: {text}"

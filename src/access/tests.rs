@@ -38,6 +38,7 @@ fn forward(name: &str, port: u16, access: Option<Access>) -> Forward {
         target_port: 1,
         limits: Default::default(),
         access,
+        tls: None,
     }
 }
 

@@ -152,7 +152,7 @@ pub fn config_step(file: &Path) -> ConfigStep {
                     });
                     Row::problem(
                         "config",
-                        format!("{shown}: {}", p.field),
+                        p.place(file),
                         Status::Fail,
                         p.message.clone(),
                         fix,
@@ -180,17 +180,19 @@ pub fn config_step(file: &Path) -> ConfigStep {
     }
 }
 
-/// What `agent run` logs as a warning about the file at start, as a WARN row.
-fn warning_row(c: &Config, shown: &str) -> Option<Row> {
-    let p = c.exposed_proxy_password()?;
-    let fix = p.fix.unwrap_or_default();
-    Some(Row::problem(
-        "config",
-        format!("{shown}: {}", p.field),
-        Status::Warn,
-        p.message,
-        fix,
-    ))
+/// What `agent run` logs as warnings about the file at start, as WARN rows.
+fn warning_row(c: &Config, shown: &str) -> Vec<Row> {
+    let row = |p: crate::config::Problem| {
+        let place = format!("{shown}: {}", p.field);
+        Row::problem(
+            "config",
+            place,
+            Status::Warn,
+            p.message,
+            p.fix.unwrap_or_default(),
+        )
+    };
+    c.warnings().into_iter().map(row).collect()
 }
 
 pub fn join(ports: &[u16]) -> String {

@@ -1,6 +1,6 @@
 //! Steps 3 and 7 for the targets: DNS for each target host, then for each forward a TCP connect
-//! to its target and, if the target speaks TLS, its handshake and certificate. Targets are
-//! probed in parallel; rows come back in config order.
+//! to its target and, if the target speaks TLS (`tls: true`, or port 443), its handshake and
+//! certificate. Targets are probed in parallel; rows come back in config order.
 
 use std::collections::HashMap;
 use std::io;
@@ -121,12 +121,18 @@ async fn target(f: &Forward, timeout: Duration, limit: Option<Duration>) -> Vec<
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| f.target());
-    let tls = tls::probe(stream, &f.target_host, timeout.min(TLS_BOUND)).await;
     let mut detail = format!("TCP connect to {peer} ok");
-    match &tls {
-        tls::TlsOutcome::NotTls(why) => detail.push_str(&format!("; not TLS ({why})")),
-        _ => detail.push_str("; speaks TLS"),
-    }
+    let tls = if speaks_tls(f) {
+        let tls = tls::probe(stream, &f.target_host, timeout.min(TLS_BOUND)).await;
+        match &tls {
+            tls::TlsOutcome::NotTls(why) => detail.push_str(&format!("; not TLS ({why})")),
+            _ => detail.push_str("; speaks TLS"),
+        }
+        Some(tls)
+    } else {
+        detail.push_str("; TLS not probed (`tls: true` on the forward asks for it)");
+        None
+    };
     let mut row = Row::pass("target", label(f), detail).took(took);
     if let Some(limit) = limit
         && took > limit
@@ -143,6 +149,14 @@ async fn target(f: &Forward, timeout: Duration, limit: Option<Duration>) -> Vec<
         );
     }
     let mut rows = vec![row];
-    rows.extend(tls::tls_row(label(f), &f.target_host, &tls));
+    if let Some(tls) = &tls {
+        rows.extend(tls::tls_row(label(f), &f.target_host, tls));
+    }
     rows
+}
+
+/// Whether to send the target a ClientHello: a plain service (HTTP, a database) would log it as
+/// a garbage request on every `agent check`. The forward's `tls:` says; without it, port 443.
+fn speaks_tls(f: &Forward) -> bool {
+    f.tls.unwrap_or(f.target_port == 443)
 }

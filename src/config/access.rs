@@ -48,22 +48,20 @@ impl Window {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut parts = text.split_whitespace();
         let (Some(days), Some(times), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!(
-                "\"{text}\" is not DAYS HH:MM-HH:MM (e.g. \"Mon-Fri 08:00-18:00\")"
-            ));
+            return Err("is not DAYS HH:MM-HH:MM (e.g. \"Mon-Fri 08:00-18:00\")".into());
         };
         let days = parse_days(days)?;
         let (start, end) = times
             .split_once('-')
-            .ok_or_else(|| format!("\"{times}\" is not HH:MM-HH:MM"))?;
+            .ok_or_else(|| "has no time range HH:MM-HH:MM".to_string())?;
         let (start, end) = (minutes(start)?, minutes(end)?);
         if start == 1440 {
             return Err("a window cannot start at 24:00; write 00:00 of the next day".into());
         }
         if start == end {
-            return Err(format!(
-                "\"{times}\" is empty; for a whole day write 00:00-24:00"
-            ));
+            return Err(
+                "is empty (it ends when it starts); for a whole day write 00:00-24:00".into(),
+            );
         }
         Ok(Self { days, start, end })
     }
@@ -83,7 +81,8 @@ fn parse_days(text: &str) -> Result<[bool; 7], String> {
         DAYS.iter()
             .position(|n| n.eq_ignore_ascii_case(d))
             .ok_or_else(|| {
-                format!("\"{d}\" is not a day; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or daily")
+                "names a day that is not one; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or daily"
+                    .to_string()
             })
     };
     for item in text.split(',') {
@@ -107,7 +106,7 @@ fn parse_days(text: &str) -> Result<[bool; 7], String> {
 
 /// `HH:MM` as minutes after midnight; `24:00` allowed (the end of the day).
 fn minutes(text: &str) -> Result<u16, String> {
-    let bad = || format!("\"{text}\" is not a time of day HH:MM (00:00 to 24:00)");
+    let bad = || "has a time that is not HH:MM (00:00 to 24:00)".to_string();
     let (h, m) = text.split_once(':').ok_or_else(bad)?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return Err(bad());
@@ -132,7 +131,7 @@ impl fmt::Display for Window {
 pub fn check_timezone(name: &str) -> Result<(), String> {
     jiff::tz::TimeZone::get(name)
         .map(|_| ())
-        .map_err(|_| format!("\"{name}\" is not a time zone in the IANA database"))
+        .map_err(|_| "is not a time zone in the IANA database".to_string())
 }
 
 #[cfg(test)]

@@ -31,7 +31,10 @@ pub(super) fn settings(p: &mut Problems, base: &Path, raw: Option<RawAudit>) -> 
     if file.is_dir() {
         p.add(
             "audit.file",
-            format!("{} is a folder", file.display()),
+            match super::values::shown_path(&file) {
+                Some(path) => format!("{path} is a folder"),
+                None => "names a folder".into(),
+            },
             Some("name a file inside it, e.g. audit.jsonl".to_string()),
         );
     } else if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
@@ -39,20 +42,25 @@ pub(super) fn settings(p: &mut Problems, base: &Path, raw: Option<RawAudit>) -> 
     {
         p.add(
             "audit.file",
-            format!("the folder {} does not exist", dir.display()),
-            Some(format!(
-                "create it (`mkdir -p {}`, writable by the agent's user only), or point audit.file elsewhere",
-                dir.display()
-            )),
+            match super::values::shown_path(dir) {
+                Some(dir) => format!("the folder {dir} does not exist"),
+                None => "names a file in a folder that does not exist".into(),
+            },
+            Some(match super::values::shown_path(dir) {
+                Some(dir) => format!(
+                    "create it (`mkdir -p {dir}`, writable by the agent's user only), or point audit.file elsewhere"
+                ),
+                None => "point audit.file at a file in an existing folder".to_string(),
+            }),
         );
     }
     let on_failure = match raw.on_failure.as_deref().map(str::trim) {
         None | Some("refuse") => OnFailure::Refuse,
         Some("continue") => OnFailure::Continue,
-        Some(other) => {
+        Some(_) => {
             p.add(
                 "audit.on_failure",
-                format!("\"{other}\" is not refuse or continue"),
+                "is not refuse or continue",
                 Some(
                     "use refuse (the default: no vendor connection goes unrecorded) or continue"
                         .to_string(),
@@ -142,7 +150,7 @@ mod tests {
             ("audit: { file: \".\" }\n", "is a folder"),
             (
                 "audit: { file: a, on_failure: ignore }\n",
-                "audit.on_failure: \"ignore\" is not refuse or continue",
+                "audit.on_failure: is not refuse or continue",
             ),
             (
                 "audit: { file: a, max_size: 1KiB }\n",

@@ -6,8 +6,9 @@ mod audit;
 pub mod notify;
 mod pins;
 mod raw;
-mod salvage;
+mod read;
 mod transports;
+mod tree;
 pub mod values;
 
 use std::fmt;
@@ -98,6 +99,9 @@ pub struct Forward {
     pub limits: ForwardLimits,
     /// When the vendor may reach it; `None`: always.
     pub access: Option<access::Access>,
+    /// `tls:`: whether the target speaks TLS, so `agent check` probes its handshake (a plain
+    /// service would log the ClientHello as a bad request). `None`: only on port 443.
+    pub tls: Option<bool>,
 }
 
 /// What one forward's connections may hold (both off by default).
@@ -208,12 +212,29 @@ impl Default for Timeouts {
     }
 }
 
-/// One thing wrong with the file: where, what, and how to fix it.
+/// One thing wrong with the file: where, what, and how to fix it. The message never quotes a
+/// value from the file (it may be a secret written in the wrong field); it names the field, what
+/// was expected, and what kind of thing was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// `server.ports[1]`; `yaml` for a syntax error, `top level` for a file that is no mapping.
     pub field: String,
     pub message: String,
     pub fix: Option<String>,
+    /// The field's line (1-based), or its section's when the field is missing.
+    pub line: Option<usize>,
+}
+
+impl Problem {
+    /// `FILE:LINE: field`, the place a problem is shown at (without what is empty).
+    pub fn place(&self, file: &Path) -> String {
+        let line = self.line.map_or(String::new(), |l| format!(":{l}"));
+        if self.field.is_empty() {
+            format!("{}{line}", file.display())
+        } else {
+            format!("{}{line}: {}", file.display(), self.field)
+        }
+    }
 }
 
 /// Everything wrong with one config file. Displayed one problem per line, each naming the file.
@@ -229,7 +250,7 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}: {}: {}", self.file.display(), p.field, p.message)?;
+            write!(f, "{}: {}", p.place(&self.file), p.message)?;
             if let Some(fix) = &p.fix {
                 write!(f, "\n  fix: {fix}")?;
             }
@@ -252,6 +273,7 @@ impl ConfigError {
                 field: field.into(),
                 message: message.into(),
                 fix,
+                line: None,
             }],
         }
     }
@@ -297,34 +319,79 @@ impl Config {
     /// Parses and validates `text` as the contents of `file` (used for relative paths and
     /// messages). Does not touch the identity file beyond naming it.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig =
-            serde_yaml::from_str(text).map_err(|e| yaml_error(file, text, &e))?;
-        let validated = validate::validate(file, &base_dir(file), raw);
+        Self::parse_or_salvage(file, text).map_err(|invalid| invalid.error)
+    }
+
+    /// [`Config::parse`], and for an invalid file what could still be read from it: every field
+    /// is read and validated on its own (a misspelt field or a bad forward costs only that
+    /// part), so `agent check` can probe the rest.
+    pub fn parse_or_salvage(file: &Path, text: &str) -> Result<Config, Invalid> {
+        let invalid = |problems, best_effort| Invalid {
+            error: ConfigError {
+                file: file.to_path_buf(),
+                problems,
+            },
+            best_effort,
+        };
+        let tree = tree::parse(text).map_err(|p| invalid(vec![p], None))?;
+        let mut problems = validate::Problems::default();
+        let Some(raw) = read::read(&tree, &mut problems) else {
+            return Err(invalid(problems.0, None));
+        };
+        let validated = validate::validate(file, &base_dir(file), raw, problems);
         if validated.problems.is_empty() {
             let mut config = validated.best_effort.config;
             config.sha256 = crate::audit::sha256_hex(text.as_bytes());
-            Ok(config)
-        } else {
-            Err(ConfigError {
-                file: file.to_path_buf(),
-                problems: validated.problems,
-            })
+            return Ok(config);
         }
-    }
-
-    /// [`Config::parse`], and for an invalid file what could still be read from it: the same
-    /// validation over the parts of the file the raw types accept (a misspelt field or a bad
-    /// forward costs only that part), so `agent check` can probe the rest.
-    pub fn parse_or_salvage(file: &Path, text: &str) -> Result<Config, Invalid> {
-        Self::parse(file, text).map_err(|error| Invalid {
-            error,
-            best_effort: salvage::readable_part(text)
-                .map(|raw| Box::new(validate::validate(file, &base_dir(file), raw).best_effort)),
-        })
+        let problems = with_lines(text, validated.problems);
+        Err(invalid(problems, Some(Box::new(validated.best_effort))))
     }
 }
 
+/// Gives each problem its line and puts them in the file's order (problems about the file as a
+/// whole, such as a missing `forwards:`, last).
+fn with_lines(text: &str, mut problems: Vec<Problem>) -> Vec<Problem> {
+    // Each lookup walks the file once; beyond this many problems the rest go without a line.
+    const LOCATED: usize = 200;
+    for p in problems.iter_mut().take(LOCATED) {
+        if p.line.is_none() {
+            p.line = tree::steps(&p.field).and_then(|path| tree::line_of(text, &path));
+        }
+    }
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    problems
+}
+
 impl Config {
+    /// What is valid but unsafe to leave as it is: `agent run` logs each at start and on
+    /// reload, `agent check` shows each as a WARN row of its config step.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut all: Vec<Problem> = self.exposed_proxy_password().into_iter().collect();
+        all.extend(self.localhost_remotes());
+        all
+    }
+
+    /// A warning per forward whose `remote` asks for "localhost" (the bare `remote: 5000` form
+    /// does): when 127.0.0.1's port is taken on the server, sshd binds only [::1] and reports
+    /// success, so the vendor's IPv4 clients time out while everything says ready.
+    pub fn localhost_remotes(&self) -> Vec<Problem> {
+        let localhost = |f: &&Forward| f.remote_addr.eq_ignore_ascii_case("localhost");
+        let forwards = self.forwards.iter().enumerate();
+        forwards
+            .filter(|(_, f)| localhost(f))
+            .map(|(i, f)| Problem {
+                field: format!("forwards[{i}].remote"),
+                message: format!(
+                    "forward \"{}\" asks the server to listen on \"localhost\": if 127.0.0.1:{} is taken there, sshd may listen on [::1] only and report success, and the vendor's IPv4 clients time out",
+                    f.name, f.remote_port
+                ),
+                fix: Some(format!("write `remote: \"127.0.0.1:{}\"`", f.remote_port)),
+                line: None,
+            })
+            .collect()
+    }
+
     /// A warning, never a refusal: `proxy:` holds a password and the file is readable by group
     /// or others, so other users of this host can read that password. `agent run` logs it at
     /// start and on reload; `agent check` shows it as a WARN row of its config step.
@@ -343,6 +410,7 @@ impl Config {
                 "holds the proxy password ({url}), and the file is readable by group or others (mode {mode:04o}): other users of this host can read it"
             ),
             fix: Some(format!("chmod 600 {}", self.file.display())),
+            line: None,
         })
     }
 }
@@ -363,102 +431,6 @@ fn read_text(file: &Path) -> Result<String, ConfigError> {
         };
         ConfigError::field(file, "file", format!("cannot read: {e}"), Some(fix))
     })
-}
-
-/// Turns a serde_yaml error into one problem with the line and, for a misspelt field, the
-/// nearest valid name.
-fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> ConfigError {
-    let msg = e.to_string();
-    let (body, at) = match msg.rsplit_once(" at line ") {
-        Some((b, l)) => (b.to_string(), format!("line {}", l)),
-        None => (msg.clone(), String::from("yaml")),
-    };
-    // serde_yaml places a duplicate at the start of its section; the line to fix is the
-    // second occurrence.
-    let duplicate = body
-        .split("duplicate field `")
-        .nth(1)
-        .and_then(|rest| rest.split('`').next());
-    let at = match (e.location(), duplicate) {
-        (Some(loc), Some(key)) => match second_occurrence(text, loc.line(), loc.column(), key) {
-            Some(line) => format!("line {line}"),
-            None => format!("line {} column {}", loc.line(), loc.column()),
-        },
-        (Some(loc), None) => format!("line {} column {}", loc.line(), loc.column()),
-        (None, _) => at,
-    };
-    let mut fix = None;
-    if let Some(rest) = body.split("unknown field `").nth(1) {
-        let field = rest.split('`').next().unwrap_or_default();
-        // Suggest only names valid where the field was found (serde lists them after
-        // "expected"), so `port:` in a forward does not get "did you mean `ports`?".
-        let here: Vec<&str> = rest
-            .split_once(", expected ")
-            .map(|(_, e)| e.split('`').skip(1).step_by(2).collect())
-            .unwrap_or_default();
-        let candidates = if here.is_empty() {
-            raw::FIELDS
-        } else {
-            &here[..]
-        };
-        fix = Some(match values::nearest(field, candidates) {
-            Some(n) => format!(
-                "did you mean `{n}`? Fields are listed in the README's agent.yaml reference"
-            ),
-            None if raw::FIELDS.contains(&field) => format!(
-                "`{field}` is not valid at this level; check its indentation against examples/agent.yaml"
-            ),
-            None => {
-                "remove it; valid fields are listed in the README's agent.yaml reference".into()
-            }
-        });
-    } else if body.contains("missing field") {
-        fix = Some("add it; see examples/agent.yaml".into());
-    } else if body.contains("duplicate field") {
-        fix = Some("the field is written twice in the same section: keep one".into());
-    } else if body.contains("invalid type") {
-        fix = Some("check the value's type against the README's agent.yaml reference".into());
-    } else if body.contains("invalid value") {
-        fix = Some(
-            "check the value against the README's agent.yaml reference (ports are 1-65535)".into(),
-        );
-    } else if !body.contains(": ")
-        || body.contains("did not find expected")
-        || body.contains("mapping values")
-    {
-        fix = Some("fix the YAML syntax (indentation, a missing ':' or quote) at that line".into());
-    }
-    ConfigError::field(file, at, body, fix)
-}
-
-/// The line (1-based) of `key`'s second occurrence in the block mapping that starts at `line`,
-/// `column` (serde_yaml's location of a duplicate field); None for anything else (flow style,
-/// quoted keys), where the section's start is the best place to point at.
-fn second_occurrence(text: &str, line: usize, column: usize, key: &str) -> Option<usize> {
-    let indent = column.checked_sub(1)?;
-    let mut seen = 0;
-    for (i, l) in text.lines().enumerate().skip(line.checked_sub(1)?) {
-        let rest = l.trim_start_matches([' ', '-']);
-        if rest.is_empty() || rest.starts_with('#') {
-            continue;
-        }
-        let col = l.len() - rest.len();
-        let starts_item = l[..col].contains('-');
-        // The section ends where something less indented, or the next list item, begins.
-        if i + 1 > line && (col < indent || (col == indent && starts_item)) {
-            return None;
-        }
-        let is_key = rest
-            .strip_prefix(key)
-            .is_some_and(|after| after.trim_start().starts_with(':'));
-        if col == indent && is_key {
-            seen += 1;
-            if seen == 2 {
-                return Some(i + 1);
-            }
-        }
-    }
-    None
 }
 
 mod validate;

@@ -1,32 +1,18 @@
-//! The agent.yaml file exactly as written, before validation. Field names here are the
-//! user-facing contract: renaming one breaks every customer's config.
+//! The agent.yaml fields as [`super::read`] took them from the file, before validation: each of
+//! the expected type, or `None` when absent or unreadable (a problem then says why). Field names
+//! here and in `read` are the user-facing contract: renaming one breaks every customer's config.
 
-use std::fmt;
-
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of sections (server, identity, forwards, ...)"
-)]
+#[derive(Debug, Default)]
 pub struct RawConfig {
     pub server: RawServer,
     pub identity: Option<String>,
     pub forwards: Option<Vec<RawForward>>,
-    #[serde(default)]
     pub keepalive: RawKeepalive,
-    #[serde(default)]
     pub reconnect: RawReconnect,
-    #[serde(default)]
     pub admin: RawAdmin,
-    #[serde(default)]
     pub health: RawHealth,
-    #[serde(default)]
     pub log: RawLog,
-    #[serde(default)]
     pub limits: RawLimits,
-    #[serde(default)]
     pub timeouts: RawTimeouts,
     /// `http://[user:pass@]host:port`, `socks5://...`, `socks5h://...`, or `none`; absent: the
     /// environment (HTTPS_PROXY, ALL_PROXY, NO_PROXY).
@@ -39,11 +25,7 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with host, ports, transports, tls, user, host_keys, known_hosts"
-)]
+#[derive(Debug, Default)]
 pub struct RawServer {
     pub host: Option<String>,
     pub ports: Option<Vec<u16>>,
@@ -56,25 +38,19 @@ pub struct RawServer {
 }
 
 /// `notify: { webhook: URL }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with webhook")]
+#[derive(Debug, Default)]
 pub struct RawNotify {
     pub webhook: Option<String>,
 }
 
 /// `server.tls`: trust for `tls://` and `wss://` rungs and `https://` proxies.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with ca_file, verify")]
+#[derive(Debug, Default)]
 pub struct RawTls {
     pub ca_file: Option<String>,
     pub verify: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with name, remote, target, idle_timeout, max_connections and access"
-)]
+#[derive(Debug, Default)]
 pub struct RawForward {
     pub name: Option<String>,
     pub remote: Option<RawRemote>,
@@ -82,22 +58,19 @@ pub struct RawForward {
     pub idle_timeout: Option<String>,
     pub max_connections: Option<u32>,
     pub access: Option<RawAccess>,
+    /// Whether the target speaks TLS (`agent check` probes its handshake); absent: port 443.
+    pub tls: Option<bool>,
 }
 
 /// `access: { windows: ["Mon-Fri 08:00-18:00"], timezone: Europe/Berlin, grant: { max: 4h } }`.
-#[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with windows, timezone and grant"
-)]
+#[derive(Debug, Default)]
 pub struct RawAccess {
     pub windows: Option<Vec<String>>,
     pub timezone: Option<String>,
     pub grant: Option<RawGrant>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with max")]
+#[derive(Debug, Default)]
 pub struct RawGrant {
     pub max: Option<String>,
 }
@@ -109,77 +82,36 @@ pub enum RawRemote {
     Spec(String),
 }
 
-/// By hand rather than `#[serde(untagged)]`: an untagged enum reports any mistake as "data did
-/// not match any variant of untagged enum RawRemote" and loses the field's path.
-impl<'de> Deserialize<'de> for RawRemote {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Remote;
-        impl serde::de::Visitor<'_> for Remote {
-            type Value = RawRemote;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port (5000) or \"ADDR:PORT\" (\"*:5000\")")
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<RawRemote, E> {
-                Ok(RawRemote::Port(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<RawRemote, E> {
-                Ok(i64::try_from(v)
-                    .map_or_else(|_| RawRemote::Spec(v.to_string()), RawRemote::Port))
-            }
-            // Too large for a port either way; validation says so with the number as written.
-            fn visit_i128<E>(self, v: i128) -> Result<RawRemote, E> {
-                Ok(RawRemote::Spec(v.to_string()))
-            }
-            fn visit_u128<E>(self, v: u128) -> Result<RawRemote, E> {
-                Ok(RawRemote::Spec(v.to_string()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<RawRemote, E> {
-                Ok(RawRemote::Spec(v.to_string()))
-            }
-        }
-        d.deserialize_any(Remote)
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with interval, max_missed")]
+#[derive(Debug, Default)]
 pub struct RawKeepalive {
     pub interval: Option<String>,
     pub max_missed: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with initial, max")]
+#[derive(Debug, Default)]
 pub struct RawReconnect {
     pub initial: Option<String>,
     pub max: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with listen")]
+#[derive(Debug, Default)]
 pub struct RawAdmin {
     pub listen: Option<String>,
 }
 
 /// `health: { target_down: ready | not_ready }`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with target_down")]
+#[derive(Debug, Default)]
 pub struct RawHealth {
     pub target_down: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with format, level")]
+#[derive(Debug, Default)]
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with connection_buffer, total_buffer, max_connections"
-)]
+#[derive(Debug, Default)]
 pub struct RawLimits {
     /// Bytes held for one connection's target; the SSH window granted is never larger, so only
     /// a server that ignores the window reaches it (that connection is then closed).
@@ -192,11 +124,7 @@ pub struct RawLimits {
     pub rekey_after: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with connect, handshake, target_connect"
-)]
+#[derive(Debug, Default)]
 pub struct RawTimeouts {
     /// TCP connect to the vendor server, per address.
     pub connect: Option<String>,
@@ -206,11 +134,7 @@ pub struct RawTimeouts {
     pub target_connect: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with file, on_failure, max_size, head_interval"
-)]
+#[derive(Debug, Default)]
 pub struct RawAudit {
     /// The JSON-lines file; rotated files sit beside it as FILE.1, FILE.2, ...
     pub file: Option<String>,
@@ -221,58 +145,3 @@ pub struct RawAudit {
     /// How often the chain's head is written to the log.
     pub head_interval: Option<String>,
 }
-
-/// Every field name the file may contain, per section, for "did you mean" suggestions.
-pub const FIELDS: &[&str] = &[
-    "server",
-    "identity",
-    "forwards",
-    "keepalive",
-    "reconnect",
-    "admin",
-    "health",
-    "target_down",
-    "log",
-    "limits",
-    "timeouts",
-    "proxy",
-    "state_dir",
-    "notify",
-    "webhook",
-    "access",
-    "windows",
-    "timezone",
-    "grant",
-    "host",
-    "ports",
-    "user",
-    "host_keys",
-    "known_hosts",
-    "transports",
-    "tls",
-    "ca_file",
-    "verify",
-    "name",
-    "remote",
-    "target",
-    "idle_timeout",
-    "interval",
-    "max_missed",
-    "initial",
-    "max",
-    "listen",
-    "format",
-    "level",
-    "connection_buffer",
-    "total_buffer",
-    "max_connections",
-    "rekey_after",
-    "connect",
-    "handshake",
-    "target_connect",
-    "audit",
-    "file",
-    "on_failure",
-    "max_size",
-    "head_interval",
-];

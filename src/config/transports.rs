@@ -13,6 +13,7 @@ fn problem(field: impl Into<String>, message: impl Into<String>, fix: &str) -> P
         field: field.into(),
         message: message.into(),
         fix: Some(fix.to_string()),
+        line: None,
     }
 }
 
@@ -54,13 +55,20 @@ pub(super) fn ladder(
                 match Rung::parse(text) {
                     Ok(r) if rungs.contains(&r) => problems.push(problem(
                         format!("server.transports[{i}]"),
-                        format!("{r} is listed twice"),
+                        format!(
+                            "is the same rung as server.transports[{}]",
+                            rungs.iter().position(|x| *x == r).unwrap_or_default()
+                        ),
                         "list each rung once",
                     )),
                     Ok(r) => rungs.push(r),
                     Err(e) => problems.push(problem(
                         format!("server.transports[{i}]"),
-                        crate::logging::printable(&e).into_owned(),
+                        super::values::unquoted(
+                            &crate::logging::printable(&e),
+                            text,
+                            "is not a transport URL",
+                        ),
                         "write ssh://HOST:PORT (plain SSH), tls://HOST:PORT (SSH inside TLS) or wss://HOST[:PORT]/PATH (SSH inside WebSocket over TLS)",
                     )),
                 }
@@ -74,6 +82,11 @@ pub(super) fn ladder(
         if let Some(text) = t.ca_file {
             let path = super::validate::resolve(base, &text);
             if let Err(e) = read_ca_file(&path) {
+                // The message names the path; not when the field holds something else.
+                let e = match super::values::shown_path(&path) {
+                    Some(_) => e,
+                    None => "cannot be read as a PEM file".into(),
+                };
                 problems.push(problem(
                     "server.tls.ca_file",
                     e,
@@ -141,7 +154,7 @@ mod tests {
     fn mistakes_name_the_file_the_field_and_the_fix() {
         let e = parse("  ports: [22]\n  transports: [\"ssh://h:22\"]\n", true).unwrap_err();
         assert!(
-            e.contains("agent.yaml: server.ports: is set together with server.transports"),
+            e.contains("agent.yaml:5: server.ports: is set together with server.transports"),
             "{e}"
         );
         let e = parse("  transports: [\"ssh://h:22\", \"wss://h/x y\"]\n", true).unwrap_err();
@@ -149,7 +162,7 @@ mod tests {
         assert!(e.contains("fix: write ssh://HOST:PORT"), "{e}");
         let e = parse("  transports: [\"ssh://h:22\", \"SSH://h\"]\n", true).unwrap_err();
         assert!(
-            e.contains("server.transports[1]: ssh://h:22 is listed twice"),
+            e.contains("server.transports[1]: is the same rung as server.transports[0]"),
             "{e}"
         );
         let e = parse("  transports: []\n", true).unwrap_err();

@@ -21,7 +21,8 @@ pub(super) struct Validated {
     pub problems: Vec<Problem>,
 }
 
-pub(super) struct Problems(Vec<Problem>);
+#[derive(Default)]
+pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
     pub(super) fn add(
@@ -30,10 +31,17 @@ impl Problems {
         message: impl Into<String>,
         fix: impl Into<Option<String>>,
     ) {
+        let field = field.into();
+        // One problem per field: the first is the cause (a value of the wrong type, which the
+        // validator then sees as absent, is not also "required").
+        if self.0.iter().any(|p| p.field == field) {
+            return;
+        }
         self.0.push(Problem {
-            field: field.into(),
+            field,
             message: message.into(),
             fix: fix.into(),
+            line: None,
         });
     }
 
@@ -92,18 +100,17 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
-/// Every problem with `raw`, and the values it gives: each as written where it validated;
-/// elsewhere the fallback used here (an empty host or user, a default duration, no proxy), which
-/// a problem names. Only a file with no problems may be run.
-pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
-    let mut p = Problems(Vec::new());
-
+/// Every problem with `raw` (after those `read` found, `p`), and the values it gives: each as
+/// written where it validated; elsewhere the fallback used here (an empty host or user, a
+/// default duration, no proxy), which a problem names. Only a file with no problems may be run.
+/// Like `read`, no message quotes a value from the file.
+pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems) -> Validated {
     // server
     let s = raw.server;
     let host = match s.host.map(|h| h.trim().to_string()) {
-        Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) && !h.contains('/') => h,
+        Some(h) if !h.is_empty() && values::plain_host(&h) => h,
         Some(h) if !h.is_empty() => {
-            p.add("server.host", format!("\"{h}\" is not a host name or address"), Some("write the vendor's server name only, e.g. tunnel.vendor.example (no scheme, path or port)".into()));
+            p.add("server.host", "is not a host name or address (letters, digits, '.', '-', ':' only)", Some("write the vendor's server name only, e.g. tunnel.vendor.example (no scheme, path or port)".into()));
             String::new()
         }
         _ => {
@@ -132,10 +139,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
                 Some("use 1-65535, usually 22 or 443".into()),
             );
         }
-        if ports[..i].contains(port) {
+        if let Some(first) = ports[..i].iter().position(|p| p == port) {
             p.add(
                 format!("server.ports[{i}]"),
-                format!("port {port} is listed twice"),
+                format!("is the same port as server.ports[{first}]"),
                 Some("list each port once".into()),
             );
         }
@@ -157,7 +164,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             Ok(pin) => host_keys.push(pin),
             Err(e) => p.add(
                 format!("server.host_keys[{i}]"),
-                e,
+                values::unquoted(&e, text, "is neither a SHA256 fingerprint nor an OpenSSH public key line"),
                 Some("write a fingerprint as printed by `ssh-keygen -lf` (\"SHA256:...\") or a public key line (\"ssh-ed25519 AAAA...\")".into()),
             ),
         }
@@ -166,7 +173,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     if let Some(k) = &known_hosts
         && let Err(e) = std::fs::metadata(k)
     {
-        p.add("server.known_hosts", format!("{}: {e}", k.display()), Some("point it at an OpenSSH known_hosts file, or remove it and pin keys under server.host_keys".into()));
+        p.add("server.known_hosts", match values::shown_path(k) {
+            Some(path) => format!("{path}: {e}"),
+            None => format!("cannot be read: {e}"),
+        }, Some("point it at an OpenSSH known_hosts file, or remove it and pin keys under server.host_keys".into()));
     }
     if host_keys.is_empty()
         && known_hosts.is_none()
@@ -261,17 +271,13 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
         } else if !valid_name(&name) {
             p.add(
                 at("name"),
-                format!("\"{name}\" may use only lowercase letters, digits and '-'"),
-                Some(format!(
-                    "e.g. \"{}\"",
-                    name.to_ascii_lowercase()
-                        .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-                )),
+                "may use only lowercase letters, digits and '-' (at most 63, not starting with '-')",
+                Some("write a short name such as \"jira\" or \"jira-prod\"".into()),
             );
         } else if let Some(&first) = names.get(&name) {
             p.add(
                 at("name"),
-                format!("\"{name}\" is already used by forwards[{first}]"),
+                format!("is already the name of forwards[{first}]"),
                 Some("give every forward a unique name".into()),
             );
         } else {
@@ -291,7 +297,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
                 _ => {
                     p.add(
                         at("remote"),
-                        format!("port {n} is out of range 1-65535"),
+                        "is out of range: expected a port 1-65535".to_string(),
                         REMOTE_FIX.to_string(),
                     );
                     None
@@ -310,7 +316,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             if let Some((_, first)) = remotes.iter().find(|((_, p2), _)| p2 == port) {
                 p.add(
                     at("remote"),
-                    format!("port {port} is already used by forwards[{first}]"),
+                    format!("its port is already used by forwards[{first}]"),
                     Some("give every forward its own remote port".into()),
                 );
             } else {
@@ -368,6 +374,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
                     max_connections,
                 },
                 access,
+                tls: f.tls,
             });
         }
     }
@@ -437,7 +444,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             default
         }
         Some(Err(e)) => {
-            p.add(field, e, None);
+            p.add(field, e, Some("write a size such as \"8MiB\"".to_string()));
             default
         }
     };
@@ -489,8 +496,14 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
         &crate::proxy::ProxyEnv::from_process(),
     )
     .unwrap_or_else(|e| {
-        proxy_error = Some(format!("{}: {}", e.field, e.message));
-        p.add(e.field, e.message, e.fix);
+        // The proxy's parser quotes the URL with its password masked; a config message shows
+        // none of it (a token may sit in its path).
+        let message = match raw.proxy.as_deref() {
+            Some(text) => values::unquoted(&e.message, text, "is not a usable proxy URL"),
+            None => e.message,
+        };
+        proxy_error = Some(format!("{}: {message}", e.field));
+        p.add(e.field, message, e.fix);
         crate::proxy::ProxyConfig::Off
     });
 
@@ -501,7 +514,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
             match text.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    p.add("admin.listen", format!("\"{text}\" is not IP:PORT"), Some(format!("write e.g. \"{DEFAULT_ADMIN}\", or \"off\" to disable the admin endpoint")));
+                    p.add("admin.listen", "is not IP:PORT", Some(format!("write e.g. \"{DEFAULT_ADMIN}\", or \"off\" to disable the admin endpoint")));
                     None
                 }
             }
@@ -522,10 +535,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     let format = match raw.log.format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => {
+        _ => {
             p.add(
                 "log.format",
-                format!("\"{other}\" is not a log format"),
+                "is not a log format: expected text or json",
                 Some("use text or json".into()),
             );
             LogFormat::Text
@@ -541,7 +554,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig) -> Validated {
     if !bare_words_are_levels || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         p.add(
             "log.level",
-            format!("\"{level}\" is not a log level"),
+            "is not a log level",
             Some("use error, warn, info, debug or trace".into()),
         );
     }
@@ -621,7 +634,7 @@ fn forward_access(p: &mut Problems, at: &str, raw: RawAccess) -> Access {
         if max > MAX_GRANT {
             p.add(
                 &field,
-                format!("{text} is longer than 7 days: a grant that long is standing access"),
+                "is longer than 7 days: a grant that long is standing access",
                 Some(
                     "allow at most 7d, or give the forward `windows` for regular access"
                         .to_string(),

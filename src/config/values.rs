@@ -7,91 +7,92 @@ use std::time::Duration;
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.chars().all(|c| c.is_ascii_digit()) && !text.is_empty() {
-        return Err(format!(
-            "\"{text}\" has no unit; write it with one, e.g. \"{text}s\" or \"{text}ms\""
-        ));
+        return Err("is a number without a unit: expected a duration such as \"15s\"".into());
     }
-    humantime::parse_duration(text).map_err(|e| {
-        format!("\"{text}\" is not a duration ({e}); write e.g. \"500ms\", \"15s\", \"2m\"")
+    humantime::parse_duration(text).map_err(|_| {
+        "is not a duration: expected a number with a unit, such as \"500ms\", \"15s\", \"2m\""
+            .to_string()
     })
 }
 
 /// `512KiB`, `8MiB`, `1GiB`, `65536` (bytes); KB/MB/GB are read as powers of 1024 too.
 pub fn byte_size(text: &str) -> Result<u64, String> {
+    const EXPECTED: &str = "expected a size such as \"512KiB\", \"8MiB\", \"1GiB\"";
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("\"{text}\" is not a size; write e.g. \"512KiB\", \"8MiB\", \"1GiB\"")
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("is not a size: {EXPECTED}"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "\"{text}\" has an unknown unit \"{other}\"; use KiB, MiB or GiB"
-            ));
-        }
+        _ => return Err(format!("has an unknown unit: {EXPECTED}")),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("\"{text}\" is too large"))
+        .ok_or_else(|| format!("is too large: {EXPECTED}"))
 }
 
 /// Splits `host:port` / `[v6]:port`; the host comes back without brackets.
 pub fn host_port(text: &str) -> Result<(String, u16), String> {
     let t = text.trim();
     if let Some((scheme, rest)) = t.split_once("://") {
-        // Otherwise "http://jira:8080" reads as an unbracketed IPv6 address.
-        let host = rest.split('/').next().unwrap_or_default();
+        // Otherwise "http://jira:8080" reads as an unbracketed IPv6 address. The example shows
+        // the URL's host and port only: user info, path and query may hold a secret.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        let host = Some(host).filter(|h| plain_host(h));
         let example = match (host, scheme.to_ascii_lowercase().as_str()) {
-            (h, _) if h.contains(':') => h.to_string(),
-            (h, "http") if !h.is_empty() => format!("{h}:80"),
-            (h, _) if !h.is_empty() => format!("{h}:443"),
+            (Some(h), _) if h.contains(':') => h.to_string(),
+            (Some(h), "http") if !h.is_empty() => format!("{h}:80"),
+            (Some(h), _) if !h.is_empty() => format!("{h}:443"),
             _ => "jira.acme.internal:443".to_string(),
         };
         return Err(format!(
-            "\"{text}\" is a URL; write host:port only, e.g. \"{example}\""
+            "is a URL; write host:port only, e.g. \"{example}\""
         ));
     }
     let (host, port) = if let Some(rest) = t.strip_prefix('[') {
         let (h, p) = rest.split_once("]:").ok_or_else(|| {
-            format!("\"{text}\" is not host:port; write an IPv6 address as \"[::1]:443\"")
+            "is not host:port; write an IPv6 address in brackets, e.g. \"[::1]:443\"".to_string()
         })?;
         (h.to_string(), p)
     } else {
         let (h, p) = t.rsplit_once(':').ok_or_else(|| {
-            format!(
-                "\"{text}\" has no port; write it as host:port, e.g. \"jira.acme.internal:443\""
-            )
+            "has no port; write it as host:port, e.g. \"jira.acme.internal:443\"".to_string()
         })?;
         if h.contains(':') {
-            return Err(format!(
-                "\"{text}\" is ambiguous; write an IPv6 address in brackets, e.g. \"[{h}]:{p}\""
-            ));
+            return Err(
+                "is ambiguous; write an IPv6 address in brackets, e.g. \"[fd00::5]:443\"".into(),
+            );
         }
         (h.to_string(), p)
     };
     if host.is_empty() {
-        return Err(format!("\"{text}\" has no host; write it as host:port"));
+        return Err("has no host; write it as host:port".into());
     }
-    if host
-        .chars()
-        .any(|c| c.is_whitespace() || c == '/' || c == '@')
-    {
-        return Err(format!("\"{host}\" is not a host name or address"));
+    if !plain_host(&host) {
+        return Err("is not host:port: the host is not a host name or address".into());
     }
-    let port = port_number(port).map_err(|e| format!("\"{text}\": {e}"))?;
+    let port = port_number(port)?;
     Ok((host, port))
+}
+
+/// Letters, digits and the punctuation of names and addresses only: safe to show, and what a
+/// host name or address is.
+pub fn plain_host(host: &str) -> bool {
+    host.chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-_:[]%*".contains(c))
 }
 
 /// A TCP port, 1 to 65535.
 pub fn port_number(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        Ok(p) => Err(format!("port {p} is out of range 1-65535")),
-        Err(_) => Err(format!("\"{text}\" is not a port number (1-65535)")),
+        Ok(_) => Err("has a port out of range 1-65535".into()),
+        Err(_) => Err("has no port number (1-65535)".into()),
     }
 }
 
@@ -102,7 +103,64 @@ pub fn remote_spec(text: &str) -> Result<(String, u16), String> {
     if !t.contains(':') {
         return Ok(("localhost".to_string(), port_number(t)?));
     }
-    host_port(t).map_err(|e| format!("{e}; remote is a port (5000) or \"ADDR:PORT\" (\"*:5000\")"))
+    host_port(t)
+        .map_err(|e| format!("{e}; remote is a port (5000) or \"ADDR:PORT\" (\"127.0.0.1:5000\")"))
+}
+
+/// A path for a message, when it reads as one: a URL or a token pasted into a path field must
+/// not be repeated (`None`).
+pub fn shown_path(path: &std::path::Path) -> Option<String> {
+    let text = path.display().to_string();
+    let pasted = text.contains("://")
+        || text.contains(['@', '?', '#'])
+        || text.chars().any(char::is_control);
+    (!pasted).then_some(text)
+}
+
+/// `message`, made by another module's parser of `value` (the proxy's, a transport's), without
+/// what it quotes of the value: its "quoted" parts are removed, and if it still holds part of a
+/// URL's user info, path or query (or all of a value that is no URL), `generic` instead.
+pub fn unquoted(message: &str, value: &str, generic: &str) -> String {
+    let mut kept = String::new();
+    for (i, part) in message.split('"').enumerate() {
+        if i % 2 == 0 {
+            kept.push_str(part);
+        }
+    }
+    let kept = kept.trim_start_matches([':', ' ']).replace("  ", " ");
+    let secrets = secret_parts(value);
+    let safe = |m: &str| !m.trim().is_empty() && !secrets.iter().any(|p| m.contains(p.as_str()));
+    // Messages say what is wrong first and suggest after a ';' (often with the value in it).
+    let first_clause = kept.split(';').next().unwrap_or_default();
+    if safe(&kept) {
+        kept
+    } else if safe(first_clause) {
+        first_clause.to_string()
+    } else {
+        generic.to_string()
+    }
+}
+
+/// The parts of `value` a message must not repeat: in a URL, every word of its user info,
+/// path, query and fragment; otherwise the value itself.
+fn secret_parts(value: &str) -> Vec<String> {
+    let v = value.trim();
+    let Some((_, rest)) = v.split_once("://") else {
+        return vec![v.to_string()]
+            .into_iter()
+            .filter(|p| p.len() >= 3)
+            .collect();
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let userinfo = authority.rsplit_once('@').map_or("", |(u, _)| u);
+    format!("{userinfo} {tail}")
+        .split(|c: char| !c.is_ascii_alphanumeric() && !"-_.~%+".contains(c))
+        .filter(|p| p.len() >= 3)
+        .map(str::to_string)
+        .collect()
 }
 
 /// Edit distance, for "did you mean" hints on misspelt field names.
@@ -138,7 +196,7 @@ mod tests {
     fn durations() {
         assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(duration("15").unwrap_err().contains("no unit"));
+        assert!(duration("15").unwrap_err().contains("without a unit"));
         assert!(duration("soon").is_err());
     }
 
@@ -154,10 +212,38 @@ mod tests {
         assert_eq!(host_port("jira:443").unwrap(), ("jira".into(), 443));
         assert_eq!(host_port("[::1]:22").unwrap(), ("::1".into(), 22));
         assert!(host_port("jira").unwrap_err().contains("no port"));
+        let url = host_port("https://u:secret@hooks.example:8443/T0/XYZ?token=abc").unwrap_err();
+        assert!(url.contains("\"hooks.example:8443\""), "{url}");
+        assert!(!url.contains("secret") && !url.contains("XYZ") && !url.contains("token"));
         assert!(host_port("jira:0").is_err());
         assert!(host_port("::1:22").unwrap_err().contains("brackets"));
         assert_eq!(remote_spec("5000").unwrap(), ("localhost".into(), 5000));
         assert_eq!(remote_spec("*:5000").unwrap(), ("*".into(), 5000));
+    }
+
+    #[test]
+    fn messages_of_other_parsers_lose_what_they_quote() {
+        let url = "https://u:secret@hooks.example/T0/XYZSECRET?token=abc";
+        assert_eq!(
+            unquoted("\"x\": \"99999\" is not a port number", "x:99999", "g"),
+            "is not a port number"
+        );
+        assert_eq!(
+            unquoted("write wss://hooks.example/T0/XYZSECRET", url, "g"),
+            "g"
+        );
+        assert_eq!(
+            unquoted("has user information", "ssh://h:22", "g"),
+            "has user information"
+        );
+        assert_eq!(
+            unquoted("proxy.corp:3128 has no scheme", "proxy.corp:3128", "g"),
+            "g"
+        );
+        assert_eq!(
+            unquoted("\"p:1\" has no scheme; write http://p:1", "p:1", "g"),
+            "has no scheme"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::ImportError;
 use super::plan::{Plan, keepalive, pin_steps};
+use super::ssh_command::RemoteForward;
 use crate::config::{Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, values};
 
 /// The line written while no pin was given; `agent run` refuses the file until it is filled in.
@@ -113,11 +114,8 @@ pub fn render(plan: &Plan) -> String {
         &format!("identity: {}\nforwards:", scalar(identity)),
     );
     for f in &plan.forwards {
-        // A bare port stays a number; an address is quoted (`*` would be a YAML alias).
-        let remote = match f.bind {
-            None => f.port.to_string(),
-            Some(_) => serde_json::to_string(&f.remote()).unwrap_or_default(),
-        };
+        // Quoted: `*` would be a YAML alias.
+        let remote = serde_json::to_string(&rendered_remote(f)).unwrap_or_default();
         let (name, target) = (scalar(&f.name), scalar(&f.target()));
         let entry = format!("- name: {name}\n    remote: {remote}\n    target: {target}");
         commented(
@@ -153,6 +151,16 @@ pub fn render(plan: &Plan) -> String {
     y
 }
 
+/// A forward's `remote:` as written: `-R 5000:...` (no address) asks for "localhost", which
+/// sshd may bind on [::1] alone when 127.0.0.1's port is taken, reporting success while IPv4
+/// clients time out; 127.0.0.1 says what the tunnel needs.
+fn rendered_remote(f: &RemoteForward) -> String {
+    match f.bind {
+        None => format!("127.0.0.1:{}", f.port),
+        Some(_) => f.remote(),
+    }
+}
+
 /// Checks that `yaml` is an agent.yaml `agent run` accepts (apart from a pin still missing) and
 /// that it reads back with the server and forwards the plan says.
 pub fn verify(yaml: &str, plan: &Plan) -> Result<(), Vec<ImportError>> {
@@ -180,7 +188,7 @@ pub fn verify(yaml: &str, plan: &Plan) -> Result<(), Vec<ImportError>> {
     let got = (&s.host, &s.user, &s.ports, forwards.collect::<Vec<_>>());
     let remote = |r: &str| values::remote_spec(r).unwrap_or_default();
     let planned = plan.forwards.iter();
-    let planned = planned.map(|f| (f.name.clone(), remote(&f.remote()), f.target()));
+    let planned = planned.map(|f| (f.name.clone(), remote(&rendered_remote(f)), f.target()));
     let want = (
         &plan.server.host.value,
         &plan.server.user.value,

@@ -214,10 +214,26 @@ fn fit_to_descriptors(config: &mut Config) {
 
 /// Logs what is valid but unsafe to leave as it is in agent.yaml (never fatal).
 fn warn_about(config: &Config) {
-    if let Some(p) = config.exposed_proxy_password() {
+    for p in config.warnings() {
         let fix = p.fix.map(|f| format!("; fix: {f}")).unwrap_or_default();
         warn!("{}: {}: {}{fix}", config.file.display(), p.field, p.message);
     }
+}
+
+/// What a rejected reload's audit record keeps: the first problem, where it is, and how many
+/// more there are. Problems never quote the file's values (`crate::config::Problem`), so nothing
+/// written in agent.yaml (a token in a URL) becomes a permanent part of the trail.
+fn rejection(e: &ConfigError) -> Option<String> {
+    let first = e.problems.first()?;
+    let line = first.line.map_or(String::new(), |l| format!("line {l}: "));
+    let more = match e.problems.len() - 1 {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    };
+    Some(crate::audit::bounded(&format!(
+        "{line}{}: {}{more}",
+        first.field, first.message
+    )))
 }
 
 /// Re-reads agent.yaml and hands it to the agent; an invalid file is reported and ignored.
@@ -263,10 +279,7 @@ impl Reloader {
                     sha256: std::fs::read(&self.file)
                         .ok()
                         .map(|b| crate::audit::sha256_hex(&b)),
-                    error: e
-                        .problems
-                        .first()
-                        .map(|p| crate::audit::bounded(&format!("{}: {}", p.field, p.message))),
+                    error: rejection(&e),
                 });
             }
         }

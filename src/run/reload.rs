@@ -91,7 +91,7 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
 pub struct ForwardChanges {
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// Each changed forward with what changed in it: remote, target, limits, access.
+    /// Each changed forward with what changed in it: remote, target, limits, access, tls.
     pub changed: Vec<(String, Vec<&'static str>)>,
 }
 
@@ -136,6 +136,9 @@ fn what_changed(old: &Forward, new: &Forward) -> Vec<&'static str> {
     }
     if old.access != new.access {
         what.push("access");
+    }
+    if old.tls != new.tls {
+        what.push("tls");
     }
     what
 }

@@ -326,6 +326,7 @@ mod tests {
             target_port: listener.local_addr().unwrap().port(),
             limits: Default::default(),
             access: None,
+            tls: None,
         };
         let tcp = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
         let sock = socket2::SockRef::from(&tcp);

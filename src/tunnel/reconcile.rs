@@ -530,6 +530,7 @@ mod tests {
             target_port,
             limits: Default::default(),
             access: None,
+            tls: None,
         }
     }
 

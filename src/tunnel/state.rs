@@ -427,6 +427,7 @@ mod tests {
             target_port: 80,
             limits: Default::default(),
             access: None,
+            tls: None,
         }
     }
 
