@@ -21,6 +21,7 @@ fi
 "$work/venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 
 manifests=(examples/kubernetes/configmap.yaml examples/kubernetes/pvc.yaml examples/kubernetes/deployment.yaml
+  examples/kubernetes/networkpolicy.yaml
   examples/kubernetes/secret.yaml examples/kubernetes/pause-job.yaml)
 if command -v kubectl >/dev/null; then
   kubectl kustomize examples/kubernetes >"$work/rendered.yaml"

@@ -587,7 +587,7 @@ fn identity_world_readable() {
         file,
     };
     let (line, fix) = f.problem("identity: ");
-    assert_contains(&line, &["mode 0644", "readable by group or others"]);
+    assert_contains(&line, &["mode 0644", "readable by its group and others"]);
     assert_eq!(fix, format!("  fix: chmod 400 {}", key.display()));
 }
 

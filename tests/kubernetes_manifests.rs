@@ -549,7 +549,12 @@ fn images_are_pinned_and_kustomize_applies_everything_but_the_secret_and_the_job
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for f in ["configmap.yaml", "pvc.yaml", "deployment.yaml"] {
+    for f in [
+        "configmap.yaml",
+        "pvc.yaml",
+        "deployment.yaml",
+        "networkpolicy.yaml",
+    ] {
         assert!(resources.contains(&f), "kustomization.yaml lacks {f}");
         assert!(Path::new(DIR).join(f).exists());
     }
@@ -569,5 +574,38 @@ fn images_are_pinned_and_kustomize_applies_everything_but_the_secret_and_the_job
             "kustomization images[].name must match {agent_image}"
         );
         assert_ne!(str_at(img, "newTag"), "latest");
+    }
+}
+
+/// The NetworkPolicy selects the agent's pods and admits only the admin port (agent.yaml's
+/// `admin.listen`), from a selected source: nothing else of the cluster reaches the pod.
+#[test]
+fn the_network_policy_admits_only_the_admin_port_of_the_agent_pods() {
+    let d = load("deployment.yaml");
+    let policy = load("networkpolicy.yaml");
+    assert_eq!(str_at(&policy, "kind"), "NetworkPolicy");
+    assert_eq!(
+        at(&policy, "spec/podSelector/matchLabels"),
+        at(&d, "spec/template/metadata/labels"),
+        "the policy must select the agent's pods"
+    );
+    let types: Vec<&str> = seq(&policy, "spec/policyTypes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(types, ["Ingress"], "egress stays open: the agent dials out");
+    let listen = agent_config(&d).admin_listen.expect("admin.listen");
+    let rules = seq(&policy, "spec/ingress");
+    assert!(!rules.is_empty());
+    for rule in rules {
+        let ports: Vec<i64> = seq(rule, "ports")
+            .iter()
+            .map(|p| int_at(p, "port"))
+            .collect();
+        assert_eq!(ports, [i64::from(listen.port())], "only the admin port");
+        assert!(
+            !seq(rule, "from").is_empty(),
+            "an empty `from` admits every source"
+        );
     }
 }

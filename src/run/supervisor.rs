@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::reload::{self, Reload};
 use crate::audit::{SessionEvent, SessionRecord};
@@ -133,14 +133,16 @@ pub async fn supervise(
     let mut last_rung = None;
     tokio::pin!(shutdown);
 
-    for session_no in 1u64.. {
-        let span = info_span!("session", n = session_no, server = %run.config.server.host);
+    // Counts sessions that came up: failed dials log under the number the next one will have.
+    let mut sessions = 0u64;
+    loop {
+        let span = info_span!("session", n = sessions + 1, server = %run.config.server.host);
         // Dial. The dial runs on its own copy of the dialer, so reloads keep applying meanwhile;
         // one that changes the session's settings dials again with them.
         let attempt = async {
             let dialer = run.dialer.clone();
             let ctx = run.ctx.clone();
-            info!(user = %run.config.server.user, rungs = run.config.server.transports.len(), "dialing");
+            debug!(user = %run.config.server.user, rungs = run.config.server.transports.len(), "dialing");
             let dial = dialer.connect(ctx, last_rung.as_ref());
             tokio::pin!(dial);
             loop {
@@ -160,6 +162,7 @@ pub async fn supervise(
             None => return,
             Some(Err(Redo)) => continue,
             Some(Ok(Ok(mut session))) => {
+                sessions += 1;
                 last_rung = Some(session.rung.clone());
                 span.in_scope(
                     || info!(via = %session.via, "connected: host key verified, authenticated"),
@@ -195,26 +198,33 @@ pub async fn supervise(
                         continue;
                     }
                     Ended::Lost(reason) => {
-                        warn!(%reason, "connection lost");
+                        let delay = run.redial.after_failure();
+                        let retry_in_s = format!("{:.1}", delay.as_secs_f32());
+                        warn!(%reason, retry_in_s, "connection lost");
                         state.disconnected("connection_lost", reason);
-                        run.redial.after_failure()
+                        delay
                     }
                 }
             }
             Some(Ok(Err(e))) => {
                 let _g = span.enter();
                 state.set_error(e.class(), e.to_string());
+                // The one line of a failed dial: what failed, and when the next one starts.
                 if e.is_permanent() {
-                    error!(class = e.class(), "{e}");
-                    run.redial.after_permanent_failure()
+                    let delay = run.redial.after_permanent_failure();
+                    let retry_in_s = format!("{:.1}", delay.as_secs_f32());
+                    error!(class = e.class(), retry_in_s, "{e}");
+                    delay
                 } else {
-                    warn!(class = e.class(), "{e}");
-                    run.redial.after_failure()
+                    let delay = run.redial.after_failure();
+                    let retry_in_s = format!("{:.1}", delay.as_secs_f32());
+                    warn!(class = e.class(), retry_in_s, "{e}");
+                    delay
                 }
             }
         };
         span.in_scope(|| {
-            info!(
+            debug!(
                 seconds = format!("{:.1}", delay.as_secs_f32()),
                 "backing off before reconnecting"
             )

@@ -227,7 +227,12 @@ impl Dialer {
                 Some(Ok((_, Ok(session)))) => return Ok(session),
                 Some(Ok((i, Err(e)))) => {
                     let rung = &self.rungs[i].0;
-                    info!(%rung, error = %e, "connection attempt failed; trying the next rung");
+                    // The dial's own line (the caller's) says how the last one failed.
+                    if order.is_empty() && attempts.is_empty() {
+                        debug!(%rung, error = %e, "connection attempt failed");
+                    } else {
+                        info!(%rung, error = %e, "connection attempt failed; trying the next rung");
+                    }
                     if matches!(&e, SshError::Proxy(p) if p.ends_ladder()) {
                         // The proxy itself failed: no other rung can do better through it.
                         let proxy = self.rungs[i].1.proxy().cloned();
@@ -272,12 +277,18 @@ impl Dialer {
             return self.at(ctx, i, None, banner).await;
         }
         let mut worst: Option<SshError> = None;
-        for addr in transport::resolve(rung, self.connect_timeout).await? {
+        let addrs = transport::resolve(rung, self.connect_timeout).await?;
+        let count = addrs.len();
+        for (n, addr) in addrs.into_iter().enumerate() {
             debug!(%addr, %rung, "dialing");
             match self.at(ctx.clone(), i, Some(addr), banner.clone()).await {
                 Ok(s) => return Ok(s),
-                Err(e) => {
+                Err(e) if n + 1 < count => {
                     info!(%rung, %addr, error = %e, "connection attempt failed; trying the next address");
+                    keep_worst(&mut worst, e);
+                }
+                Err(e) => {
+                    debug!(%rung, %addr, error = %e, "connection attempt failed");
                     keep_worst(&mut worst, e);
                 }
             }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::Backoff;
 use super::state::{ForwardState, TunnelState};
@@ -331,6 +331,7 @@ async fn hold_forward<P: ForwardPort>(
         while earlier.changed().await.is_ok() {}
     }
     let mut retry = Backoff::new(timing.retry_initial, timing.retry_max);
+    let mut refusals = Refusals::default();
     loop {
         if !*wanted.borrow_and_update() {
             return;
@@ -369,7 +370,10 @@ async fn hold_forward<P: ForwardPort>(
         }
         match outcome {
             Ok(()) => {
-                info!("forward granted");
+                match refusals.granted() {
+                    0 => info!("forward granted"),
+                    n => info!(refusals = n, "forward granted after {n} refusals"),
+                }
                 state.set_forward(session, &forward, ForwardState::Granted);
                 retry.reset();
                 // An error means the reconciler is gone: the session is ending, and the
@@ -387,12 +391,24 @@ async fn hold_forward<P: ForwardPort>(
                 state.set_forward(session, &forward, ForwardState::Refused(e.to_string()));
             }
             Err(e) => {
-                error!("forward refused: {e}; the agent is NOT ready and keeps retrying");
+                // Not an ERROR: a standby's forward is refused while the active agent holds the
+                // port, for as long as both run. Once WARN, then a count every 10 minutes.
+                match refusals.refused(tokio::time::Instant::now()) {
+                    Some(0) => warn!(
+                        "forward refused: {e}; this agent is not ready and keeps retrying (a standby's normal state while another agent holds the port)"
+                    ),
+                    Some(n) => info!(
+                        refusals = n,
+                        "forward still refused: {n} more times in the last {} minutes",
+                        REFUSALS_EVERY.as_secs() / 60
+                    ),
+                    None => {}
+                }
                 state.set_forward(session, &forward, ForwardState::Refused(e.to_string()));
             }
         }
         let delay = retry.next_delay();
-        info!(
+        debug!(
             seconds = format!("{:.1}", delay.as_secs_f32()),
             "retrying the forward"
         );
@@ -400,6 +416,41 @@ async fn hold_forward<P: ForwardPort>(
             _ = tokio::time::sleep(delay) => {}
             _ = wanted.wait_for(|w| !*w) => return,
         }
+    }
+}
+
+/// How often a forward that stays refused is logged again (with a count).
+const REFUSALS_EVERY: Duration = Duration::from_secs(600);
+
+/// A streak of refusals of one forward, for its log lines.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Refusals in the streak, and since the last line.
+    total: u64,
+    unlogged: u64,
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    /// One more refusal: `Some(0)` for the first of a streak (log it in full), `Some(n)` when
+    /// [`REFUSALS_EVERY`] has passed since the last line (log the n since), else `None`.
+    fn refused(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        self.total += 1;
+        let Some(at) = self.logged_at else {
+            self.logged_at = Some(now);
+            return Some(0);
+        };
+        self.unlogged += 1;
+        if now.duration_since(at) < REFUSALS_EVERY {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// Granted: the streak ends; how many refusals it had.
+    fn granted(&mut self) -> u64 {
+        std::mem::take(self).total
     }
 }
 
@@ -446,6 +497,31 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
     use std::sync::Mutex;
+
+    #[test]
+    fn a_refused_forward_is_logged_once_then_counted_every_ten_minutes() {
+        let mut r = Refusals::default();
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(r.refused(t0), Some(0));
+        // Every 10 s for ten minutes: nothing logged.
+        let mut logged = Vec::new();
+        for i in 1..=120u64 {
+            if let Some(n) = r.refused(t0 + Duration::from_secs(10 * i)) {
+                logged.push((i, n));
+            }
+        }
+        assert_eq!(
+            logged,
+            [(60, 60), (120, 60)],
+            "a line with the count every ten minutes"
+        );
+        assert_eq!(r.granted(), 121);
+        assert_eq!(
+            r.refused(t0 + Duration::from_secs(2000)),
+            Some(0),
+            "a new streak"
+        );
+    }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Reply {
