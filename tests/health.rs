@@ -313,3 +313,78 @@ async fn a_vendor_cannot_take_the_descriptors_control_and_health_need() {
     );
     drop(vendor);
 }
+
+/// A standby's forward is refused for as long as the active agent holds the port: that is its
+/// normal state, so it is one WARN line (then a count every 10 minutes), never an ERROR that
+/// pages whoever alerts on them, however often it retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standbys_refused_forward_is_one_warning_not_an_error_per_retry() {
+    let site = Site::start("").await;
+    readyz_until(site.admin, READY, |status, _| status == 200)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", site.agent.evidence()));
+    let (standby, standby_admin) = AgentProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_agent")),
+        &site.config(),
+        READY,
+    );
+    readyz_until(standby_admin, READY, |_, r| {
+        forward(r, "wiki")["state"] == "refused"
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", standby.evidence()));
+    // Retries 1, 2, 4 and 8 s apart: three more refusals at least.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let (errors, _) = standby.logged_at("ERROR");
+    assert_eq!(errors, 0, "{}", standby.evidence());
+    // Both forwards are refused: one line each.
+    assert_eq!(
+        standby.logged_starting("forward refused: "),
+        2,
+        "{}",
+        standby.evidence()
+    );
+    assert_eq!(standby.logged_starting("forward still refused"), 0);
+}
+
+/// A server nobody answers for: each failed dial is one line, with its cause and when the next
+/// one starts; the session number does not count failed dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failed_dial_is_one_line_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = support::agent_key(dir.path());
+    let closed = targets::closed_port();
+    let yaml = config_yaml(
+        &[closed],
+        "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8",
+        "acme",
+        &key,
+        &[Fwd("wiki", support::free_port(), support::free_port())],
+        "log: { format: json }\n",
+    )
+    .replace(
+        "admin: { listen: \"off\" }",
+        "admin: { listen: \"127.0.0.1:0\" }",
+    );
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (agent, _) = AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_agent")), &config, READY);
+    // reconnect: { initial: 200ms, max: 2s }: several dials.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let dials: Vec<serde_json::Value> = agent
+        .recent()
+        .into_iter()
+        .filter(|l| l["span"]["name"] == "session")
+        .collect();
+    assert!(dials.len() >= 3, "{}", agent.evidence());
+    for line in &dials {
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert!(line["fields"]["retry_in_s"].is_string(), "{line}");
+        let message = line["fields"]["message"].as_str().unwrap();
+        assert!(message.contains(&closed.to_string()), "{line}");
+        assert_eq!(
+            line["span"]["n"], 1,
+            "sessions, not dials, are counted: {line}"
+        );
+    }
+}

@@ -129,6 +129,25 @@ impl AgentProcess {
         log.messages.get(message).copied().unwrap_or(0)
     }
 
+    /// How many log lines had a `fields.message` starting with `prefix`.
+    pub fn logged_starting(&self, prefix: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.messages
+            .iter()
+            .filter(|(m, _)| m.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The newest log lines (up to 300), parsed.
+    pub fn recent(&self) -> Vec<serde_json::Value> {
+        let log = self.log.lock().unwrap();
+        log.tail
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// How many log lines had this level (`WARN`, `ERROR`...), and lines in all.
     pub fn logged_at(&self, level: &str) -> (usize, usize) {
         let log = self.log.lock().unwrap();
