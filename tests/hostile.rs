@@ -324,8 +324,37 @@ impl Rig {
             log_lines: 0,
             _dir: dir,
         };
+        let mut rig = rig;
         rig.wait_ready(0).await;
+        rig.count_probes().await;
         rig
+    }
+
+    /// The agent dials each target once at start (a TCP probe of its health, closed at once):
+    /// waits for both to be known, and counts those dials as expected.
+    async fn count_probes(&mut self) {
+        let deadline = Instant::now() + READY;
+        loop {
+            let health = check(self.admin).await;
+            if let Health::Ready(r) = &health
+                && r.forwards.iter().all(|f| f.target_state == "up")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "targets not probed within {READY:?}: {health:?}\n{}",
+                self.evidence()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.expect_echo = self.echo.count();
+        self.expect_sink = self.sink.count();
+        assert_eq!(
+            (self.expect_echo, self.expect_sink),
+            (1, 1),
+            "one probe each"
+        );
     }
 
     /// Waits until /readyz says ready after at least `reconnects` lost sessions.
