@@ -49,6 +49,8 @@ pub struct Metrics {
     pub(crate) last_error: Family<ClassLabel, Gauge>,
     pub(crate) handshake_seconds: Histogram,
     pub(crate) forward_granted: Family<ForwardLabel, Gauge>,
+    /// 1 up, 0 down, -1 not known yet (not dialed).
+    pub(crate) forward_target_up: Family<ForwardLabel, Gauge>,
     pub(crate) policy_open: Family<ForwardLabel, Gauge>,
     pub(crate) grant_expiry: Family<ForwardLabel, Gauge>,
     opened: Family<ForwardLabel, Counter>,
@@ -87,6 +89,7 @@ impl Metrics {
             last_error: Family::default(),
             handshake_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             forward_granted: Family::default(),
+            forward_target_up: Family::default(),
             policy_open: Family::default(),
             grant_expiry: Family::default(),
             opened: Family::default(),
@@ -138,6 +141,11 @@ impl Metrics {
             "forward_granted",
             "1 while the server grants the forward",
             m.forward_granted.clone(),
+        );
+        registry.register(
+            "forward_target_up",
+            "1 while the forward's target answers (its last dial, by a vendor connection or a probe, succeeded), 0 while it is down, -1 before it was dialed",
+            m.forward_target_up.clone(),
         );
         registry.register(
             "forward_open_by_policy",

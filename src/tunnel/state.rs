@@ -238,7 +238,24 @@ impl TunnelState {
     /// health changes on its own thread, not through this state's methods.
     pub fn encode_metrics(&self) -> String {
         self.with(|_| ());
-        self.metrics.encode()
+        // Readiness and target health as /readyz reports them (targets are kept apart from
+        // the state, so they are read here).
+        let snap = self.snapshot();
+        let m = &self.metrics;
+        m.ready
+            .set(i64::from(snap.ready() && self.audit().accepting()));
+        for f in &snap.forwards {
+            let up = match f.target {
+                TargetHealth::Up { .. } => 1,
+                TargetHealth::Down { .. } => 0,
+                TargetHealth::Unknown => -1,
+            };
+            let label = ForwardLabel {
+                forward: f.forward.name.clone(),
+            };
+            m.forward_target_up.get_or_create(&label).set(up);
+        }
+        m.encode()
     }
 
     /// A session is up; returns its number, which the reconciler's writes must name.
