@@ -189,26 +189,19 @@ pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
     Ok((config, identity))
 }
 
-/// Descriptors kept for everything but vendor connections (each holds one, to its target): the
-/// SSH session, the admin endpoint's connections, the control socket and its clients, the
-/// state and audit files, target probes, the webhook.
-pub const RESERVED_DESCRIPTORS: u64 = 160;
-
-/// Lowers `limits.max_connections` to what the open-files limit leaves after the reserve, so
-/// a vendor's connections can never take the descriptors `agent pause` and the probes need.
-fn fit_to_descriptors(config: &mut Config) {
-    let limit = crate::sys::open_files_limit();
-    let fits = limit
-        .saturating_sub(RESERVED_DESCRIPTORS)
-        .clamp(1, u64::from(u32::MAX)) as u32;
-    if config.limits.max_connections > fits {
+/// Says so when the open-files limit holds `limits.max_connections` lower than configured
+/// (the connection context applies it: `tunnel::conn::fit_to_descriptors`).
+fn warn_if_descriptors_short(config: &Config) {
+    use crate::tunnel::conn::{RESERVED_DESCRIPTORS, fit_to_descriptors};
+    let configured = config.limits.max_connections;
+    let fits = fit_to_descriptors(configured);
+    if fits < configured {
         warn!(
-            configured = config.limits.max_connections,
-            open_files_limit = limit,
+            configured,
+            open_files_limit = crate::sys::open_files_limit(),
             max_connections = fits,
             "limits.max_connections lowered to fit the open-files limit (it keeps {RESERVED_DESCRIPTORS} for control, health and audit); raise LimitNOFILE (systemd) or `ulimit -n` to allow more"
         );
-        config.limits.max_connections = fits;
     }
 }
 
@@ -257,9 +250,9 @@ impl Reloader {
                 Err(ConfigError::field(&self.file, "(file)", e, None))
             });
         match loaded {
-            Ok((mut config, identity)) => {
+            Ok((config, identity)) => {
                 warn_about(&config);
-                fit_to_descriptors(&mut config);
+                warn_if_descriptors_short(&config);
                 self.audit.config(ConfigRecord {
                     event: ConfigEvent::Reload,
                     path,
@@ -320,7 +313,7 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
     // First, before the key is read: from here on no other process of this user can ptrace the
     // agent and read the key from its memory, and a crash leaves no core file holding it.
     let non_dumpable = crate::sys::set_non_dumpable();
-    let (mut config, identity) = match load(config_file) {
+    let (config, identity) = match load(config_file) {
         Ok(loaded) => loaded,
         Err(e) => return exit::invalid_config(&e),
     };
@@ -342,7 +335,7 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
     }
-    fit_to_descriptors(&mut config);
+    warn_if_descriptors_short(&config);
     crate::memory::tune();
     // One thread, like `ssh`: every byte is decrypted or encrypted by the one SSH session task
     // anyway, and extra workers only added cross-thread wake-ups between that task and the

@@ -247,7 +247,11 @@ pub struct ConnContext {
 }
 
 impl ConnContext {
+    /// `limits.max_connections` is lowered to what the open-files limit allows
+    /// ([`fit_to_descriptors`]); the configuration keeps what it says.
     pub fn new(state: Arc<TunnelState>, limits: Limits, target_connect: Duration) -> Arc<Self> {
+        let mut limits = limits;
+        limits.max_connections = fit_to_descriptors(limits.max_connections);
         Arc::new(Self {
             state,
             total_budget: TotalBudget::new(limits.total_buffer),
@@ -256,6 +260,21 @@ impl ConnContext {
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
         })
     }
+}
+
+/// Descriptors kept for everything but vendor connections (each holds one, to its target): the
+/// SSH session, the admin endpoint's connections, the control socket and its clients, the
+/// state and audit files, target probes, the webhook.
+pub const RESERVED_DESCRIPTORS: u64 = 160;
+
+/// `max_connections`, or less: what the open-files limit leaves after [`RESERVED_DESCRIPTORS`],
+/// so a vendor's connections can never take the descriptors `agent pause` and health need.
+pub fn fit_to_descriptors(max_connections: u32) -> u32 {
+    let limit = crate::sys::open_files_limit();
+    let fits = limit
+        .saturating_sub(RESERVED_DESCRIPTORS)
+        .clamp(1, u64::from(u32::MAX));
+    max_connections.min(fits as u32)
 }
 
 /// TCP keepalive on target sockets: probes after 60 s of silence, every 10 s, 6 tries.
