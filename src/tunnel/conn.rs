@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::budget::{ConnBudget, TotalBudget};
+use super::drain::Connections;
 use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
 use super::state::TunnelState;
 use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
@@ -35,6 +36,8 @@ pub enum Rejection {
     TargetUnreachable,
     /// The audit trail cannot be written and `audit.on_failure` is `refuse`.
     AuditUnavailable,
+    /// The agent is stopping: the open connections drain, no new one starts.
+    ShuttingDown,
 }
 
 impl Rejection {
@@ -46,6 +49,7 @@ impl Rejection {
             Rejection::ConnectionLimit => "connection_limit",
             Rejection::TargetUnreachable => "target_unreachable",
             Rejection::AuditUnavailable => "audit_unavailable",
+            Rejection::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -84,6 +88,8 @@ impl Originator<'_> {
 static UNLISTED_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 static ORIGINATOR_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 static LIMIT_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+static AUDIT_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+static STOPPING_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 
 /// Answers one `forwarded-tcpip` open for (`address`, `port`) from `origin`. Decides at once
 /// whether the channel may be served; the target dial and the pump run in a task of their own,
@@ -132,11 +138,24 @@ pub async fn open<C: IncomingChannel>(
     let forward = route.forward.clone();
     // No vendor connection that the audit trail cannot record (`audit.on_failure: refuse`).
     if !ctx.state.audit().accepting() {
-        warn!(forward = %forward.name, from = %from,
-            "rejected forwarded connection: the audit trail cannot be written (audit.on_failure: refuse)");
+        if AUDIT_LOG.allow("rejected connections while the audit trail cannot be written") {
+            warn!(forward = %forward.name, from = %from,
+                "rejected forwarded connection: the audit trail cannot be written (audit.on_failure: refuse)");
+        }
         route.metrics.rejected.inc();
         refused(Some(&forward), Rejection::AuditUnavailable, None);
         channel.reject(Rejection::AuditUnavailable).await;
+        return;
+    }
+    // Stopping: the open connections drain (`super::drain`), no new one starts.
+    if !ctx.conns.accepting() {
+        if STOPPING_LOG.allow("rejected connections while the agent stops") {
+            info!(forward = %forward.name, from = %from,
+                "rejected forwarded connection: the agent is stopping");
+        }
+        route.metrics.rejected.inc();
+        refused(Some(&forward), Rejection::ShuttingDown, None);
+        channel.reject(Rejection::ShuttingDown).await;
         return;
     }
     let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
@@ -174,7 +193,9 @@ pub async fn open<C: IncomingChannel>(
     let ctx = ctx.clone();
     let span =
         info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
-    tokio::spawn(
+    // Tracked, so that a stop waits for its audit record (`super::drain`).
+    let conns = ctx.conns.clone();
+    conns.spawn(
         async move {
             let _permits = (permit, own_permit);
             let meter = route.metrics;
@@ -207,7 +228,7 @@ pub async fn open<C: IncomingChannel>(
             let opened = SystemTime::now();
             meter.opened.inc();
             meter.open.inc();
-            let stop = Stop::new(route.closed, session);
+            let stop = Stop::new(route.closed, session).cut_by(ctx.conns.cut_signal());
             let idle = forward.limits.idle_timeout;
             let report = pump(tcp, inbound, sink, budget, &meter, stop, idle).await;
             meter.open.dec();
@@ -244,12 +265,20 @@ pub struct ConnContext {
     pub target_connect: Duration,
     /// One permit per open forwarded connection (`limits.max_connections`).
     pub slots: Arc<Semaphore>,
+    /// Every connection's task, for the drain at stop; the same set across reloads.
+    pub conns: Connections,
 }
 
 impl ConnContext {
-    pub fn new(state: Arc<TunnelState>, limits: Limits, target_connect: Duration) -> Arc<Self> {
+    pub fn new(
+        state: Arc<TunnelState>,
+        limits: Limits,
+        target_connect: Duration,
+        conns: Connections,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state,
+            conns,
             total_budget: TotalBudget::new(limits.total_buffer),
             limits,
             target_connect,

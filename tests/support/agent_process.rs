@@ -118,6 +118,11 @@ impl AgentProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit code once the process has exited (None while running, or killed by a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
+    }
+
     /// A `/proc/PID/status` field in KiB: `VmHWM` (peak resident memory), `VmRSS`.
     pub fn status_kib(&self, field: &str) -> u64 {
         status_kib(self.pid(), field)
