@@ -343,6 +343,115 @@ pub fn log_end(report: &PumpReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A channel that only notes how it was refused; never accepted in these tests.
+    struct Refusable(Arc<Mutex<Vec<Rejection>>>);
+
+    struct NoSink;
+
+    impl ChannelSink for NoSink {
+        async fn send(&self, _: bytes::Bytes) -> Result<(), ()> {
+            Err(())
+        }
+        async fn consumed(&self, _: u64) {}
+        async fn eof(&self) {}
+        async fn close(&self) {}
+    }
+
+    impl IncomingChannel for Refusable {
+        type Sink = NoSink;
+        async fn accept(self, _: Arc<ConnBudget>) -> (UnboundedReceiver<Inbound>, Arc<NoSink>) {
+            panic!("a channel the audit trail cannot record was accepted");
+        }
+        async fn reject(self, why: Rejection) {
+            self.0.lock().unwrap().push(why);
+        }
+    }
+
+    /// Log lines, as the fmt subscriber writes them.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server that opens channel after channel while the audit trail cannot be written
+    /// (`on_failure: refuse`) gets every one refused, and the log a burst of lines, not one each.
+    #[tokio::test]
+    async fn refusals_while_the_audit_trail_cannot_be_written_are_throttled() {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let lines = lines.clone();
+                move || lines.clone()
+            })
+            .with_ansi(false)
+            .finish();
+        let _log = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let forward = Forward {
+            name: "db".into(),
+            remote_addr: "localhost".into(),
+            remote_port: 5000,
+            target_host: "127.0.0.1".into(),
+            target_port: 5432,
+            limits: Default::default(),
+            access: None,
+            tls: None,
+        };
+        let state = TunnelState::new(std::slice::from_ref(&forward));
+        let settings = crate::audit::Settings {
+            // A folder that does not exist: the trail cannot be opened.
+            file: dir.path().join("gone").join("audit.jsonl"),
+            on_failure: crate::audit::OnFailure::Refuse,
+            max_size: crate::audit::DEFAULT_MAX_SIZE,
+            head_interval: crate::audit::DEFAULT_HEAD_INTERVAL,
+        };
+        state.attach_audit(crate::audit::Audit::start(
+            &settings,
+            state.metrics.audit.clone(),
+        ));
+        assert!(!state.audit().accepting());
+        let n = state.connected("server:22".into(), Duration::from_millis(1));
+        state.set_forward(n, &forward, super::super::state::ForwardState::Granted);
+        let ctx = ConnContext::new(
+            state.clone(),
+            Limits::default(),
+            Duration::from_secs(1),
+            Connections::new(),
+        );
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..1000 {
+            let origin = Originator {
+                address: "203.0.113.7",
+                port: 40000 + i,
+            };
+            let session = watch::Sender::new(None).subscribe();
+            open(
+                &ctx,
+                "localhost",
+                5000,
+                origin,
+                session,
+                Refusable(answers.clone()),
+            )
+            .await;
+        }
+        let answers = answers.lock().unwrap();
+        assert_eq!(answers.len(), 1000);
+        assert!(answers.iter().all(|a| *a == Rejection::AuditUnavailable));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let refusals = text.matches("the audit trail cannot be written").count();
+        assert!((1..=20).contains(&refusals), "{refusals} lines:\n{text}");
+    }
 
     #[tokio::test]
     async fn target_sockets_have_tcp_keepalive() {
