@@ -45,7 +45,8 @@
 //! [`proxy`] and [`tls`]); `ssh::session` races the rungs and runs the handshake over the winner.
 //! - [`keygen`]: `agent keygen`.
 //! - [`logging`]: text or JSON logs on stdout, and [`logging::printable`], through which any text
-//!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output.
+//!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output:
+//!   escaped, and cut to 256 characters.
 //!   It imports nothing of the crate, so every module may use it.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
 //! - [`sys`]: the process's real uid, making `agent run` non-dumpable (no ptrace by other

@@ -68,31 +68,65 @@ fn directives(level: &str) -> String {
     }
 }
 
+/// How many characters of one outside string [`printable`] shows: a server can send 60 KB as
+/// an originator or a disconnect reason, and a log line must stay a line.
+pub const SHOWN: usize = 256;
+
 /// `text` with every character that could forge a log line or rewrite a terminal escaped:
 /// control characters (C0 such as ESC, CR, LF and TAB; DEL; C1 such as the 8-bit CSI), the
 /// Unicode bidirectional controls that reorder what a reader sees (U+061C, U+200E, U+200F,
 /// U+202A-U+202E, U+2066-U+2069) and the Unicode line and paragraph separators. `\n`, `\r` and
 /// `\t` are written as such, the others as `\u{1b}`; a backslash is doubled, so what a server
-/// sent can always be told apart from an escape. Borrowed when there is nothing to escape.
+/// sent can always be told apart from an escape. Cut to [`SHOWN`] characters (escapes
+/// included), with the original length noted: `…(60000 bytes)`. Borrowed when there is
+/// nothing to escape or cut.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let Some(first) = text.find(needs_escape) else {
+    escape(text, SHOWN)
+}
+
+/// [`printable`] without the cut, for text whose length its caller bounds already (a grant's
+/// reason, at most 500 characters, kept whole in the access state and the audit trail).
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    escape(text, usize::MAX)
+}
+
+fn escape(text: &str, limit: usize) -> Cow<'_, str> {
+    let first = text.find(needs_escape);
+    if first.is_none() && text.chars().nth(limit).is_none() {
         return Cow::Borrowed(text);
-    };
-    let mut out = String::with_capacity(text.len() + 8);
-    out.push_str(&text[..first]);
-    for c in text[first..].chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\\' => out.push_str("\\\\"),
+    }
+    let mut out = String::with_capacity(text.len().min(limit.saturating_mul(2)) + 16);
+    let mut shown = 0;
+    for c in text.chars() {
+        let before = out.len();
+        // Escapes are ASCII: their length in bytes is their length in characters.
+        let width = match c {
+            '\n' => push(&mut out, "\\n"),
+            '\r' => push(&mut out, "\\r"),
+            '\t' => push(&mut out, "\\t"),
+            '\\' => push(&mut out, "\\\\"),
             c if needs_escape(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                out.len() - before
             }
-            c => out.push(c),
+            c => {
+                out.push(c);
+                1
+            }
+        };
+        if shown + width > limit {
+            out.truncate(before);
+            let _ = write!(out, "…({} bytes)", text.len());
+            break;
         }
+        shown += width;
     }
     Cow::Owned(out)
+}
+
+fn push(out: &mut String, escape: &str) -> usize {
+    out.push_str(escape);
+    escape.len()
 }
 
 fn needs_escape(c: char) -> bool {
@@ -169,13 +203,50 @@ mod tests {
         assert_eq!(printable("ünïcödé ✓"), "ünïcödé ✓");
     }
 
+    #[test]
+    fn a_long_string_is_cut_with_its_length_noted() {
+        let originator = "9".repeat(60_000);
+        let shown = printable(&originator);
+        assert_eq!(shown, format!("{}…(60000 bytes)", "9".repeat(SHOWN)));
+        assert!(shown.len() < 300, "{} bytes", shown.len());
+        // Exactly the limit is shown whole, and borrowed.
+        assert!(matches!(printable(&originator[..SHOWN]), Cow::Borrowed(_)));
+        // Escapes count: an escape is never split, and the line stays short.
+        let escapes = "\x1b".repeat(10_000);
+        let shown = printable(&escapes);
+        assert!(shown.ends_with("…(10000 bytes)"), "{shown}");
+        assert_eq!(shown.matches("\\u{1b}").count(), SHOWN / 6);
+        assert!(shown.chars().count() <= SHOWN + "…(10000 bytes)".len());
+        // Multi-byte characters are cut on a character boundary.
+        let wide = "é".repeat(1000);
+        assert_eq!(
+            printable(&wide),
+            format!("{}…(2000 bytes)", "é".repeat(SHOWN))
+        );
+        // `escaped` keeps the whole text.
+        assert_eq!(escaped(&originator), originator);
+    }
+
     proptest! {
         #[test]
         fn output_is_printable_and_reversible(text in any::<String>()) {
-            let shown = printable(&text);
+            let shown = escaped(&text);
             prop_assert!(!shown.chars().any(|c| c != '\\' && needs_escape(c)), "{shown:?}");
             prop_assert_eq!(unescape(&shown), text.clone());
             prop_assert_eq!(matches!(shown, Cow::Borrowed(_)), !text.chars().any(needs_escape));
+        }
+
+        #[test]
+        fn output_is_cut_or_the_same_as_whole(text in any::<String>()) {
+            let (cut, whole) = (printable(&text), escaped(&text));
+            if whole.chars().count() <= SHOWN {
+                prop_assert_eq!(cut, whole);
+            } else {
+                let suffix = format!("…({} bytes)", text.len());
+                prop_assert!(cut.ends_with(&suffix), "{cut:?}");
+                prop_assert!(whole.starts_with(&cut[..cut.len() - suffix.len()]));
+                prop_assert!(cut.chars().count() <= SHOWN + suffix.chars().count());
+            }
         }
     }
 }

@@ -486,3 +486,163 @@ async fn a_rejected_reload_keeps_no_part_of_a_secret_in_the_trail_or_the_log() {
         assert!(!log.contains(part), "the log shows {part:?}:\n{log}");
     }
 }
+
+/// Opens a vendor connection through `port` and proves it is served (one echo) before
+/// returning it, still open.
+async fn open_served(port: u16) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    c.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut buf))
+        .await
+        .expect("echo within 10 s")
+        .unwrap();
+    assert_eq!(&buf, b"ping");
+    c
+}
+
+/// SIGTERM with vendor connections open (idle, mid-transfer, and one the vendor finishes during
+/// the stop): the agent refuses new ones, lets the open ones finish within its grace period,
+/// cuts the rest as `end=shutdown`, and writes every connection's record before it exits 0,
+/// after them the session's end. The chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_open_connections_and_records_each_one_before_exiting() {
+    use support::agent_process::AgentProcess;
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let remote = support::free_port();
+    let yaml = s.yaml(&[Fwd("echo", remote, echo_port)], "").replace(
+        "admin: { listen: \"off\" }",
+        "admin: { listen: \"127.0.0.1:0\" }",
+    ) + "log: { format: json }\n";
+    let config = s.dir.path().join("agent.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let (mut process, admin) =
+        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_agent")), &config, READY);
+    let deadline = Instant::now() + READY;
+    while support::agent_process::get(admin, "/readyz", Duration::from_secs(2))
+        .await
+        .map(|(status, _, _)| status)
+        != Ok(200)
+    {
+        assert!(Instant::now() < deadline, "{}", process.evidence());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Three idle connections, held open past the grace period.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(open_served(remote).await);
+    }
+    // One mid-transfer until the agent cuts it: writes and reads the echo back without pause.
+    let busy = open_served(remote).await;
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let transfer = tokio::spawn({
+        let moved = moved.clone();
+        async move {
+            let (mut rd, mut wr) = busy.into_split();
+            let writer = tokio::spawn(async move {
+                let chunk = vec![7u8; 16 * 1024];
+                while wr.write_all(&chunk).await.is_ok() {}
+            });
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                moved.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            writer.abort();
+        }
+    });
+    // One the vendor finishes during the stop: a last exchange, then its EOF.
+    let mut finishing = open_served(remote).await;
+    while moved.load(std::sync::atomic::Ordering::Relaxed) < 1 << 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let stopped = Instant::now();
+    support::sshd::signal(process.pid() as i32, "TERM");
+    // Within the grace period the open connections still carry data.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(process.running(), "the agent waits for open connections");
+    finishing.write_all(b"last words").await.unwrap();
+    let mut buf = [0u8; 10];
+    tokio::time::timeout(Duration::from_secs(3), finishing.read_exact(&mut buf))
+        .await
+        .expect("a connection still open is served during the stop")
+        .unwrap();
+    assert_eq!(&buf, b"last words");
+    finishing.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), finishing.read_to_end(&mut rest)).await;
+    let during_stop = moved.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        moved.load(std::sync::atomic::Ordering::Relaxed) > during_stop,
+        "the transfer goes on during the grace period"
+    );
+
+    // Exits 0, within the grace period (5 s) plus the goodbye's bounds, far inside systemd's 30 s.
+    let code = loop {
+        if !process.running() {
+            break process.exit_code();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "no exit within 20 s of SIGTERM\n{}",
+            process.evidence()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0), "{}", process.evidence());
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_secs(5),
+        "the idle connections were given the grace period: {took:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), transfer)
+        .await
+        .expect("the cut ended the transfer")
+        .unwrap();
+
+    let all = records(&s.audit_file());
+    let conns: Vec<&serde_json::Value> = all.iter().filter(|r| r["kind"] == "connection").collect();
+    assert_eq!(conns.len(), 5, "one record per connection opened: {all:#?}");
+    let ends: Vec<&str> = conns.iter().map(|r| r["end"].as_str().unwrap()).collect();
+    assert_eq!(
+        ends.iter().filter(|e| **e == "shutdown").count(),
+        4,
+        "the idle and the busy connections were cut as shutdown: {ends:?}"
+    );
+    let finished = conns
+        .iter()
+        .find(|r| r["end"] != "shutdown")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(finished["end"], "vendor_closed", "{finished}");
+    assert_eq!(finished["to_target"], 14, "ping + last words: {finished}");
+    assert!(
+        conns
+            .iter()
+            .any(|r| r["to_target"].as_u64().unwrap() > 1 << 20),
+        "the busy connection's bytes are in its record: {conns:#?}"
+    );
+    // The session's end comes after its connections' ends.
+    let session_end = all
+        .iter()
+        .position(|r| r["kind"] == "session" && r["event"] == "ended")
+        .unwrap_or_else(|| panic!("no session end: {all:#?}"));
+    let last_conn = all.iter().rposition(|r| r["kind"] == "connection").unwrap();
+    assert!(session_end > last_conn, "{all:#?}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["-c", config.to_str().unwrap(), "audit", "verify"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("ok: {} record(s)", all.len())),
+        "{text}"
+    );
+}

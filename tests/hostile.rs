@@ -610,10 +610,33 @@ async fn every_refused_channel_open_is_answered_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn originators_that_are_not_an_ip_address_and_port_are_refused() {
-    let out = Rig::start(LIMITS)
-        .await
-        .survived("odd_originators", json!({}))
-        .await;
+    let mut rig = Rig::start(LIMITS).await;
+    let out = rig.survived("odd_originators", json!({})).await;
+    // The 100 KB originator is logged cut, with its length: the line stays a line.
+    let (longest, start) = rig.agent.longest_line();
+    assert!(longest < 1024, "a {longest}-byte log line: {start}");
+    let huge = rig
+        .agent
+        .recent()
+        .into_iter()
+        .find(|e| {
+            e["fields"]["originator"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("AAAA"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the huge originator's refusal was not logged\n{}",
+                rig.evidence()
+            )
+        });
+    assert!(
+        huge["fields"]["originator"]
+            .as_str()
+            .unwrap()
+            .ends_with("…(100000 bytes)"),
+        "{huge}"
+    );
     assert_eq!(out.num("refused"), out.num("bad"), "{}", out.done);
     assert_eq!(out.num("accepted_bad"), 0);
     assert_eq!(

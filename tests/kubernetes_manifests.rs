@@ -149,7 +149,7 @@ fn one_replica_recreated_by_default_and_two_only_with_a_read_write_many_volume()
     );
     let grace = int_at(pod_spec(&d), "terminationGracePeriodSeconds");
     assert!(
-        grace >= sleep + 10,
+        grace >= sleep + 15,
         "terminationGracePeriodSeconds {grace} must cover the preStop sleep ({sleep}s) and the agent's own stop"
     );
     // The two-replica layout is spelled out where someone would change `replicas`: ReadWriteMany,

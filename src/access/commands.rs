@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use super::protocol::{MAX_REASON, Request, Response};
 use super::store::{ALL, Ended, Grant, Loaded, Pause, PausesFile};
 use crate::config::Forward;
-use crate::logging::printable;
+use crate::logging::{escaped, printable};
 
 /// Applies `request` to `state` for the caller `uid` at wall-clock time `wall`; the answer
 /// says what was done, or why nothing was. Status and refresh change nothing.
@@ -94,14 +94,14 @@ fn text(what: &str, value: &str) -> Result<String, Response> {
             "the {what} is longer than {MAX_REASON} characters"
         )));
     }
-    Ok(printable(value).into_owned())
+    Ok(escaped(value).into_owned())
 }
 
 fn optional(value: Option<&str>) -> Option<String> {
     value
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .map(|v| printable(&v.chars().take(MAX_REASON).collect::<String>()).into_owned())
+        .map(|v| escaped(&v.chars().take(MAX_REASON).collect::<String>()).into_owned())
 }
 
 fn is_paused(state: &Loaded, name: &str) -> bool {

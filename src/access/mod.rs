@@ -65,6 +65,31 @@ impl Drop for Running {
     }
 }
 
+impl Running {
+    /// Stops in order, within `within`: the control socket first (no new command), then the
+    /// controller, which finishes what it is doing (a grant being saved, a state file being
+    /// written) and returns once its configured forwards' sender is gone. Only a controller
+    /// still busy after `within` is aborted. The control socket's file is removed on drop.
+    pub async fn stop(mut self, within: std::time::Duration) {
+        let mut tasks = std::mem::take(&mut self.tasks).into_iter();
+        // `start` spawns the controller first.
+        let controller = tasks.next();
+        tasks.for_each(|t| t.abort());
+        // The controller's loop ends when every sender is gone: the supervisor's copy went
+        // with it, this is the last.
+        drop(std::mem::replace(
+            &mut self.configured,
+            watch::Sender::new(Vec::new()),
+        ));
+        if let Some(mut controller) = controller
+            && tokio::time::timeout(within, &mut controller).await.is_err()
+        {
+            warn!("the access controller did not stop in time; stopped mid-task");
+            controller.abort();
+        }
+    }
+}
+
 /// Opens the state folder `config.state_dir` (see [`store`]), starts the controller and the
 /// control socket. Never fails: what cannot be opened, read or bound is logged and fails
 /// closed. `hooks` (the audit trail) see every decision, the one at start included.

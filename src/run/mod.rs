@@ -17,16 +17,22 @@ use crate::audit::{Audit, ConfigEvent, ConfigRecord};
 use crate::config::{Config, ConfigError};
 use crate::ssh::keys::{self, Identity};
 use crate::ssh::known_hosts::KnownHosts;
+use crate::tunnel::drain::{self, Connections};
 use crate::tunnel::state::TunnelState;
 use reload::Reload;
 
 /// How often the liveness ticker proves the runtime still schedules tasks.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// How long the access controller gets at stop to finish what it is writing.
+const ACCESS_STOP: Duration = Duration::from_secs(1);
+
 /// A running agent's state, readable while it runs (health endpoints, tests).
 pub struct Agent {
     pub config: Config,
     pub state: Arc<TunnelState>,
+    /// The open vendor connections, drained at stop.
+    pub conns: Connections,
     reload_tx: mpsc::Sender<Reload>,
     reload_rx: Mutex<Option<mpsc::Receiver<Reload>>>,
 }
@@ -62,6 +68,7 @@ impl Agent {
         Self {
             config,
             state,
+            conns: Connections::new(),
             reload_tx,
             reload_rx: Mutex::new(Some(reload_rx)),
         }
@@ -76,8 +83,9 @@ impl Agent {
         }
     }
 
-    /// Holds the tunnel until `shutdown` resolves, then cancels the forwards and disconnects.
-    /// Starts the admin endpoint first when `admin.listen` is set. Call once.
+    /// Holds the tunnel until `shutdown` resolves, then cancels the forwards, drains the open
+    /// connections ([`drain`]), disconnects and stops the other tasks. Starts the admin
+    /// endpoint first when `admin.listen` is set. Call once.
     pub async fn run(
         &self,
         identity: Identity,
@@ -137,12 +145,19 @@ impl Agent {
             identity,
             self.state.clone(),
             forwards,
+            self.conns.clone(),
             reloads,
             shutdown,
         )
         .await;
-        drop(access);
+        // Connections the supervisor did not drain: those of a session lost just before the
+        // stop (ending as `session_lost`), or still dialing their target. At once when none.
+        self.conns.drain(drain::GRACE, drain::AFTER_CUT).await;
+        // The rest in order, each between two of its own steps, never mid-write: the probes
+        // (connect attempts only), the access controller (may be saving a state file), the
+        // ticker, and the admin endpoint last, so /healthz answered for the whole stop.
         probes.abort();
+        access.stop(ACCESS_STOP).await;
         ticker.abort();
         if let Some(a) = admin {
             a.abort();
@@ -357,7 +372,8 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
         tokio::spawn(crate::memory::release_after_closes());
         agent.run(identity, termination_signal()).await
     });
-    // Connection tasks still draining must not hold the exit past the promised seconds.
+    // Vendor connections were drained in `run`; what is left (admin requests, a webhook post,
+    // a reload being read) must not hold the exit past the promised seconds.
     runtime.shutdown_timeout(Duration::from_millis(500));
     // After the connections' last records: write them, sync, and log the final head.
     agent.state.audit().close(Duration::from_secs(2));

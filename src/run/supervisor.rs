@@ -21,6 +21,7 @@ use crate::ssh::keys::Identity;
 use crate::ssh::session::{Dialer, Session};
 use crate::tunnel::backoff::Redial;
 use crate::tunnel::conn::ConnContext;
+use crate::tunnel::drain::{self, Connections};
 use crate::tunnel::reconcile::{Desired, Gate, Reconciler, Timing};
 use crate::tunnel::state::{ForwardState, TunnelState};
 
@@ -44,10 +45,16 @@ impl Running {
         identity: Identity,
         state: &Arc<TunnelState>,
         configured: watch::Sender<Vec<Forward>>,
+        conns: Connections,
     ) -> Self {
         Self {
             dialer: Dialer::new(&config.session(), identity.clone()),
-            ctx: ConnContext::new(state.clone(), config.limits, config.timeouts.target_connect),
+            ctx: ConnContext::new(
+                state.clone(),
+                config.limits,
+                config.timeouts.target_connect,
+                conns,
+            ),
             redial: Redial::new(config.reconnect.initial, config.reconnect.max),
             configured,
             config,
@@ -72,6 +79,7 @@ impl Running {
                 self.ctx.state.clone(),
                 new.config.limits,
                 new.config.timeouts.target_connect,
+                self.ctx.conns.clone(),
             );
         }
         if changes.session || changes.reconnect {
@@ -118,16 +126,18 @@ pub struct Forwards {
     pub gate: Gate,
 }
 
-/// Runs until `shutdown` resolves; then cancels the forwards and disconnects.
+/// Runs until `shutdown` resolves; then cancels the forwards, drains the open connections
+/// (`conns`, see [`drain`]) and disconnects.
 pub async fn supervise(
     config: Config,
     identity: Identity,
     state: Arc<TunnelState>,
     forwards: Forwards,
+    conns: Connections,
     mut reloads: mpsc::Receiver<Reload>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut run = Running::new(config, identity, &state, forwards.configured);
+    let mut run = Running::new(config, identity, &state, forwards.configured, conns);
     let mut reconciler =
         Reconciler::new(state.clone(), forwards.desired, run.timing()).with_gate(forwards.gate);
     let mut last_rung = None;
@@ -181,17 +191,19 @@ pub async fn supervise(
                 )
                 .instrument(span.clone())
                 .await;
+                if let Ended::Shutdown = ended {
+                    stop(session, &state, &run.ctx.conns, audited)
+                        .instrument(span.clone())
+                        .await;
+                    return;
+                }
                 let _g = span.enter();
                 state.audit().session(audited.ended(match &ended {
-                    Ended::Shutdown => "agent stopped",
-                    Ended::Rebuild => "configuration changed the session's settings",
                     Ended::Lost(reason) => reason,
+                    _ => "configuration changed the session's settings",
                 }));
                 match ended {
-                    Ended::Shutdown => {
-                        goodbye(session, &state).await;
-                        return;
-                    }
+                    Ended::Shutdown => return,
                     Ended::Rebuild => {
                         info!("configuration changed the session's settings: reconnecting");
                         goodbye(session, &state).await;
@@ -290,6 +302,31 @@ async fn hold(
 /// Frees the server-side ports for whoever connects next, then disconnects.
 async fn goodbye(session: Session, state: &TunnelState) {
     info!("cancelling forwards and disconnecting");
+    cancel_forwards(&session, state).await;
+    session.disconnect(GOODBYE).await;
+    state.disconnected("shutdown", "agent stopped".into());
+}
+
+/// The agent stops: new channels refused, the forwards cancelled on the server, the open
+/// connections given [`drain::GRACE`] and then cut, each one's audit record handed to the
+/// writer; then the session's end is recorded and the session says goodbye. Disconnecting
+/// first would end every open connection as `session_lost`, mid-request.
+async fn stop(session: Session, state: &TunnelState, conns: &Connections, audited: SessionRecord) {
+    conns.refuse_new();
+    info!(
+        open = conns.open(),
+        "stopping: cancelling forwards, draining connections, disconnecting"
+    );
+    cancel_forwards(&session, state).await;
+    conns.drain(drain::GRACE, drain::AFTER_CUT).await;
+    state.audit().session(audited.ended("agent stopped"));
+    session.disconnect(GOODBYE).await;
+    state.disconnected("shutdown", "agent stopped".into());
+}
+
+/// Asks the server to cancel every forward requested or granted (bounded by [`GOODBYE`]), so
+/// its ports are free for whoever connects next and it opens no new channel here.
+async fn cancel_forwards(session: &Session, state: &TunnelState) {
     let asked: Vec<Arc<Forward>> = state
         .snapshot()
         .forwards
@@ -303,6 +340,4 @@ async fn goodbye(session: Session, state: &TunnelState) {
         }
     };
     let _ = tokio::time::timeout(GOODBYE, cancel_all).await;
-    session.disconnect(GOODBYE).await;
-    state.disconnected("shutdown", "agent stopped".into());
 }

@@ -152,7 +152,8 @@ pub fn describe_russh(e: &russh::Error) -> String {
         russh::Error::HUP => "the server hung up".into(),
         russh::Error::IO(io) => format!("network error: {io}"),
         russh::Error::Pending => "rekey overflow (peer sent too much while rekeying)".into(),
-        other => other.to_string(),
+        // Some carry what the server sent (a name-list, a message): escaped and cut.
+        other => crate::logging::printable(&other.to_string()).into_owned(),
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::budget::{ConnBudget, TotalBudget};
+use super::drain::Connections;
 use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
 use super::state::TunnelState;
 use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
@@ -35,6 +36,8 @@ pub enum Rejection {
     TargetUnreachable,
     /// The audit trail cannot be written and `audit.on_failure` is `refuse`.
     AuditUnavailable,
+    /// The agent is stopping: the open connections drain, no new one starts.
+    ShuttingDown,
 }
 
 impl Rejection {
@@ -46,6 +49,7 @@ impl Rejection {
             Rejection::ConnectionLimit => "connection_limit",
             Rejection::TargetUnreachable => "target_unreachable",
             Rejection::AuditUnavailable => "audit_unavailable",
+            Rejection::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -84,6 +88,8 @@ impl Originator<'_> {
 static UNLISTED_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 static ORIGINATOR_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 static LIMIT_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+static AUDIT_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+static STOPPING_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 
 /// Answers one `forwarded-tcpip` open for (`address`, `port`) from `origin`. Decides at once
 /// whether the channel may be served; the target dial and the pump run in a task of their own,
@@ -132,11 +138,24 @@ pub async fn open<C: IncomingChannel>(
     let forward = route.forward.clone();
     // No vendor connection that the audit trail cannot record (`audit.on_failure: refuse`).
     if !ctx.state.audit().accepting() {
-        warn!(forward = %forward.name, from = %from,
-            "rejected forwarded connection: the audit trail cannot be written (audit.on_failure: refuse)");
+        if AUDIT_LOG.allow("rejected connections while the audit trail cannot be written") {
+            warn!(forward = %forward.name, from = %from,
+                "rejected forwarded connection: the audit trail cannot be written (audit.on_failure: refuse)");
+        }
         route.metrics.rejected.inc();
         refused(Some(&forward), Rejection::AuditUnavailable, None);
         channel.reject(Rejection::AuditUnavailable).await;
+        return;
+    }
+    // Stopping: the open connections drain (`super::drain`), no new one starts.
+    if !ctx.conns.accepting() {
+        if STOPPING_LOG.allow("rejected connections while the agent stops") {
+            info!(forward = %forward.name, from = %from,
+                "rejected forwarded connection: the agent is stopping");
+        }
+        route.metrics.rejected.inc();
+        refused(Some(&forward), Rejection::ShuttingDown, None);
+        channel.reject(Rejection::ShuttingDown).await;
         return;
     }
     let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
@@ -174,7 +193,9 @@ pub async fn open<C: IncomingChannel>(
     let ctx = ctx.clone();
     let span =
         info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
-    tokio::spawn(
+    // Tracked, so that a stop waits for its audit record (`super::drain`).
+    let conns = ctx.conns.clone();
+    conns.spawn(
         async move {
             let _permits = (permit, own_permit);
             let meter = route.metrics;
@@ -207,7 +228,7 @@ pub async fn open<C: IncomingChannel>(
             let opened = SystemTime::now();
             meter.opened.inc();
             meter.open.inc();
-            let stop = Stop::new(route.closed, session);
+            let stop = Stop::new(route.closed, session).cut_by(ctx.conns.cut_signal());
             let idle = forward.limits.idle_timeout;
             let report = pump(tcp, inbound, sink, budget, &meter, stop, idle).await;
             meter.open.dec();
@@ -244,16 +265,24 @@ pub struct ConnContext {
     pub target_connect: Duration,
     /// One permit per open forwarded connection (`limits.max_connections`).
     pub slots: Arc<Semaphore>,
+    /// Every connection's task, for the drain at stop; the same set across reloads.
+    pub conns: Connections,
 }
 
 impl ConnContext {
     /// `limits.max_connections` is lowered to what the open-files limit allows
     /// ([`fit_to_descriptors`]); the configuration keeps what it says.
-    pub fn new(state: Arc<TunnelState>, limits: Limits, target_connect: Duration) -> Arc<Self> {
+    pub fn new(
+        state: Arc<TunnelState>,
+        limits: Limits,
+        target_connect: Duration,
+        conns: Connections,
+    ) -> Arc<Self> {
         let mut limits = limits;
         limits.max_connections = fit_to_descriptors(limits.max_connections);
         Arc::new(Self {
             state,
+            conns,
             total_budget: TotalBudget::new(limits.total_buffer),
             limits,
             target_connect,
@@ -333,6 +362,115 @@ pub fn log_end(report: &PumpReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A channel that only notes how it was refused; never accepted in these tests.
+    struct Refusable(Arc<Mutex<Vec<Rejection>>>);
+
+    struct NoSink;
+
+    impl ChannelSink for NoSink {
+        async fn send(&self, _: bytes::Bytes) -> Result<(), ()> {
+            Err(())
+        }
+        async fn consumed(&self, _: u64) {}
+        async fn eof(&self) {}
+        async fn close(&self) {}
+    }
+
+    impl IncomingChannel for Refusable {
+        type Sink = NoSink;
+        async fn accept(self, _: Arc<ConnBudget>) -> (UnboundedReceiver<Inbound>, Arc<NoSink>) {
+            panic!("a channel the audit trail cannot record was accepted");
+        }
+        async fn reject(self, why: Rejection) {
+            self.0.lock().unwrap().push(why);
+        }
+    }
+
+    /// Log lines, as the fmt subscriber writes them.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server that opens channel after channel while the audit trail cannot be written
+    /// (`on_failure: refuse`) gets every one refused, and the log a burst of lines, not one each.
+    #[tokio::test]
+    async fn refusals_while_the_audit_trail_cannot_be_written_are_throttled() {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let lines = lines.clone();
+                move || lines.clone()
+            })
+            .with_ansi(false)
+            .finish();
+        let _log = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let forward = Forward {
+            name: "db".into(),
+            remote_addr: "localhost".into(),
+            remote_port: 5000,
+            target_host: "127.0.0.1".into(),
+            target_port: 5432,
+            limits: Default::default(),
+            access: None,
+            tls: None,
+        };
+        let state = TunnelState::new(std::slice::from_ref(&forward));
+        let settings = crate::audit::Settings {
+            // A folder that does not exist: the trail cannot be opened.
+            file: dir.path().join("gone").join("audit.jsonl"),
+            on_failure: crate::audit::OnFailure::Refuse,
+            max_size: crate::audit::DEFAULT_MAX_SIZE,
+            head_interval: crate::audit::DEFAULT_HEAD_INTERVAL,
+        };
+        state.attach_audit(crate::audit::Audit::start(
+            &settings,
+            state.metrics.audit.clone(),
+        ));
+        assert!(!state.audit().accepting());
+        let n = state.connected("server:22".into(), Duration::from_millis(1));
+        state.set_forward(n, &forward, super::super::state::ForwardState::Granted);
+        let ctx = ConnContext::new(
+            state.clone(),
+            Limits::default(),
+            Duration::from_secs(1),
+            Connections::new(),
+        );
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..1000 {
+            let origin = Originator {
+                address: "203.0.113.7",
+                port: 40000 + i,
+            };
+            let session = watch::Sender::new(None).subscribe();
+            open(
+                &ctx,
+                "localhost",
+                5000,
+                origin,
+                session,
+                Refusable(answers.clone()),
+            )
+            .await;
+        }
+        let answers = answers.lock().unwrap();
+        assert_eq!(answers.len(), 1000);
+        assert!(answers.iter().all(|a| *a == Rejection::AuditUnavailable));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let refusals = text.matches("the audit trail cannot be written").count();
+        assert!((1..=20).contains(&refusals), "{refusals} lines:\n{text}");
+    }
 
     #[tokio::test]
     async fn target_sockets_have_tcp_keepalive() {

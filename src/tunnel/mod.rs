@@ -8,6 +8,7 @@ pub mod backoff;
 mod batch;
 pub mod budget;
 pub mod conn;
+pub mod drain;
 pub mod inbound;
 pub mod metrics;
 pub mod pump;

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::batch::{Batch, WRITE_BATCH};
 use super::budget::{Broken, ConnBudget};
@@ -78,6 +79,9 @@ pub enum End {
     /// The customer's side closed it: the forward left the desired set (a reload, later a
     /// policy), with the reason.
     Policy(String),
+    /// The agent stopped and the connection was still open when its grace period ended
+    /// (`crate::tunnel::drain::GRACE`).
+    Shutdown,
 }
 
 impl End {
@@ -110,6 +114,7 @@ impl End {
             End::Limit(_) => "limit",
             End::Protocol(_) => "protocol",
             End::Policy(_) => "policy",
+            End::Shutdown => "shutdown",
         }
     }
 }
@@ -124,6 +129,7 @@ impl std::fmt::Display for End {
             End::Limit(why) => write!(f, "closed: {why}"),
             End::Protocol(why) => write!(f, "closed: the server {why}"),
             End::Policy(why) => write!(f, "closed: {why}"),
+            End::Shutdown => write!(f, "cut: the agent stopped"),
         }
     }
 }
@@ -329,10 +335,12 @@ pub async fn pump<S: ChannelSink>(
     }
 }
 
-/// Why a connection must stop from outside it: its forward closed, or its SSH session ended.
+/// Why a connection must stop from outside it: its forward closed, its SSH session ended, or
+/// the agent is stopping and the grace period is over.
 pub struct Stop {
     forward: watch::Receiver<Option<String>>,
     session: watch::Receiver<Option<String>>,
+    cut: CancellationToken,
 }
 
 impl Stop {
@@ -342,11 +350,26 @@ impl Stop {
         forward: watch::Receiver<Option<String>>,
         session: watch::Receiver<Option<String>>,
     ) -> Self {
-        Self { forward, session }
+        Self {
+            forward,
+            session,
+            cut: CancellationToken::new(),
+        }
+    }
+
+    /// Also ends the connection (`End::Shutdown`) when `cut` is cancelled.
+    pub fn cut_by(mut self, cut: CancellationToken) -> Self {
+        self.cut = cut;
+        self
     }
 
     /// The ending if one has happened already, without waiting.
     pub fn now(&self) -> Option<End> {
+        // The cut comes before the session's end (the agent disconnects after cutting): a cut
+        // connection is recorded as cut, not as lost.
+        if self.cut.is_cancelled() {
+            return Some(End::Shutdown);
+        }
         if let Some(why) = self.forward.borrow().clone() {
             return Some(End::Policy(why));
         }
@@ -366,6 +389,8 @@ impl Stop {
             }
         };
         tokio::select! {
+            biased;
+            _ = self.cut.cancelled() => End::Shutdown,
             r = self.forward.wait_for(|why| why.is_some()) => match r {
                 Ok(why) => End::Policy(why.clone().unwrap_or_default()),
                 // The forward's state is gone with the agent.

@@ -287,3 +287,22 @@ async fn an_idle_timeout_closes_only_a_connection_silent_that_long_either_way() 
     );
     assert!(!report.end.is_failure());
 }
+
+#[tokio::test]
+async fn a_cut_connection_ends_as_shutdown_even_when_its_session_is_gone_too() {
+    let forward = watch::Sender::new(None);
+    let session = watch::Sender::new(None);
+    let cut = CancellationToken::new();
+    let mut stop = Stop::new(forward.subscribe(), session.subscribe()).cut_by(cut.clone());
+    assert_eq!(stop.now(), None);
+    // The agent cuts, then disconnects: by the time the pump looks, both have happened.
+    cut.cancel();
+    drop(session);
+    assert_eq!(stop.now(), Some(End::Shutdown));
+    assert_eq!(stop.wait().await, End::Shutdown);
+    assert!(
+        !End::Shutdown.is_failure(),
+        "an operator's stop is no failure"
+    );
+    assert_eq!(End::Shutdown.class(), "shutdown");
+}

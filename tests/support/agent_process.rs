@@ -27,6 +27,8 @@ struct Log {
     /// Lines per `level`.
     levels: HashMap<String, usize>,
     lines: usize,
+    /// The longest line seen, in bytes, and its start.
+    longest: (usize, String),
 }
 
 pub struct AgentProcess {
@@ -118,6 +120,11 @@ impl AgentProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit code once the process has exited (None while running, or killed by a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
+    }
+
     /// A `/proc/PID/status` field in KiB: `VmHWM` (peak resident memory), `VmRSS`.
     pub fn status_kib(&self, field: &str) -> u64 {
         status_kib(self.pid(), field)
@@ -154,6 +161,11 @@ impl AgentProcess {
         (log.levels.get(level).copied().unwrap_or(0), log.lines)
     }
 
+    /// The longest line logged so far: its length in bytes and its first 300 characters.
+    pub fn longest_line(&self) -> (usize, String) {
+        self.log.lock().unwrap().longest.clone()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -175,6 +187,9 @@ impl AgentProcess {
 impl Log {
     fn add(&mut self, line: String) {
         self.lines += 1;
+        if line.len() > self.longest.0 {
+            self.longest = (line.len(), truncate(&line, 300).to_string());
+        }
         if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
             if let Some(m) = event["fields"]["message"].as_str() {
                 *self.messages.entry(m.to_string()).or_default() += 1;

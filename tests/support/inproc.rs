@@ -129,9 +129,10 @@ impl RunningAgent {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+        // Open vendor connections get the agent's drain grace period (5 s) before the cut.
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
             .await
-            .expect("agent did not stop within 5 s")
+            .expect("agent did not stop within 15 s")
             .expect("agent task panicked");
     }
 }

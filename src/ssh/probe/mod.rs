@@ -179,7 +179,12 @@ impl ServerProbe {
             port,
         };
         // No forwards: every channel the server opens is refused.
-        let serves_nothing = ConnContext::new(TunnelState::new(&[]), Limits::default(), timeout);
+        let serves_nothing = ConnContext::new(
+            TunnelState::new(&[]),
+            Limits::default(),
+            timeout,
+            Default::default(),
+        );
         let stream = Tapped {
             inner: Box::new(tcp),
             tap: tap.clone(),
