@@ -327,6 +327,7 @@ mod tests {
             limits: Default::default(),
             access: None,
             tls: None,
+            allow: Vec::new(),
         };
         let tcp = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
         let sock = socket2::SockRef::from(&tcp);
