@@ -31,9 +31,10 @@ impl IncomingChannel for Incoming {
 
     async fn reject(self, why: Rejection) {
         let code = match why {
-            Rejection::NotListed | Rejection::BadOriginator | Rejection::AuditUnavailable => {
-                ChannelOpenFailure::AdministrativelyProhibited
-            }
+            Rejection::NotListed
+            | Rejection::BadOriginator
+            | Rejection::AuditUnavailable
+            | Rejection::TargetAddressRefused => ChannelOpenFailure::AdministrativelyProhibited,
             Rejection::ConnectionLimit => ChannelOpenFailure::ResourceShortage,
             Rejection::TargetUnreachable => ChannelOpenFailure::ConnectFailed,
         };
