@@ -70,22 +70,23 @@ where
     Fut: Future<Output = io::Result<T>>,
 {
     let (permitted, refused) = rule.split(host, port, addrs);
-    if permitted.is_empty() {
-        if let Some(refused) = refused {
-            return Err(refused.into());
-        }
+    if permitted.is_empty()
+        && let Some(refused) = refused
+    {
+        return Err(refused.into());
     }
-    first_of(&permitted, deadline, connect)
-        .await
-        .map_err(Failures::into_io)
+    match first_of(&permitted, deadline, connect).await {
+        (Some(connected), _) => Ok(connected),
+        (None, failures) => Err(failures.into_io()),
+    }
 }
 
-/// TCP to the first of `addrs` that accepts, all before `deadline` (the share rule above).
-/// On failure, every address's error, for callers that report each.
+/// TCP to the first of `addrs` that accepts, all before `deadline` (the share rule above),
+/// and the addresses that failed on the way, for callers that report each.
 pub async fn connect_first(
     addrs: &[SocketAddr],
     deadline: Instant,
-) -> Result<(TcpStream, SocketAddr), Failures> {
+) -> (Option<(TcpStream, SocketAddr)>, Failures) {
     first_of(addrs, deadline, TcpStream::connect).await
 }
 
@@ -102,7 +103,7 @@ async fn first_of<T, F, Fut>(
     addrs: &[SocketAddr],
     deadline: Instant,
     mut connect: F,
-) -> Result<(T, SocketAddr), Failures>
+) -> (Option<(T, SocketAddr)>, Failures)
 where
     F: FnMut(SocketAddr) -> Fut,
     Fut: Future<Output = io::Result<T>>,
@@ -114,12 +115,12 @@ where
             break;
         };
         match tokio::time::timeout(share, connect(addr)).await {
-            Ok(Ok(stream)) => return Ok((stream, addr)),
+            Ok(Ok(stream)) => return (Some((stream, addr)), failures),
             Ok(Err(e)) => failures.tried.push((addr, e)),
             Err(_) => failures.tried.push((addr, silent(addr, share))),
         }
     }
-    Err(failures)
+    (None, failures)
 }
 
 /// How long the next of `left` addresses may take: an equal share of the time to `deadline`,

@@ -55,10 +55,8 @@ impl Rule<'_> {
         let ip = ip.to_canonical();
         let written_as_such =
             host.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost");
-        if !written_as_such {
-            if let Some(why) = special(ip) {
-                return Err(why);
-            }
+        if !written_as_such && let Some(why) = special(ip) {
+            return Err(why);
         }
         if !allow.is_empty() && !allow.iter().any(|net| net.contains(&ip)) {
             return Err(Why::NotAllowed);
