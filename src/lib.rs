@@ -48,6 +48,10 @@
 //!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output:
 //!   escaped, and cut to 256 characters.
 //!   It imports nothing of the crate, so every module may use it.
+//! - [`net`]: dialing, the one way every module does it: a name resolved and its addresses tried
+//!   within one timeout ([`net::connect_any`]), and the rule on which addresses a forward's
+//!   target may resolve to (no loopback, link-local, unspecified or multicast answer for a
+//!   name; a forward's `allow` networks). A leaf: it imports nothing of the crate.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
 //! - [`sys`]: the process's real uid, making `agent run` non-dumpable (no ptrace by other
 //!   local processes, no core file with the key), and [`sys::dir`]: a folder trusted only when
@@ -71,6 +75,7 @@ pub mod import;
 pub mod keygen;
 pub mod logging;
 pub mod memory;
+pub mod net;
 pub mod proxy;
 pub mod run;
 pub mod ssh;

@@ -50,6 +50,7 @@ fn jira() -> Forward {
         limits: Default::default(),
         access: None,
         tls: None,
+        allow: Vec::new(),
     }
 }
 

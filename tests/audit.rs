@@ -125,6 +125,11 @@ async fn connections_refusals_sessions_and_the_config_are_recorded_in_a_chain_th
     let conn = wait_record(&file, "connection", |r| r["kind"] == "connection").await;
     assert_eq!(conn["forward"], "echo");
     assert_eq!(conn["target"], format!("127.0.0.1:{echo_port}"));
+    assert_eq!(
+        conn["target_addr"],
+        format!("127.0.0.1:{echo_port}"),
+        "the address reached"
+    );
     assert_eq!(conn["to_target"], 300_000, "{conn}");
     assert_eq!(conn["from_target"], 300_000, "{conn}");
     assert!(
@@ -204,6 +209,151 @@ async fn connections_refusals_sessions_and_the_config_are_recorded_in_a_chain_th
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("ok: 6 record(s)"), "{text}");
+}
+
+/// A name this machine's resolver answers with loopback addresses only, and those addresses:
+/// Debian's hosts file maps `ip6-localhost` to ::1 and the host name to 127.0.1.1 (this
+/// image's, to 127.0.0.1). None of them is `localhost`, which a target may name.
+async fn a_name_for_loopback() -> (String, Vec<std::net::IpAddr>) {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    for name in ["ip6-localhost", "ip6-loopback", hostname.trim()] {
+        let Ok(found) = tokio::net::lookup_host((name, 0)).await else {
+            continue;
+        };
+        let ips: Vec<std::net::IpAddr> = found.map(|a| a.ip()).collect();
+        if !name.is_empty() && !ips.is_empty() && ips.iter().all(|ip| ip.is_loopback()) {
+            return (name.to_string(), ips);
+        }
+    }
+    panic!("no name resolves to loopback here (ip6-localhost, ip6-loopback, the host name)");
+}
+
+/// An echo on `ip`, counting the connections it accepts.
+async fn counting_echo(
+    ip: std::net::IpAddr,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = conn.split();
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// A target name that resolves to loopback (as a lying DNS answer or a hosts-file line would
+/// make it) is refused, in the trail with the address it resolved to, and its listener never
+/// sees the vendor; the same listener written as its address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_name_that_resolves_to_loopback_is_refused_and_audited() {
+    let s = setup().await;
+    let (name, ips) = a_name_for_loopback().await;
+    let (port, accepted) = counting_echo(ips[0]).await;
+    let (by_name, literal) = (support::free_port(), support::free_port());
+    let yaml = s
+        .yaml(
+            &[Fwd("named", by_name, port), Fwd("literal", literal, port)],
+            "",
+        )
+        .replacen(
+            &format!("target: \"127.0.0.1:{port}\""),
+            &format!("target: \"{name}:{port}\""),
+            1,
+        );
+    let yaml = match ips[0] {
+        std::net::IpAddr::V6(ip) => yaml.replacen(
+            &format!("target: \"127.0.0.1:{port}\""),
+            &format!("target: \"[{ip}]:{port}\""),
+            1,
+        ),
+        std::net::IpAddr::V4(ip) => yaml.replacen(
+            &format!("target: \"127.0.0.1:{port}\""),
+            &format!("target: \"{ip}:{port}\""),
+            1,
+        ),
+    };
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    let file = s.audit_file();
+    // The start-up probe of each target connects once, to the literal one only.
+    let probes = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(probes <= 1, "{probes}");
+
+    assert!(!served(by_name).await, "the vendor reached {name}");
+    let refused = wait_record(&file, "refused", |r| r["kind"] == "refused").await;
+    assert_eq!(refused["why"], "target_address_refused", "{refused}");
+    assert_eq!(refused["forward"], "named", "{refused}");
+    let detail = refused["detail"].as_str().unwrap();
+    let resolved = std::net::SocketAddr::new(ips[0], port).to_string();
+    for part in [format!("{name}:{port}"), resolved, "loopback".into()] {
+        assert!(detail.contains(&part), "{part} not in {detail}");
+    }
+
+    assert!(
+        served(literal).await,
+        "a target written as the address is served"
+    );
+    let conn = wait_record(&file, "connection", |r| r["kind"] == "connection").await;
+    assert_eq!(conn["forward"], "literal", "{conn}");
+    assert_eq!(
+        conn["target_addr"],
+        std::net::SocketAddr::new(ips[0], port).to_string()
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        probes + 1,
+        "only the literal forward's connection reached the listener"
+    );
+    agent.stop().await;
+    let (report, outcome) = verify(&default_files(&file), None);
+    assert_eq!(outcome, Outcome::Intact, "{report}");
+}
+
+/// `allow` narrows even a target written as an address: 127.0.0.1 outside 10.0.0.0/8 is
+/// refused; inside 127.0.0.0/8 it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_refuses_a_target_outside_its_networks() {
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (outside, inside) = (support::free_port(), support::free_port());
+    let yaml = s
+        .yaml(
+            &[
+                Fwd("outside", outside, echo_port),
+                Fwd("inside", inside, echo_port),
+            ],
+            "",
+        )
+        .replacen(
+            &format!("target: \"127.0.0.1:{echo_port}\" }}"),
+            &format!("target: \"127.0.0.1:{echo_port}\", allow: [10.0.0.0/8] }}"),
+            1,
+        )
+        .replacen(
+            &format!("target: \"127.0.0.1:{echo_port}\" }}"),
+            &format!("target: \"127.0.0.1:{echo_port}\", allow: [127.0.0.0/8] }}"),
+            1,
+        );
+    let agent = start_agent(s.dir.path(), &yaml);
+    agent.wait_ready(READY).await;
+    let file = s.audit_file();
+
+    assert!(!served(outside).await, "outside 10.0.0.0/8");
+    let refused = wait_record(&file, "refused", |r| r["kind"] == "refused").await;
+    assert_eq!(refused["why"], "target_address_refused", "{refused}");
+    assert_eq!(refused["forward"], "outside", "{refused}");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("`allow`"), "{detail}");
+    assert!(served(inside).await, "inside 127.0.0.0/8");
+    agent.stop().await;
 }
 
 /// Breaks the audit file's folder as a lost volume would (the folder replaced by a file) and

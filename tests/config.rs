@@ -313,6 +313,61 @@ fn duplicate_forward_name() {
 }
 
 #[test]
+fn a_forwards_allow_list_is_networks_or_single_addresses() {
+    let c = parse(&format!(
+        "{}{FORWARD}    allow: [10.0.0.0/8, \"2001:db8::/32\", 10.1.2.3, \"::1\", 192.168.7.9/24]\n",
+        server()
+    ))
+    .unwrap();
+    let allow: Vec<String> = c.forwards[0]
+        .allow
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        allow,
+        [
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "10.1.2.3/32",
+            "::1/128",
+            "192.168.7.0/24"
+        ]
+    );
+    let c = parse(&format!("{}{FORWARD}", server())).unwrap();
+    assert!(c.forwards[0].allow.is_empty(), "absent: no narrowing");
+}
+
+#[test]
+fn a_bad_allow_entry_is_named_by_its_index_and_not_repeated() {
+    let f = fail(&format!(
+        "{}{FORWARD}    allow:\n      - 10.0.0.0/8\n      - 10.0.0.0/33\n      - jira.acme.internal\n      - [10.0.0.0/8]\n",
+        server()
+    ));
+    let (line, fix) = f.problem("forwards[0].allow[1]: ");
+    assert_contains(&line, &["agent.yaml:12: ", "is not a network"]);
+    assert_contains(&fix, &["10.0.0.0/8", "no host name"]);
+    let (line, _) = f.problem("forwards[0].allow[2]: ");
+    assert_contains(&line, &["agent.yaml:13: ", "is not a network"]);
+    let (line, _) = f.problem("forwards[0].allow[3]: ");
+    assert_contains(&line, &["agent.yaml:14: ", "found a list"]);
+    assert!(!f.stderr.contains("forwards[0].allow[0]"), "{}", f.stderr);
+    for value in ["10.0.0.0/33", "jira.acme.internal"] {
+        assert!(!f.stderr.contains(value), "{value} repeated: {}", f.stderr);
+    }
+    let f = fail(&format!("{}{FORWARD}    allow: 10.0.0.0/8\n", server()));
+    let (line, _) = f.problem("forwards[0].allow: ");
+    assert_contains(
+        &line,
+        &[
+            "agent.yaml:10: ",
+            "expected a list of networks",
+            "found text",
+        ],
+    );
+}
+
+#[test]
 fn a_field_written_twice_names_the_line_of_the_second() {
     // Top level: serde_yaml says "line 1 column 1" (the section's start).
     let f = fail(&format!(

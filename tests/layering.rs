@@ -7,7 +7,9 @@
 //!   above them), `access` nothing from `ssh` or the commands, and russh is named only under
 //!   `src/ssh/`;
 //! - `audit` is a leaf (at most `logging` and `sys`, itself a leaf): `tunnel`, `run`, `config` and `cli` record through
-//!   it, and the policy code can too, without an import cycle; it never sees `ssh` or `run`.
+//!   it, and the policy code can too, without an import cycle; it never sees `ssh` or `run`;
+//! - `net` (dialing, and the rule on a target's addresses) is a leaf too: it imports nothing of
+//!   the crate, so `tunnel`, `transport`, `proxy` and `check` can all dial through it.
 
 use std::path::{Path, PathBuf};
 
@@ -202,6 +204,16 @@ fn the_core_and_the_config_know_nothing_of_ssh_and_russh_stays_in_ssh() {
             );
         }
     }
+}
+
+#[test]
+fn net_is_a_leaf() {
+    let graph = graph();
+    let (_, to) = graph
+        .iter()
+        .find(|(from, _)| from == "net")
+        .expect("src/net/ exists");
+    assert!(to.is_empty(), "net uses crate::{to:?}: keep it a leaf");
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn forward(name: &str, port: u16, access: Option<Access>) -> Forward {
         limits: Default::default(),
         access,
         tls: None,
+        allow: Vec::new(),
     }
 }
 

@@ -442,6 +442,7 @@ mod tests {
             forward: "jira".into(),
             originator: "198.51.100.23:51724".parse().unwrap(),
             target: "jira.acme.internal:443".into(),
+            target_addr: Some("10.1.2.3:443".parse().unwrap()),
             opened: SystemTime::now(),
             closed: SystemTime::now(),
             to_target: i,

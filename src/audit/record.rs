@@ -49,6 +49,10 @@ pub struct ConnectionRecord {
     /// anything else is refused before a connection exists).
     pub originator: SocketAddr,
     pub target: String,
+    /// The address the target's name resolved to and the agent connected to. Absent from
+    /// records written before it existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_addr: Option<SocketAddr>,
     #[serde(serialize_with = "rfc3339")]
     pub opened: SystemTime,
     #[serde(serialize_with = "rfc3339")]

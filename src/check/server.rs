@@ -12,6 +12,7 @@ use super::plan::{Plan, join, plural};
 use super::proxy::{ProxyPlan, tunnel_ports, tunnel_rows};
 use super::report::{OfferedHostKey, Row, Status};
 use super::ssh::{auth_row, host_key_row, ssh_row};
+use crate::net;
 use crate::proxy::{ProxyUrl, Scheme};
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{HandshakeEnd, ProbeSession, ServerProbe};
@@ -245,34 +246,26 @@ async fn reopen(
     }
 }
 
+/// TCP to `port` on the first of `ips` that accepts, all within `timeout` (the agent's rule:
+/// `net::connect_first`); each failed address is reported.
 async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
     let started = Instant::now();
-    let mut failures = Vec::new();
-    for ip in ips {
-        let addr = SocketAddr::new(*ip, port);
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return PortTry {
-                    port,
-                    stream: Some((s, addr)),
-                    failures,
-                    elapsed: started.elapsed(),
-                };
-            }
-            Ok(Err(e)) => failures.push((addr, e)),
-            Err(_) => failures.push((
-                addr,
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {}", secs(timeout)),
-                ),
-            )),
-        }
+    let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (stream, failed) = net::connect_first(&addrs, deadline).await;
+    if let Some((s, _)) = &stream {
+        let _ = s.set_nodelay(true);
     }
+    let tried = failed.tried.len();
+    let mut failures = failed.tried;
+    let untried = addrs.get(tried..tried + failed.untried).unwrap_or_default();
+    failures.extend(untried.iter().map(|addr| {
+        let why = format!("not tried: the {} were spent", secs(timeout));
+        (*addr, io::Error::new(io::ErrorKind::TimedOut, why))
+    }));
     PortTry {
         port,
-        stream: None,
+        stream,
         failures,
         elapsed: started.elapsed(),
     }

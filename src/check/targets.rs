@@ -13,6 +13,7 @@ use super::plan::Plan;
 use super::report::{Row, Status};
 use super::tls;
 use crate::config::Forward;
+use crate::net::AddressRefused;
 use crate::tunnel::conn::dial_target;
 
 /// How long a target may take to answer a TLS ClientHello before it counts as plain TCP.
@@ -86,10 +87,14 @@ fn label(f: &Forward) -> String {
 
 async fn target(f: &Forward, timeout: Duration, limit: Option<Duration>) -> Vec<Row> {
     let started = Instant::now();
-    let stream = match dial_target(f, timeout).await {
-        Ok(s) => s,
+    let (stream, peer) = match dial_target(f, timeout).await {
+        Ok(dialed) => dialed,
         Err(e) => {
             let fix = match e.kind() {
+                _ if AddressRefused::of(&e).is_some() => format!(
+                    "the agent refuses this address for forward \"{}\" too: if it is the service, write the address itself as the target (or widen the forward's `allow`); otherwise correct the DNS record (or hosts file line) for {}",
+                    f.name, f.target_host
+                ),
                 io::ErrorKind::TimedOut => format!(
                     "nothing answered within {}: a firewall between this machine and {} probably drops the traffic, or the host is down",
                     secs(timeout),
@@ -117,10 +122,6 @@ async fn target(f: &Forward, timeout: Duration, limit: Option<Duration>) -> Vec<
         }
     };
     let took = started.elapsed();
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| f.target());
     let mut detail = format!("TCP connect to {peer} ok");
     let tls = if speaks_tls(f) {
         let tls = tls::probe(stream, &f.target_host, timeout.min(TLS_BOUND)).await;

@@ -102,6 +102,9 @@ pub struct Forward {
     /// `tls:`: whether the target speaks TLS, so `agent check` probes its handshake (a plain
     /// service would log the ClientHello as a bad request). `None`: only on port 443.
     pub tls: Option<bool>,
+    /// `allow:`: the networks the target's addresses must be in (empty: any address the
+    /// address rule lets through; see [`crate::net::Rule`]).
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 /// What one forward's connections may hold (both off by default).

@@ -60,6 +60,8 @@ pub struct RawForward {
     pub access: Option<RawAccess>,
     /// Whether the target speaks TLS (`agent check` probes its handshake); absent: port 443.
     pub tls: Option<bool>,
+    /// Networks (CIDR, or a bare address) the target's resolved address must be in.
+    pub allow: Option<Vec<String>>,
 }
 
 /// `access: { windows: ["Mon-Fri 08:00-18:00"], timezone: Europe/Berlin, grant: { max: 4h } }`.

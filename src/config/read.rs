@@ -51,6 +51,7 @@ const FORWARD: &[&str] = &[
     "max_connections",
     "access",
     "tls",
+    "allow",
 ];
 const ACCESS: &[&str] = &["windows", "timezone", "grant"];
 const GRANT: &[&str] = &["max"];
@@ -395,6 +396,7 @@ impl Reader<'_> {
                 .section(f, at, "access", ACCESS)
                 .map(|a| self.access(&join(at, "access"), a)),
             tls: self.flag(f, at, "tls"),
+            allow: self.texts(f, at, "allow", "networks such as \"10.0.0.0/8\""),
         }
     }
 

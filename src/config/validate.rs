@@ -360,6 +360,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             n => n,
         };
         let access = f.access.map(|a| forward_access(&mut p, &at("access"), a));
+        let allow = forward_allow(&mut p, &at("allow"), f.allow.unwrap_or_default());
         if let (Some((remote_addr, remote_port)), Some((target_host, target_port))) =
             (remote, target)
         {
@@ -375,6 +376,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
                 },
                 access,
                 tls: f.tls,
+                allow,
             });
         }
     }
@@ -594,6 +596,32 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
         },
         problems: p.0,
     }
+}
+
+/// `forwards[i].allow` (`at`): each item a network (`10.0.0.0/8`, `2001:db8::/32`) or a bare
+/// address (one host: /32 or /128). A bad item is a problem of its own, named by its index.
+fn forward_allow(p: &mut Problems, at: &str, raw: Vec<String>) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        let text = text.trim();
+        let net = text.parse::<ipnet::IpNet>().ok().or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(ipnet::IpNet::from)
+        });
+        match net {
+            Some(net) => nets.push(net.trunc()),
+            None => p.add(
+                format!("{at}[{i}]"),
+                "is not a network: expected an IPv4 or IPv6 address, or one with a prefix length",
+                Some(
+                    "write a network such as \"10.0.0.0/8\" or \"2001:db8::/32\", or one address such as \"10.1.2.3\" (no host name, no port)"
+                        .into(),
+                ),
+            ),
+        }
+    }
+    nets
 }
 
 /// `forwards[i].access` (`at`): windows, their time zone, and whether grants are allowed.

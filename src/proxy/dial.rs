@@ -12,6 +12,7 @@ use super::http;
 use super::socks::{self, Destination};
 use super::stream::ProxyStream;
 use super::url::{ProxyUrl, Scheme};
+use crate::net::{self, Rule};
 use crate::tls::Trust;
 
 /// A TCP stream to the server through the proxy, positioned at the server's first byte.
@@ -101,12 +102,11 @@ pub async fn connect(
             })
         }
         Scheme::Socks5 => {
-            let resolve = tokio::net::lookup_host((host, port));
-            let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, resolve).await {
-                Ok(Ok(a)) => a.collect(),
-                Ok(Err(e)) => return Err(resolve_error(host, e.to_string())),
-                Err(_) => return Err(resolve_error(host, "DNS lookup timed out".into())),
-            };
+            // Each address is a SOCKS5 request over a connection of its own to the proxy, each
+            // bounded as one.
+            let addrs = net::resolve(host, port, timeout)
+                .await
+                .map_err(|e| resolve_error(host, e.to_string()))?;
             let mut last = resolve_error(host, "no address".into());
             for addr in addrs {
                 let dest = Destination::Addr(addr);
@@ -141,40 +141,17 @@ fn resolve_error(host: &str, reason: String) -> ProxyError {
     }
 }
 
-/// TCP to the proxy: every address of its name, each connect bounded by `timeout` (also used
-/// by `agent check` to report the proxy's own reachability).
+/// TCP to the proxy: the lookup and every address of its name within `timeout` together
+/// (also used by `agent check` to report the proxy's own reachability).
 pub async fn dial(proxy: &ProxyUrl, timeout: Duration) -> Result<TcpStream, ProxyError> {
-    let unreachable = |reason: String| ProxyError::Unreachable {
-        proxy: proxy.to_string(),
-        reason,
-    };
-    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
-        timeout,
-        tokio::net::lookup_host((proxy.host.as_str(), proxy.port)),
-    )
-    .await
-    {
-        Ok(Ok(a)) => a.collect(),
-        Ok(Err(e)) => return Err(unreachable(format!("DNS lookup of the proxy failed: {e}"))),
-        Err(_) => return Err(unreachable("DNS lookup of the proxy timed out".into())),
-    };
-    let mut reason = String::from("its name resolved to no address");
-    for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Ok(Err(e)) => reason = format!("{e} ({addr})"),
-            Err(_) => {
-                reason = format!(
-                    "TCP connect to {addr} timed out after {}s",
-                    timeout.as_secs_f32()
-                )
-            }
-        }
-    }
-    Err(unreachable(reason))
+    let (s, _) = net::connect_any(&proxy.host, proxy.port, timeout, Rule::Any)
+        .await
+        .map_err(|e| ProxyError::Unreachable {
+            proxy: proxy.to_string(),
+            reason: e.to_string(),
+        })?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
 }
 
 /// Bounds a handshake with the proxy by `timeout`.

@@ -91,7 +91,7 @@ pub fn changes(old: &Config, old_identity: &Identity, new: &Reload) -> Changes {
 pub struct ForwardChanges {
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// Each changed forward with what changed in it: remote, target, limits, access, tls.
+    /// Each changed forward with what changed in it: remote, target, limits, access, tls, allow.
     pub changed: Vec<(String, Vec<&'static str>)>,
 }
 
@@ -139,6 +139,9 @@ fn what_changed(old: &Forward, new: &Forward) -> Vec<&'static str> {
     }
     if old.tls != new.tls {
         what.push("tls");
+    }
+    if old.allow != new.allow {
+        what.push("allow");
     }
     what
 }
@@ -214,6 +217,12 @@ mod tests {
             c.by_forward.to_string(),
             "added: c; removed: a; changed: b (remote, limits)"
         );
+        let c = diff(
+            &format!("{a}  - {{ name: b, remote: 5001, target: \"b:1\", allow: [10.0.0.0/8] }}\n"),
+            "",
+        );
+        assert_eq!(c.by_forward.to_string(), "changed: b (allow)");
+        assert!(c.forwards && !c.session, "{c:?}");
         assert!(diff(&ab, "health: { target_down: not_ready }\n").health);
         for session in [
             "proxy: http://proxy.example:3128\n",

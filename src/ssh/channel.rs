@@ -34,7 +34,8 @@ impl IncomingChannel for Incoming {
             Rejection::NotListed
             | Rejection::BadOriginator
             | Rejection::AuditUnavailable
-            | Rejection::ShuttingDown => ChannelOpenFailure::AdministrativelyProhibited,
+            | Rejection::ShuttingDown
+            | Rejection::TargetAddressRefused => ChannelOpenFailure::AdministrativelyProhibited,
             Rejection::ConnectionLimit => ChannelOpenFailure::ResourceShortage,
             Rejection::TargetUnreachable => ChannelOpenFailure::ConnectFailed,
         };

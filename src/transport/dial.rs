@@ -9,6 +9,7 @@ use tracing::debug;
 
 use super::rung::{Kind, Rung};
 use super::{Conn, ws};
+use crate::net::{self, Rule};
 use crate::proxy::{self, ProxyError, ProxyStream, Route};
 use crate::tls::{Chain, TlsError, Trust};
 
@@ -70,21 +71,12 @@ pub async fn open_at(
     timeout: Duration,
 ) -> Result<Dialed, TransportError> {
     let via = format!("{rung} ({addr})");
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let tcp = match net::connect_addr(addr, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
             return Err(TransportError::Network {
                 target: via,
                 reason: e.to_string(),
-            });
-        }
-        Err(_) => {
-            return Err(TransportError::Network {
-                target: via,
-                reason: format!(
-                    "TCP connect timed out after {} (a firewall dropping the port?)",
-                    secs(timeout)
-                ),
             });
         }
     };
@@ -161,48 +153,26 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f32())
 }
 
-/// The rung host's addresses, the lookup bounded by `timeout`.
+/// The rung host's addresses, the lookup bounded by `timeout` (for the SSH ladder, which runs
+/// the handshake on each address in turn).
 pub async fn resolve(rung: &Rung, timeout: Duration) -> Result<Vec<SocketAddr>, TransportError> {
-    let network = |reason: String| TransportError::Network {
-        target: rung.to_string(),
-        reason,
-    };
-    match tokio::time::timeout(
-        timeout,
-        tokio::net::lookup_host((rung.host.as_str(), rung.port)),
-    )
-    .await
-    {
-        Ok(Ok(a)) => Ok(a.collect()),
-        Ok(Err(e)) => Err(network(format!("DNS lookup failed: {e}"))),
-        Err(_) => Err(network("DNS lookup timed out".into())),
-    }
+    net::resolve(&rung.host, rung.port, timeout)
+        .await
+        .map_err(|e| TransportError::Network {
+            target: rung.to_string(),
+            reason: e.to_string(),
+        })
 }
 
-/// TCP to every address of the rung's host in turn, each connect bounded by `timeout`.
+/// TCP to the rung's host: the lookup and every address within `timeout` together.
 async fn tcp(rung: &Rung, timeout: Duration) -> Result<(TcpStream, SocketAddr), TransportError> {
-    let target = rung.to_string();
-    let network = |reason: String| TransportError::Network {
-        target: target.clone(),
-        reason,
-    };
-    let addrs = resolve(rung, timeout).await?;
-    let mut reason = String::from("the name resolved to no address");
-    for addr in addrs {
-        debug!(%addr, rung = %target, "dialing");
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok((s, addr));
-            }
-            Ok(Err(e)) => reason = format!("{e} ({addr})"),
-            Err(_) => {
-                reason = format!(
-                    "TCP connect to {addr} timed out after {} (a firewall dropping the port?)",
-                    secs(timeout)
-                )
-            }
-        }
-    }
-    Err(network(reason))
+    debug!(%rung, "dialing");
+    let (s, addr) = net::connect_any(&rung.host, rung.port, timeout, Rule::Any)
+        .await
+        .map_err(|e| TransportError::Network {
+            target: rung.to_string(),
+            reason: e.to_string(),
+        })?;
+    let _ = s.set_nodelay(true);
+    Ok((s, addr))
 }

@@ -22,6 +22,7 @@ use super::state::TunnelState;
 use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
 use crate::config::{Forward, Limits};
 use crate::logging::{Throttle, printable};
+use crate::net::{self, AddressRefused, Rule};
 
 /// Why a channel the server opened is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub enum Rejection {
     ConnectionLimit,
     /// The target did not accept the connection.
     TargetUnreachable,
+    /// The target's name resolved only to addresses it may not reach (`crate::net::Rule`):
+    /// loopback, link-local and the like, or outside the forward's `allow`.
+    TargetAddressRefused,
     /// The audit trail cannot be written and `audit.on_failure` is `refuse`.
     AuditUnavailable,
     /// The agent is stopping: the open connections drain, no new one starts.
@@ -48,6 +52,7 @@ impl Rejection {
             Rejection::BadOriginator => "bad_originator",
             Rejection::ConnectionLimit => "connection_limit",
             Rejection::TargetUnreachable => "target_unreachable",
+            Rejection::TargetAddressRefused => "target_address_refused",
             Rejection::AuditUnavailable => "audit_unavailable",
             Rejection::ShuttingDown => "shutting_down",
         }
@@ -90,6 +95,7 @@ static ORIGINATOR_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 static LIMIT_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 static AUDIT_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 static STOPPING_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+static ADDRESS_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 
 /// Answers one `forwarded-tcpip` open for (`address`, `port`) from `origin`. Decides at once
 /// whether the channel may be served; the target dial and the pump run in a task of their own,
@@ -191,8 +197,8 @@ pub async fn open<C: IncomingChannel>(
         None => None,
     };
     let ctx = ctx.clone();
-    let span =
-        info_span!("conn", forward = %forward.name, from = %from, target = %forward.target());
+    let span = info_span!("conn", forward = %forward.name, from = %from, target = %forward.target(),
+        addr = tracing::field::Empty);
     // Tracked, so that a stop waits for its audit record (`super::drain`).
     let conns = ctx.conns.clone();
     conns.spawn(
@@ -203,10 +209,18 @@ pub async fn open<C: IncomingChannel>(
             let result = dialed.as_ref().map(drop).map_err(ToString::to_string);
             // Logged by the target's health when it goes down and comes back, not per connection.
             ctx.state.targets.record(&forward.target(), result);
-            let tcp = match dialed {
-                Ok(tcp) => tcp,
+            let (tcp, target_addr) = match dialed {
+                Ok(dialed) => dialed,
                 Err(e) => {
-                    debug!(error = %e, "target unreachable; connection refused to the vendor");
+                    let why = if let Some(refused) = AddressRefused::of(&e) {
+                        if ADDRESS_LOG.allow("refused target addresses") {
+                            warn!(addr = %refused.addr, why = %refused.why, "{refused}; connection refused to the vendor");
+                        }
+                        Rejection::TargetAddressRefused
+                    } else {
+                        debug!(error = %e, "target unreachable; connection refused to the vendor");
+                        Rejection::TargetUnreachable
+                    };
                     meter.rejected.inc();
                     if ctx.state.audit().is_on() {
                         ctx.state.audit().refused(RefusedRecord {
@@ -215,14 +229,15 @@ pub async fn open<C: IncomingChannel>(
                             port: u32::from(forward.remote_port),
                             originator: from.ip().to_string(),
                             originator_port: u32::from(from.port()),
-                            why: Rejection::TargetUnreachable.class(),
+                            why: why.class(),
                             detail: Some(bounded(&e.to_string())),
                         });
                     }
-                    channel.reject(Rejection::TargetUnreachable).await;
+                    channel.reject(why).await;
                     return;
                 }
             };
+            tracing::Span::current().record("addr", tracing::field::display(target_addr));
             let budget = ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
             let (inbound, sink) = channel.accept(budget.clone()).await;
             let opened = SystemTime::now();
@@ -242,6 +257,7 @@ pub async fn open<C: IncomingChannel>(
                     forward: forward.name.clone(),
                     originator: from,
                     target: forward.target(),
+                    target_addr: Some(target_addr),
                     opened,
                     closed: SystemTime::now(),
                     to_target: report.to_target,
@@ -312,36 +328,25 @@ const TARGET_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
     .with_interval(Duration::from_secs(10))
     .with_retries(6);
 
-/// Connects to the forward's target, trying each resolved address, all within `timeout`.
-/// Only the configured target is ever dialed: the server's channel request names nothing here.
-pub async fn dial_target(forward: &Forward, timeout: Duration) -> io::Result<TcpStream> {
-    let attempt = async {
-        let addrs =
-            tokio::net::lookup_host((forward.target_host.as_str(), forward.target_port)).await?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    // A target that vanishes without a FIN or RST (a host powered off, a
-                    // firewall that forgot the flow) is found within about two minutes of
-                    // silence instead of holding its connection slot forever.
-                    let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&TARGET_KEEPALIVE);
-                    return Ok(s);
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+/// Connects to the forward's target, within `timeout` however many addresses its name has,
+/// and only to an address the target's rule lets through (an error wrapping
+/// [`AddressRefused`] otherwise). Returns the stream and the address it reached. Only the
+/// configured target is ever dialed: the server's channel request names nothing here.
+pub async fn dial_target(
+    forward: &Forward,
+    timeout: Duration,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    let rule = Rule::Target {
+        allow: &forward.allow,
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {}s", timeout.as_secs_f32()),
-            ))
-        })
+    let (s, addr) =
+        net::connect_any(&forward.target_host, forward.target_port, timeout, rule).await?;
+    let _ = s.set_nodelay(true);
+    // A target that vanishes without a FIN or RST (a host powered off, a firewall that forgot
+    // the flow) is found within about two minutes of silence instead of holding its connection
+    // slot forever.
+    let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&TARGET_KEEPALIVE);
+    Ok((s, addr))
 }
 
 /// The one line per forwarded connection, in the current (connection) span: info when an end
@@ -425,6 +430,7 @@ mod tests {
             limits: Default::default(),
             access: None,
             tls: None,
+            allow: Vec::new(),
         };
         let state = TunnelState::new(std::slice::from_ref(&forward));
         let settings = crate::audit::Settings {
@@ -484,8 +490,9 @@ mod tests {
             limits: Default::default(),
             access: None,
             tls: None,
+            allow: Vec::new(),
         };
-        let tcp = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
+        let (tcp, _) = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
         let sock = socket2::SockRef::from(&tcp);
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));

@@ -607,6 +607,7 @@ mod tests {
             limits: Default::default(),
             access: None,
             tls: None,
+            allow: Vec::new(),
         }
     }
 

@@ -340,7 +340,8 @@ impl TunnelState {
     }
 
     /// Makes the list of forwards equal to `desired`, in its order: forwards for the same
-    /// service keep their state and connections (new limits apply to new connections); new or
+    /// service keep their state and connections (new limits and `allow` apply to new
+    /// connections); new or
     /// changed ones start pending; removed or changed ones stop routing at once and their open
     /// connections close with `why(name)`. Returns the forwards that left the list.
     pub fn set_forwards<'a>(
@@ -357,8 +358,10 @@ impl TunnelState {
                         Some(i) => {
                             let mut kept = old.swap_remove(i);
                             if kept.forward.limits != f.limits {
-                                kept.forward = Arc::new(f.clone());
                                 kept.slots = slots(f);
+                            }
+                            if *kept.forward != *f {
+                                kept.forward = Arc::new(f.clone());
                             }
                             kept
                         }
@@ -445,6 +448,7 @@ mod tests {
             limits: Default::default(),
             access: None,
             tls: None,
+            allow: Vec::new(),
         }
     }
 
@@ -543,6 +547,17 @@ mod tests {
             ForwardState::Pending,
             "a late answer for the old definition does not touch the new one"
         );
-        assert!(st.set_forwards(&[c, a, b2], |_| "removed").is_empty());
+        assert!(
+            st.set_forwards(&[c.clone(), a.clone(), b2], |_| "removed")
+                .is_empty()
+        );
+        // A new `allow` keeps the forward and its connections, and routes new ones with it.
+        let a2 = Forward {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            ..a.clone()
+        };
+        assert!(st.set_forwards(&[c, a2.clone()], |_| "removed").len() == 1);
+        assert!(route_a.closed.borrow().is_none(), "a is kept");
+        assert_eq!(*st.route("localhost", 5000).unwrap().forward, a2);
     }
 }

@@ -133,6 +133,7 @@ pub async fn probe_targets(state: Arc<TunnelState>, connect_timeout: Duration) {
             let state = state.clone();
             probes.spawn(async move {
                 let result = dial_target(&f, connect_timeout).await;
+                // The probe is a plain connect: the stream and its address are dropped at once.
                 let result = result.map(drop).map_err(|e| e.to_string());
                 state.targets.record(&target, result);
             });
