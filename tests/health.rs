@@ -223,6 +223,8 @@ async fn pauses_are_named_without_their_reason_and_health_finds_the_running_endp
         .await
         .unwrap();
     assert!(!body.contains("INC-77"), "{body}");
+    assert_eq!(report["closed_by_policy"][0]["name"], "jira", "{report}");
+    assert_eq!(report["closed_by_policy"][0]["why"], "paused", "{report}");
     assert_eq!(
         report["ready"], true,
         "a pause is the customer's decision, not a failure"

@@ -22,6 +22,19 @@ pub struct ReadyReport {
     /// One sentence per thing that works but not fully (a forward whose target is down).
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// The forwards the access policy keeps closed now (also in `forwards`): not a failure.
+    #[serde(default)]
+    pub closed_by_policy: Vec<PolicyReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyReport {
+    pub name: String,
+    /// In a word or two (`paused`, `not granted`, ...), never who paused it or why: those are
+    /// for `agent status`, behind the control socket's uid check.
+    pub why: String,
+    /// RFC 3339 time the forward opens by itself, if it will.
+    pub until: Option<String>,
 }
 
 /// A time as RFC 3339 UTC, to the second.
@@ -143,5 +156,14 @@ pub fn ready_report(s: &Snapshot) -> ReadyReport {
         forwards,
         reasons,
         degraded,
+        closed_by_policy: s
+            .policy_closed
+            .iter()
+            .map(|c| PolicyReport {
+                name: c.name.clone(),
+                why: c.label.to_string(),
+                until: c.until.map(rfc3339),
+            })
+            .collect(),
     }
 }
