@@ -45,6 +45,13 @@ impl From<crate::transport::TransportError> for SshError {
     }
 }
 
+/// A connection attempt's task that ended without an answer (it panicked).
+impl From<tokio::task::JoinError> for SshError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        SshError::Protocol(format!("connection attempt ended: {e}"))
+    }
+}
+
 impl SshError {
     /// Host key and auth failures are not fixed by retrying fast; they need a human (or the
     /// vendor finishing a key rotation).

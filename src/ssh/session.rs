@@ -1,9 +1,8 @@
-//! One SSH session to the vendor: dial (the ladder of rungs, with a fast fallback between them),
-//! handshake, host-key check and authentication under one bound, then remote-forward requests
-//! on the live session.
+//! One SSH session to the vendor: one rung's attempt (its stream, then handshake, host-key check
+//! and authentication under one bound), raced against the others by [`transport::climb`], then
+//! remote-forward requests on the live session.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,6 @@ use russh::client::{self, Handle};
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg};
 use russh::{Disconnect, Preferred, cipher};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -27,7 +25,7 @@ use super::transport::{Transport, transport};
 use crate::config::{Forward, SessionSettings};
 use crate::proxy::{self, Route};
 use crate::tls::Trust;
-use crate::transport::{self, FirstBytes, Rung};
+use crate::transport::{self, Rung};
 use crate::tunnel::conn::ConnContext;
 use crate::tunnel::reconcile::{ForwardError, ForwardPort};
 
@@ -46,13 +44,6 @@ pub(crate) const CIPHERS: &[cipher::Name] = &[
 /// reopened only for bytes the target has taken (`window_on_consume`), so this is also the most
 /// a well-behaved server can have waiting in the agent for one connection.
 const WINDOW: u32 = 2 * 1024 * 1024;
-
-/// How long a rung may go without producing its first byte (the SSH banner) before the next
-/// rung is started beside it, as Happy Eyeballs (RFC 8305) does between addresses. Short enough
-/// that a port that accepts TCP and never speaks (a silent firewall) costs well under a second,
-/// long enough that a healthy server across an ocean (TCP, TLS and WebSocket round trips) has
-/// usually spoken first.
-pub const FALLBACK_DELAY: Duration = Duration::from_millis(300);
 
 /// Everything needed to open a session, taken from the config once.
 #[derive(Debug, Clone)]
@@ -169,90 +160,36 @@ impl Dialer {
         }
     }
 
-    /// Climbs the ladder, starting with `prefer` (the rung that worked last), until a rung yields
-    /// an authenticated session. A rung that has not produced its banner within
-    /// [`FALLBACK_DELAY`] gets the next rung started beside it, and a rung that fails starts the
-    /// next at once; the first session to authenticate wins and the other attempts are dropped.
-    /// Returns the most telling failure when every rung failed.
+    /// Climbs the ladder ([`transport::climb`]), starting with `prefer` (the rung that worked
+    /// last), until a rung yields an authenticated session. A rung that has not produced its
+    /// banner within [`transport::FALLBACK_DELAY`] gets the next rung started beside it, and a
+    /// rung that fails starts the next at once; the first session to authenticate wins and the
+    /// other attempts are dropped. A proxy that failed itself rules out the rungs behind it
+    /// through that proxy. Returns the most telling failure when every rung failed.
     pub async fn connect(
         &self,
         ctx: Arc<ConnContext>,
         prefer: Option<&Rung>,
     ) -> Result<Session, SshError> {
-        let mut order: VecDeque<usize> = (0..self.rungs.len()).collect();
-        if let Some(i) = prefer.and_then(|p| self.rungs.iter().position(|(r, _)| r == p)) {
-            order.retain(|x| *x != i);
-            order.push_front(i);
-        }
+        let first = prefer.and_then(|p| self.rungs.iter().position(|(r, _)| r == p));
+        let names: Vec<&Rung> = self.rungs.iter().map(|(r, _)| r).collect();
         let me = Arc::new(self.clone());
-        let mut attempts = JoinSet::new();
-        let mut worst: Option<SshError> = None;
-        // The banner watch and start time of the rung started last.
-        let mut latest: Option<(FirstBytes, Instant)> = None;
-        loop {
-            if attempts.is_empty() || latest.is_none() {
-                let Some(i) = order.pop_front() else {
-                    break;
-                };
-                let (tx, rx) = watch::channel(Vec::new());
-                let (me, ctx) = (me.clone(), ctx.clone());
-                attempts.spawn(async move { (i, me.attempt(ctx, i, tx).await) });
-                latest = Some((rx, Instant::now()));
-            }
-            let fallback = {
-                let more = !order.is_empty();
-                let latest = latest.clone();
-                async move {
-                    let Some((mut banner, since)) = latest.filter(|_| more) else {
-                        return std::future::pending().await;
-                    };
-                    tokio::time::sleep_until(since + FALLBACK_DELAY).await;
-                    // Spoke in time: no fallback for it (its failure starts the next rung).
-                    if !banner.borrow_and_update().is_empty() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
-            let event = tokio::select! {
-                joined = attempts.join_next() => joined,
-                _ = fallback => None,
-            };
-            match event {
-                None => {
-                    if let Some((rung, _)) = order.front().map(|i| &self.rungs[*i]) {
-                        info!(next = %rung, "no SSH banner within {}ms: starting the next rung beside it", FALLBACK_DELAY.as_millis());
-                    }
-                    latest = None;
-                }
-                Some(Ok((_, Ok(session)))) => return Ok(session),
-                Some(Ok((i, Err(e)))) => {
-                    let rung = &self.rungs[i].0;
-                    // The dial's own line (the caller's) says how the last one failed.
-                    if order.is_empty() && attempts.is_empty() {
-                        debug!(%rung, error = %e, "connection attempt failed");
-                    } else {
-                        info!(%rung, error = %e, "connection attempt failed; trying the next rung");
-                    }
-                    if matches!(&e, SshError::Proxy(p) if p.ends_ladder()) {
-                        // The proxy itself failed: no other rung can do better through it.
-                        let proxy = self.rungs[i].1.proxy().cloned();
-                        order.retain(|j| self.rungs[*j].1.proxy().cloned() != proxy);
-                    }
-                    keep_worst(&mut worst, e);
-                    // A failure starts the next rung at once.
-                    latest = None;
-                }
-                Some(Err(e)) => {
-                    keep_worst(
-                        &mut worst,
-                        SshError::Protocol(format!("connection attempt ended: {e}")),
-                    );
-                    latest = None;
-                }
-            }
-            if attempts.is_empty() && order.is_empty() {
-                break;
-            }
+        let attempt = |i, banner| {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            async move { me.attempt(ctx, i, banner).await }
+        };
+        // The proxy itself failed: no other rung can do better through it.
+        let drop_after = |i: usize, e: &SshError, j: usize| {
+            matches!(e, SshError::Proxy(p) if p.ends_ladder())
+                && self.rungs[j].1.proxy() == self.rungs[i].1.proxy()
+        };
+        let failures = match transport::climb(&names, first, attempt, drop_after).await {
+            Ok(session) => return Ok(session),
+            Err(failures) => failures,
+        };
+        let mut worst = None;
+        for (_, e) in failures {
+            keep_worst(&mut worst, e);
         }
         Err(worst.unwrap_or_else(|| SshError::Network {
             target: self.host.clone(),

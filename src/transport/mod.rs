@@ -5,11 +5,14 @@
 //!
 //! - [`rung`]: the URLs ([`Rung`]) and their parser.
 //! - [`dial`]: one rung, every wait bounded ([`open`]).
+//! - [`ladder`]: the race between the rungs ([`climb`]): in order, the next started beside one
+//!   that has not spoken within [`FALLBACK_DELAY`], the first to succeed winning.
 //! - [`ws`]: the WebSocket upgrade and the frames-to-bytes adapter.
 //! - [`FirstByte`]: tells the dialer when a rung has produced its first byte (the banner), which
-//!   is what the fast fallback between rungs waits for.
+//!   is what the fast fallback between rungs ([`ladder`]) waits for.
 
 mod dial;
+pub mod ladder;
 mod rung;
 mod ws;
 
@@ -22,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 pub use dial::{Dialed, TransportError, open, open_at, resolve};
+pub use ladder::{FALLBACK_DELAY, climb};
 pub use rung::{Kind, Rung, join_host_port, split_host_port};
 
 /// What a [`FirstByte`] publishes: empty until the server has sent something.
