@@ -44,7 +44,7 @@ use crate::tunnel::state::TunnelState;
 use controller::{Controller, EventHook, SystemClock};
 
 /// The running access control: where configured forwards go in, and the desired set comes out.
-pub struct Running {
+pub struct AccessControl {
     /// The configured forwards (a reload sends new ones).
     pub configured: watch::Sender<Vec<Forward>>,
     /// The forwards open now: the reconciler's input.
@@ -56,7 +56,7 @@ pub struct Running {
     socket: Option<(store::Store, String)>,
 }
 
-impl Drop for Running {
+impl Drop for AccessControl {
     fn drop(&mut self) {
         self.tasks.iter().for_each(JoinHandle::abort);
         if let Some((store, name)) = &self.socket {
@@ -65,7 +65,7 @@ impl Drop for Running {
     }
 }
 
-impl Running {
+impl AccessControl {
     /// Stops in order, within `within`: the control socket first (no new command), then the
     /// controller, which finishes what it is doing (a grant being saved, a state file being
     /// written) and returns once its configured forwards' sender is gone. Only a controller
@@ -98,7 +98,7 @@ pub async fn start(
     state: Arc<TunnelState>,
     hooks: Vec<EventHook>,
     admin: Option<std::net::SocketAddr>,
-) -> Running {
+) -> AccessControl {
     let dir = config.state_dir.clone();
     let opened = tokio::task::spawn_blocking(move || store::Store::open(&dir))
         .await
@@ -166,7 +166,7 @@ pub async fn start(
             Err(e) => socket_error(&store, &e.to_string()),
         }
     }
-    Running {
+    AccessControl {
         configured,
         desired,
         gate: Gate::new(gate_tx),

@@ -28,8 +28,9 @@ use crate::tunnel::state::{ForwardState, TunnelState};
 /// Budget for cancelling forwards and saying goodbye at shutdown.
 const GOODBYE: Duration = Duration::from_millis(1500);
 
-/// The agent's running configuration and what is derived from it.
-struct Running {
+/// The configuration the agent applies now, and what is derived from it (dialer, connection
+/// context, redial backoff).
+struct Applied {
     config: Config,
     identity: Identity,
     dialer: Dialer,
@@ -39,7 +40,7 @@ struct Running {
     configured: watch::Sender<Vec<Forward>>,
 }
 
-impl Running {
+impl Applied {
     fn new(
         config: Config,
         identity: Identity,
@@ -137,7 +138,7 @@ pub async fn supervise(
     mut reloads: mpsc::Receiver<Reload>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut run = Running::new(config, identity, &state, forwards.configured, conns);
+    let mut run = Applied::new(config, identity, &state, forwards.configured, conns);
     let mut reconciler =
         Reconciler::new(state.clone(), forwards.desired, run.timing()).with_gate(forwards.gate);
     let mut last_rung = None;
@@ -256,7 +257,7 @@ pub async fn supervise(
 }
 
 /// The audit trail's record of a session that just came up.
-fn session_record(run: &Running, session: &Session) -> SessionRecord {
+fn session_record(run: &Applied, session: &Session) -> SessionRecord {
     SessionRecord {
         event: SessionEvent::Connected,
         server: session.rung.host.clone(),
@@ -280,7 +281,7 @@ struct Redo;
 /// or a reload needs a new session.
 async fn hold(
     session: &mut Session,
-    run: &mut Running,
+    run: &mut Applied,
     reconciler: &mut Reconciler,
     reloads: &mut mpsc::Receiver<Reload>,
     shutdown: &mut (impl Future<Output = ()> + Unpin),

@@ -104,7 +104,7 @@ impl Snapshot {
 }
 
 /// A granted forward, as the handler needs it to serve one connection.
-pub struct Route {
+pub struct Routed {
     pub forward: Arc<Forward>,
     pub metrics: ForwardMetrics,
     /// The forward's own connection slots (`max_connections`), if it has a cap.
@@ -398,7 +398,7 @@ impl TunnelState {
 
     /// The forward the server means by (`address`, `port`) in a forwarded-tcpip open: one
     /// granted, or asked for, on the live session. Nothing else is reachable.
-    pub fn route(&self, address: &str, port: u32) -> Option<Route> {
+    pub fn route(&self, address: &str, port: u32) -> Option<Routed> {
         let f = self.read(|s| {
             s.forwards
                 .iter()
@@ -409,7 +409,7 @@ impl TunnelState {
                 })
                 .map(|f| (f.forward.clone(), f.closed.subscribe(), f.slots.clone()))
         })?;
-        Some(Route {
+        Some(Routed {
             metrics: self.metrics.forward(&f.0.name),
             forward: f.0,
             closed: f.1,
