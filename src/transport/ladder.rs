@@ -231,7 +231,11 @@ mod tests {
         let ladder = [fails(10), fails(10), wins(5, 20), fails(10)];
         let (outcome, started, took) = climb_fakes(&ladder, None, never).await;
         assert_eq!(outcome.unwrap(), 2);
-        assert_eq!(started, [(0, 0), (1, 10), (2, 20)], "each failure starts the next at once");
+        assert_eq!(
+            started,
+            [(0, 0), (1, 10), (2, 20)],
+            "each failure starts the next at once"
+        );
         assert_eq!(took, 40);
 
         let (outcome, started, _) = climb_fakes(&ladder, Some(2), never).await;
@@ -240,7 +244,11 @@ mod tests {
 
         let (outcome, started, _) = climb_fakes(&ladder, Some(3), never).await;
         assert_eq!(outcome.unwrap(), 2);
-        assert_eq!(started, [(3, 0), (0, 10), (1, 20), (2, 30)], "then the rest in order");
+        assert_eq!(
+            started,
+            [(3, 0), (0, 10), (1, 20), (2, 30)],
+            "then the rest in order"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -261,7 +269,11 @@ mod tests {
         assert_eq!(outcome.unwrap(), 1, "the second rung overtook the first");
         let head_start = FALLBACK_DELAY.as_millis() as u64;
         assert_eq!(started, [(0, 0), (1, head_start)]);
-        assert_eq!(took, head_start + 50, "the winner did not wait for the silent rung");
+        assert_eq!(
+            took,
+            head_start + 50,
+            "the winner did not wait for the silent rung"
+        );
     }
 
     #[tokio::test(start_paused = true)]
