@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::access::{self, Access, Window};
-use super::raw::{RawAccess, RawConfig, RawRemote};
+use super::raw::{
+    RawAccess, RawAdmin, RawConfig, RawForward, RawHealth, RawKeepalive, RawLimits, RawLog,
+    RawNotify, RawReconnect, RawRemote, RawServer, RawTimeouts,
+};
 use super::values;
 use super::{
     BestEffort, Config, DEFAULT_ADMIN, DEFAULT_IDENTITY, DEFAULT_PORTS, DEFAULT_STATE_DIR, Forward,
@@ -103,10 +106,56 @@ fn valid_name(name: &str) -> bool {
 /// Every problem with `raw` (after those `read` found, `p`), and the values it gives: each as
 /// written where it validated; elsewhere the fallback used here (an empty host or user, a
 /// default duration, no proxy), which a problem names. Only a file with no problems may be run.
-/// Like `read`, no message quotes a value from the file.
+/// Like `read`, no message quotes a value from the file. One function per section, called in
+/// the file's order, so the problems come in that order.
 pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems) -> Validated {
-    // server
-    let s = raw.server;
+    let server = server(&mut p, base, raw.server);
+    // identity: only the path here; the SSH layer reads and checks the key itself
+    // (`crate::run::load`, `agent check`).
+    let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
+    let notify = notify(&mut p, raw.notify);
+    let state_dir = state_dir(base, raw.state_dir);
+    let forwards = forwards(&mut p, raw.forwards);
+    let keepalive = keepalive(&mut p, raw.keepalive);
+    let reconnect = reconnect(&mut p, raw.reconnect);
+    let timeouts = timeouts(&mut p, raw.timeouts);
+    let limits = limits(&mut p, raw.limits);
+    let (proxy, proxy_error) = proxy(&mut p, raw.proxy.as_deref());
+    let admin_listen = admin(&mut p, raw.admin);
+    let target_down_not_ready = health(&mut p, raw.health);
+    let log = log(&mut p, raw.log);
+    let audit = super::audit::settings(&mut p, base, raw.audit);
+
+    let config = Config {
+        file: file.to_path_buf(),
+        server,
+        identity,
+        forwards,
+        keepalive,
+        reconnect,
+        admin_listen,
+        target_down_not_ready,
+        log,
+        limits,
+        timeouts,
+        proxy,
+        state_dir,
+        notify,
+        audit,
+        sha256: String::new(),
+    };
+    Validated {
+        best_effort: BestEffort {
+            config,
+            proxy_error,
+        },
+        problems: p.0,
+    }
+}
+
+/// `server`: where the vendor's server is, how it is reached (the ladder of rungs) and how it is
+/// authenticated (pinned host keys, known_hosts).
+fn server(p: &mut Problems, base: &Path, s: RawServer) -> Server {
     let host = match s.host.map(|h| h.trim().to_string()) {
         Some(h) if !h.is_empty() && values::plain_host(&h) => h,
         Some(h) if !h.is_empty() => {
@@ -208,10 +257,20 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
     );
     p.0.extend(ladder_problems);
 
-    // identity: only the path here; the SSH layer reads and checks the key itself
-    // (`crate::run::load`, `agent check`).
-    let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
-    let notify = raw.notify.and_then(|n| {
+    Server {
+        host,
+        ports,
+        user,
+        host_keys,
+        known_hosts,
+        transports,
+        tls,
+    }
+}
+
+/// `notify`: the access-change webhook.
+fn notify(p: &mut Problems, raw: Option<RawNotify>) -> Option<super::notify::Webhook> {
+    raw.and_then(|n| {
         let Some(text) = n.webhook else {
             p.add(
                 "notify.webhook",
@@ -231,22 +290,28 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
                 None
             }
         }
-    });
-    // The container image sets AGENT_STATE_DIR (its config folder is read-only).
-    let state_dir = resolve(
-        base,
-        &raw.state_dir
-            .or_else(|| {
-                std::env::var("AGENT_STATE_DIR")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
-    );
+    })
+}
 
-    // forwards
+/// `state_dir`: the folder of the access state (grants, pauses), `AGENT_STATE_DIR` when absent.
+fn state_dir(base: &Path, raw: Option<String>) -> PathBuf {
+    // The container image sets AGENT_STATE_DIR (its config folder is read-only).
+    resolve(
+        base,
+        &raw.or_else(|| {
+            std::env::var("AGENT_STATE_DIR")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+    )
+}
+
+/// `forwards`: each forward's name, remote, target, limits, access and `allow`; names and
+/// remote ports unique. Only a forward whose remote and target validated is kept.
+fn forwards(p: &mut Problems, raw: Option<Vec<RawForward>>) -> Vec<Forward> {
     let mut forwards = Vec::new();
-    let raw_forwards = raw.forwards.unwrap_or_default();
+    let raw_forwards = raw.unwrap_or_default();
     if raw_forwards.is_empty() {
         p.add(
             "forwards",
@@ -359,8 +424,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             }
             n => n,
         };
-        let access = f.access.map(|a| forward_access(&mut p, &at("access"), a));
-        let allow = forward_allow(&mut p, &at("allow"), f.allow.unwrap_or_default());
+        let access = f.access.map(|a| forward_access(p, &at("access"), a));
+        let allow = forward_allow(p, &at("allow"), f.allow.unwrap_or_default());
         if let (Some((remote_addr, remote_port)), Some((target_host, target_port))) =
             (remote, target)
         {
@@ -381,15 +446,15 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
         }
     }
 
-    // timing and limits
+    forwards
+}
+
+/// `keepalive`: how often the server is asked whether it is there, and how many misses end it.
+fn keepalive(p: &mut Problems, raw: RawKeepalive) -> Keepalive {
     let d = Keepalive::default();
-    let keepalive = Keepalive {
-        interval: p.duration(
-            "keepalive.interval",
-            raw.keepalive.interval.as_deref(),
-            d.interval,
-        ),
-        max_missed: match raw.keepalive.max_missed {
+    Keepalive {
+        interval: p.duration("keepalive.interval", raw.interval.as_deref(), d.interval),
+        max_missed: match raw.max_missed {
             Some(0) => {
                 p.add(
                     "keepalive.max_missed",
@@ -401,15 +466,15 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             Some(n) => n,
             None => d.max_missed,
         },
-    };
+    }
+}
+
+/// `reconnect`: the backoff bounds between dials.
+fn reconnect(p: &mut Problems, raw: RawReconnect) -> Reconnect {
     let d = Reconnect::default();
     let reconnect = Reconnect {
-        initial: p.duration(
-            "reconnect.initial",
-            raw.reconnect.initial.as_deref(),
-            d.initial,
-        ),
-        max: p.duration("reconnect.max", raw.reconnect.max.as_deref(), d.max),
+        initial: p.duration("reconnect.initial", raw.initial.as_deref(), d.initial),
+        max: p.duration("reconnect.max", raw.max.as_deref(), d.max),
     };
     if reconnect.max < reconnect.initial {
         p.add(
@@ -418,24 +483,25 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             Some("make max at least as large as initial".into()),
         );
     }
+    reconnect
+}
+
+/// `timeouts`: connect, handshake and a target's connect.
+fn timeouts(p: &mut Problems, raw: RawTimeouts) -> Timeouts {
     let d = Timeouts::default();
-    let timeouts = Timeouts {
-        connect: p.duration(
-            "timeouts.connect",
-            raw.timeouts.connect.as_deref(),
-            d.connect,
-        ),
-        handshake: p.duration(
-            "timeouts.handshake",
-            raw.timeouts.handshake.as_deref(),
-            d.handshake,
-        ),
+    Timeouts {
+        connect: p.duration("timeouts.connect", raw.connect.as_deref(), d.connect),
+        handshake: p.duration("timeouts.handshake", raw.handshake.as_deref(), d.handshake),
         target_connect: p.duration(
             "timeouts.target_connect",
-            raw.timeouts.target_connect.as_deref(),
+            raw.target_connect.as_deref(),
             d.target_connect,
         ),
-    };
+    }
+}
+
+/// `limits`: the byte budgets, the rekey interval and the connection cap.
+fn limits(p: &mut Problems, raw: RawLimits) -> Limits {
     let d = Limits::default();
     let mut size = |field: &str, text: Option<&str>, default: u64| match text.map(values::byte_size)
     {
@@ -450,18 +516,18 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             default
         }
     };
-    let limits = Limits {
+    Limits {
         connection_buffer: size(
             "limits.connection_buffer",
-            raw.limits.connection_buffer.as_deref(),
+            raw.connection_buffer.as_deref(),
             d.connection_buffer,
         ),
         total_buffer: size(
             "limits.total_buffer",
-            raw.limits.total_buffer.as_deref(),
+            raw.total_buffer.as_deref(),
             d.total_buffer,
         ),
-        rekey_after: match raw.limits.rekey_after.as_deref().map(values::byte_size) {
+        rekey_after: match raw.rekey_after.as_deref().map(values::byte_size) {
             None => d.rekey_after,
             Some(Ok(n)) if (1 << 20..=1 << 30).contains(&n) => n,
             Some(Ok(_)) => {
@@ -477,7 +543,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
                 d.rekey_after
             }
         },
-        max_connections: match raw.limits.max_connections {
+        max_connections: match raw.max_connections {
             Some(0) => {
                 p.add(
                     "limits.max_connections",
@@ -489,28 +555,32 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             Some(n) => n,
             None => d.max_connections,
         },
-    };
+    }
+}
 
-    // proxy: the field, or the environment when it is absent
+/// `proxy`: the field, or the environment when it is absent. Returns the proxy (off when it is
+/// unusable) and, then, the problem as one line for `agent check`.
+fn proxy(p: &mut Problems, raw: Option<&str>) -> (crate::proxy::ProxyConfig, Option<String>) {
     let mut proxy_error = None;
-    let proxy = crate::proxy::ProxyConfig::from_field(
-        raw.proxy.as_deref(),
-        &crate::proxy::ProxyEnv::from_process(),
-    )
-    .unwrap_or_else(|e| {
-        // The proxy's parser quotes the URL with its password masked; a config message shows
-        // none of it (a token may sit in its path).
-        let message = match raw.proxy.as_deref() {
-            Some(text) => values::unquoted(&e.message, text, "is not a usable proxy URL"),
-            None => e.message,
-        };
-        proxy_error = Some(format!("{}: {message}", e.field));
-        p.add(e.field, message, e.fix);
-        crate::proxy::ProxyConfig::Off
-    });
+    let proxy = crate::proxy::ProxyConfig::from_field(raw, &crate::proxy::ProxyEnv::from_process())
+        .unwrap_or_else(|e| {
+            // The proxy's parser quotes the URL with its password masked; a config message shows
+            // none of it (a token may sit in its path).
+            let message = match raw {
+                Some(text) => values::unquoted(&e.message, text, "is not a usable proxy URL"),
+                None => e.message,
+            };
+            proxy_error = Some(format!("{}: {message}", e.field));
+            p.add(e.field, message, e.fix);
+            crate::proxy::ProxyConfig::Off
+        });
 
-    // admin and log
-    let admin_listen = match raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN).trim() {
+    (proxy, proxy_error)
+}
+
+/// `admin.listen`: the admin endpoint's address, or none ("off").
+fn admin(p: &mut Problems, raw: RawAdmin) -> Option<SocketAddr> {
+    match raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN).trim() {
         "off" => None,
         text => {
             match text.parse::<SocketAddr>() {
@@ -521,8 +591,12 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
                 }
             }
         }
-    };
-    let target_down_not_ready = match raw.health.target_down.as_deref().map(str::trim) {
+    }
+}
+
+/// `health.target_down`: whether a forward whose target is down makes the agent not ready.
+fn health(p: &mut Problems, raw: RawHealth) -> bool {
+    match raw.target_down.as_deref().map(str::trim) {
         None | Some("ready") => false,
         Some("not_ready") => true,
         Some(_) => {
@@ -533,8 +607,12 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             );
             false
         }
-    };
-    let format = match raw.log.format.as_deref().unwrap_or("text") {
+    }
+}
+
+/// `log`: the format and the level filter.
+fn log(p: &mut Problems, raw: RawLog) -> LogConfig {
+    let format = match raw.format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         _ => {
@@ -546,7 +624,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
             LogFormat::Text
         }
     };
-    let level = raw.log.level.unwrap_or_else(|| "info".into());
+    let level = raw.level.unwrap_or_else(|| "info".into());
     // EnvFilter reads a bare word it does not know ("warning", "loud") as a target name, which
     // would silence every log line; outside `target=level` directives, only levels are valid.
     let bare_words_are_levels = level.split(',').all(|d| {
@@ -561,41 +639,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
         );
     }
 
-    let audit = super::audit::settings(&mut p, base, raw.audit);
-
-    let config = Config {
-        file: file.to_path_buf(),
-        server: Server {
-            host,
-            ports,
-            user,
-            host_keys,
-            known_hosts,
-            transports,
-            tls,
-        },
-        identity,
-        forwards,
-        keepalive,
-        reconnect,
-        admin_listen,
-        target_down_not_ready,
-        log: LogConfig { format, level },
-        limits,
-        timeouts,
-        proxy,
-        state_dir,
-        notify,
-        audit,
-        sha256: String::new(),
-    };
-    Validated {
-        best_effort: BestEffort {
-            config,
-            proxy_error,
-        },
-        problems: p.0,
-    }
+    LogConfig { format, level }
 }
 
 /// `forwards[i].allow` (`at`): each item a network (`10.0.0.0/8`, `2001:db8::/32`) or a bare
