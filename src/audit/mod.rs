@@ -29,7 +29,7 @@ mod writer;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
@@ -153,6 +153,24 @@ impl Shared {
     fn lose(&self, n: u64) {
         self.lost.fetch_add(n, Ordering::Relaxed);
         self.counters.failed.inc_by(n);
+    }
+}
+
+/// Where the audit trail is found once `agent run` has started it: off until then (and in
+/// tests that never do). Set once; later attempts are ignored.
+#[derive(Debug, Default)]
+pub struct AuditSlot(OnceLock<Audit>);
+
+impl AuditSlot {
+    /// Takes `audit` into use, unless one already is.
+    pub fn attach(&self, audit: Audit) {
+        let _ = self.0.set(audit);
+    }
+
+    /// The audit trail; off unless one was attached.
+    pub fn get(&self) -> &Audit {
+        static OFF: Audit = Audit::off();
+        self.0.get().unwrap_or(&OFF)
     }
 }
 

@@ -1,9 +1,11 @@
 //! Prometheus metrics, served as text on the admin endpoint's /metrics.
 //!
-//! Session-level values are updated by `TunnelState`'s methods (the single place that records a
-//! state change), per-connection counters by the connection task and the pump.
+//! Session-level values are updated through `TunnelState`'s methods (the single place that
+//! records a state change, which calls the methods here), per-connection counters by the
+//! connection task and the pump.
 
 use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +13,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::routes::{ForwardState, ForwardStatus};
+use super::target_health::TargetHealth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForwardLabel {
@@ -228,6 +233,72 @@ impl Metrics {
             from_target: self.from_target.get_or_create(&l).clone(),
             open: self.open.get_or_create(&l).clone(),
         }
+    }
+
+    /// Brings the values derived from the tunnel's state up to date: whether a session is up
+    /// and since when, readiness, and which forwards are granted.
+    pub fn observe(&self, since: Option<SystemTime>, ready: bool, forwards: &[ForwardStatus]) {
+        self.connected.set(i64::from(since.is_some()));
+        self.ready.set(i64::from(ready));
+        self.connected_since.set(
+            since
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        for f in forwards {
+            self.forward_granted
+                .get_or_create(&ForwardLabel {
+                    forward: f.forward.name.clone(),
+                })
+                .set(i64::from(f.state == ForwardState::Granted));
+        }
+    }
+
+    /// Readiness, and each forward's target health, as /readyz reports them.
+    pub fn observe_health(&self, ready: bool, forwards: &[ForwardStatus]) {
+        self.ready.set(i64::from(ready));
+        for f in forwards {
+            let up = match f.target {
+                TargetHealth::Up { .. } => 1,
+                TargetHealth::Down { .. } => 0,
+                TargetHealth::Unknown => -1,
+            };
+            let label = ForwardLabel {
+                forward: f.forward.name.clone(),
+            };
+            self.forward_target_up.get_or_create(&label).set(up);
+        }
+    }
+
+    /// A session came up after a handshake that took `handshake`.
+    pub fn session_up(&self, handshake: Duration) {
+        self.handshake_seconds.observe(handshake.as_secs_f64());
+    }
+
+    /// A failure of class `class`; it replaces the last error of class `previous`, if any.
+    pub fn error(&self, class: &str, previous: Option<&str>) {
+        self.errors
+            .get_or_create(&ClassLabel {
+                class: class.into(),
+            })
+            .inc();
+        if let Some(old) = previous {
+            self.last_error
+                .get_or_create(&ClassLabel { class: old.into() })
+                .set(0);
+        }
+        self.last_error
+            .get_or_create(&ClassLabel {
+                class: class.into(),
+            })
+            .set(1);
+    }
+
+    /// Forward `name` is no longer listed: its granted gauge goes.
+    pub fn forget_forward(&self, name: &str) {
+        self.forward_granted.remove(&ForwardLabel {
+            forward: name.to_string(),
+        });
     }
 
     /// The Prometheus text exposition.
