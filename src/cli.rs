@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::access::client::default_by;
 use crate::access::protocol::Request;
 use crate::exit;
+use crate::fault::Fault;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -7,6 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use agent::fault::Fault;
 use agent::keygen::keygen;
 use agent::ssh::keys::{KeyError, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, load_identity};
 

@@ -16,6 +16,7 @@ use super::protocol::{ForwardAccess, Request, Response};
 use super::store::Store;
 use crate::config::Config;
 use crate::exit;
+use crate::fault::Fault;
 use crate::sys::dir::TrustedDir;
 
 /// Bound on connecting, sending and waiting for each agent's answer.
@@ -90,7 +91,7 @@ fn open(config: &Config) -> Result<Store, (String, String)> {
     }
     Store::open_for_command(dir, true)
         .map(|(store, _)| store)
-        .map_err(|e| (format!("state_dir {e}"), e.fix()))
+        .map_err(|e| (format!("state_dir {e}"), e.fix().unwrap_or_default()))
 }
 
 fn print_answer(answer: &Response, agents: usize, json: bool) {

@@ -28,6 +28,7 @@ use super::protocol::{ForwardAccess, Request, Response};
 use super::schedule::Schedule;
 use super::store::{ALL, Grant, Loaded, Pause, Store};
 use crate::config::Forward;
+use crate::fault::Fault;
 use crate::sys::dir::Fingerprint;
 use crate::tunnel::reconcile::{Desired, GateQuery};
 use crate::tunnel::state::{PolicyClosed, TunnelState};
@@ -293,7 +294,7 @@ impl Controller {
             Ok(Ok(Some(warning))) => warn!("access state: {warning}"),
             Ok(Ok(None)) | Err(_) => {}
             Ok(Err(e)) => {
-                let e = format!("{e}; fix: {}", e.fix());
+                let e = e.with_fix();
                 error!(
                     "access state: the state folder is no longer trusted, every forward closed: {e}"
                 );

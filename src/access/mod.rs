@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::config::{Config, Forward};
+use crate::fault::Fault;
 use crate::sys::dir::DirError;
 use crate::tunnel::reconcile::{Desired, Gate};
 use crate::tunnel::state::TunnelState;
@@ -116,7 +117,7 @@ pub async fn start(
             Ok(store)
         }
         Err(e) => {
-            let e = format!("state_dir {e}; fix: {}", e.fix());
+            let e = format!("state_dir {}", e.with_fix());
             error!(
                 "{e}; every forward stays closed and the agent is not ready (restart it once fixed)"
             );

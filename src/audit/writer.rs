@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use tracing::warn;
 
 use super::record::{Event, GENESIS, encode, sha256_hex};
+use crate::fault::Fault;
 use crate::sys::dir::{DirError, TrustedDir};
 
 /// Where the chain stands: the next record's number and the hash of the last line.
@@ -385,7 +386,7 @@ fn refused(e: DirError) -> io::Error {
         DirError::Open { source, .. } => source.kind(),
         _ => io::ErrorKind::PermissionDenied,
     };
-    io::Error::new(kind, format!("{e}; fix: {}", e.fix()))
+    io::Error::new(kind, e.with_fix())
 }
 
 #[cfg(test)]

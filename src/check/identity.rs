@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::report::{Row, Status};
+use crate::fault::Fault;
 use crate::ssh::keys::{self, Identity};
 
 /// Step 2: the private key exists, is private, parses, is strong enough; its fingerprint is the

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::net::secs;
 use super::plan::Plan;
 use super::report::{Row, Status};
+use crate::fault::Fault;
 use crate::proxy::{self, Direct, ProxyConfig, ProxyEnv, ProxyError, ProxyUrl, Route, Scheme};
 
 /// How the checked server is reached, as the agent would reach it.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::net::secs;
 use super::plan::Plan;
 use super::report::{Row, Status};
+use crate::fault::Fault;
 use crate::ssh::hostkey::describe_pins;
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{AuthFailure, Handshake, HandshakeEnd, OfferedKey, ProbeSession};
@@ -121,7 +122,7 @@ pub fn host_key_row(server: &str, keys: &[OfferedKey], plan: &Plan) -> Row {
             server,
             Status::Fail,
             format!("the server offered {}: {refusal}{}", name(k), others(k)),
-            refusal.fix(),
+            refusal.fix().unwrap_or_default(),
         );
     }
     let offered = all.join(", ");

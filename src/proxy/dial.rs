@@ -179,6 +179,7 @@ async fn bounded<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Fault;
 
     #[tokio::test]
     async fn a_closed_proxy_port_is_unreachable_and_named() {

@@ -2,6 +2,8 @@
 //! itself, its authentication, its policy, or the server behind it. Every `proxy` field is the
 //! masked URL (`http://user:****@host:port`), so these are safe to log and to show in /readyz.
 
+use crate::fault::Fault;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error(
@@ -55,9 +57,9 @@ pub enum ProxyError {
     Resolve { host: String, reason: String },
 }
 
-impl ProxyError {
+impl Fault for ProxyError {
     /// Short, stable label for logs, metrics and readiness: which hop failed.
-    pub fn class(&self) -> &'static str {
+    fn class(&self) -> &'static str {
         match self {
             ProxyError::Unreachable { .. } => "proxy_unreachable",
             ProxyError::AuthRequired { .. } => "proxy_auth_required",
@@ -70,7 +72,9 @@ impl ProxyError {
             ProxyError::Resolve { .. } => "network",
         }
     }
+}
 
+impl ProxyError {
     /// Credentials are not fixed by retrying fast: they need a human.
     pub fn is_permanent(&self) -> bool {
         matches!(

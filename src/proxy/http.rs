@@ -248,6 +248,7 @@ fn base64(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Fault;
     use crate::proxy::testing::{Pieces, block_on};
     use proptest::prelude::*;
     use tokio::io::duplex;

@@ -127,6 +127,7 @@ fn describe(e: SocksError, proxy: &ProxyUrl, dest: &Destination) -> ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Fault;
     use crate::proxy::testing::{Pieces, block_on};
     use proptest::prelude::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::audit::{Audit, ConfigEvent, ConfigRecord};
 use crate::config::{Config, ConfigError};
+use crate::fault::Fault;
 use crate::ssh::keys::{self, Identity};
 use crate::ssh::known_hosts::KnownHosts;
 use crate::tunnel::drain::{self, Connections};
@@ -197,9 +198,8 @@ pub fn load(file: &std::path::Path) -> Result<(Config, Identity), ConfigError> {
     // A known_hosts file that cannot be read trusts no server: the agent could only fail every
     // dial, so say so now, naming the line, instead of retrying forever.
     if let Some(path) = &config.server.known_hosts {
-        KnownHosts::read(path).map_err(|e| {
-            ConfigError::field(file, "server.known_hosts", e.to_string(), Some(e.fix()))
-        })?;
+        KnownHosts::read(path)
+            .map_err(|e| ConfigError::field(file, "server.known_hosts", e.to_string(), e.fix()))?;
     }
     Ok((config, identity))
 }

@@ -17,6 +17,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::reload::{self, Reload};
 use crate::audit::{SessionEvent, SessionRecord};
 use crate::config::{Config, Forward};
+use crate::fault::Fault;
 use crate::ssh::keys::Identity;
 use crate::ssh::session::{Dialer, Session};
 use crate::tunnel::backoff::Redial;

@@ -1,6 +1,7 @@
 //! Why a connection attempt or a live session failed, in the classes callers branch on:
 //! retry soon (network), retry slowly and loudly (host key, auth), or report per forward.
 
+use crate::fault::Fault;
 use crate::proxy::ProxyError;
 use crate::ssh::hostkey::HostKeyVerdict;
 
@@ -62,20 +63,6 @@ impl SshError {
         ) || matches!(self, SshError::Proxy(p) if p.is_permanent())
     }
 
-    /// Short, stable label for logs and metrics.
-    pub fn class(&self) -> &'static str {
-        match self {
-            SshError::Network { .. } => "network",
-            SshError::HandshakeTimeout { .. } => "handshake_timeout",
-            SshError::HostKeyMismatch { .. } => "host_key_mismatch",
-            SshError::AuthRejected { .. } => "auth_rejected",
-            SshError::Protocol(_) => "protocol",
-            SshError::Transport(crate::transport::TransportError::WebSocket { .. }) => "websocket",
-            SshError::Transport(_) => "tls",
-            SshError::Proxy(p) => p.class(),
-        }
-    }
-
     /// Which of two failures (from different ports or addresses) says more to the operator.
     pub(crate) fn severity(&self) -> u8 {
         match self {
@@ -89,6 +76,22 @@ impl SshError {
     }
 }
 
+impl Fault for SshError {
+    /// Short, stable label for logs and metrics.
+    fn class(&self) -> &'static str {
+        match self {
+            SshError::Network { .. } => "network",
+            SshError::HandshakeTimeout { .. } => "handshake_timeout",
+            SshError::HostKeyMismatch { .. } => "host_key_mismatch",
+            SshError::AuthRejected { .. } => "auth_rejected",
+            SshError::Protocol(_) => "protocol",
+            SshError::Transport(crate::transport::TransportError::WebSocket { .. }) => "websocket",
+            SshError::Transport(_) => "tls",
+            SshError::Proxy(p) => p.class(),
+        }
+    }
+}
+
 /// Keys matching no pin: "mismatch ... the server offered A (type), B (type), expected ...";
 /// a single key refused whatever pins it (revoked, known_hosts unusable): "refused ...
 /// because"; refusals among several keys follow the list, each with its key.
@@ -97,7 +100,10 @@ fn host_key_message(target: &str, verdicts: &[HostKeyVerdict], expected: &str) -
     let mut message = match verdicts {
         [] => format!("host key mismatch at {target}: no key offered, expected {expected}"),
         [v] if v.refusal.is_some() => {
-            let why = v.refusal.as_ref().map(|r| (r.to_string(), r.fix()));
+            let why = v
+                .refusal
+                .as_ref()
+                .map(|r| (r.to_string(), r.fix().unwrap_or_default()));
             let (why, fix) = why.unwrap_or_default();
             format!(
                 "host key refused at {target}: the server offered {}: {why}; {fix}",
@@ -112,7 +118,8 @@ fn host_key_message(target: &str, verdicts: &[HostKeyVerdict], expected: &str) -
             );
             for v in verdicts {
                 if let Some(why) = &v.refusal {
-                    m.push_str(&format!("; {}: {why}; {}", v.offered, why.fix()));
+                    let fix = why.fix().unwrap_or_default();
+                    m.push_str(&format!("; {}: {why}; {fix}", v.offered));
                 }
             }
             m

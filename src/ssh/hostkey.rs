@@ -10,6 +10,7 @@ use russh::keys::HashAlg;
 use russh::keys::ssh_key::{Fingerprint, PublicKey};
 
 use super::known_hosts::{KnownHosts, KnownHostsError};
+use crate::fault::Fault;
 
 /// One trusted server key.
 #[derive(Clone, PartialEq, Eq)]
@@ -155,11 +156,18 @@ impl fmt::Display for Refusal {
     }
 }
 
-impl Refusal {
-    /// One line to act on.
-    pub fn fix(&self) -> String {
+impl Fault for Refusal {
+    fn class(&self) -> &'static str {
         match self {
-            Refusal::Revoked { .. } => "a revoked key was replaced, or is held by someone else: ask the vendor over another channel (phone, ticket) for their current key and pin that; do not delete the @revoked line to get connected".into(),
+            Refusal::Revoked { .. } => "host_key_revoked",
+            Refusal::KnownHostsUnusable(e) => e.class(),
+        }
+    }
+
+    /// One line to act on.
+    fn fix(&self) -> Option<String> {
+        match self {
+            Refusal::Revoked { .. } => Some("a revoked key was replaced, or is held by someone else: ask the vendor over another channel (phone, ticket) for their current key and pin that; do not delete the @revoked line to get connected".into()),
             Refusal::KnownHostsUnusable(e) => e.fix(),
         }
     }
@@ -216,7 +224,7 @@ pub fn check_known_hosts(known_hosts: Option<&Path>) {
         }
         Err(e) => tracing::error!(
             "server.known_hosts: {e}; no server key is trusted until it is fixed: {}",
-            e.fix()
+            e.fix().unwrap_or_default()
         ),
     }
 }
@@ -303,7 +311,8 @@ mod tests {
         let refusal = v.refusal.unwrap();
         let why = refusal.to_string();
         assert!(why.contains("known_hosts line 1: no key after"), "{why}");
-        assert!(refusal.fix().contains("line 1 of"), "{}", refusal.fix());
+        let fix = refusal.fix().unwrap();
+        assert!(fix.contains("line 1 of"), "{fix}");
 
         // @cert-authority: said, not used.
         let v = verdict(&[line], Some(&format!("@cert-authority * {line}\n")));

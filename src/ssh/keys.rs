@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use russh::keys::{HashAlg, PrivateKey};
 
+use crate::fault::Fault;
+
 /// A loaded private key. `Debug` shows only public facts.
 #[derive(Clone)]
 pub struct Identity {
@@ -190,9 +192,23 @@ pub enum KeyError {
     Generate(String),
 }
 
-impl KeyError {
+impl Fault for KeyError {
+    fn class(&self) -> &'static str {
+        match self {
+            KeyError::Missing { .. } => "key_missing",
+            KeyError::Unreadable { .. } => "key_unreadable",
+            KeyError::TooOpen { .. } => "key_too_open",
+            KeyError::Encrypted { .. } => "key_encrypted",
+            KeyError::PublicKey { .. } => "key_public",
+            KeyError::NotAKey { .. } => "key_invalid",
+            KeyError::Exists { .. } => "key_exists",
+            KeyError::Write { .. } => "key_write",
+            KeyError::Generate(_) => "key_generate",
+        }
+    }
+
     /// One line a customer's IT person can act on.
-    pub fn fix(&self) -> Option<String> {
+    fn fix(&self) -> Option<String> {
         Some(match self {
             KeyError::Missing { path } => format!(
                 "run `agent keygen --out-dir {}` and send the public key to the vendor, or set `identity` to your key's path",

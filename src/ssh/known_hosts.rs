@@ -22,6 +22,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::ssh_key::PublicKey;
 use sha1::Sha1;
 
+use crate::fault::Fault;
 use crate::logging::printable;
 
 /// The salt and the hash of a hashed name are both SHA-1 sized.
@@ -74,10 +75,18 @@ impl fmt::Display for KnownHostsError {
 
 impl std::error::Error for KnownHostsError {}
 
-impl KnownHostsError {
-    /// One line to act on.
-    pub fn fix(&self) -> String {
+impl Fault for KnownHostsError {
+    /// `known_hosts_invalid` (a line that does not parse) or `known_hosts_unreadable`.
+    fn class(&self) -> &'static str {
         match self.line {
+            Some(_) => "known_hosts_invalid",
+            None => "known_hosts_unreadable",
+        }
+    }
+
+    /// One line to act on.
+    fn fix(&self) -> Option<String> {
+        Some(match self.line {
             Some(line) => format!(
                 "correct or delete line {line} of {} (`ssh-keygen -R HOST -f FILE` removes a host's lines; `ssh-keyscan` prints well-formed ones)",
                 self.path.display()
@@ -86,7 +95,7 @@ impl KnownHostsError {
                 "make {} readable by the agent's user, or point server.known_hosts elsewhere",
                 self.path.display()
             ),
-        }
+        })
     }
 }
 
@@ -483,11 +492,8 @@ mod tests {
                 e.to_string().starts_with(&format!("kh line {line}: ")),
                 "{e}"
             );
-            assert!(
-                e.fix().contains(&format!("line {line} of kh")),
-                "{}",
-                e.fix()
-            );
+            let fix = e.fix().unwrap();
+            assert!(fix.contains(&format!("line {line} of kh")), "{fix}");
             assert!(!e.to_string().contains('\u{1b}'), "{e}");
         }
         let e = KnownHosts::parse(Path::new("kh"), b"ok \xff\xfe\n").unwrap_err();

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 
+use crate::fault::Fault;
+
 /// Why a folder is not trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
@@ -49,10 +51,19 @@ pub enum DirError {
     },
 }
 
-impl DirError {
-    /// One line saying how to fix it.
-    pub fn fix(&self) -> String {
+impl Fault for DirError {
+    fn class(&self) -> &'static str {
         match self {
+            DirError::Open { .. } => "dir_unusable",
+            DirError::NotAFolder { .. } => "dir_not_a_folder",
+            DirError::Owner { .. } => "dir_owner",
+            DirError::Writable { .. } => "dir_writable",
+        }
+    }
+
+    /// One line saying how to fix it.
+    fn fix(&self) -> Option<String> {
+        Some(match self {
             DirError::Open { path, .. } => format!(
                 "create {} as the agent's user with mode 0700, or point the setting at a folder it may write",
                 path.display()
@@ -69,7 +80,7 @@ impl DirError {
                 "`chmod go-w {}` (as its owner), or point the setting at a folder of the agent's own (a missing state_dir is created, mode 0700)",
                 path.display()
             ),
-        }
+        })
     }
 }
 

@@ -21,6 +21,7 @@ use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
 use super::state::TunnelState;
 use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
 use crate::config::{Forward, Limits};
+use crate::fault::Fault;
 use crate::logging::{Throttle, printable};
 use crate::net::{self, AddressRefused, Rule};
 
@@ -44,9 +45,15 @@ pub enum Rejection {
     ShuttingDown,
 }
 
-impl Rejection {
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.class())
+    }
+}
+
+impl Fault for Rejection {
     /// A short stable name, for the audit trail's `refused` records.
-    pub fn class(self) -> &'static str {
+    fn class(&self) -> &'static str {
         match self {
             Rejection::NotListed => "not_listed",
             Rejection::BadOriginator => "bad_originator",

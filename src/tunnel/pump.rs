@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+
+use crate::fault::Fault;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -103,9 +105,11 @@ impl End {
             _ => None,
         }
     }
+}
 
+impl Fault for End {
     /// A short stable name for logs and metrics.
-    pub fn class(&self) -> &'static str {
+    fn class(&self) -> &'static str {
         match self {
             End::VendorClosed => "vendor_closed",
             End::TargetClosed => "target_closed",
