@@ -29,37 +29,29 @@ pub trait Fault: Display {
 mod tests {
     use super::*;
 
-    struct Full;
-    impl Display for Full {
+    /// A failure with or without a fix.
+    struct Failure(Option<&'static str>);
+
+    impl Display for Failure {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("disk full")
         }
     }
-    impl Fault for Full {
+
+    impl Fault for Failure {
         fn class(&self) -> &'static str {
             "full"
         }
-        fn fix(&self) -> Option<String> {
-            Some("free some space".into())
-        }
-    }
 
-    struct Gone;
-    impl Display for Gone {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("gone")
-        }
-    }
-    impl Fault for Gone {
-        fn class(&self) -> &'static str {
-            "gone"
+        fn fix(&self) -> Option<String> {
+            self.0.map(String::from)
         }
     }
 
     #[test]
     fn the_fix_follows_the_message_when_there_is_one() {
-        assert_eq!(Full.with_fix(), "disk full; fix: free some space");
-        assert_eq!(Gone.with_fix(), "gone");
-        assert_eq!(Gone.fix(), None);
+        let full = Failure(Some("free some space"));
+        assert_eq!(full.with_fix(), "disk full; fix: free some space");
+        assert_eq!(Failure(None).with_fix(), "disk full");
     }
 }

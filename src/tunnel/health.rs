@@ -66,12 +66,11 @@ impl Snapshot {
     /// granted, the access state readable, and the audit trail writable (or not required).
     pub fn ready(&self) -> bool {
         self.audit.is_none()
-            && self.access_problem.is_none()
-            && self.connected_via.is_some()
-            && self
-                .forwards
-                .iter()
-                .all(|f| f.state == ForwardState::Granted)
+            && serving(
+                self.access_problem.as_deref(),
+                self.connected_via.is_some(),
+                &self.forwards,
+            )
             && !(self.target_down_not_ready && self.forwards.iter().any(|f| f.target.is_down()))
     }
 }
@@ -92,12 +91,11 @@ impl HealthRecord {
     /// Ready as far as this record and `table` tell (the audit trail, target health and
     /// `health.target_down` are the caller's to add).
     pub fn ready(&self, table: &RoutingTable) -> bool {
-        self.access_problem.is_none()
-            && self.connected_via.is_some()
-            && table
-                .forwards()
-                .iter()
-                .all(|f| f.state == ForwardState::Granted)
+        serving(
+            self.access_problem.as_deref(),
+            self.connected_via.is_some(),
+            table.forwards(),
+        )
     }
 
     pub fn connected(&mut self, via: String) {
@@ -121,6 +119,13 @@ impl HealthRecord {
             .replace((class.to_string(), reason))
             .map(|(old, _)| old)
     }
+}
+
+/// The access state readable, a session up, and every forward that should be open granted.
+fn serving(access_problem: Option<&str>, connected: bool, forwards: &[ForwardStatus]) -> bool {
+    access_problem.is_none()
+        && connected
+        && forwards.iter().all(|f| f.state == ForwardState::Granted)
 }
 
 /// When the process loop last showed it was alive.
