@@ -14,7 +14,7 @@
 //! Everything listens on loopback only and lives in a temporary folder.
 
 #[allow(dead_code)]
-#[path = "../tests/support/vendor_server.rs"]
+#[path = "../tests/it/support/vendor_server.rs"]
 mod vendor_server;
 
 use std::time::{Duration, Instant};

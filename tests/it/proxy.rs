@@ -8,8 +8,8 @@
 //! the tests run in parallel. Every log line the agent writes in this binary is captured, and the
 //! passwords used here must appear in none of them.
 
-mod support;
 
+use crate::support;
 use std::io::Write;
 use std::net::TcpStream as StdTcpStream;
 use std::path::{Path, PathBuf};
@@ -21,13 +21,13 @@ use agent::config::Config;
 use agent::proxy::{ProxyConfig, ProxyEnv};
 use agent::run::Agent;
 use agent::tunnel::state::Snapshot;
-use support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
-use support::sshd::Sshd;
-use support::targets;
+use crate::support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
+use crate::support::sshd::Sshd;
+use crate::support::targets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const READY: Duration = Duration::from_secs(20);
+use crate::support::READY;
 /// tinyproxy accepts only [-a-z0-9._] in a BasicAuth password; written %2E-encoded in the URL.
 const TP_PASSWORD: &str = "s3cr.t-Pw_9";
 const TP_PASSWORD_IN_URL: &str = "s3cr%2Et-Pw_9";
@@ -51,19 +51,45 @@ impl Write for Capture {
     }
 }
 
-/// Every log line of every agent in this test binary, at trace level.
+/// The buffer every proxy test's agent logs into, at trace level.
+fn buffer() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+        .clone()
+}
+
+/// Every log line of every agent the tests of this module ran, at trace level.
 fn logs() -> String {
-    let buf = LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = buf.clone();
-        let _ = tracing_subscriber::fmt()
+    String::from_utf8_lossy(&buffer().lock().unwrap()).into_owned()
+}
+
+/// Runs a test on a runtime of its own (two workers, as `#[tokio::test(flavor =
+/// "multi_thread")]` would) whose threads, and the test's own, log into [`logs`]. The capture is
+/// set per thread, not for the process: the other modules' tests in this binary log nowhere.
+fn captured<F: std::future::Future>(test: F) -> F::Output {
+    thread_local! {
+        static DEFAULT: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let w = buffer();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("agent=trace"))
             .with_ansi(false)
             .with_writer(move || Capture(w.clone()))
-            .try_init();
-        buf
-    });
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+            .finish(),
+    );
+    let on_start = dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&on_start);
+            DEFAULT.with(|d| *d.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| DEFAULT.with(|d| drop(d.borrow_mut().take())))
+        .build()
+        .expect("a tokio runtime");
+    tracing::dispatcher::with_default(&dispatch, || runtime.block_on(test))
 }
 
 /// Fails if any form of a test password is in `text`.
@@ -237,7 +263,6 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    logs();
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = support::agent_key(dir.path());
     let sshd = Sshd::start(&public);
@@ -314,8 +339,9 @@ async fn wait_state(agent: &Agent, what: &str, cond: impl Fn(&Snapshot) -> bool)
 
 // ---- the tests -----------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwards_work_through_tinyproxy_with_and_without_basic_auth() {
+#[test]
+fn forwards_work_through_tinyproxy_with_and_without_basic_auth() {
+captured(async {
     let s = setup();
     let (echo, _echo) = targets::echo().await;
 
@@ -388,6 +414,7 @@ async fn forwards_work_through_tinyproxy_with_and_without_basic_auth() {
         "the proxy in use is not logged (masked)"
     );
     assert_no_password("the agent's logs", &logs);
+});
 }
 
 /// Vendor clients connecting in a tight loop while the agent reconnects through tinyproxy to
@@ -395,8 +422,9 @@ async fn forwards_work_through_tinyproxy_with_and_without_basic_auth() {
 /// (The agent used to refuse the first ones: sshd opened their channels before the agent had
 /// marked its own request granted.) Connections cut by the kill itself are not counted: the
 /// client pauses from just before each kill until the agent has noticed it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_in_a_tight_loop_are_never_refused_after_the_grant_across_reconnects() {
+#[test]
+fn clients_in_a_tight_loop_are_never_refused_after_the_grant_across_reconnects() {
+captured(async {
     use std::sync::atomic::{AtomicBool, Ordering};
     let s = setup();
     let (echo, _echo) = targets::echo().await;
@@ -476,10 +504,12 @@ async fn clients_in_a_tight_loop_are_never_refused_after_the_grant_across_reconn
     );
     assert!(served >= 3, "the loop got through: {served}");
     agent.stop().await;
+});
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwards_work_through_microsocks_socks5_and_socks5h() {
+#[test]
+fn forwards_work_through_microsocks_socks5_and_socks5h() {
+captured(async {
     let s = setup();
     let (echo, _echo) = targets::echo().await;
 
@@ -548,10 +578,12 @@ async fn forwards_work_through_microsocks_socks5_and_socks5h() {
     agent.stop().await;
 
     assert_no_password("the agent's logs", &logs());
+});
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_that_allows_one_port_moves_the_agent_to_that_port() {
+#[test]
+fn a_proxy_that_allows_one_port_moves_the_agent_to_that_port() {
+captured(async {
     let s = setup();
     let (echo, _echo) = targets::echo().await;
     let disallowed = targets::closed_port();
@@ -605,10 +637,12 @@ async fn a_proxy_that_allows_one_port_moves_the_agent_to_that_port() {
         "{msg}"
     );
     agent.stop().await;
+});
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_banner_in_the_same_packet_as_the_200_is_not_lost() {
+#[test]
+fn the_banner_in_the_same_packet_as_the_200_is_not_lost() {
+captured(async {
     let s = setup();
     let (echo, _echo) = targets::echo().await;
     let (port, sent, _proxy) = banner_with_the_200_proxy().await;
@@ -629,10 +663,12 @@ async fn the_banner_in_the_same_packet_as_the_200_is_not_lost() {
         "the test proxy sent no banner bytes with its 200 ({sent})"
     );
     agent.stop().await;
+});
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn environment_proxies_are_used_from_the_first_connection_and_no_proxy_bypasses_them() {
+#[test]
+fn environment_proxies_are_used_from_the_first_connection_and_no_proxy_bypasses_them() {
+captured(async {
     let s = setup();
     let (echo, _echo) = targets::echo().await;
     let tp = ProxyProcess::tinyproxy("");
@@ -696,10 +732,12 @@ async fn environment_proxies_are_used_from_the_first_connection_and_no_proxy_byp
     let snap = wait_state(&agent, "failing", |s| s.last_error.is_some()).await;
     assert_eq!(snap.last_error.unwrap().0, "proxy_unreachable");
     let _ = stop.send(());
+});
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_that_is_down_or_silent_is_a_clear_bounded_error() {
+#[test]
+fn a_proxy_that_is_down_or_silent_is_a_clear_bounded_error() {
+captured(async {
     let s = setup();
     let (echo, _echo) = targets::echo().await;
     let dead = targets::closed_port();
@@ -739,6 +777,7 @@ async fn a_proxy_that_is_down_or_silent_is_a_clear_bounded_error() {
         "{msg}"
     );
     agent.stop().await;
+});
 }
 
 #[test]
@@ -857,8 +896,9 @@ fn rows(report: &serde_json::Value, step: &str) -> Vec<(String, String, String, 
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_check_reports_the_proxy_as_its_own_hop() {
+#[test]
+fn agent_check_reports_the_proxy_as_its_own_hop() {
+captured(async {
     let s = setup();
     let (echo, _echo) = targets::echo().await;
     let disallowed = targets::closed_port();
@@ -960,4 +1000,5 @@ async fn agent_check_reports_the_proxy_as_its_own_hop() {
         "{proxy:?}"
     );
     assert_eq!(rows(&report, "tcp")[0].1, "PASS", "{report:#}");
+});
 }

@@ -2,8 +2,8 @@
 //! agent, not at its test servers. Covers: the real sshd with a plain OpenSSH client, its
 //! kill/restart, and the in-process vendor server with a minimal russh client.
 
-mod support;
 
+use crate::support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{Channel, ChannelOpenFailure};
-use support::sshd::{self, Sshd};
-use support::targets;
-use support::vendor_server::{self, ProbeChannel, VendorOptions, VendorServer};
+use crate::support::sshd::{self, Sshd};
+use crate::support::targets;
+use crate::support::vendor_server::{self, ProbeChannel, VendorOptions, VendorServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

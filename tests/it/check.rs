@@ -2,16 +2,16 @@
 //! each test on 127.0.0.1: every step's PASS and FAIL path, exit codes 0/1/2, the JSON shape and
 //! the first-contact mode `agent check HOST:PORT`.
 
-mod support;
 
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::inproc::{Fwd, config_yaml, start_agent};
-use support::sshd::Sshd;
-use support::targets;
+use crate::support::inproc::{Fwd, config_yaml, start_agent};
+use crate::support::sshd::Sshd;
+use crate::support::targets;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -999,34 +999,32 @@ async fn key_ownership_and_a_readable_proxy_password_show_as_agent_run_sees_them
 
     // Owned by another user: private to that user, PASS with owner and mode shown; readable
     // by its group or by others (which OpenSSH let through), FAIL with the chown to run.
-    if agent::sys::real_uid() == 0 {
-        std::os::unix::fs::chown(&key, Some(65532), Some(65532)).unwrap();
-        set_mode(&key, 0o400);
+    assert_eq!(
+        agent::sys::real_uid(),
+        0,
+        "this test gives the key another owner: run it as root (CI does)"
+    );
+    std::os::unix::fs::chown(&key, Some(65532), Some(65532)).unwrap();
+    set_mode(&key, 0o400);
+    let (_, report) = check_json(&config).await;
+    let id = row(&report, "identity");
+    assert_status(id, "PASS");
+    assert!(
+        detail(id).contains("mode 0400, owned by uid 65532"),
+        "{id:#}"
+    );
+    for mode in [0o666, 0o440] {
+        set_mode(&key, mode);
         let (_, report) = check_json(&config).await;
         let id = row(&report, "identity");
-        assert_status(id, "PASS");
+        assert_status(id, "FAIL");
         assert!(
-            detail(id).contains("mode 0400, owned by uid 65532"),
+            detail(id).contains(&format!("(mode {mode:04o}, owned by uid 65532")),
             "{id:#}"
         );
-        for mode in [0o666, 0o440] {
-            set_mode(&key, mode);
-            let (_, report) = check_json(&config).await;
-            let id = row(&report, "identity");
-            assert_status(id, "FAIL");
-            assert!(
-                detail(id).contains(&format!("(mode {mode:04o}, owned by uid 65532")),
-                "{id:#}"
-            );
-            assert!(
-                fix(id).contains(&format!("chown 0 {}", key.display())),
-                "{id:#}"
-            );
-        }
-    } else {
-        eprintln!(
-            "SKIPPED the key-owned-by-another-user case: needs root to give a file another owner (running as uid {})",
-            agent::sys::real_uid()
+        assert!(
+            fix(id).contains(&format!("chown 0 {}", key.display())),
+            "{id:#}"
         );
     }
 

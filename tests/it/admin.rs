@@ -3,8 +3,8 @@
 //! requests it refuses, clients it drops, and `agent run` refusing to start when admin.listen
 //! is taken.
 
-mod support;
 
+use crate::support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
