@@ -452,7 +452,12 @@ async fn sighup_adds_and_removes_forwards_without_dropping_another_forwards_conn
         ]),
     )
     .unwrap();
-    let (agent, admin) = AgentProcess::start(&file).await;
+    // The binary with its log kept: the rejection below must be seen to happen.
+    let (agent, admin) = support::agent_process::AgentProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_agent")),
+        &file,
+        READY,
+    );
     wait_until(READY, "ready", async || ready(admin).await).await;
 
     // A long-lived connection through the forward that stays.
@@ -465,14 +470,26 @@ async fn sighup_adds_and_removes_forwards_without_dropping_another_forwards_conn
     doomed.write_all(b"x").await.unwrap();
     doomed.read_exact(&mut buf[..1]).await.unwrap();
 
-    // An invalid file is rejected and the running configuration kept.
+    // An invalid file is rejected (the agent says so) and the running configuration kept.
     std::fs::write(&file, "server: [").unwrap();
-    signal(agent.pid(), "HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(agent.pid() as i32, "HUP");
+    let deadline = Instant::now() + READY;
+    while agent.logged_starting("reload rejected, keeping the running configuration: ") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the invalid file was not rejected\n{}",
+            agent.evidence()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         ready(admin).await,
-        "an invalid reload broke the running agent"
+        "an invalid reload broke the running agent\n{}",
+        agent.evidence()
     );
+    conn.write_all(b"still").await.unwrap();
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still");
 
     // The same admin.listen (127.0.0.1:0): a changed one would need a restart.
     std::fs::write(
@@ -480,7 +497,7 @@ async fn sighup_adds_and_removes_forwards_without_dropping_another_forwards_conn
         s.process_yaml(&[Fwd("keep", keep, echo_port), Fwd("new", add, echo_port)]),
     )
     .unwrap();
-    signal(agent.pid(), "HUP");
+    signal(agent.pid() as i32, "HUP");
     wait_until(READY, "the new forward granted", async || {
         match check(admin).await {
             Health::Ready(r) => {

@@ -240,7 +240,29 @@ async fn pauses_are_named_without_their_reason_and_health_finds_the_running_endp
     let config = config.replace("127.0.0.1:0", &format!("127.0.0.1:{moved}"));
     std::fs::write(site.config(), config).unwrap();
     support::sshd::signal(site.agent.pid() as i32, "HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Applied: the agent says the moved endpoint waits for a restart.
+    let restart = "these settings changed but apply only after a restart";
+    let deadline = Instant::now() + READY;
+    while site.agent.logged(restart) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reload was not applied\n{}",
+            site.agent.evidence()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = site
+        .agent
+        .recent()
+        .into_iter()
+        .find(|l| l["fields"]["message"] == restart)
+        .unwrap();
+    assert!(
+        line["fields"]["settings"]
+            .as_str()
+            .is_some_and(|s| s.contains("admin.listen")),
+        "{line}"
+    );
     let (code, out) = cli(&site.config(), &["health"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("ready"), "{out}");
