@@ -130,7 +130,7 @@ podman image inspect "$IMAGE" --format '{{json .Config.Healthcheck}}' | grep -q 
   die "image has no exec-form HEALTHCHECK: $(podman image inspect "$IMAGE" --format '{{json .Config.Healthcheck}}')"
 
 # ---------------------------------------------------------------------------------------------
-# 5. A real OpenSSH sshd on 127.0.0.1 (like tests/support/sshd.rs), and a target web service.
+# 5. A real OpenSSH sshd on 127.0.0.1 (like tests/it/support/sshd.rs), and a target web service.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { # PORT SECONDS

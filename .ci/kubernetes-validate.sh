@@ -5,7 +5,7 @@
 # The kustomization is rendered with `kubectl kustomize` when kubectl is installed and validated
 # too. The cross-file checks (probe ports vs admin.listen, mounts vs AGENT_CONFIG and identity,
 # memory limit vs limits.total_buffer, the state claim and AGENT_STATE_DIR, the pause Job vs the
-# Deployment) are in tests/kubernetes_manifests.rs (cargo test).
+# Deployment) are in tests/it/kubernetes_manifests.rs (cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBERNETES_VALIDATE_VERSION=1.37.0

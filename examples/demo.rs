@@ -1,7 +1,7 @@
 //! The whole product on one machine, in one command, stopping by itself:
 //!
 //! ```text
-//! cargo run --release --example demo
+//! cargo run --example demo
 //! ```
 //!
 //! 1. makes a throwaway key pair (what `agent keygen` does),
@@ -14,7 +14,7 @@
 //! Everything listens on loopback only and lives in a temporary folder.
 
 #[allow(dead_code)]
-#[path = "../tests/support/vendor_server.rs"]
+#[path = "../tests/it/support/vendor_server.rs"]
 mod vendor_server;
 
 use std::time::{Duration, Instant};

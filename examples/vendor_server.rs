@@ -1,6 +1,6 @@
 //! A stand-in for the vendor's SSH server, for the demo and for trying the agent locally.
 //!
-//! It is the in-process test server from `tests/support/vendor_server.rs` (russh), run as a
+//! It is the in-process test server from `tests/it/support/vendor_server.rs` (russh), run as a
 //! program: public-key login only (keys from an authorized_keys file), and remote port forwards
 //! (`tcpip-forward`) bound on 127.0.0.1 only. It is not a hardened server; do not expose it.
 //!
@@ -13,7 +13,7 @@
 
 // The test helpers (probe channels, deny_port, ...) are unused here.
 #[allow(dead_code)]
-#[path = "../tests/support/vendor_server.rs"]
+#[path = "../tests/it/support/vendor_server.rs"]
 mod vendor_server;
 
 use std::net::SocketAddr;

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian/Ubuntu machine or a developer's laptop:
-# installs what the tests need (a real OpenSSH sshd and client, Dropbear for
-# tests/tunnel_dropbear.rs, openssl, the proxies tinyproxy and microsocks for tests/proxy.rs,
-# iptables for tests/deadlink.rs, websockify, stunnel4 and squid-openssl for tests/transports.rs,
-# and Python's paramiko for the hostile-server suite in tests/hostile.rs) when missing, builds the
-# release binary that suite runs against, then runs every test. Tests start their own servers on
-# 127.0.0.1 with their own config; nothing else is touched.
+# The whole test suite, on a fresh Debian/Ubuntu machine or a developer's laptop: installs what
+# the tests need (a real OpenSSH sshd and client, Dropbear for tests/it/tunnel_dropbear.rs,
+# openssl, the proxies tinyproxy and microsocks for tests/it/proxy.rs, iptables for
+# tests/it/deadlink.rs, websockify, stunnel4 and squid-openssl for tests/it/transports.rs, and
+# Python's paramiko for the hostile-server suite in tests/it/hostile.rs) when missing, builds the
+# static release binary that ships (the hostile suite runs it), then runs every test: the unit
+# tests and one integration-test binary (tests/it). Tests start their own servers on 127.0.0.1
+# with their own config; nothing else is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,17 +26,17 @@ python_with_paramiko() {
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
-# tests/tunnel_dropbear.rs: a second SSH server implementation (it runs in a mount namespace of
+# tests/it/tunnel_dropbear.rs: a second SSH server implementation (it runs in a mount namespace of
 # its own, made with unshare and mount from util-linux).
 [ -x /usr/sbin/dropbear ] && command -v dropbearkey >/dev/null || need+=(dropbear-bin)
 command -v openssl >/dev/null || need+=(openssl)
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
 command -v microsocks >/dev/null || need+=(microsocks)
-# tests/deadlink.rs drops packets with iptables inside a network namespace it creates (unshare,
+# tests/it/deadlink.rs drops packets with iptables inside a network namespace it creates (unshare,
 # from util-linux, is always there; `ip` comes with iproute2).
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
-# tests/transports.rs: the vendor-side terminators (wss, tls) and squid with ssl-bump support
+# tests/it/transports.rs: the vendor-side terminators (wss, tls) and squid with ssl-bump support
 # (Debian's plain `squid` is built without OpenSSL: no https_port, no ssl-bump).
 command -v websockify >/dev/null || need+=(websockify)
 command -v stunnel4 >/dev/null || need+=(stunnel4)
@@ -63,16 +64,20 @@ fi
 # sshd refuses to start without its privilege-separation directory.
 [ -d /run/sshd ] || { [ "$(id -u)" = 0 ] && mkdir -p /run/sshd || sudo mkdir -p /run/sshd; }
 
-# tests/hostile.rs runs this Python and the release binary: a missing one fails the run.
+# tests/it/hostile.rs runs this Python and the release binary: a missing one fails the run.
 if ! AGENT_TEST_PYTHON="$(python_with_paramiko)"; then
   echo "no Python with paramiko, even after installing python3-paramiko: the hostile-server suite cannot run" >&2
   exit 1
 fi
 export AGENT_TEST_PYTHON
-cargo build --locked --release --bin agent
+# The binary that ships: static (crt-static), built exactly as scripts/package.sh and the
+# Containerfile build it (in CI, packaging.sh has built it already and this is a no-op).
+triple="$(uname -m)-unknown-linux-gnu"
+RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --locked --release --target "$triple" --bin agent
 target_dir="$(cargo metadata --locked --format-version 1 --no-deps \
   | "$AGENT_TEST_PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-export AGENT_RELEASE_BIN="$target_dir/release/agent"
+export AGENT_RELEASE_BIN="$target_dir/$triple/release/agent"
 [ -x "$AGENT_RELEASE_BIN" ] || { echo "no release binary at $AGENT_RELEASE_BIN" >&2; exit 1; }
 
 # Unit and integration tests (the crate has no doc tests; leaving them out keeps the last summary

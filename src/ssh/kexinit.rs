@@ -4,16 +4,14 @@
 //! Ed25519, ECDSA and RSA keys shows only one of them per handshake. To find the key that
 //! matches a pin whatever its type, the agent asks for each type the server has in turn, as
 //! `ssh-keyscan` does; the server lists them in its KEXINIT, which russh keeps to itself. The
-//! first KEXINIT travels in clear right after the banner, so [`Sniffed`] reads it from the
-//! stream and then steps aside (one branch per read afterwards, nothing copied).
+//! first KEXINIT travels in clear right after the banner, so [`KexInitReader`] reads it from the
+//! stream ([`Observed`]) and then steps aside.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use super::observed::{Observed, ReadObserver};
 
-/// Where [`Sniffed`] leaves the server's host-key algorithm names, in the server's order
+/// Where [`KexInitReader`] leaves the server's host-key algorithm names, in the server's order
 /// (`None` until read, and for good when the bytes were not a KEXINIT).
 pub(crate) type Offers = Arc<Mutex<Option<Vec<String>>>>;
 
@@ -25,35 +23,39 @@ const MSG_KEXINIT: u8 = 20;
 const MAX_PACKET: usize = 35_000;
 
 /// A stream that reads the server's first KEXINIT as russh reads it.
-pub(crate) struct Sniffed<S> {
-    inner: S,
-    /// The server's bytes so far; dropped once the KEXINIT is parsed (or cannot be).
-    seen: Option<Vec<u8>>,
+pub(crate) type Sniffed<S> = Observed<S, KexInitReader>;
+
+/// Looks for the server's first KEXINIT in the bytes it is shown and leaves its host-key
+/// algorithms in [`Offers`].
+pub(crate) struct KexInitReader {
+    /// The server's bytes so far.
+    seen: Vec<u8>,
     offers: Offers,
 }
 
 impl<S> Sniffed<S> {
     pub(crate) fn new(inner: S, offers: Offers) -> Self {
-        Self {
+        Observed::with(
             inner,
-            seen: Some(Vec::new()),
-            offers,
-        }
+            KexInitReader {
+                seen: Vec::new(),
+                offers,
+            },
+        )
     }
+}
 
-    fn record(&mut self, data: &[u8]) {
-        let Some(seen) = self.seen.as_mut() else {
-            return;
-        };
-        let room = LIMIT.saturating_sub(seen.len());
-        seen.extend_from_slice(&data[..data.len().min(room)]);
-        let found = match host_key_algorithms(seen) {
-            Parsed::More if seen.len() < LIMIT => return,
+impl ReadObserver for KexInitReader {
+    fn observe(&mut self, data: &[u8]) -> bool {
+        let room = LIMIT.saturating_sub(self.seen.len());
+        self.seen.extend_from_slice(&data[..data.len().min(room)]);
+        let found = match host_key_algorithms(&self.seen) {
+            Parsed::More if self.seen.len() < LIMIT => return true,
             Parsed::More | Parsed::NotKexInit => None,
             Parsed::Found(names) => Some(names),
         };
-        self.seen = None;
         *self.offers.lock().unwrap_or_else(|p| p.into_inner()) = found;
+        false
     }
 }
 
@@ -135,52 +137,6 @@ fn be_u32(b: &[u8]) -> Option<usize> {
     Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize)
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.seen.is_some() && buf.filled().len() > before {
-            let this = &mut *self;
-            this.record(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +163,13 @@ mod tests {
         out
     }
 
+    fn reader(offers: &Offers) -> KexInitReader {
+        KexInitReader {
+            seen: Vec::new(),
+            offers: offers.clone(),
+        }
+    }
+
     #[test]
     fn the_host_key_list_is_read_from_any_split_of_the_bytes() {
         let bytes = server_hello("rsa-sha2-512,ecdsa-sha2-nistp256,ssh-ed25519");
@@ -218,15 +181,15 @@ mod tests {
         assert_eq!(host_key_algorithms(&bytes), want);
         for cut in 0..bytes.len() {
             let offers = Offers::default();
-            let mut s = Sniffed::new((), offers.clone());
-            s.record(&bytes[..cut]);
-            s.record(&bytes[cut..]);
+            let mut r = reader(&offers);
+            if r.observe(&bytes[..cut]) {
+                assert!(!r.observe(&bytes[cut..]), "still looking after the KEXINIT");
+            }
             assert_eq!(
                 Parsed::Found(offers.lock().unwrap().clone().unwrap()),
                 want,
                 "cut at {cut}"
             );
-            assert!(s.seen.is_none(), "still looking after the KEXINIT");
         }
     }
 
@@ -247,10 +210,11 @@ mod tests {
         assert_eq!(host_key_algorithms(&lying), Parsed::NotKexInit);
         // A server that never sends a banner: looked at up to the limit, then left alone.
         let offers = Offers::default();
-        let mut s = Sniffed::new((), offers.clone());
-        for _ in 0..(LIMIT / 1000 + 1) {
-            s.record(&[b'x'; 1000]);
-        }
-        assert!(s.seen.is_none() && offers.lock().unwrap().is_none());
+        let mut r = reader(&offers);
+        let shown = (0..2 * LIMIT / 1000)
+            .take_while(|_| r.observe(&[b'x'; 1000]))
+            .count();
+        assert_eq!(shown, LIMIT / 1000, "looked at up to the limit");
+        assert!(offers.lock().unwrap().is_none());
     }
 }

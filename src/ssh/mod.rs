@@ -8,6 +8,7 @@ pub mod hostkey;
 mod kexinit;
 pub mod keys;
 pub mod known_hosts;
+mod observed;
 pub mod probe;
 pub mod session;
 pub mod transport;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A hostile vendor SSH server for tests/hostile.rs: paramiko, so neither russh nor OpenSSH.
+"""A hostile vendor SSH server for tests/it/hostile.rs: paramiko, so neither russh nor OpenSSH.
 
 It listens on 127.0.0.1 (a port the kernel picks), accepts the agent's public key, grants every
 `tcpip-forward` request (without listening anywhere: the channels it opens are its own), and

@@ -185,10 +185,7 @@ impl ServerProbe {
             timeout,
             Default::default(),
         );
-        let stream = Tapped {
-            inner: Box::new(tcp),
-            tap: tap.clone(),
-        };
+        let stream = Tapped::with(Box::new(tcp), tap.clone());
         let open = session::open(config, stream, check, serves_nothing);
         let (end, offered, offers) = match tokio::time::timeout(timeout, open).await {
             Ok((opened, _closed)) => {

@@ -1,14 +1,11 @@
-//! A TCP stream wrapper that keeps the first bytes the server sends: its SSH banner, or
-//! whatever a non-SSH service on that port answers instead.
+//! What the server sends first, kept to show it: its SSH banner, or whatever a non-SSH service
+//! on that port answers instead.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::lock;
 use crate::logging::printable;
+use crate::ssh::observed::{Observed, ReadObserver};
 
 /// The first bytes the server sent, kept to show its banner (or what it sent instead).
 #[derive(Default)]
@@ -43,57 +40,14 @@ impl Tap {
     }
 }
 
-/// A TCP stream that copies what it reads into a [`Tap`].
-pub(super) struct Tapped {
-    pub(super) inner: Box<dyn crate::transport::Io>,
-    pub(super) tap: Arc<Mutex<Tap>>,
-}
+/// A TCP stream that copies the first bytes it reads into a [`Tap`].
+pub(super) type Tapped = Observed<Box<dyn crate::transport::Io>, Arc<Mutex<Tap>>>;
 
-impl AsyncRead for Tapped {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let mut tap = lock(&self.tap);
-            if tap.bytes.len() < TAP_LIMIT {
-                tap.record(&buf.filled()[before..]);
-            }
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Tapped {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+impl ReadObserver for Arc<Mutex<Tap>> {
+    fn observe(&mut self, data: &[u8]) -> bool {
+        let mut tap = lock(self);
+        tap.record(data);
+        tap.bytes.len() < TAP_LIMIT
     }
 }
 

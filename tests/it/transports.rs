@@ -6,18 +6,16 @@
 //! config in a temp dir and killed by PID. scripts/test.sh installs websockify, stunnel4 and
 //! squid-openssl (microsocks for tests/proxy.rs); without them these tests fail.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::READY;
+use crate::support::inproc::{RunningAgent, echo_exact, start_agent};
+use crate::support::sshd::Sshd;
+use crate::support::{agent_key, free_port, targets};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use support::inproc::{RunningAgent, echo_exact, start_agent};
-use support::sshd::Sshd;
-use support::{agent_key, free_port, targets};
 
-const READY: Duration = Duration::from_secs(20);
 const START: Duration = Duration::from_secs(10);
 
 /// A program started by a test, killed (by its PID) when dropped.
@@ -244,10 +242,12 @@ async fn tls_through_stunnel_carries_exact_bytes() {
     agent.stop().await;
 }
 
-/// A first rung that accepts TCP and never speaks costs the fallback delay, not the handshake
-/// timeout (10 s here): the forward is up within 3 s of start.
+/// A first rung that accepts TCP and never speaks costs the fallback delay (300 ms), not the
+/// handshake timeout (10 s here): the next rung is started beside it. The fallback's own timing
+/// is tested under paused time beside the ladder; here the order is what counts: the forward is
+/// up before half the silent rung's handshake bound has passed.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_silent_first_rung_costs_well_under_three_seconds() {
+async fn a_silent_first_rung_costs_the_fallback_delay_not_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = agent_key(dir.path());
     let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
@@ -264,9 +264,12 @@ async fn a_silent_first_rung_costs_well_under_three_seconds() {
         dir.path(),
         &yaml(&v, &key, &rungs, &trusted(&pki), "none", remote, target),
     );
-    agent.wait_ready(Duration::from_secs(3)).await;
+    agent.wait_ready(READY).await;
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(3), "ready after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "ready after {took:?}: the wss rung waited for the silent rung's 10 s handshake bound"
+    );
     echo_exact(remote, 64 << 10, 3, Duration::from_secs(10))
         .await
         .unwrap();
@@ -618,7 +621,7 @@ async fn a_reconnect_starts_with_the_rung_that_worked_last() {
     let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
     let mut v = vendor(dir.path(), &pki, &public);
     // Accepts, counts, and never speaks.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = crate::support::fresh_tokio_listener();
     let silent_port = silent.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();

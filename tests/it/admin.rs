@@ -3,18 +3,17 @@
 //! requests it refuses, clients it drops, and `agent run` refusing to start when admin.listen
 //! is taken.
 
-mod support;
-
+use crate::support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent::admin::client::{Health, check};
-use agent::admin::{FIRST_BYTE_TIMEOUT, MAX_HEAD, READ_TIMEOUT, ReadyReport};
+use agent::admin::{FIRST_BYTE_TIMEOUT, MAX_HEAD, READ_TIMEOUT, ReadyReport, STUCK_AFTER};
 use agent::config::Forward;
 use agent::tunnel::state::{ForwardState, TunnelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// Bound for one exchange in the tests that run on real time.
@@ -34,7 +33,7 @@ impl Drop for Server {
 
 /// Serves `state` on a fresh 127.0.0.1:0 listener, as `agent run` serves on admin.listen.
 async fn start_server(state: Arc<TunnelState>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(agent::admin::serve(listener, state));
     Server { addr, task }
@@ -367,7 +366,7 @@ async fn a_silent_client_is_dropped_after_the_first_byte_timeout() {
 async fn agent_run_refuses_to_start_when_admin_listen_is_taken() {
     let dir = tempfile::tempdir().unwrap();
     let (key, _public) = support::agent_key(dir.path());
-    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = support::fresh_tokio_listener();
     let taken_at = taken.local_addr().unwrap();
     let yaml = support::inproc::config_yaml(
         &[support::targets::closed_port()],
@@ -399,4 +398,99 @@ async fn agent_run_refuses_to_start_when_admin_listen_is_taken() {
         "{stderr}"
     );
     assert!(stderr.contains("another agent on this host?"), "{stderr}");
+}
+
+/// `/healthz` says whether the agent's process loop still runs: the agent (its real `run`,
+/// with the ticker it starts) on a single-threaded runtime of its own, as `agent run` has it,
+/// and the endpoint served from another runtime over the agent's state, so that it can answer
+/// while the loop is stuck. A task that blocks the agent's thread (as a blocking call on the
+/// runtime would) makes `/healthz` answer 503 once the ticker is [`STUCK_AFTER`] late; when
+/// the thread is free again, 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_while_the_process_loop_is_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _public) = support::agent_key(dir.path());
+    // No server answers: the loop only dials and waits, which is enough to beat.
+    let yaml = support::inproc::config_yaml(
+        &[support::targets::closed_port()],
+        "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8",
+        "u",
+        &key,
+        &[support::inproc::Fwd("jira", 5000, 443)],
+        "",
+    );
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let (config, identity) = agent::run::load(&file).unwrap();
+    let agent = agent::run::Agent::new(config);
+    let state = agent.state.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let loop_handle = runtime.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            agent
+                .run(identity, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        let _ = done_tx.send(());
+    });
+    let server = start_server(state).await;
+    let deadline = tokio::time::Instant::now() + EXCHANGE;
+    let mut r = get(server.addr, "/healthz").await;
+    while r.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = get(server.addr, "/healthz").await;
+    }
+
+    let stuck_for = STUCK_AFTER + Duration::from_secs(4);
+    let stuck_at = std::time::Instant::now();
+    loop_handle.spawn(async move { std::thread::sleep(stuck_for) });
+    // Until the ticker is STUCK_AFTER late (at most a beat, 1 s, before the stall): 200.
+    let deadline = stuck_at + STUCK_AFTER + Duration::from_secs(3);
+    let answer = loop {
+        let r = get(server.addr, "/healthz").await;
+        if r.status != 200 {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still 200 after the loop was stuck for {:?}",
+            stuck_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let noticed = stuck_at.elapsed();
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body.starts_with("process loop stuck for "),
+        "{}",
+        answer.body
+    );
+    assert!(
+        noticed >= STUCK_AFTER - Duration::from_secs(1),
+        "503 after {noticed:?}, before the loop was {STUCK_AFTER:?} late"
+    );
+    // Free again: the ticker beats at once.
+    let deadline = stuck_at + stuck_for + Duration::from_secs(5);
+    while get(server.addr, "/healthz").await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not 200 again after the stall"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    tokio::task::spawn_blocking(move || done.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the agent did not stop within 20 s");
 }

@@ -2,18 +2,16 @@
 //! binary's twin, `CARGO_BIN_EXE_agent`, against a real sshd): a target that is down, a pause,
 //! and an admin address the config file no longer names.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::agent_process::{AgentProcess, get};
-use support::inproc::{Fwd, config_yaml, echo_exact};
-use support::sshd::Sshd;
-use support::targets;
-
-const READY: Duration = Duration::from_secs(20);
+use crate::support::READY;
+use crate::support::agent_process::{AgentProcess, get};
+use crate::support::inproc::{Fwd, config_yaml, echo_exact};
+use crate::support::sshd::Sshd;
+use crate::support::targets;
 
 fn cli(config: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_agent"))
@@ -242,7 +240,29 @@ async fn pauses_are_named_without_their_reason_and_health_finds_the_running_endp
     let config = config.replace("127.0.0.1:0", &format!("127.0.0.1:{moved}"));
     std::fs::write(site.config(), config).unwrap();
     support::sshd::signal(site.agent.pid() as i32, "HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Applied: the agent says the moved endpoint waits for a restart.
+    let restart = "these settings changed but apply only after a restart";
+    let deadline = Instant::now() + READY;
+    while site.agent.logged(restart) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reload was not applied\n{}",
+            site.agent.evidence()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = site
+        .agent
+        .recent()
+        .into_iter()
+        .find(|l| l["fields"]["message"] == restart)
+        .unwrap();
+    assert!(
+        line["fields"]["settings"]
+            .as_str()
+            .is_some_and(|s| s.contains("admin.listen")),
+        "{line}"
+    );
     let (code, out) = cli(&site.config(), &["health"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("ready"), "{out}");

@@ -2,16 +2,15 @@
 //! each test on 127.0.0.1: every step's PASS and FAIL path, exit codes 0/1/2, the JSON shape and
 //! the first-contact mode `agent check HOST:PORT`.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::inproc::{Fwd, config_yaml, start_agent};
+use crate::support::sshd::Sshd;
+use crate::support::targets;
 use serde_json::Value;
-use support::inproc::{Fwd, config_yaml, start_agent};
-use support::sshd::Sshd;
-use support::targets;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -503,7 +502,7 @@ async fn a_running_agent_holding_the_port_is_named_and_not_disturbed() {
 
     // When something answers at the config's admin.listen (as a local agent's endpoint does),
     // the refusal is explained by it: a warning, not a failure.
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = support::fresh_tokio_listener();
     let yaml = std::fs::read_to_string(s.dir.path().join("agent.yaml"))
         .unwrap()
         .replace(
@@ -623,7 +622,7 @@ async fn tls_target(cert: &Path, key: &Path) -> (u16, AbortOnDrop) {
     .with_single_cert(certs, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -663,7 +662,7 @@ async fn recording_target() -> (
     AbortOnDrop,
 ) {
     use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -999,34 +998,32 @@ async fn key_ownership_and_a_readable_proxy_password_show_as_agent_run_sees_them
 
     // Owned by another user: private to that user, PASS with owner and mode shown; readable
     // by its group or by others (which OpenSSH let through), FAIL with the chown to run.
-    if agent::sys::real_uid() == 0 {
-        std::os::unix::fs::chown(&key, Some(65532), Some(65532)).unwrap();
-        set_mode(&key, 0o400);
+    assert_eq!(
+        agent::sys::real_uid(),
+        0,
+        "this test gives the key another owner: run it as root (CI does)"
+    );
+    std::os::unix::fs::chown(&key, Some(65532), Some(65532)).unwrap();
+    set_mode(&key, 0o400);
+    let (_, report) = check_json(&config).await;
+    let id = row(&report, "identity");
+    assert_status(id, "PASS");
+    assert!(
+        detail(id).contains("mode 0400, owned by uid 65532"),
+        "{id:#}"
+    );
+    for mode in [0o666, 0o440] {
+        set_mode(&key, mode);
         let (_, report) = check_json(&config).await;
         let id = row(&report, "identity");
-        assert_status(id, "PASS");
+        assert_status(id, "FAIL");
         assert!(
-            detail(id).contains("mode 0400, owned by uid 65532"),
+            detail(id).contains(&format!("(mode {mode:04o}, owned by uid 65532")),
             "{id:#}"
         );
-        for mode in [0o666, 0o440] {
-            set_mode(&key, mode);
-            let (_, report) = check_json(&config).await;
-            let id = row(&report, "identity");
-            assert_status(id, "FAIL");
-            assert!(
-                detail(id).contains(&format!("(mode {mode:04o}, owned by uid 65532")),
-                "{id:#}"
-            );
-            assert!(
-                fix(id).contains(&format!("chown 0 {}", key.display())),
-                "{id:#}"
-            );
-        }
-    } else {
-        eprintln!(
-            "SKIPPED the key-owned-by-another-user case: needs root to give a file another owner (running as uid {})",
-            agent::sys::real_uid()
+        assert!(
+            fix(id).contains(&format!("chown 0 {}", key.display())),
+            "{id:#}"
         );
     }
 

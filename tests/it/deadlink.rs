@@ -3,22 +3,19 @@
 //! about 6 s (interval x (max_missed + 1)) while a forwarded connection moves data both ways
 //! as fast as it can. Real OpenSSH sshd; the partition runs in a network namespace of its own.
 
-mod support;
-
+use crate::support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::inproc::{Fwd, RunningAgent, config_yaml, start_agent};
-use support::sshd::{Sshd, signal};
-use support::targets;
+use crate::support::READY;
+use crate::support::inproc::{Fwd, RunningAgent, config_yaml, start_agent};
+use crate::support::sshd::{Sshd, signal};
+use crate::support::targets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const READY: Duration = Duration::from_secs(20);
 /// keepalive 2 s x (2 missed + 1), plus scheduling slack on a shared machine.
 const NOTICED_WITHIN: Duration = Duration::from_secs(9);
-/// Set in the re-run of a test inside its own network namespace.
-const IN_NETNS: &str = "AGENT_TEST_IN_NETNS";
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -121,36 +118,19 @@ async fn a_frozen_server_is_noticed_under_bulk_load() {
 /// running itself again inside `unshare --net`, so nothing outside the test is touched.
 #[test]
 fn a_partition_that_drops_every_packet_is_noticed_under_bulk_load() {
-    if std::env::var_os(IN_NETNS).is_none() {
-        let me = std::env::current_exe().unwrap();
-        let out = Command::new("unshare")
-            .args([
-                "--net",
-                "--",
-                "sh",
-                "-c",
-                "ip link set lo up && exec \"$@\"",
-                "sh",
-            ])
-            .arg(me)
-            .args([
-                "--exact",
-                "a_partition_that_drops_every_packet_is_noticed_under_bulk_load",
-                "--nocapture",
-            ])
-            .env(IN_NETNS, "1")
-            .output()
-            .expect("run unshare (util-linux): the test needs root or CAP_SYS_ADMIN");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "in its own network namespace:\n{text}"
-        );
-        assert!(text.contains("1 passed"), "the test did not run:\n{text}");
+    let wrapper = [
+        "unshare",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$@\"",
+        "sh",
+    ];
+    if !support::run_alone(
+        "deadlink::a_partition_that_drops_every_packet_is_noticed_under_bulk_load",
+        &wrapper,
+    ) {
         return;
     }
     tokio::runtime::Builder::new_multi_thread()

@@ -4,19 +4,17 @@
 //! under `on_failure: refuse` and not under `continue`; and, with the real binary, that the head
 //! it logs lets `agent audit verify --head` find a truncated tail.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::READY;
+use crate::support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
+use crate::support::targets;
+use crate::support::vendor_server::{ProbeChannel, VendorOptions, VendorServer};
 use agent::audit::verify::{Outcome, default_files, verify};
-use support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
-use support::targets;
-use support::vendor_server::{ProbeChannel, VendorOptions, VendorServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const READY: Duration = Duration::from_secs(15);
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -378,7 +376,19 @@ async fn break_and_mend(s: &Setup, agent: &RunningAgent, remote: u16, served_whi
             "{report:#?}"
         );
     } else {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Served, until a record is lost: the writer has found the file unwritable (until its
+        // check, once a second, it may still write to the file moved away)...
+        let deadline = Instant::now() + READY;
+        while agent
+            .state
+            .encode_metrics()
+            .contains("agent_audit_records_failed_total 0")
+        {
+            assert!(served(remote).await, "served while the audit file is gone");
+            assert!(Instant::now() < deadline, "no record lost within {READY:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // ...and `continue` stays ready with it.
         assert!(agent.snapshot().ready(), "`continue` stays ready");
     }
     assert_eq!(
@@ -437,6 +447,13 @@ async fn on_failure_continue_serves_connections_the_trail_cannot_record() {
     );
     agent.wait_ready(READY).await;
     break_and_mend(&s, &agent, remote, true).await;
+    // The unrecorded connections are counted in the chain once it can be written again, and
+    // it verifies.
+    let file = s.audit_file();
+    let lost = wait_record(&file, "lost", |r| r["kind"] == "lost").await;
+    assert!(lost["count"].as_u64().unwrap() >= 1, "{lost}");
+    let (report, outcome) = verify(&default_files(&file), None);
+    assert_eq!(outcome, Outcome::Intact, "{report}");
     agent.stop().await;
 }
 
@@ -795,4 +812,106 @@ async fn sigterm_drains_open_connections_and_records_each_one_before_exiting() {
         text.contains(&format!("ok: {} record(s)", all.len())),
         "{text}"
     );
+}
+
+/// The configuration's life in the trail, through SIGHUP to the real binary: `load` at start,
+/// `reload` for a file it applied and `reload_rejected` for one it refused, each with the path
+/// and the SHA-256 of the bytes it read (the refused file's too), the rejection with the line of
+/// its first problem; the refused file changed nothing (the forward the applied one added still
+/// echoes), and `agent audit verify` finds the chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_and_refused_reloads_are_recorded_with_the_files_hash() {
+    use support::agent_process::AgentProcess;
+    let s = setup().await;
+    let (echo_port, _echo) = targets::echo().await;
+    let (first, added) = (support::free_port(), support::free_port());
+    let process_yaml = |forwards: &[Fwd]| {
+        s.yaml(forwards, "").replace(
+            "admin: { listen: \"off\" }",
+            "admin: { listen: \"127.0.0.1:0\" }",
+        ) + "log: { format: json }\n"
+    };
+    let config = s.dir.path().join("agent.yaml");
+    let path = config.display().to_string();
+    let sha = |text: &str| agent::audit::sha256_hex(text.as_bytes());
+    let loaded = process_yaml(&[Fwd("first", first, echo_port)]);
+    std::fs::write(&config, &loaded).unwrap();
+    let (process, _admin) =
+        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_agent")), &config, READY);
+    let file = s.audit_file();
+    let is = |event: &'static str| {
+        move |r: &serde_json::Value| r["kind"] == "config" && r["event"] == event
+    };
+    let load = wait_record(&file, "config load", is("load")).await;
+    assert_eq!(load["path"], path, "{load}");
+    assert_eq!(load["sha256"], sha(&loaded), "{load}");
+    assert!(load["error"].is_null(), "{load}");
+    let hup = || {
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &process.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+
+    let applied = process_yaml(&[
+        Fwd("first", first, echo_port),
+        Fwd("added", added, echo_port),
+    ]);
+    std::fs::write(&config, &applied).unwrap();
+    hup();
+    let reload = wait_record(&file, "reload", is("reload")).await;
+    assert_eq!(reload["path"], path, "{reload}");
+    assert_eq!(reload["sha256"], sha(&applied), "{reload}");
+    assert!(reload["error"].is_null(), "{reload}");
+    assert!(reload["seq"].as_u64() > load["seq"].as_u64(), "{reload}");
+    let deadline = Instant::now() + READY;
+    while !served(added).await {
+        assert!(Instant::now() < deadline, "{}", process.evidence());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Refused: a duration that is not one, on a line of its own.
+    let refused = applied.replace(
+        "keepalive: { interval: 2s, max_missed: 2 }",
+        "keepalive:\n  interval: soon\n  max_missed: 2",
+    );
+    assert_ne!(refused, applied);
+    let line = refused.lines().position(|l| l.contains("soon")).unwrap() + 1;
+    std::fs::write(&config, &refused).unwrap();
+    hup();
+    let rejected = wait_record(&file, "reload_rejected", is("reload_rejected")).await;
+    assert_eq!(rejected["path"], path, "{rejected}");
+    assert_eq!(rejected["sha256"], sha(&refused), "{rejected}");
+    let error = rejected["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("line {line}: ")) && error.contains("interval"),
+        "{rejected}"
+    );
+    assert!(
+        rejected["seq"].as_u64() > reload["seq"].as_u64(),
+        "{rejected}"
+    );
+    assert!(
+        served(added).await,
+        "the refused file changed the running configuration"
+    );
+    assert!(served(first).await);
+    drop(process);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["audit", "verify"])
+        .arg(&file)
+        .env_remove("AGENT_CONFIG")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let events: Vec<String> = records(&file)
+        .iter()
+        .filter(|r| r["kind"] == "config")
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["load", "reload", "reload_rejected"], "{text}");
 }

@@ -2,7 +2,10 @@
 //! scattered through it, which is how the heap looks after a crowd of connections closed while
 //! the session and other connections kept theirs. (glibc alone keeps such memory resident.)
 //!
-//! One test in its own file: it measures this process's RSS, so nothing may run beside it.
+//! It measures its process's RSS, so nothing may run beside it: it runs itself again in a child
+//! process of the test binary (`support::run_alone`).
+
+use crate::support;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -13,6 +16,12 @@ fn rss_kib() -> u64 {
 #[test]
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn freed_buffers_between_live_allocations_are_returned_to_the_kernel() {
+    if !support::run_alone(
+        "memory::freed_buffers_between_live_allocations_are_returned_to_the_kernel",
+        &[],
+    ) {
+        return;
+    }
     agent::memory::tune();
     const CHUNK: usize = 32 * 1024; // the size of a channel data packet
     const CHUNKS: usize = 2048; // 64 MiB

@@ -38,8 +38,8 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Runs `bin -c config run`; `config` must have `log: { format: json }` and
-    /// `admin.listen: 127.0.0.1:0`. Returns once the agent logged the address its admin
+    /// Runs `bin -c config run`; `config` must have `admin.listen: 127.0.0.1:0` (and, for the
+    /// helpers that read log fields, `log: { format: json }`). Returns once the agent logged the address its admin
     /// endpoint bound (panics if it does not within `within`, with what it printed).
     pub fn start(bin: &Path, config: &Path, within: Duration) -> (Self, SocketAddr) {
         Self::start_under(&[], bin, config, within)
@@ -146,6 +146,11 @@ impl AgentProcess {
             .sum()
     }
 
+    /// The newest log lines (up to 300), as printed (text logs too).
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().tail.iter().cloned().collect()
+    }
+
     /// The newest log lines (up to 300), parsed.
     pub fn recent(&self) -> Vec<serde_json::Value> {
         let log = self.log.lock().unwrap();
@@ -212,8 +217,16 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// The address in the JSON log line announcing the admin endpoint.
+/// The address in the log line announcing the admin endpoint: JSON, or text (the default
+/// format: `... INFO admin endpoint: /healthz /readyz /metrics listen=127.0.0.1:PORT`).
 pub fn admin_endpoint_logged(line: &str) -> Option<SocketAddr> {
+    if !line.starts_with('{') {
+        let (_, fields) = line.split_once("admin endpoint: /healthz /readyz /metrics ")?;
+        let addr = fields
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("listen="))?;
+        return addr.parse().ok();
+    }
     let event: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = &event["fields"];
     if !fields["message"].as_str()?.starts_with("admin endpoint") {

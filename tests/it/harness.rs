@@ -2,8 +2,7 @@
 //! agent, not at its test servers. Covers: the real sshd with a plain OpenSSH client, its
 //! kill/restart, and the in-process vendor server with a minimal russh client.
 
-mod support;
-
+use crate::support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,12 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::sshd::{self, Sshd};
+use crate::support::targets;
+use crate::support::vendor_server::{self, ProbeChannel, VendorOptions, VendorServer};
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{Channel, ChannelOpenFailure};
-use support::sshd::{self, Sshd};
-use support::targets;
-use support::vendor_server::{self, ProbeChannel, VendorOptions, VendorServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -498,7 +497,7 @@ async fn vendor_refuses_denied_and_busy_ports_and_cancel_releases() {
     );
 
     // A port some other process holds is refused too.
-    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = support::fresh_listener();
     let other_port = other.local_addr().unwrap().port();
     assert!(matches!(
         client.forward(other_port, echo).await,
