@@ -11,7 +11,7 @@
 //! command but [`cli`]. The access policy reads [`config`] and feeds the core, and knows
 //! nothing of `ssh` or the commands. The core imports no adapter and nothing above it but
 //! [`config`], the validated settings every layer reads. [`ssh`] implements the core's ports.
-//! The leaves import no other layer. `tests/layering.rs` checks these rules from the sources.
+//! The leaves import no other layer. `tests/it/layering.rs` checks these rules from the sources.
 //!
 //! Commands, what the binary runs:
 //! - [`cli`]: the command line (`main.rs` only parses it and calls [`cli::dispatch`]).
