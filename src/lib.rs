@@ -45,10 +45,11 @@
 //!
 //! Adapters, the outside world:
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins and known_hosts, one rung's
-//!   session attempt (dial, host-key check, which asks for each key type the server's KEXINIT
-//!   lists when the first matches no pin, authentication), forward requests on the live
-//!   session, the channel handler and the channel adapter, the TCP transport under the session
-//!   (read-ahead, quick ACKs), and `agent check`'s probe, which runs the same session code.
+//!   session attempt (`ssh::dial`: the stream, host-key check, which asks for each key type the
+//!   server's KEXINIT lists when the first matches no pin, authentication), forward requests
+//!   on the live session (`ssh::session`), the channel handler and the channel adapter, the
+//!   TCP transport under the session (read-ahead, quick ACKs), and `agent check`'s probe,
+//!   which runs the same session code.
 //! - [`transport`]: one rung of `server.transports` (`ssh://`, `tls://`, `wss://`) opened to a
 //!   byte stream at the SSH banner, directly or through [`proxy`], and the race between the
 //!   rungs ([`transport::climb`]) (russh-free).

@@ -336,7 +336,7 @@ mod tests {
         ] {
             let pins: Vec<HostKeyPin> =
                 pins.iter().map(|p| HostKeyPin::parse(p).unwrap()).collect();
-            let offered = crate::ssh::session::preferred(&pins, has_known_hosts).key;
+            let offered = crate::ssh::dial::preferred(&pins, has_known_hosts).key;
             assert!(!offered.contains(&sha1), "{offered:?}");
             assert!(!offered.is_empty());
             if !pins.is_empty() && pins.iter().all(|p| p.algorithm().is_some()) {

@@ -2,6 +2,7 @@
 //! 0.61 through 0.64) changes only these files.
 
 pub mod channel;
+pub mod dial;
 pub mod error;
 pub mod handler;
 pub mod hostkey;

@@ -19,11 +19,12 @@ use russh::keys::Algorithm;
 use russh::{Disconnect, Preferred};
 
 use self::tap::{Tap, Tapped};
+use super::dial::{self, authenticate, client_id, preferred};
 use super::error::{HandlerError, describe_russh};
 use super::handler::{ClientHandler, HostCheck};
 use super::hostkey::{HostKeyPin, Refusal};
 use super::keys::Identity;
-use super::session::{self, authenticate, client_id, preferred};
+use super::session;
 use crate::config::Limits;
 use crate::tunnel::conn::ConnContext;
 use crate::tunnel::reconcile::ForwardError;
@@ -131,7 +132,7 @@ impl ServerProbe {
             return hs;
         }
         let seen = [first_key.algorithm.clone()];
-        for algorithm in session::still_to_ask(&self.every_type, offers.as_deref(), &seen) {
+        for algorithm in dial::still_to_ask(&self.every_type, offers.as_deref(), &seen) {
             let Ok(Some(stream)) = tokio::time::timeout(timeout, redial()).await else {
                 break;
             };
@@ -186,7 +187,7 @@ impl ServerProbe {
             Default::default(),
         );
         let stream = Tapped::with(Box::new(tcp), tap.clone());
-        let open = session::open(config, stream, check, serves_nothing);
+        let open = dial::open(config, stream, check, serves_nothing);
         let (end, offered, offers) = match tokio::time::timeout(timeout, open).await {
             Ok((opened, _closed)) => {
                 let end = match opened.handle {
