@@ -1,12 +1,15 @@
-//! Network helpers every dialer shares, one per concern (as ekzhang/bore's `shared.rs`): a
-//! name resolved and its addresses tried within one timeout ([`connect_any`], and its parts for
-//! callers that need each address: [`resolve`], [`connect_first`], [`connect_addr`]), and the
-//! rule on which addresses a forward's target may resolve to ([`Rule`]).
+//! Network helpers every dialer shares, one per concern (as ekzhang/bore's `shared.rs`):
+//! - [`HostPort`]: `host:port` written and read one way (IPv6 in brackets);
+//! - a name resolved and its addresses tried within one timeout ([`connect_any`], and its parts
+//!   for callers that need each address: [`resolve`], [`connect_first`], [`connect_addr`]);
+//! - the rule on which addresses a forward's target may resolve to ([`Rule`]).
 //!
 //! A leaf: it imports nothing of the crate, so every module may use it.
 
 mod connect;
+mod host_port;
 mod rule;
 
 pub use connect::{Failures, connect_addr, connect_any, connect_first, resolve};
+pub use host_port::{HostPort, HostPortError, port};
 pub use rule::{AddressRefused, Rule, Why};

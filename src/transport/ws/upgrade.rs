@@ -80,10 +80,10 @@ where
 /// The GET with the four headers every WebSocket client sends, and Host.
 fn request(rung: &Rung, key: &str) -> String {
     // The Host header is the URL's authority; the default port is left out, as browsers do.
-    let host = match (rung.port, rung.host.contains(':')) {
-        (443, true) => format!("[{}]", rung.host),
-        (443, false) => rung.host.clone(),
-        _ => rung.authority(),
+    let authority = rung.authority().to_string();
+    let host = match rung.port {
+        443 => authority.strip_suffix(":443").unwrap_or(&authority),
+        _ => &authority,
     };
     format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
