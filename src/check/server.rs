@@ -254,7 +254,7 @@ async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
     let deadline = tokio::time::Instant::now() + timeout;
     let (stream, failed) = net::connect_first(&addrs, deadline).await;
     if let Some((s, _)) = &stream {
-        let _ = s.set_nodelay(true);
+        net::server_side(s);
     }
     let tried = failed.tried.len();
     let mut failures = failed.tried;

@@ -146,7 +146,7 @@ pub async fn dial(proxy: &ProxyUrl, timeout: Duration) -> Result<TcpStream, Prox
             proxy: proxy.to_string(),
             reason: e.to_string(),
         })?;
-    let _ = s.set_nodelay(true);
+    net::server_side(&s);
     Ok(s)
 }
 
