@@ -5,6 +5,7 @@
 //! must still be in the socket for the SSH handshake. What the proxy says (its reason phrase,
 //! the schemes it asks for) reaches errors only through [`printable`].
 
+use base64ct::{Base64, Encoding};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::error::ProxyError;
@@ -150,26 +151,9 @@ fn parse_reply(head: &[u8]) -> Result<Reply, String> {
     })
 }
 
-/// Standard base64 with padding (RFC 4648 §4).
+/// Standard base64 with padding (RFC 4648 §4), as Basic authentication sends the credentials.
 fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> shift & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Base64::encode_string(data)
 }
 
 #[cfg(test)]
