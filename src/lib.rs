@@ -61,7 +61,7 @@
 //!
 //! [`cli`] depends on [`run`], [`admin`] and [`check`]; none of them depends on [`cli`] or on
 //! another of the three except [`run`] on [`admin`] (it serves the endpoint).
-// Only `memory` (two glibc calls) and `sys` (getuid, prctl) may opt out.
+// Only `memory` (two glibc calls, which rustix does not wrap) may opt out.
 #![deny(unsafe_code)]
 
 pub mod access;
