@@ -48,10 +48,13 @@
 //!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output:
 //!   escaped, and cut to 256 characters.
 //!   It imports nothing of the crate, so every module may use it.
-//! - [`net`]: dialing, the one way every module does it: a name resolved and its addresses tried
-//!   within one timeout ([`net::connect_any`]), and the rule on which addresses a forward's
-//!   target may resolve to (no loopback, link-local, unspecified or multicast answer for a
-//!   name; a forward's `allow` networks). A leaf: it imports nothing of the crate.
+//! - [`net`]: dialing, the one way every module does it: `host:port` written and read
+//!   ([`net::HostPort`]), a name resolved and its addresses tried within one timeout
+//!   ([`net::connect_any`]), the rule on which addresses a forward's target may resolve to (no
+//!   loopback, link-local, unspecified or multicast answer for a name; a forward's `allow`
+//!   networks), the socket options of each role (the server's side, a target), and an HTTP
+//!   response head read and parsed (a proxy's, a WebSocket upgrade's, the admin endpoint's).
+//!   A leaf: it imports nothing of the crate.
 //! - [`memory`]: allocator tuning, so memory returns to near idle after a crowd of connections.
 //! - [`sys`]: the process's real uid, making `agent run` non-dumpable (no ptrace by other
 //!   local processes, no core file with the key), and [`sys::dir`]: a folder trusted only when
@@ -61,7 +64,7 @@
 //!
 //! [`cli`] depends on [`run`], [`admin`] and [`check`]; none of them depends on [`cli`] or on
 //! another of the three except [`run`] on [`admin`] (it serves the endpoint).
-// Only `memory` (two glibc calls) and `sys` (getuid, prctl) may opt out.
+// Only `memory` (two glibc calls, which rustix does not wrap) may opt out.
 #![deny(unsafe_code)]
 
 pub mod access;
