@@ -59,10 +59,13 @@
 //!   saw and who issued it; imports only [`logging`].
 //!
 //! Leaves, which every layer may use and which import nothing above them:
-//! - [`net`]: dialing, the one way every module does it: a name resolved and its addresses tried
-//!   within one timeout ([`net::connect_any`]), and the rule on which addresses a forward's
-//!   target may resolve to (no loopback, link-local, unspecified or multicast answer for a
-//!   name; a forward's `allow` networks). It imports nothing of the crate.
+//! - [`net`]: dialing, the one way every module does it: `host:port` written and read
+//!   ([`net::HostPort`]), a name resolved and its addresses tried within one timeout
+//!   ([`net::connect_any`]), the rule on which addresses a forward's target may resolve to (no
+//!   loopback, link-local, unspecified or multicast answer for a name; a forward's `allow`
+//!   networks), the socket options of each role (the server's side, a target), and an HTTP
+//!   response head read and parsed (a proxy's, a WebSocket upgrade's, the admin endpoint's).
+//!   It imports nothing of the crate.
 //! - [`audit`]: the audit trail (russh-free): one hash-chained JSON line per vendor
 //!   connection, refused channel, access change, config load and session, written by a thread
 //!   of its own; and `agent audit verify`. It imports only [`logging`] and [`sys`].
@@ -83,7 +86,7 @@
 //! over the stream of the rung that won [`transport::climb`], through [`proxy`] and [`tls`]) ->
 //! one forwarded connection ([`tunnel`]'s `conn` and `pump`) -> the target (dialed through
 //! [`net`]).
-// Only `memory` (two glibc calls) and `sys` (getuid, prctl) may opt out.
+// Only `memory` (two glibc calls, which rustix does not wrap) may opt out.
 #![deny(unsafe_code)]
 
 pub mod access;

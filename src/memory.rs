@@ -9,6 +9,8 @@
 //! shortly after connections close, which returns what a crowd of connections left behind.
 //!
 //! Only this module uses `unsafe`: two calls into glibc that take and return plain integers.
+//! rustix, through which `sys` makes its calls safely, has no equivalent: it wraps system
+//! calls, and these are the C library's allocator, not the kernel's.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};

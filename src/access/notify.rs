@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::controller::{AccessEvent, EventHook};
 use crate::config::notify::Webhook;
+use crate::net::HostPort;
 use crate::proxy::{ProxyConfig, Route};
 use crate::tls::{TlsSettings, Trust};
 use crate::transport::{self, Conn, Kind, Rung};
@@ -125,11 +126,7 @@ async fn post(webhook: &Webhook, route: &Route, trust: &Trust, body: &str) -> Re
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     let driver = tokio::spawn(conn);
-    let host = if webhook.host.contains(':') {
-        format!("[{}]:{}", webhook.host, webhook.port)
-    } else {
-        format!("{}:{}", webhook.host, webhook.port)
-    };
+    let host = HostPort::new(&webhook.host, webhook.port).to_string();
     let request = Request::post(webhook.path.as_str())
         .header("host", host)
         .header("content-type", "application/json")

@@ -52,18 +52,14 @@ async fn fetch(addr: SocketAddr) -> std::io::Result<(u16, String)> {
     let mut conn = TcpStream::connect(addr).await?;
     conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
         .await?;
+    // The endpoint closes after its answer: read to the end, at most MAX_RESPONSE bytes.
     let mut raw = Vec::new();
     (&mut conn).take(MAX_RESPONSE).read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
-        })?;
-    Ok((status, body.to_string()))
+    let head = crate::net::parse_head(&raw).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
+    })?;
+    let body = String::from_utf8_lossy(&raw[head.len..]).into_owned();
+    Ok((head.status, body))
 }
 
 /// Where the admin endpoint of the agent running here with this config listens, as that agent
@@ -160,5 +156,42 @@ fn print_forwards(r: &ReadyReport) {
     }
     for line in &r.degraded {
         println!("degraded: {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// `fetch` against a server that answers `reply` and closes.
+    async fn fetched(reply: &'static [u8]) -> std::io::Result<(u16, String)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = tcp.read(&mut request).await;
+            let _ = tcp.write_all(reply).await;
+        });
+        fetch(addr).await
+    }
+
+    #[tokio::test]
+    async fn the_status_and_the_body_after_the_head() {
+        let (status, body) = fetched(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n{\"ready\":false}")
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_str()), (503, "{\"ready\":false}"));
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_foreign_answer_is_not_http() {
+        let replies: [&'static [u8]; 2] =
+            [b"HTTP/1.1 200 OK\r\nContent-", b"SSH-2.0-OpenSSH_9.6\r\n"];
+        for reply in replies {
+            let e = fetched(reply).await.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{reply:?}");
+        }
     }
 }

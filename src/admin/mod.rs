@@ -41,6 +41,48 @@ pub use admission::{MAX_CONNECTIONS, PER_PEER};
 /// Accept failures: one line a minute at most (out of descriptors, they come in a spin).
 static ACCEPT_LOG: Throttle = Throttle::new(1, Duration::from_secs(60));
 
+/// The admin endpoint served from a thread of its own, with a runtime of its own: `/healthz`
+/// reports whether the tunnel's runtime thread still runs, which it could not do from that
+/// thread (a stuck loop would leave the probe unanswered, not answered 503). Stops when
+/// dropped.
+pub struct AdminThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AdminThread {
+    /// Serves `listener` (bound by the caller, on any runtime) on a new thread until dropped.
+    pub fn start(listener: TcpListener, state: Arc<TunnelState>) -> std::io::Result<Self> {
+        let listener = listener.into_std()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return warn!(error = %e, "admin endpoint: cannot serve"),
+                    };
+                    tokio::select! {
+                        () = serve(listener, state) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })?;
+        Ok(Self { stop: Some(stop) })
+    }
+}
+
+impl Drop for AdminThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// Serves on `listener` until the future is dropped (its task aborted). The caller binds it, so
 /// a taken `admin.listen` is its error to report, and tests can serve on 127.0.0.1:0.
 pub async fn serve(listener: TcpListener, state: Arc<TunnelState>) {

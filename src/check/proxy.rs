@@ -9,6 +9,7 @@ use super::net::secs;
 use super::plan::Plan;
 use super::report::{Row, Status};
 use crate::fault::Fault;
+use crate::net::HostPort;
 use crate::proxy::{self, Direct, ProxyConfig, ProxyEnv, ProxyError, ProxyUrl, Route, Scheme};
 
 /// How the checked server is reached, as the agent would reach it.
@@ -170,7 +171,7 @@ pub fn tunnel_rows(host: &str, url: &ProxyUrl, tries: &[Tunnelled], plan: &Plan)
     tries
         .iter()
         .map(|t| {
-            let target = crate::transport::join_host_port(host, t.port);
+            let target = HostPort::new(host, t.port).to_string();
             let e = match &t.result {
                 Ok(detail) => return Row::pass("tcp", &target, detail.clone()).took(t.elapsed),
                 Err(None) => {

@@ -12,7 +12,7 @@ use super::plan::{Plan, join, plural};
 use super::proxy::{ProxyPlan, tunnel_ports, tunnel_rows};
 use super::report::{OfferedHostKey, Row, Status};
 use super::ssh::{auth_row, host_key_row, ssh_row};
-use crate::net;
+use crate::net::{self, HostPort};
 use crate::proxy::{ProxyUrl, Scheme};
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{HandshakeEnd, ProbeSession, ServerProbe};
@@ -144,7 +144,7 @@ pub async fn server_steps(
         .collect();
     let mut session: Option<(u16, ProbeSession)> = None;
     for (port, hs, took) in shakes {
-        let server = crate::transport::join_host_port(&host, port);
+        let server = HostPort::new(&host, port).to_string();
         out.rows
             .push(ssh_row(&server, &hs, &kex_ports, took, timeout));
         if hs.offered.is_empty() {
@@ -254,7 +254,7 @@ async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
     let deadline = tokio::time::Instant::now() + timeout;
     let (stream, failed) = net::connect_first(&addrs, deadline).await;
     if let Some((s, _)) = &stream {
-        let _ = s.set_nodelay(true);
+        net::server_side(s);
     }
     let tried = failed.tried.len();
     let mut failures = failed.tried;
@@ -272,7 +272,7 @@ async fn connect_port(ips: &[IpAddr], port: u16, timeout: Duration) -> PortTry {
 }
 
 fn tcp_row(host: &str, t: &PortTry, open: &[u16], plan: &Plan, timeout: Duration) -> Row {
-    let target = crate::transport::join_host_port(host, t.port);
+    let target = HostPort::new(host, t.port).to_string();
     let failed: Vec<String> = t
         .failures
         .iter()

@@ -7,6 +7,7 @@ use super::net::secs;
 use super::plan::Plan;
 use super::report::{Row, Status};
 use crate::fault::Fault;
+use crate::net::HostPort;
 use crate::ssh::hostkey::describe_pins;
 use crate::ssh::keys::Identity;
 use crate::ssh::probe::{AuthFailure, Handshake, HandshakeEnd, OfferedKey, ProbeSession};
@@ -177,12 +178,12 @@ pub async fn auth_row(
         };
         rows.push(Row::skip(
             "auth",
-            crate::transport::join_host_port(host, port),
+            HostPort::new(host, port).to_string(),
             why,
         ));
         return false;
     };
-    let target = format!("{user}@{}", crate::transport::join_host_port(host, port));
+    let target = format!("{user}@{}", HostPort::new(host, port));
     let fp = identity.fingerprint();
     let started = Instant::now();
     let result = session.authenticate(user, identity, timeout).await;

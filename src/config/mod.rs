@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::net::HostPort;
 use crate::proxy::ProxyConfig;
 use crate::tls::TlsSettings;
 use crate::transport::Rung;
@@ -127,14 +128,13 @@ impl Forward {
             && self.target_port == other.target_port
     }
 
+    /// `host:port` (`[v6]:port`).
     pub fn target(&self) -> String {
-        if self.target_host.contains(':') {
-            format!("[{}]:{}", self.target_host, self.target_port)
-        } else {
-            format!("{}:{}", self.target_host, self.target_port)
-        }
+        HostPort::new(&self.target_host, self.target_port).to_string()
     }
 
+    /// `addr:port` as /readyz and the admin report show it: an IPv6 address without brackets
+    /// (`::1:5000`), which tests/import.rs pins; not a `HostPort`.
     pub fn remote(&self) -> String {
         format!("{}:{}", self.remote_addr, self.remote_port)
     }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::net::HostPort;
+
 /// A parsed `http://` or `https://` webhook URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
@@ -33,8 +35,9 @@ impl Webhook {
         if path.chars().any(|c| c.is_control() || c == ' ') || path.contains('#') {
             return Err("the path has spaces, control characters or a #fragment".into());
         }
-        let (host, port) = crate::transport::split_host_port(authority)?;
-        let port = port.unwrap_or(if https { 443 } else { 80 });
+        let default_port = if https { 443 } else { 80 };
+        let HostPort { host, port } =
+            HostPort::with_default_port(authority, default_port).map_err(|e| e.to_string())?;
         Ok(Self {
             https,
             host,
@@ -46,12 +49,7 @@ impl Webhook {
     /// `https://host:port/…`: what may be logged.
     pub fn redacted(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!("{scheme}://{host}:{}/…", self.port)
+        format!("{scheme}://{}/…", HostPort::new(&self.host, self.port))
     }
 }
 

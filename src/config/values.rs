@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::net::{self, HostPort, HostPortError};
+
 /// `500ms`, `15s`, `2m`, `1h`.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -54,29 +56,27 @@ pub fn host_port(text: &str) -> Result<(String, u16), String> {
             "is a URL; write host:port only, e.g. \"{example}\""
         ));
     }
-    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").ok_or_else(|| {
-            "is not host:port; write an IPv6 address in brackets, e.g. \"[::1]:443\"".to_string()
-        })?;
-        (h.to_string(), p)
-    } else {
-        let (h, p) = t.rsplit_once(':').ok_or_else(|| {
+    // Worded here, not by `HostPortError`'s Display: no message about agent.yaml repeats a
+    // value from it.
+    let HostPort { host, port } = t.parse().map_err(|e| match e {
+        HostPortError::NoPort => {
             "has no port; write it as host:port, e.g. \"jira.acme.internal:443\"".to_string()
-        })?;
-        if h.contains(':') {
-            return Err(
-                "is ambiguous; write an IPv6 address in brackets, e.g. \"[fd00::5]:443\"".into(),
-            );
         }
-        (h.to_string(), p)
-    };
-    if host.is_empty() {
-        return Err("has no host; write it as host:port".into());
-    }
-    if !plain_host(&host) {
-        return Err("is not host:port: the host is not a host name or address".into());
-    }
-    let port = port_number(port)?;
+        HostPortError::NoHost => "has no host; write it as host:port".into(),
+        HostPortError::BadPort { .. } => port_message(&e),
+        HostPortError::Unbracketed => {
+            "is ambiguous; write an IPv6 address in brackets, e.g. \"[fd00::5]:443\"".into()
+        }
+        HostPortError::Unclosed | HostPortError::AfterBracket(_) => {
+            "is not host:port; write an IPv6 address in brackets, e.g. \"[::1]:443\"".into()
+        }
+        HostPortError::NotIpv6(_) => {
+            "is not host:port: only an IPv6 address goes in brackets".into()
+        }
+        HostPortError::BadHost(_) => {
+            "is not host:port: the host is not a host name or address".into()
+        }
+    })?;
     Ok((host, port))
 }
 
@@ -89,10 +89,16 @@ pub fn plain_host(host: &str) -> bool {
 
 /// A TCP port, 1 to 65535.
 pub fn port_number(text: &str) -> Result<u16, String> {
-    match text.trim().parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        Ok(_) => Err("has a port out of range 1-65535".into()),
-        Err(_) => Err("has no port number (1-65535)".into()),
+    net::port(text.trim()).map_err(|e| port_message(&e))
+}
+
+/// A bad port, said without repeating it.
+fn port_message(e: &HostPortError) -> String {
+    match e {
+        HostPortError::BadPort {
+            out_of_range: true, ..
+        } => "has a port out of range 1-65535".into(),
+        _ => "has no port number (1-65535)".into(),
     }
 }
 
@@ -102,6 +108,10 @@ pub fn remote_spec(text: &str) -> Result<(String, u16), String> {
     let t = text.trim();
     if !t.contains(':') {
         return Ok(("localhost".to_string(), port_number(t)?));
+    }
+    // Every address of the server: no host name or address, so no `HostPort`.
+    if let Some(port) = t.strip_prefix("*:") {
+        return Ok(("*".to_string(), port_number(port)?));
     }
     host_port(t)
         .map_err(|e| format!("{e}; remote is a port (5000) or \"ADDR:PORT\" (\"127.0.0.1:5000\")"))
@@ -163,26 +173,13 @@ fn secret_parts(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Edit distance, for "did you mean" hints on misspelt field names.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+/// The closest of `candidates` to `word` by edit distance (Levenshtein, counted in
+/// characters), if it is close enough to be a likely typo: a "did you mean" hint on a misspelt
+/// field name.
 pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (edit_distance(word, c), *c))
+        .map(|c| (strsim::levenshtein(word, c), *c))
         .filter(|(d, c)| *d > 0 && *d <= (c.len() / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -219,6 +216,25 @@ mod tests {
         assert!(host_port("::1:22").unwrap_err().contains("brackets"));
         assert_eq!(remote_spec("5000").unwrap(), ("localhost".into(), 5000));
         assert_eq!(remote_spec("*:5000").unwrap(), ("*".into(), 5000));
+        assert_eq!(remote_spec("[::1]:5000").unwrap(), ("::1".into(), 5000));
+        assert!(remote_spec("*:x").unwrap_err().contains("no port number"));
+        // No message repeats the value (it may be a secret pasted into the wrong field).
+        for text in [
+            "secret:99999",
+            "secret:x",
+            "[secret]:1",
+            "sec ret:1",
+            "[::1:1",
+            ":1",
+            "::1:22",
+        ] {
+            let e = host_port(text).unwrap_err();
+            assert!(
+                !e.contains("secret") && !e.contains("sec ret"),
+                "{text}: {e}"
+            );
+            assert!(!e.contains("99999") && !e.contains("::1:1"), "{text}: {e}");
+        }
     }
 
     #[test]

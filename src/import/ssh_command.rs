@@ -11,6 +11,7 @@ use super::Severity::{self, *};
 use super::words::{self, Dialect};
 use super::{ImportError, Note, Origin, Source, Written};
 use crate::config::values::port_number;
+use crate::net::HostPort;
 
 /// ssh's options that take a value (OpenSSH 9.x `getopt` string), and its flags.
 const SSH_WITH_VALUE: &str = "bcDEeFIiJLlmOoPpQRSWwB";
@@ -82,17 +83,13 @@ impl RemoteForward {
         match self.bind.as_deref() {
             None => self.port.to_string(),
             Some("" | "*") => format!("*:{}", self.port),
-            Some(b) if b.contains(':') => format!("[{b}]:{}", self.port),
-            Some(b) => format!("{b}:{}", self.port),
+            Some(b) => HostPort::new(b, self.port).to_string(),
         }
     }
 
     /// The agent.yaml `target:` value: `host:port` or `[v6]:port`.
     pub fn target(&self) -> String {
-        match self.target_host.contains(':') {
-            true => format!("[{}]:{}", self.target_host, self.target_port),
-            false => format!("{}:{}", self.target_host, self.target_port),
-        }
+        HostPort::new(&self.target_host, self.target_port).to_string()
     }
 }
 

@@ -5,6 +5,13 @@
 //! expansion); a command file is read like a POSIX shell line (`#` comments, backslash-newline
 //! continuation). Shell features import cannot evaluate (`$VAR`, backquotes, pipes, `;`, `&`,
 //! redirections) are errors rather than guesses.
+//!
+//! Not the `shlex` crate (in the tree through `cc`), which reads neither dialect as its program
+//! does: it takes a `#` that starts a word for a comment, where Python's `shlex.split` (no
+//! comments by default) keeps `command=ssh ... #tag`'s `#tag` as a word; and a continuation
+//! line between words becomes an empty word there (`a \<newline> b` is `a`, `""`, `b`; sh reads
+//! `a`, `b`). The refusals above, each with its line, need the quoting state anyway, which is
+//! most of this splitter.
 
 use super::{ImportError, Origin, Source};
 

@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
+use super::HostPort;
+
 /// The addresses a dial may use.
 #[derive(Debug, Clone, Copy)]
 pub enum Rule<'a> {
@@ -78,7 +80,7 @@ impl Rule<'_> {
                 Ok(()) => permitted.push(addr),
                 Err(why) => {
                     refused.get_or_insert_with(|| AddressRefused {
-                        target: join(host, port),
+                        target: HostPort::new(host, port).to_string(),
                         addr,
                         why,
                     });
@@ -113,14 +115,6 @@ fn special(ip: IpAddr) -> Option<Why> {
     ]
     .into_iter()
     .find_map(|(is, why)| is.then_some(why))
-}
-
-fn join(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// A target whose name resolved only to addresses its rule refuses.

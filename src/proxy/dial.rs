@@ -12,7 +12,7 @@ use super::http;
 use super::socks::{self, Destination};
 use super::stream::ProxyStream;
 use super::url::{ProxyUrl, Scheme};
-use crate::net::{self, Rule};
+use crate::net::{self, HostPort, Rule};
 use crate::tls::Trust;
 
 /// A TCP stream to the server through the proxy, positioned at the server's first byte.
@@ -33,11 +33,7 @@ pub async fn connect(
     timeout: Duration,
     trust: &Trust,
 ) -> Result<Tunnel, ProxyError> {
-    let target = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let target = HostPort::new(host, port).to_string();
     debug!(%proxy, %target, "asking the proxy for a tunnel");
     match proxy.scheme {
         Scheme::Http => {
@@ -150,7 +146,7 @@ pub async fn dial(proxy: &ProxyUrl, timeout: Duration) -> Result<TcpStream, Prox
             proxy: proxy.to_string(),
             reason: e.to_string(),
         })?;
-    let _ = s.set_nodelay(true);
+    net::server_side(&s);
     Ok(s)
 }
 

@@ -1,16 +1,17 @@
 //! HTTP CONNECT (RFC 9110 §9.3.6) with optional Basic authentication (RFC 7617).
 //!
-//! The response head is read one byte at a time, so nothing past its blank line is consumed:
+//! The response head is read with [`read_head`], which consumes nothing past its blank line:
 //! the SSH server's banner often arrives in the same TCP segment as the proxy's `200`, and it
 //! must still be in the socket for the SSH handshake. What the proxy says (its reason phrase,
-//! the schemes it asks for) reaches errors only through [`printable`]. [`read_head`] and
-//! [`status_line`] also read the answer to the WebSocket upgrade (`crate::transport`).
+//! the schemes it asks for) reaches errors only through [`printable`].
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use base64ct::{Base64, Encoding};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::error::ProxyError;
 use super::url::ProxyUrl;
 use crate::logging::printable;
+use crate::net::{HeadError, parse_head, read_head};
 
 /// A response head longer than this is not from a proxy worth talking to.
 const MAX_HEAD: usize = 16 * 1024;
@@ -107,49 +108,6 @@ fn request(proxy: &ProxyUrl, target: &str) -> String {
     req
 }
 
-/// Why an HTTP response head could not be read ([`read_head`]); each caller says it in its own
-/// words.
-#[derive(Debug)]
-pub(crate) enum HeadError {
-    /// The peer closed the connection before sending anything.
-    NoAnswer,
-    /// The peer closed the connection in the middle of the head.
-    Cut,
-    /// No blank line within the limit given.
-    TooLong,
-    Io(std::io::Error),
-}
-
-/// Reads up to and including the blank line that ends an HTTP head, at most `max` bytes, and
-/// not one byte more (what follows belongs to whoever reads the stream next).
-pub(crate) async fn read_head<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    max: usize,
-) -> Result<Vec<u8>, HeadError> {
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    loop {
-        match stream.read(&mut byte).await {
-            Ok(0) if head.is_empty() => return Err(HeadError::NoAnswer),
-            Ok(0) => return Err(HeadError::Cut),
-            Ok(_) => head.push(byte[0]),
-            Err(e) => return Err(HeadError::Io(e)),
-        }
-        if ends_head(&head) {
-            return Ok(head);
-        }
-        if head.len() >= max {
-            return Err(HeadError::TooLong);
-        }
-    }
-}
-
-/// `head` ends with the empty line that closes a response head. Lines end with CRLF or, as
-/// RFC 9112 §2.2 lets a recipient accept, a bare LF.
-fn ends_head(head: &[u8]) -> bool {
-    head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")
-}
-
 /// The most of a reason phrase an error repeats.
 const MAX_REASON: usize = 200;
 
@@ -163,55 +121,20 @@ struct Reply {
     schemes: Vec<String>,
 }
 
-/// Reads a response head (`HTTP/1.1 403 Forbidden`, then headers); any bytes are accepted and
-/// either read or refused with the reason.
+/// Reads a response head (`HTTP/1.1 403 Forbidden`, then headers) with [`parse_head`]: what
+/// is not an HTTP/1 response is refused with its first line, [`printable`].
 fn parse_reply(head: &[u8]) -> Result<Reply, String> {
-    let head = String::from_utf8_lossy(head);
-    let (status, reason) = status_line(&head).map_err(|shown| {
+    let head = parse_head(head).map_err(|e| {
         format!(
-            "not an HTTP proxy response: \"{shown}\" (is it an HTTP proxy? for a SOCKS proxy write socks5h://)"
+            "not an HTTP proxy response: \"{}\" (is it an HTTP proxy? for a SOCKS proxy write socks5h://)",
+            printable(&e.line)
         )
     })?;
-    Ok(Reply {
-        status,
-        reason,
-        schemes: auth_schemes(&head),
-    })
-}
-
-/// The status line that starts a response head: `HTTP/1.1 403 Forbidden` -> (403,
-/// "Forbidden"), the reason [`printable`] and at most [`MAX_REASON`] characters. Anything else
-/// is `Err` with the line's start (60 characters, printable), for the caller's error.
-pub(crate) fn status_line(head: &str) -> Result<(u16, String), String> {
-    let line = head.lines().next().unwrap_or_default().trim_end();
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let code = parts
-        .next()
-        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|c| c.parse::<u16>().ok());
-    match code {
-        Some(code) if version.starts_with("HTTP/") && (100..600).contains(&code) => {
-            let reason: String = parts
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .take(MAX_REASON)
-                .collect();
-            Ok((code, printable(&reason).into_owned()))
-        }
-        _ => {
-            let shown: String = line.chars().take(60).collect();
-            Err(printable(&shown).into_owned())
-        }
-    }
-}
-
-fn auth_schemes(head: &str) -> Vec<String> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
+    let reason: String = head.reason.chars().take(MAX_REASON).collect();
+    let schemes = head
+        .headers
+        .iter()
         .filter(|(name, _)| {
-            let name = name.trim();
             name.eq_ignore_ascii_case("proxy-authenticate")
                 || name.eq_ignore_ascii_case("www-authenticate")
         })
@@ -220,29 +143,17 @@ fn auth_schemes(head: &str) -> Vec<String> {
             let scheme: String = s.trim_end_matches(',').chars().take(40).collect();
             printable(&scheme.to_ascii_lowercase()).into_owned()
         })
-        .collect()
+        .collect();
+    Ok(Reply {
+        status: head.status,
+        reason: printable(&reason).into_owned(),
+        schemes,
+    })
 }
 
-/// Standard base64 with padding (RFC 4648 §4).
+/// Standard base64 with padding (RFC 4648 §4), as Basic authentication sends the credentials.
 fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> shift & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Base64::encode_string(data)
 }
 
 #[cfg(test)]
@@ -251,7 +162,7 @@ mod tests {
     use crate::fault::Fault;
     use crate::proxy::testing::{Pieces, block_on};
     use proptest::prelude::*;
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, duplex};
 
     fn url(text: &str) -> ProxyUrl {
         ProxyUrl::parse(text).unwrap()
@@ -355,10 +266,24 @@ mod tests {
 
     #[test]
     fn what_the_proxy_says_is_escaped() {
-        let r = parse_reply(b"HTTP/1.1 403 no\x1b[2J\x1b]0;pwned\x07\r\n\r\n").unwrap();
-        assert_eq!(r.reason, "no\\u{1b}[2J\\u{1b}]0;pwned\\u{7}");
-        let r = parse_reply(b"HTTP/1.1 407 x\r\nProxy-Authenticate: Ev\x1bil\r\n\r\n").unwrap();
-        assert_eq!(r.schemes, ["ev\\u{1b}il"]);
+        // A control character in the reason phrase is not HTTP (RFC 9112 §4: httparse refuses
+        // it); the refusal shows the line escaped.
+        let e = parse_reply(b"HTTP/1.1 403 no\x1b[2J\x1b]0;pwned\x07\r\n\r\n").unwrap_err();
+        assert!(e.contains("403 no\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"), "{e}");
+        assert!(!e.contains('\x1b'), "{e}");
+        // A header with one is skipped; the rest of the answer still counts.
+        let r = parse_reply(
+            b"HTTP/1.1 407 x\r\nProxy-Authenticate: Ev\x1bil\r\nProxy-Authenticate: NTLM\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.schemes, ["ntlm"]);
+        // Whatever is printable but odd is kept, escaped.
+        let r = parse_reply(
+            "HTTP/1.1 403 \\ no \u{202e}x\r\nProxy-Authenticate: \u{202e}Basic\r\n\r\n".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.reason, "\\\\ no \\u{202e}x");
+        assert_eq!(r.schemes, ["\\u{202e}basic"]);
         let e = parse_reply(b"\x1b[31mSSH-2.0\r\n\r\n").unwrap_err();
         assert!(e.contains("\\u{1b}[31mSSH-2.0"), "{e}");
         assert!(!e.contains('\x1b'), "{e}");
@@ -399,7 +324,6 @@ mod tests {
                 prop_assert!((100..600).contains(&r.status));
                 prop_assert!(!r.reason.chars().any(char::is_control), "{:?}", r.reason);
             }
-            let _ = ends_head(&bytes);
         }
 
         #[test]

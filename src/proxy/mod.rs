@@ -27,8 +27,6 @@ use std::fmt;
 pub use dial::{Tunnel, connect, dial};
 pub use env::{EnvError, EnvProxy, NoProxy, ProxyEnv};
 pub use error::ProxyError;
-// The HTTP response head, also read by the WebSocket upgrade (crate::transport).
-pub(crate) use http::{HeadError, read_head, status_line};
 pub use stream::ProxyStream;
 pub use url::{DEFAULT_PORT, ProxyUrl, Scheme, Secret, mask};
 

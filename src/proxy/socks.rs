@@ -10,6 +10,7 @@ use tokio_socks::tcp::Socks5Stream;
 
 use super::error::ProxyError;
 use super::url::ProxyUrl;
+use crate::net::HostPort;
 
 /// Where the proxy should connect: an address the agent resolved (socks5://), or the name for
 /// the proxy to resolve (socks5h://).
@@ -23,8 +24,7 @@ impl Destination {
     fn shown(&self) -> String {
         match self {
             Destination::Addr(a) => a.to_string(),
-            Destination::Name(h, p) if h.contains(':') => format!("[{h}]:{p}"),
-            Destination::Name(h, p) => format!("{h}:{p}"),
+            Destination::Name(h, p) => HostPort::new(h.as_str(), *p).to_string(),
         }
     }
 }

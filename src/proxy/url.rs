@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::net::{HostPort, HostPortError};
+
 /// A value that must never reach a log line, an error or Debug output: both show `****`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -94,11 +96,7 @@ impl fmt::Debug for ProxyUrl {
 impl ProxyUrl {
     /// `host:port` of the proxy itself (`[v6]:port` for IPv6).
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        HostPort::new(&self.host, self.port).to_string()
     }
 
     /// Parses a URL as written in agent.yaml: the scheme is required. The error never contains
@@ -169,15 +167,23 @@ impl ProxyUrl {
                 (Some(name), pass.map(Secret))
             }
         };
-        let (host, port) =
-            split_host_port(hostport).map_err(|e| format!("\"{}\": {e}", mask(text)))?;
         // An https:// proxy listens where TLS does unless told otherwise; the others at 1080,
         // as curl assumes.
-        let port = port.unwrap_or(if scheme == Scheme::Https {
-            443
-        } else {
-            DEFAULT_PORT
-        });
+        let default_port = match scheme {
+            Scheme::Https => 443,
+            _ => DEFAULT_PORT,
+        };
+        let HostPort { host, port } =
+            HostPort::with_default_port(hostport, default_port).map_err(|e| {
+                let e = match e {
+                    HostPortError::NoHost => "no proxy host; write scheme://host:port".into(),
+                    HostPortError::Unbracketed => {
+                        "write an IPv6 proxy address in brackets, e.g. http://[fd00::1]:3128".into()
+                    }
+                    e => e.to_string(),
+                };
+                format!("\"{}\": {e}", mask(text))
+            })?;
         Ok(ProxyUrl {
             scheme,
             host,
@@ -196,44 +202,6 @@ impl ProxyUrl {
             Self::parse(&format!("http://{text}"))
         }
     }
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port`.
-fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or("an IPv6 address needs its closing ']'")?;
-        match after.strip_prefix(':') {
-            Some(p) => (h, Some(p)),
-            None if after.is_empty() => (h, None),
-            None => return Err(format!("unexpected \"{after}\" after the address")),
-        }
-    } else {
-        match text.rsplit_once(':') {
-            Some((h, _)) if h.contains(':') => {
-                return Err(
-                    "write an IPv6 proxy address in brackets, e.g. http://[fd00::1]:3128".into(),
-                );
-            }
-            Some((h, p)) => (h, Some(p)),
-            None => (text, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("no proxy host; write scheme://host:port".into());
-    }
-    if host.contains(|c: char| c.is_whitespace() || c == '@' || c == '%') {
-        return Err(format!("\"{host}\" is not a host name or address"));
-    }
-    let port = match port {
-        None => None,
-        Some(p) => match p.parse::<u32>() {
-            Ok(n) if (1..=65535).contains(&n) => Some(n as u16),
-            _ => return Err(format!("\"{p}\" is not a port number (1-65535)")),
-        },
-    };
-    Ok((host.to_string(), port))
 }
 
 /// `%40` -> `@`; the result must be UTF-8.

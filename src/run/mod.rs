@@ -86,7 +86,8 @@ impl Agent {
 
     /// Holds the tunnel until `shutdown` resolves, then cancels the forwards, drains the open
     /// connections ([`drain`]), disconnects and stops the other tasks. Starts the admin
-    /// endpoint first when `admin.listen` is set. Call once.
+    /// endpoint first when `admin.listen` is set, on a thread of its own
+    /// ([`crate::admin::AdminThread`]). Call once.
     pub async fn run(
         &self,
         identity: Identity,
@@ -98,8 +99,9 @@ impl Agent {
                     .await
                     .map_err(|source| StartError::Admin { addr, source })?;
                 let bound = listener.local_addr().ok();
-                let task = tokio::spawn(crate::admin::serve(listener, self.state.clone()));
-                (Some(task), bound)
+                let served = crate::admin::AdminThread::start(listener, self.state.clone())
+                    .map_err(|source| StartError::Admin { addr, source })?;
+                (Some(served), bound)
             }
             None => (None, None),
         };
@@ -160,9 +162,7 @@ impl Agent {
         probes.abort();
         access.stop(ACCESS_STOP).await;
         ticker.abort();
-        if let Some(a) = admin {
-            a.abort();
-        }
+        drop(admin);
         info!("agent stopped");
         Ok(())
     }

@@ -92,7 +92,8 @@ impl Tuning {
             keepalive_max: self.keepalive_max,
             window_size: self.window_size,
             window_on_consume: true,
-            nodelay: true,
+            // No `nodelay`: russh sets it only on a socket it opens itself; the agent's sockets
+            // are tuned by `net::server_side`.
             preferred: Preferred {
                 key: Cow::Owned(key),
                 ..self.preferred.clone()

@@ -45,11 +45,7 @@ pub struct QuickAckStream(TcpStream);
 
 impl QuickAckStream {
     fn ack_now(&self) {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            // Best effort: a failure only means delayed ACKs, as without this type.
-            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
-        }
+        crate::net::ack_now(&self.0);
     }
 }
 

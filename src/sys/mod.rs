@@ -8,9 +8,7 @@
 //! written, and the files in /proc/PID belong to root. The flag holds until the process
 //! ends (the agent never executes another program).
 //!
-//! Besides `memory`, only this module uses `unsafe`: three libc calls that take and return plain
-//! integers.
-#![allow(unsafe_code)]
+//! Every call goes through rustix's safe wrappers: no `unsafe` here.
 
 pub mod dir;
 
@@ -19,8 +17,7 @@ use std::io;
 /// The real user id of this process: the "agent's own user" of OpenSSH's key-permission rule
 /// (`crate::ssh::keys`).
 pub fn real_uid() -> u32 {
-    // SAFETY: getuid takes no argument, touches no memory of ours and cannot fail (POSIX).
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// Raises this process's soft limit of open files (RLIMIT_NOFILE) to its hard limit: systemd
@@ -52,15 +49,9 @@ pub fn open_files_limit() -> u64 {
 pub fn set_non_dumpable() -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: prctl with PR_SET_DUMPABLE reads only its integer arguments (the unused ones
-        // are passed as 0, as prctl(2) asks), changes only this process's dumpable flag, and
-        // reports failure through its return value and errno.
-        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        use rustix::process::{DumpableBehavior, set_dumpable_behavior};
+        // prctl(PR_SET_DUMPABLE, SUID_DUMP_DISABLE)
+        set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(io::Error::from)
     }
     #[cfg(not(target_os = "linux"))]
     Err(io::Error::new(
@@ -73,14 +64,11 @@ pub fn set_non_dumpable() -> io::Result<()> {
 pub fn is_dumpable() -> io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: prctl with PR_GET_DUMPABLE reads only its integer arguments and returns the
-        // flag (0, 1 or 2) or -1 with errno; it writes no memory of ours.
-        let rc = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc != 0)
-        }
+        use rustix::process::{DumpableBehavior, dumpable_behavior};
+        // prctl(PR_GET_DUMPABLE): 0 is not dumpable; 1 and 2 (core files readable by root only)
+        // are both dumpable.
+        let flag = dumpable_behavior().map_err(io::Error::from)?;
+        Ok(flag != DumpableBehavior::NotDumpable)
     }
     #[cfg(not(target_os = "linux"))]
     Err(io::Error::new(

@@ -46,8 +46,8 @@ pub async fn open(
 ) -> Result<Dialed, TransportError> {
     let (base, via) = match route.proxy() {
         Some(url) => {
+            // The TCP to the proxy is tuned as the server's side (`proxy::dial`).
             let tunnel = proxy::connect(url, &rung.host, rung.port, timeout, trust).await?;
-            let _ = tunnel.stream.tcp().set_nodelay(true);
             let via = match tunnel.server_addr {
                 Some(addr) => format!("{rung} ({addr}) via {url}"),
                 None => format!("{rung} via {url}"),
@@ -80,7 +80,7 @@ pub async fn open_at(
             });
         }
     };
-    let _ = tcp.set_nodelay(true);
+    net::server_side(&tcp);
     wrap(rung, ProxyStream::Tcp(tcp), via, trust, timeout).await
 }
 
@@ -173,6 +173,6 @@ async fn tcp(rung: &Rung, timeout: Duration) -> Result<(TcpStream, SocketAddr), 
             target: rung.to_string(),
             reason: e.to_string(),
         })?;
-    let _ = s.set_nodelay(true);
+    net::server_side(&s);
     Ok((s, addr))
 }

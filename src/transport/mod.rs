@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 pub use dial::{Dialed, TransportError, open, open_at, resolve};
 pub use ladder::{FALLBACK_DELAY, climb};
-pub use rung::{Kind, Rung, join_host_port, split_host_port};
+pub use rung::{Kind, Rung};
 
 /// What a [`FirstByte`] publishes: empty until the server has sent something.
 pub type FirstBytes = watch::Receiver<Vec<u8>>;

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::net::{HostPort, HostPortError};
+
 /// How SSH travels on a rung.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -71,8 +73,8 @@ impl Rung {
     }
 
     /// `host:port`, with brackets for IPv6.
-    pub fn authority(&self) -> String {
-        join_host_port(&self.host, self.port)
+    pub fn authority(&self) -> HostPort {
+        HostPort::new(&self.host, self.port)
     }
 
     pub fn parse(text: &str) -> Result<Rung, String> {
@@ -112,7 +114,13 @@ impl Rung {
                 "has user information (\"...@\"): the agent authenticates inside SSH, never in the URL (proxies and inspectors read it)".into(),
             );
         }
-        let (host, port) = split_host_port(authority)?;
+        let HostPort { host, port } = HostPort::with_default_port(authority, kind.default_port())
+            .map_err(|e| match e {
+            HostPortError::Unbracketed => {
+                "write an IPv6 address in brackets, e.g. ssh://[2001:db8::1]:22".to_string()
+            }
+            e => e.to_string(),
+        })?;
         let path = match kind {
             Kind::Wss if path.is_empty() => "/".to_string(),
             Kind::Wss => {
@@ -134,7 +142,7 @@ impl Rung {
         Ok(Rung {
             kind,
             host,
-            port: port.unwrap_or(kind.default_port()),
+            port,
             path,
         })
     }
@@ -152,73 +160,10 @@ impl fmt::Display for Rung {
     }
 }
 
-/// `host:port`, with brackets for an IPv6 address (`[::1]:22`, not `::1:22`): the inverse of
-/// [`split_host_port`].
-pub fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port`: a host name or address (IPv6 in brackets) and an
-/// optional port 1-65535. Also what `notify.webhook` is parsed with.
-pub fn split_host_port(text: &str) -> Result<(String, Option<u16>), String> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or("an IPv6 address needs its closing ']'")?;
-        if h.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("\"[{h}]\" is not an IPv6 address"));
-        }
-        match after.strip_prefix(':') {
-            Some(p) => (h, Some(p)),
-            None if after.is_empty() => (h, None),
-            None => return Err(format!("unexpected \"{after}\" after the address")),
-        }
-    } else {
-        match text.rsplit_once(':') {
-            Some((h, _)) if h.contains(':') => {
-                return Err(
-                    "write an IPv6 address in brackets, e.g. ssh://[2001:db8::1]:22".into(),
-                );
-            }
-            Some((h, p)) => (h, Some(p)),
-            None => (text, None),
-        }
-    };
-    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
-    if host.is_empty() {
-        return Err("has no host".into());
-    }
-    if !host.chars().all(name_char) {
-        return Err(format!("\"{host}\" is not a host name or address"));
-    }
-    let port = match port {
-        None => None,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => return Err(format!("\"{p}\" is not a port number (1-65535)")),
-        },
-    };
-    Ok((host.to_string(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn join_host_port_brackets_ipv6_only() {
-        assert_eq!(join_host_port("::1", 22), "[::1]:22");
-        assert_eq!(join_host_port("127.0.0.1", 443), "127.0.0.1:443");
-        assert_eq!(
-            join_host_port("tunnel.vendor.example", 22),
-            "tunnel.vendor.example:22"
-        );
-    }
 
     #[test]
     fn the_three_schemes_with_their_defaults() {

@@ -400,12 +400,12 @@ async fn agent_run_refuses_to_start_when_admin_listen_is_taken() {
     assert!(stderr.contains("another agent on this host?"), "{stderr}");
 }
 
-/// `/healthz` says whether the agent's process loop still runs: the agent (its real `run`,
-/// with the ticker it starts) on a single-threaded runtime of its own, as `agent run` has it,
-/// and the endpoint served from another runtime over the agent's state, so that it can answer
-/// while the loop is stuck. A task that blocks the agent's thread (as a blocking call on the
-/// runtime would) makes `/healthz` answer 503 once the ticker is [`STUCK_AFTER`] late; when
-/// the thread is free again, 200.
+/// `/healthz` says whether the agent's process loop still runs: the agent (its real `run`, with
+/// the ticker and the admin endpoint it starts on `admin.listen`) on a single-threaded runtime
+/// of its own, as `agent run` has it. A task that blocks that thread (as a blocking call on the
+/// runtime would) makes `/healthz` answer 503 once the ticker is [`STUCK_AFTER`] late, which
+/// it can only do because the endpoint is served from a thread of its own; when the thread is
+/// free again, 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_503_while_the_process_loop_is_stuck() {
     let dir = tempfile::tempdir().unwrap();
@@ -419,11 +419,15 @@ async fn healthz_is_503_while_the_process_loop_is_stuck() {
         &[support::inproc::Fwd("jira", 5000, 443)],
         "",
     );
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let yaml = yaml.replace(
+        "admin: { listen: \"off\" }",
+        &format!("admin: {{ listen: \"{admin}\" }}"),
+    );
     let file = dir.path().join("agent.yaml");
     std::fs::write(&file, yaml).unwrap();
     let (config, identity) = agent::run::load(&file).unwrap();
     let agent = agent::run::Agent::new(config);
-    let state = agent.state.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -442,13 +446,19 @@ async fn healthz_is_503_while_the_process_loop_is_stuck() {
         });
         let _ = done_tx.send(());
     });
-    let server = start_server(state).await;
     let deadline = tokio::time::Instant::now() + EXCHANGE;
-    let mut r = get(server.addr, "/healthz").await;
+    while TcpStream::connect(admin).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "admin.listen {admin} never bound"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut r = get(admin, "/healthz").await;
     while r.status != 200 {
         assert!(tokio::time::Instant::now() < deadline, "{}", r.body);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        r = get(server.addr, "/healthz").await;
+        r = get(admin, "/healthz").await;
     }
 
     let stuck_for = STUCK_AFTER + Duration::from_secs(4);
@@ -457,7 +467,7 @@ async fn healthz_is_503_while_the_process_loop_is_stuck() {
     // Until the ticker is STUCK_AFTER late (at most a beat, 1 s, before the stall): 200.
     let deadline = stuck_at + STUCK_AFTER + Duration::from_secs(3);
     let answer = loop {
-        let r = get(server.addr, "/healthz").await;
+        let r = get(admin, "/healthz").await;
         if r.status != 200 {
             break r;
         }
@@ -481,7 +491,7 @@ async fn healthz_is_503_while_the_process_loop_is_stuck() {
     );
     // Free again: the ticker beats at once.
     let deadline = stuck_at + stuck_for + Duration::from_secs(5);
-    while get(server.addr, "/healthz").await.status != 200 {
+    while get(admin, "/healthz").await.status != 200 {
         assert!(
             std::time::Instant::now() < deadline,
             "not 200 again after the stall"

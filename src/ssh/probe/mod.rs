@@ -94,7 +94,6 @@ impl ServerProbe {
     pub fn new(host: &str, pins: Vec<HostKeyPin>, known_hosts: Option<PathBuf>) -> Self {
         let ssh_config = client::Config {
             client_id: client_id("_check"),
-            nodelay: true,
             preferred: preferred(&pins, known_hosts.is_some()),
             ..client::Config::default()
         };
@@ -153,7 +152,6 @@ impl ServerProbe {
     fn asking_only_for(&self, algorithm: Algorithm) -> Arc<client::Config> {
         Arc::new(client::Config {
             client_id: client_id("_check"),
-            nodelay: true,
             preferred: Preferred {
                 key: Cow::Owned(vec![algorithm]),
                 ..self.ssh_config.preferred.clone()

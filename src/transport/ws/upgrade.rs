@@ -1,6 +1,6 @@
 //! The WebSocket opening handshake, client side (RFC 6455 §4.1).
 //!
-//! The response head is read one byte at a time, so nothing past its blank line is consumed:
+//! The response head is read with [`read_head`], which consumes nothing past its blank line:
 //! the terminator may send the SSH banner in the same TLS record as its `101`, and those bytes
 //! belong to the first frame [`WsIo`] reads. Everything the terminator says reaches errors
 //! only through [`printable`].
@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frames::WsIo;
 use crate::logging::printable;
-use crate::proxy::{HeadError, read_head, status_line};
+use crate::net::{Head, HeadError, parse_head, read_head};
 use crate::transport::rung::Rung;
 
 /// The upgrade reply's head (status line and headers) may not be longer.
@@ -59,11 +59,15 @@ where
             ),
             HeadError::Io(e) => format!("reading the answer to the WebSocket upgrade: {e}"),
         })?;
-    let head = String::from_utf8_lossy(&head);
-    let (status, reason) = status_line(&head)
-        .map_err(|shown| format!("the answer to the WebSocket upgrade is not HTTP: \"{shown}\""))?;
-    if status != 101 {
+    let head = parse_head(&head).map_err(|e| {
+        format!(
+            "the answer to the WebSocket upgrade is not HTTP: \"{}\"",
+            printable(&e.line)
+        )
+    })?;
+    if head.status != 101 {
         let body = read_body(&mut stream, &head).await;
+        let (status, reason) = (head.status, printable(&head.reason));
         return Err(format!(
             "the WebSocket upgrade was answered with HTTP {status} {reason}{}",
             if body.is_empty() {
@@ -80,10 +84,10 @@ where
 /// The GET with the four headers every WebSocket client sends, and Host.
 fn request(rung: &Rung, key: &str) -> String {
     // The Host header is the URL's authority; the default port is left out, as browsers do.
-    let host = match (rung.port, rung.host.contains(':')) {
-        (443, true) => format!("[{}]", rung.host),
-        (443, false) => rung.host.clone(),
-        _ => rung.authority(),
+    let authority = rung.authority().to_string();
+    let host = match rung.port {
+        443 => authority.strip_suffix(":443").unwrap_or(&authority),
+        _ => &authority,
     };
     format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -92,20 +96,11 @@ fn request(rung: &Rung, key: &str) -> String {
     )
 }
 
-/// The value of header `name` (the first one), trimmed.
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-}
-
 /// §4.1: a 101 must say `Upgrade: websocket`, `Connection: Upgrade`, and prove with
 /// `Sec-WebSocket-Accept` that it read our key (so no cache or confused proxy answered).
-fn check_accept(head: &str, key: &str) -> Result<(), String> {
+fn check_accept(head: &Head, key: &str) -> Result<(), String> {
     let has_token = |name: &str, token: &str| {
-        header(head, name)
+        head.header(name)
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
     if !has_token("upgrade", "websocket") {
@@ -115,7 +110,7 @@ fn check_accept(head: &str, key: &str) -> Result<(), String> {
         return Err("the terminator answered 101 without `Connection: Upgrade`".into());
     }
     let expected = Base64::encode_string(&Sha1::digest(format!("{key}{ACCEPT_GUID}")));
-    match header(head, "sec-websocket-accept") {
+    match head.header("sec-websocket-accept") {
         Some(accept) if accept == expected => {}
         Some(_) => {
             return Err(
@@ -127,7 +122,10 @@ fn check_accept(head: &str, key: &str) -> Result<(), String> {
         None => return Err("the terminator answered 101 without Sec-WebSocket-Accept".into()),
     }
     // No extension was offered, so none may be in use (their frames would not parse).
-    if let Some(ext) = header(head, "sec-websocket-extensions").filter(|e| !e.is_empty()) {
+    if let Some(ext) = head
+        .header("sec-websocket-extensions")
+        .filter(|e| !e.is_empty())
+    {
         let shown: String = ext.chars().take(60).collect();
         return Err(format!(
             "the terminator turned on WebSocket extension \"{}\", which was not offered",
@@ -138,8 +136,9 @@ fn check_accept(head: &str, key: &str) -> Result<(), String> {
 }
 
 /// The start of a refusal's body, printable, waiting at most [`BODY_WAIT`] for it.
-async fn read_body<S: AsyncRead + Unpin>(stream: &mut S, head: &str) -> String {
-    let length = header(head, "content-length")
+async fn read_body<S: AsyncRead + Unpin>(stream: &mut S, head: &Head) -> String {
+    let length = head
+        .header("content-length")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(MAX_BODY);
     let mut body = vec![0u8; length.min(MAX_BODY)];
@@ -182,8 +181,20 @@ mod tests {
         upgrade(tcp, &rung).await.map(drop)
     }
 
+    /// The request's Sec-WebSocket-Key.
+    fn key_of(request: &str) -> String {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut parsed = httparse::Request::new(&mut headers);
+        parsed.parse(request.as_bytes()).unwrap();
+        let key = parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"));
+        String::from_utf8(key.unwrap().value.to_vec()).unwrap()
+    }
+
     fn accept_for(request: &str) -> String {
-        let key = header(request, "sec-websocket-key").unwrap();
+        let key = key_of(request);
         Base64::encode_string(&Sha1::digest(format!("{key}{ACCEPT_GUID}")))
     }
 
@@ -211,8 +222,8 @@ mod tests {
         ] {
             assert!(req.contains(h), "{h} missing from {req}");
         }
-        let key = header(&req, "sec-websocket-key").unwrap();
-        assert_eq!(Base64::decode_vec(key).unwrap().len(), 16, "{key}");
+        let key = key_of(&req);
+        assert_eq!(Base64::decode_vec(&key).unwrap().len(), 16, "{key}");
     }
 
     #[tokio::test]
