@@ -68,7 +68,7 @@
 //!   It imports nothing of the crate.
 //! - [`audit`]: the audit trail (russh-free): one hash-chained JSON line per vendor
 //!   connection, refused channel, access change, config load and session, written by a thread
-//!   of its own; and `agent audit verify`. It imports only [`logging`] and [`sys`].
+//!   of its own; and `agent audit verify`. It imports only [`logging`], [`sys`] and [`fault`].
 //! - [`logging`]: text or JSON logs on stdout, and [`logging::printable`], through which any text
 //!   from outside (a server, a proxy) goes before it reaches a log line or `agent check`'s output:
 //!   escaped, and cut to 256 characters. It imports nothing of the crate.
