@@ -1,7 +1,7 @@
 //! The whole product on one machine, in one command, stopping by itself:
 //!
 //! ```text
-//! cargo run --release --example demo
+//! cargo run --example demo
 //! ```
 //!
 //! 1. makes a throwaway key pair (what `agent keygen` does),

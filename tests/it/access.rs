@@ -2,19 +2,18 @@
 //! line: a grant makes the server listen; revoke and expiry free the server's port and cut an
 //! open connection within a second; the control socket answers only the agent's own user.
 
-
 use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::READY;
 use crate::support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
 use crate::support::sshd::Sshd;
 use crate::support::targets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::READY;
 /// What "within a second" allows on a shared machine for the step the issue bounds to 1 s.
 const WITHIN: Duration = Duration::from_millis(1500);
 

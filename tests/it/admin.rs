@@ -3,7 +3,6 @@
 //! requests it refuses, clients it drops, and `agent run` refusing to start when admin.listen
 //! is taken.
 
-
 use crate::support;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,19 +4,17 @@
 //! under `on_failure: refuse` and not under `continue`; and, with the real binary, that the head
 //! it logs lets `agent audit verify --head` find a truncated tail.
 
-
 use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent::audit::verify::{Outcome, default_files, verify};
+use crate::support::READY;
 use crate::support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
 use crate::support::targets;
 use crate::support::vendor_server::{ProbeChannel, VendorOptions, VendorServer};
+use agent::audit::verify::{Outcome, default_files, verify};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use crate::support::READY;
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -2,16 +2,15 @@
 //! each test on 127.0.0.1: every step's PASS and FAIL path, exit codes 0/1/2, the JSON shape and
 //! the first-contact mode `agent check HOST:PORT`.
 
-
 use crate::support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use crate::support::inproc::{Fwd, config_yaml, start_agent};
 use crate::support::sshd::Sshd;
 use crate::support::targets;
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 

@@ -3,21 +3,19 @@
 //! about 6 s (interval x (max_missed + 1)) while a forwarded connection moves data both ways
 //! as fast as it can. Real OpenSSH sshd; the partition runs in a network namespace of its own.
 
-
 use crate::support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::READY;
 use crate::support::inproc::{Fwd, RunningAgent, config_yaml, start_agent};
 use crate::support::sshd::{Sshd, signal};
 use crate::support::targets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::READY;
 /// keepalive 2 s x (2 missed + 1), plus scheduling slack on a shared machine.
 const NOTICED_WITHIN: Duration = Duration::from_secs(9);
-/// Set in the re-run of a test inside its own network namespace.
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -120,7 +118,15 @@ async fn a_frozen_server_is_noticed_under_bulk_load() {
 /// running itself again inside `unshare --net`, so nothing outside the test is touched.
 #[test]
 fn a_partition_that_drops_every_packet_is_noticed_under_bulk_load() {
-    let wrapper = ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"];
+    let wrapper = [
+        "unshare",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$@\"",
+        "sh",
+    ];
     if !support::run_alone(
         "deadlink::a_partition_that_drops_every_packet_is_noticed_under_bulk_load",
         &wrapper,

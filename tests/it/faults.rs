@@ -1,7 +1,6 @@
 //! The fault suite: the agent's state stays true (and visible on /readyz and through
 //! `agent health`) while real OpenSSH sshd misbehaves, and it recovers on its own.
 
-
 use crate::support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -9,15 +8,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::admin::client::{Health, check};
-use agent::tunnel::state::ForwardState;
+use crate::support::READY;
 use crate::support::inproc::{Fwd, config_yaml, echo_exact, start_agent_with_admin};
 use crate::support::sshd::{Sshd, signal};
 use crate::support::targets;
+use agent::admin::client::{Health, check};
+use agent::tunnel::state::ForwardState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-use crate::support::READY;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -279,7 +277,10 @@ async fn after_sshd_restarts_ready_again_within_two_seconds_and_not_ready_betwee
     // after three the delay legitimately doubles. What the test guards is the backoff's shape:
     // `initial` is used and the delay does not run to `max` (60 s), so the bound above (15 s)
     // is the assertion; the time is printed for the record.
-    eprintln!("ready {:?} after sshd was listening again", listening.elapsed());
+    eprintln!(
+        "ready {:?} after sshd was listening again",
+        listening.elapsed()
+    );
     echo_exact(remote, 4096, 2, Duration::from_secs(10))
         .await
         .unwrap();

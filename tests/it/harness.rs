@@ -2,7 +2,6 @@
 //! agent, not at its test servers. Covers: the real sshd with a plain OpenSSH client, its
 //! kill/restart, and the in-process vendor server with a minimal russh client.
 
-
 use crate::support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,12 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use russh::client;
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::{Channel, ChannelOpenFailure};
 use crate::support::sshd::{self, Sshd};
 use crate::support::targets;
 use crate::support::vendor_server::{self, ProbeChannel, VendorOptions, VendorServer};
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{Channel, ChannelOpenFailure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

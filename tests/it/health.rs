@@ -2,18 +2,16 @@
 //! binary's twin, `CARGO_BIN_EXE_agent`, against a real sshd): a target that is down, a pause,
 //! and an admin address the config file no longer names.
 
-
 use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::READY;
 use crate::support::agent_process::{AgentProcess, get};
 use crate::support::inproc::{Fwd, config_yaml, echo_exact};
 use crate::support::sshd::Sshd;
 use crate::support::targets;
-
-use crate::support::READY;
 
 fn cli(config: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_agent"))

@@ -17,7 +17,6 @@
 //! after the scenario, /readyz, the reconnect count) and what the agent refused or closed.
 //! Run one with `--nocapture` to see its numbers (`hostile SCENARIO: VmHWM ...`).
 
-
 use crate::support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,13 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::READY;
+use crate::support::agent_process::{AgentProcess, get};
+use crate::support::inproc::{Fwd, config_yaml};
+use crate::support::targets::{self, Accepted, Task};
 use agent::admin::client::{Health, check};
 use agent::config::Limits;
 use agent::tunnel::budget::memory_bound;
 use serde_json::{Value, json};
-use crate::support::agent_process::{AgentProcess, get};
-use crate::support::inproc::{Fwd, config_yaml};
-use crate::support::targets::{self, Accepted, Task};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The agent binary under test; scripts/test.sh builds it and sets this.
@@ -49,7 +49,6 @@ const MAX_CONNECTIONS: u64 = 64;
 const LIMITS: &str =
     "limits: { max_connections: 64, total_buffer: 16MiB, connection_buffer: 1MiB }";
 
-use crate::support::READY;
 const SCENARIO_TIME: Duration = Duration::from_secs(180);
 const HEALTHZ_WITHIN: Duration = Duration::from_secs(1);
 /// How long a target may take to have counted a connection the agent already dialed.
@@ -68,8 +67,12 @@ fn release_bin() -> PathBuf {
         );
     };
     let bin = PathBuf::from(bin);
-    let elf = std::fs::read(&bin)
-        .unwrap_or_else(|e| panic!("{BIN_ENV}={}: {e}: build it with {BUILD_STATIC}", bin.display()));
+    let elf = std::fs::read(&bin).unwrap_or_else(|e| {
+        panic!(
+            "{BIN_ENV}={}: {e}: build it with {BUILD_STATIC}",
+            bin.display()
+        )
+    });
     assert!(
         !has_interpreter(&elf),
         "{BIN_ENV}={} is linked dynamically (it names a program interpreter): the suite runs the \
@@ -84,12 +87,22 @@ fn release_bin() -> PathBuf {
 fn has_interpreter(elf: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
     let at = |offset: usize, len: usize| -> u64 {
-        let bytes = elf.get(offset..offset + len).expect("a truncated ELF header");
+        let bytes = elf
+            .get(offset..offset + len)
+            .expect("a truncated ELF header");
         bytes.iter().rev().fold(0, |n, b| (n << 8) | u64::from(*b))
     };
     assert_eq!(elf.get(..4), Some(&b"\x7fELF"[..]), "not an ELF file");
-    assert_eq!((elf[4], elf[5]), (2, 1), "not a 64-bit little-endian ELF file");
-    let (table, size, count) = (at(0x20, 8) as usize, at(0x36, 2) as usize, at(0x38, 2) as usize);
+    assert_eq!(
+        (elf[4], elf[5]),
+        (2, 1),
+        "not a 64-bit little-endian ELF file"
+    );
+    let (table, size, count) = (
+        at(0x20, 8) as usize,
+        at(0x36, 2) as usize,
+        at(0x38, 2) as usize,
+    );
     (0..count).any(|i| at(table + i * size, 4) as u32 == PT_INTERP)
 }
 

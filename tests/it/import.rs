@@ -3,17 +3,16 @@
 //! naming the file and line. `-R` parsing is checked against the real OpenSSH client (`ssh -G`),
 //! and one round trip runs the imported file against a real sshd.
 
-
 use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use agent::config::Config;
-use agent::import::{Imported, Severity, import};
 use crate::support::inproc::{echo_exact, start_agent};
 use crate::support::sshd::Sshd;
 use crate::support::targets;
+use agent::config::Config;
+use agent::import::{Imported, Severity, import};
 
 /// Any syntactically valid pin, for imports that are not run.
 const PIN: &str = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";

@@ -6,17 +6,16 @@
 //! config in a temp dir and killed by PID. scripts/test.sh installs websockify, stunnel4 and
 //! squid-openssl (microsocks for tests/proxy.rs); without them these tests fail.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use crate::support::READY;
 use crate::support::inproc::{RunningAgent, echo_exact, start_agent};
 use crate::support::sshd::{Sshd, port_open};
 use crate::support::{agent_key, free_port, targets};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::support::READY;
 const START: Duration = Duration::from_secs(10);
 
 /// A program started by a test, killed (by its PID) when dropped.

@@ -2,18 +2,17 @@
 //! started by each test on 127.0.0.1 with its own host key. A missing Dropbear fails these tests
 //! (scripts/test.sh installs dropbear-bin).
 
-
 use crate::support;
 use std::time::Duration;
 
-use agent::tunnel::state::ForwardState;
+use crate::support::READY;
 use crate::support::dropbear::Dropbear;
 use crate::support::inproc::{Fwd, RunningAgent, config_yaml, echo_exact, start_agent};
 use crate::support::targets;
+use agent::tunnel::state::ForwardState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::READY;
 const MIB: usize = 1024 * 1024;
 
 struct Setup {

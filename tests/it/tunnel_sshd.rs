@@ -2,18 +2,17 @@
 //! config, host key and authorized_keys. A missing sshd fails these tests (scripts/test.sh
 //! installs it).
 
-
 use crate::support;
 use std::time::{Duration, Instant};
 
-use agent::tunnel::state::ForwardState;
+use crate::support::READY;
 use crate::support::inproc::{Fwd, config_yaml, echo_exact, hashing_sink, start_agent};
 use crate::support::sshd::{Sshd, signal};
 use crate::support::targets;
+use agent::tunnel::state::ForwardState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::READY;
 const MIB: usize = 1024 * 1024;
 
 struct Setup {

@@ -2,22 +2,21 @@
 //! control over what the server does (deny a forward, open channels the agent never asked for,
 //! rekey on demand). tests/tunnel_sshd.rs repeats the essentials against real OpenSSH.
 
-
 use crate::support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::tunnel::state::ForwardState;
+use crate::support::READY;
 use crate::support::inproc::{Fwd, config_yaml, echo_exact, start_agent};
 use crate::support::targets;
 use crate::support::vendor_server::{
     EARLY_HELLO, Misbehaviour, ProbeChannel, VendorOptions, VendorServer,
 };
+use agent::tunnel::state::ForwardState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::READY;
 const MIB: usize = 1024 * 1024;
 
 struct Setup {

@@ -58,8 +58,14 @@ pub fn run_alone(name: &str, wrapper: &[&str]) -> bool {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{name}, alone in a child process:\n{text}");
-    assert!(text.contains("1 passed"), "{name} did not run in the child process:\n{text}");
+    assert!(
+        out.status.success(),
+        "{name}, alone in a child process:\n{text}"
+    );
+    assert!(
+        text.contains("1 passed"),
+        "{name} did not run in the child process:\n{text}"
+    );
     false
 }
 
