@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::READY;
 use crate::support::inproc::{RunningAgent, echo_exact, start_agent};
-use crate::support::sshd::{Sshd, port_open};
+use crate::support::sshd::Sshd;
 use crate::support::{agent_key, free_port, targets};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -459,7 +459,7 @@ async fn squid_as_connect_and_as_https_proxy() {
     )
     .unwrap();
     let tls = format!("{{ ca_file: \"{}\" }}", both.display());
-    for (proxy, rung, port, target) in [
+    for (proxy, rung, port, connect) in [
         (
             format!("http://127.0.0.1:{}", sq.http),
             format!("wss://localhost:{}/", v.wss_port),
@@ -492,7 +492,7 @@ async fn squid_as_connect_and_as_https_proxy() {
         let via = agent.snapshot().connected_via.unwrap();
         assert!(via.contains(&format!("via {proxy}")), "{via}");
         agent.stop().await;
-        sq.wait_logged(port, &target).await;
+        sq.wait_logged(port, &connect).await;
     }
 }
 
@@ -744,8 +744,16 @@ async fn wss_and_tls_through_socks5() {
     cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
     let socks = Daemon::start("microsocks", cmd, port, dir.path().join("microsocks.log"));
     for (scheme, rung, rung_port) in [
-        ("socks5h", format!("wss://localhost:{}/", v.wss_port), v.wss_port),
-        ("socks5", format!("tls://localhost:{}", v.tls_port), v.tls_port),
+        (
+            "socks5h",
+            format!("wss://localhost:{}/", v.wss_port),
+            v.wss_port,
+        ),
+        (
+            "socks5",
+            format!("tls://localhost:{}", v.tls_port),
+            v.tls_port,
+        ),
     ] {
         let remote = free_port();
         let sub = dir.path().join(scheme);
@@ -805,7 +813,10 @@ fn wrongly_pinned(v: &Vendor, text: String) -> String {
 
 /// SSH connections the agent opened to the vendor's sshd so far (its banner, in sshd's log).
 fn ssh_connections(v: &Vendor) -> usize {
-    v.sshd.log().matches("remote software version agent_").count()
+    v.sshd
+        .log()
+        .matches("remote software version agent_")
+        .count()
 }
 
 /// The agent, pinned to [`WRONG_PIN`], refuses the vendor's key on the path `via` names: it
@@ -826,7 +837,7 @@ async fn refuses_the_host_key(
             "connected despite a wrong pin: {s:#?}"
         );
         assert!(
-            !port_open(remote),
+            !v.sshd.listens_on(remote),
             "sshd listens on the forward's port {remote} despite a wrong pin"
         );
     };
@@ -871,7 +882,15 @@ async fn a_wrong_pin_is_refused_on_the_tls_rung() {
     let (target, _echo) = targets::echo().await;
     let remote = free_port();
     let rung = format!("tls://localhost:{}", v.tls_port);
-    let text = yaml(&v, &key, &[rung.clone()], &trusted(&pki), "none", remote, target);
+    let text = yaml(
+        &v,
+        &key,
+        &[rung.clone()],
+        &trusted(&pki),
+        "none",
+        remote,
+        target,
+    );
     let before = ssh_connections(&v);
     let agent = start_agent(dir.path(), &wrongly_pinned(&v, text));
     refuses_the_host_key(&agent, &v, remote, &rung, before).await;
@@ -888,7 +907,15 @@ async fn a_wrong_pin_is_refused_on_the_wss_rung() {
     let (target, _echo) = targets::echo().await;
     let remote = free_port();
     let rung = format!("wss://localhost:{}/tunnel", v.wss_port);
-    let text = yaml(&v, &key, &[rung.clone()], &trusted(&pki), "none", remote, target);
+    let text = yaml(
+        &v,
+        &key,
+        &[rung.clone()],
+        &trusted(&pki),
+        "none",
+        remote,
+        target,
+    );
     let before = ssh_connections(&v);
     let agent = start_agent(dir.path(), &wrongly_pinned(&v, text));
     refuses_the_host_key(&agent, &v, remote, &rung, before).await;
@@ -909,7 +936,15 @@ async fn with_tls_verify_false_a_wrong_pin_is_still_refused() {
     let unverified = "{ verify: false }";
 
     let remote = free_port();
-    let text = yaml(&v, &key, &[rung.clone()], unverified, "none", remote, target);
+    let text = yaml(
+        &v,
+        &key,
+        &[rung.clone()],
+        unverified,
+        "none",
+        remote,
+        target,
+    );
     let before = ssh_connections(&v);
     let sub = dir.path().join("wrong");
     std::fs::create_dir_all(&sub).unwrap();
@@ -918,11 +953,21 @@ async fn with_tls_verify_false_a_wrong_pin_is_still_refused() {
     agent.stop().await;
 
     let remote = free_port();
-    let text = yaml(&v, &key, &[rung.clone()], unverified, "none", remote, target);
+    let text = yaml(
+        &v,
+        &key,
+        &[rung.clone()],
+        unverified,
+        "none",
+        remote,
+        target,
+    );
     let sub = dir.path().join("right");
     std::fs::create_dir_all(&sub).unwrap();
     let agent = start_agent(&sub, &text);
     carries_exact_bytes(&agent, remote).await;
+    // What the wrong pin's check looks for does show here, where sshd opened the forward.
+    assert!(v.sshd.listens_on(remote), "sshd holds no listener on {remote}");
     agent.stop().await;
 }
 
@@ -1012,7 +1057,7 @@ async fn a_certificate_for_another_name_is_refused() {
                     "connected with a certificate for another name: {s:#?}"
                 );
                 assert!(
-                    !port_open(remote),
+                    !v.sshd.listens_on(remote),
                     "sshd listens on the forward's port {remote}"
                 );
                 s.last_error.is_some()
