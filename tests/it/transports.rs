@@ -811,11 +811,16 @@ fn wrongly_pinned(v: &Vendor, text: String) -> String {
     text.replace(&pin, &format!("host_keys: [\"{WRONG_PIN}\"]"))
 }
 
-/// SSH connections the agent opened to the vendor's sshd so far (its banner, in sshd's log).
-fn ssh_connections(v: &Vendor) -> usize {
+/// Connections the vendor's sshd saw end before authentication so far ("Connection closed by
+/// 127.0.0.1 port N [preauth]" in its log): one per attempt the agent gave up on the host key.
+fn refused_connections(v: &Vendor) -> usize {
     v.sshd
         .log()
-        .matches("remote software version agent_")
+        .lines()
+        .filter(|l| {
+            (l.starts_with("Connection ") || l.starts_with("Disconnected "))
+                && l.ends_with("[preauth]")
+        })
         .count()
 }
 
@@ -823,7 +828,7 @@ fn ssh_connections(v: &Vendor) -> usize {
 /// reports `host_key_mismatch` naming the key sshd offered (so the handshake did reach sshd
 /// along that path) and the pin, and keeps refusing on the attempt after, while it is never
 /// connected nor ready and sshd never listens on the forward's port `remote`; sshd's log shows
-/// no login and no forward request. `before`: [`ssh_connections`] when the agent started.
+/// no login and no forward request. `before`: [`refused_connections`] when the agent started.
 async fn refuses_the_host_key(
     agent: &RunningAgent,
     v: &Vendor,
@@ -858,11 +863,12 @@ async fn refuses_the_host_key(
         "{message}"
     );
     assert!(message.contains(via), "not refused on {via}: {message}");
-    // The attempt after it (permanent failures wait reconnect.max, 2 s here) refuses too.
+    // The attempt after it (permanent failures wait reconnect.max, 2 s here) ends before
+    // authentication too: a check skipped on a retry would let it in.
     agent
         .wait_for(Duration::from_secs(10), "trying again, and refusing", |s| {
             never_in(s);
-            mismatch(s) && ssh_connections(v) >= before + 2
+            mismatch(s) && refused_connections(v) >= before + 2
         })
         .await;
     let log = v.sshd.log();
@@ -891,7 +897,7 @@ async fn a_wrong_pin_is_refused_on_the_tls_rung() {
         remote,
         target,
     );
-    let before = ssh_connections(&v);
+    let before = refused_connections(&v);
     let agent = start_agent(dir.path(), &wrongly_pinned(&v, text));
     refuses_the_host_key(&agent, &v, remote, &rung, before).await;
     agent.stop().await;
@@ -916,7 +922,7 @@ async fn a_wrong_pin_is_refused_on_the_wss_rung() {
         remote,
         target,
     );
-    let before = ssh_connections(&v);
+    let before = refused_connections(&v);
     let agent = start_agent(dir.path(), &wrongly_pinned(&v, text));
     refuses_the_host_key(&agent, &v, remote, &rung, before).await;
     agent.stop().await;
@@ -945,7 +951,7 @@ async fn with_tls_verify_false_a_wrong_pin_is_still_refused() {
         remote,
         target,
     );
-    let before = ssh_connections(&v);
+    let before = refused_connections(&v);
     let sub = dir.path().join("wrong");
     std::fs::create_dir_all(&sub).unwrap();
     let agent = start_agent(&sub, &wrongly_pinned(&v, text));
@@ -967,7 +973,10 @@ async fn with_tls_verify_false_a_wrong_pin_is_still_refused() {
     let agent = start_agent(&sub, &text);
     carries_exact_bytes(&agent, remote).await;
     // What the wrong pin's check looks for does show here, where sshd opened the forward.
-    assert!(v.sshd.listens_on(remote), "sshd holds no listener on {remote}");
+    assert!(
+        v.sshd.listens_on(remote),
+        "sshd holds no listener on {remote}"
+    );
     agent.stop().await;
 }
 
@@ -1006,7 +1015,7 @@ async fn a_wrong_pin_is_refused_through_a_proxy() {
             remote,
             target,
         );
-        let before = ssh_connections(&v);
+        let before = refused_connections(&v);
         let agent = start_agent(&sub, &wrongly_pinned(&v, text));
         refuses_the_host_key(&agent, &v, remote, &format!("via {proxy}"), before).await;
         agent.stop().await;
