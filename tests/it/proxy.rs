@@ -4,6 +4,10 @@
 //! plus a proxy written here that sends its `200` and the server's banner in one write.
 //! scripts/test.sh installs tinyproxy and microsocks; without them these tests fail.
 //!
+//! A test that says the agent went through a proxy checks the proxy's own log
+//! ([`ProxyProcess::connects_to`]), not only the agent's `via` label, which a build that dialed
+//! direct could still print.
+//!
 //! The proxy environment is injected through `ProxyEnv::from_pairs`, never set on the process:
 //! the tests run in parallel. Every log line the agent writes in this binary is captured, and the
 //! passwords used here must appear in none of them.

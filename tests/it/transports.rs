@@ -2,9 +2,15 @@
 //! websockify (`wss://`) and behind stunnel4 (`tls://`), reached directly, through squid
 //! (`http://` CONNECT, `https://` proxy, and ssl-bump with the test's own CA) and through
 //! microsocks (SOCKS5); a first rung that accepts TCP and never speaks; a certificate from an
-//! untrusted CA; `agent check` over the rungs. Each program is started by its test with its own
-//! config in a temp dir and killed by PID. scripts/test.sh installs websockify, stunnel4 and
-//! squid-openssl (microsocks for tests/proxy.rs); without them these tests fail.
+//! untrusted CA, and one for another name; a wrong host-key pin on every path (tls, wss, tls
+//! with `verify: false`, through a proxy); `agent check` over the rungs. Each program is started
+//! by its test with its own config in a temp dir and killed by PID. scripts/test.sh installs
+//! websockify, stunnel4 and squid-openssl (microsocks for tests/proxy.rs); without them these
+//! tests fail.
+//!
+//! A test that says the agent went through a proxy checks the proxy's own record (squid's access
+//! log, microsocks's "connected to" lines), not only the agent's `via` label, which a build that
+//! dialed direct could still print.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
