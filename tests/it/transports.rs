@@ -897,7 +897,7 @@ async fn a_wrong_pin_is_refused_on_the_tls_rung() {
     let text = yaml(
         &v,
         &key,
-        &[rung.clone()],
+        std::slice::from_ref(&rung),
         &trusted(&pki),
         "none",
         remote,
@@ -922,7 +922,7 @@ async fn a_wrong_pin_is_refused_on_the_wss_rung() {
     let text = yaml(
         &v,
         &key,
-        &[rung.clone()],
+        std::slice::from_ref(&rung),
         &trusted(&pki),
         "none",
         remote,
@@ -951,7 +951,7 @@ async fn with_tls_verify_false_a_wrong_pin_is_still_refused() {
     let text = yaml(
         &v,
         &key,
-        &[rung.clone()],
+        std::slice::from_ref(&rung),
         unverified,
         "none",
         remote,
@@ -968,7 +968,7 @@ async fn with_tls_verify_false_a_wrong_pin_is_still_refused() {
     let text = yaml(
         &v,
         &key,
-        &[rung.clone()],
+        std::slice::from_ref(&rung),
         unverified,
         "none",
         remote,
