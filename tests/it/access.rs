@@ -387,7 +387,7 @@ async fn the_control_socket_answers_only_the_agents_own_user() {
 async fn webhook(
     statuses: Vec<u16>,
 ) -> (u16, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -13,7 +13,7 @@ use agent::admin::{FIRST_BYTE_TIMEOUT, MAX_HEAD, READ_TIMEOUT, ReadyReport};
 use agent::config::Forward;
 use agent::tunnel::state::{ForwardState, TunnelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// Bound for one exchange in the tests that run on real time.
@@ -33,7 +33,7 @@ impl Drop for Server {
 
 /// Serves `state` on a fresh 127.0.0.1:0 listener, as `agent run` serves on admin.listen.
 async fn start_server(state: Arc<TunnelState>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(agent::admin::serve(listener, state));
     Server { addr, task }
@@ -366,7 +366,7 @@ async fn a_silent_client_is_dropped_after_the_first_byte_timeout() {
 async fn agent_run_refuses_to_start_when_admin_listen_is_taken() {
     let dir = tempfile::tempdir().unwrap();
     let (key, _public) = support::agent_key(dir.path());
-    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = support::fresh_tokio_listener();
     let taken_at = taken.local_addr().unwrap();
     let yaml = support::inproc::config_yaml(
         &[support::targets::closed_port()],

@@ -502,7 +502,7 @@ async fn a_running_agent_holding_the_port_is_named_and_not_disturbed() {
 
     // When something answers at the config's admin.listen (as a local agent's endpoint does),
     // the refusal is explained by it: a warning, not a failure.
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = support::fresh_tokio_listener();
     let yaml = std::fs::read_to_string(s.dir.path().join("agent.yaml"))
         .unwrap()
         .replace(
@@ -622,7 +622,7 @@ async fn tls_target(cert: &Path, key: &Path) -> (u16, AbortOnDrop) {
     .with_single_cert(certs, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -662,7 +662,7 @@ async fn recording_target() -> (
     AbortOnDrop,
 ) {
     use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {

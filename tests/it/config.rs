@@ -1349,8 +1349,7 @@ fn check_output(file: &Path) -> (Option<i32>, String) {
 
 /// A port nothing listens on, so `agent check` fails fast where it probes the server.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+    crate::support::fresh_listener()
         .local_addr()
         .unwrap()
         .port()

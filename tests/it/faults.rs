@@ -57,7 +57,7 @@ impl Setup {
 /// A listener for an in-process agent's admin endpoint ([`start_agent_with_admin`]), and its
 /// address.
 async fn admin_listener() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
 }

@@ -18,7 +18,7 @@ const UID: u32 = 65532;
 const STARTUP: Duration = Duration::from_secs(30);
 
 fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = crate::support::fresh_listener();
     listener.local_addr().unwrap().port()
 }
 

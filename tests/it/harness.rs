@@ -497,7 +497,7 @@ async fn vendor_refuses_denied_and_busy_ports_and_cancel_releases() {
     );
 
     // A port some other process holds is refused too.
-    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = support::fresh_listener();
     let other_port = other.local_addr().unwrap().port();
     assert!(matches!(
         client.forward(other_port, echo).await,

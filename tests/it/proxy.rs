@@ -29,7 +29,7 @@ use agent::proxy::{ProxyConfig, ProxyEnv};
 use agent::run::Agent;
 use agent::tunnel::state::Snapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// tinyproxy accepts only [-a-z0-9._] in a BasicAuth password; written %2E-encoded in the URL.
 const TP_PASSWORD: &str = "s3cr.t-Pw_9";
@@ -239,7 +239,7 @@ impl Drop for ProxyProcess {
 /// first bytes (the SSH banner) and sends them in the SAME write as its `200` response. Counts
 /// the bytes it sent that way.
 async fn banner_with_the_200_proxy() -> (u16, Arc<Mutex<usize>>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let port = listener.local_addr().unwrap().port();
     let sent = Arc::new(Mutex::new(0usize));
     let counter = sent.clone();

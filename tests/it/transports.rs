@@ -670,7 +670,7 @@ async fn a_reconnect_starts_with_the_rung_that_worked_last() {
     let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
     let mut v = vendor(dir.path(), &pki, &public);
     // Accepts, counts, and never speaks.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = crate::support::fresh_tokio_listener();
     let silent_port = silent.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();

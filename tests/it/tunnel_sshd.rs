@@ -341,7 +341,7 @@ async fn connections_blocked_on_the_window_end_when_the_session_dies() {
     let mut s = setup("");
     // A target that writes forever toward vendor-side clients that never read: sshd stops
     // granting window, so the agent's sends wait for window that will never come.
-    let spew = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let spew = support::fresh_tokio_listener();
     let spew_port = spew.local_addr().unwrap().port();
     let _spewer = tokio::spawn(async move {
         while let Ok((mut c, _)) = spew.accept().await {
@@ -391,7 +391,7 @@ async fn banner_delaying_relay(
     upstream: u16,
     delay: Duration,
 ) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::fresh_tokio_listener();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {

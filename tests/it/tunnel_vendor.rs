@@ -15,7 +15,7 @@ use crate::support::vendor_server::{
 };
 use agent::tunnel::state::ForwardState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const MIB: usize = 1024 * 1024;
 
@@ -492,7 +492,7 @@ async fn a_forwards_own_connection_cap_refuses_the_next_connection_only() {
 
 /// A TCP listener that counts connections: proof that the agent never dialed it.
 async fn counting_listener() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = support::fresh_tokio_listener();
     let port = l.local_addr().unwrap().port();
     let n = Arc::new(AtomicUsize::new(0));
     let n2 = n.clone();

@@ -235,9 +235,7 @@ pub async fn paced_hashing_sink(
     tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
     JoinHandle<()>,
 ) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind sink");
+    let listener = super::fresh_tokio_listener();
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {

@@ -76,22 +76,41 @@ pub fn run_alone(name: &str, wrapper: &[&str]) -> bool {
 /// Listeners of our own (targets, the admin endpoint) bind 127.0.0.1:0 and read the address
 /// back instead.
 ///
-/// Never the same port twice in one test process: tests of one file run in parallel, and a
-/// forward's remote port is free while its session reconnects, so another test could be handed
+/// Never the same port twice in one test process: the whole suite's tests run in parallel in
+/// it, and a forward's remote port is free while its session reconnects, so another test could be handed
 /// it, bind it (a proxy, say), and receive the first test's clients (seen once in CI: a tight
 /// loop of clients got tinyproxy's "HTTP/1.0 400" instead of their echo).
 pub fn free_port() -> u16 {
+    let listener = fresh_listener();
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A listener on 127.0.0.1 at a port no other test of this process was handed (by this or by
+/// [`free_port`]). All modules' tests share one process, and an agent keeps dialing its target
+/// (a connection, or the health probe of a target that went down) while its test runs: a target
+/// bound at a recycled port would count another test's dials as its own.
+pub fn fresh_listener() -> std::net::TcpListener {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    // Held until the loop ends, so the kernel cannot hand the same port back on the next try.
+    let mut refused = Vec::new();
     for _ in 0..100 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
         if !handed_out.contains(&port) {
             handed_out.push(port);
-            return port;
+            return listener;
         }
+        refused.push(listener);
     }
     panic!("the kernel kept handing out ports this test process already used");
+}
+
+/// [`fresh_listener`] for tokio.
+pub fn fresh_tokio_listener() -> tokio::net::TcpListener {
+    let listener = fresh_listener();
+    listener.set_nonblocking(true).expect("set_nonblocking");
+    tokio::net::TcpListener::from_std(listener).expect("a tokio listener")
 }
 
 /// The agent's RSA identity (2048-bit, written with the agent's own code) in

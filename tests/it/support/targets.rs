@@ -172,8 +172,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Binds 127.0.0.1:0 and runs `handle` for every connection, each in a task owned by the
-/// returned guard.
+/// Binds a fresh port on 127.0.0.1 ([`super::fresh_listener`]) and runs `handle` for every
+/// connection, each in a task owned by the returned guard.
 /// [`echo`] on a listener the caller bound (a port it chose before, e.g. a target that was down).
 pub fn echo_on(listener: TcpListener) -> Task {
     serve_on(listener, echo_one).1
@@ -184,10 +184,7 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind target on 127.0.0.1:0");
-    serve_on(listener, handle)
+    serve_on(super::fresh_tokio_listener(), handle)
 }
 
 fn serve_on<F, Fut>(listener: TcpListener, handle: F) -> (u16, Task)
