@@ -182,9 +182,16 @@ impl TlsError {
         match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             Some(rustls::Error::InvalidCertificate(why)) => TlsError::Untrusted {
                 host,
-                reason: format!("{why:?}"),
+                // rustls's sentence: "certificate not valid for name ...; certificate is only
+                // valid for ..." names both sides of a name mismatch (other reasons read as
+                // their variant's name, e.g. "UnknownIssuer").
+                reason: printable(why.to_string()),
                 issuer: printable(chain.top_issuer().unwrap_or_else(|| "?".into())),
-                inspected: if chain.is_public() {
+                // Only an unknown issuer is fixed by trusting a CA: a chain refused for another
+                // reason (a name it is not for, an expired leaf) came from a CA already trusted.
+                inspected: if chain.is_public()
+                    || !matches!(why, rustls::CertificateError::UnknownIssuer)
+                {
                     ""
                 } else {
                     " (not a public CA: if your network inspects TLS, add that CA's certificate to server.tls.ca_file)"

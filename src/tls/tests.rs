@@ -99,6 +99,34 @@ async fn an_unknown_issuer_is_refused_by_name_and_a_ca_file_or_verify_false_acce
     assert_eq!(dial(&unverified, port).await.unwrap().0, "hello");
 }
 
+/// A certificate from a trusted CA, for another name than the one dialed: refused, the reason
+/// naming both names, and no advice to trust the CA (it is trusted already).
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused_naming_both_names() {
+    let (ca_pem, leaf, key) = ca_and_leaf("Acme Corp CA");
+    let port = server(leaf, key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let (trust, problem) = Trust::load(&TlsSettings {
+        ca_file: Some(ca_file),
+        verify: true,
+    });
+    assert_eq!(problem, None);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let Err(e) = trust.connect(tcp, "tunnel.vendor.example", &[]).await else {
+        panic!("a certificate for localhost accepted for tunnel.vendor.example");
+    };
+    let text = e.to_string();
+    assert!(matches!(e, TlsError::Untrusted { .. }), "{text}");
+    assert!(
+        text.contains("certificate not valid for name \"tunnel.vendor.example\"")
+            && text.contains("localhost"),
+        "{text}"
+    );
+    assert!(!text.contains("server.tls.ca_file"), "{text}");
+}
+
 #[tokio::test]
 async fn plain_text_is_not_tls() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,6 +4,10 @@
 //! plus a proxy written here that sends its `200` and the server's banner in one write.
 //! scripts/test.sh installs tinyproxy and microsocks; without them these tests fail.
 //!
+//! A test that says the agent went through a proxy checks the proxy's own log
+//! ([`ProxyProcess::connects_to`]), not only the agent's `via` label, which a build that dialed
+//! direct could still print.
+//!
 //! The proxy environment is injected through `ProxyEnv::from_pairs`, never set on the process:
 //! the tests run in parallel. Every log line the agent writes in this binary is captured, and the
 //! passwords used here must appear in none of them.
@@ -198,6 +202,30 @@ impl ProxyProcess {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// How many times the proxy's own log says it was asked to reach 127.0.0.1:`port`:
+    /// tinyproxy's "CONNECT 127.0.0.1:PORT HTTP/1.1" request lines, microsocks's
+    /// "connected to 127.0.0.1:PORT" (written before either relays a byte). The proxy's
+    /// evidence, where the agent's `via` label is only the agent's word: a build that dialed
+    /// direct and kept the label would leave these at 0.
+    fn connects_to(&self, port: u16) -> usize {
+        let log = self.log();
+        let tiny = format!("CONNECT 127.0.0.1:{port} HTTP/1.1");
+        let socks = format!("connected to 127.0.0.1:{port}");
+        log.lines()
+            .filter(|l| l.contains(&tiny) || l.ends_with(&socks))
+            .count()
+    }
+
+    /// Asserts the proxy's log shows at least `at_least` requests to reach 127.0.0.1:`port`.
+    fn assert_went_through(&self, port: u16, at_least: usize) {
+        let n = self.connects_to(port);
+        assert!(
+            n >= at_least,
+            "the proxy's log shows {n} requests for 127.0.0.1:{port}, not {at_least}: the agent did not go through it:\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for ProxyProcess {
@@ -383,6 +411,7 @@ fn forwards_work_through_tinyproxy_with_and_without_basic_auth() {
         echo_exact(remote, 1 << 20, 2, Duration::from_secs(30))
             .await
             .unwrap();
+        authed.assert_went_through(s.sshd.port, 1);
         agent.stop().await;
 
         // Wrong password, then none at all: each a clear, classed error naming the proxy.
@@ -495,6 +524,8 @@ fn clients_in_a_tight_loop_are_never_refused_after_the_grant_across_reconnects()
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         done.store(true, Ordering::SeqCst);
+        // Every session, the first and the three after each kill, went through the proxy.
+        proxy.assert_went_through(s.sshd.port, 4);
         let (served, refused) = client.await.unwrap();
         assert!(
             refused.is_empty(),
@@ -532,6 +563,8 @@ fn forwards_work_through_microsocks_socks5_and_socks5h() {
         echo_exact(remote, 1 << 20, 3, Duration::from_secs(30))
             .await
             .unwrap();
+        // socks5://: the agent resolved the name, the proxy was sent the address.
+        open.assert_went_through(s.sshd.port, 1);
         agent.stop().await;
 
         // socks5h:// with user and password (percent-encoded in the URL).
@@ -548,6 +581,7 @@ fn forwards_work_through_microsocks_socks5_and_socks5h() {
         echo_exact(remote, 1 << 20, 4, Duration::from_secs(30))
             .await
             .unwrap();
+        authed.assert_went_through(s.sshd.port, 1);
         agent.stop().await;
 
         let wrong = format!("socks5h://agent:wrong-pass@127.0.0.1:{}", authed.port);
@@ -600,6 +634,7 @@ fn a_proxy_that_allows_one_port_moves_the_agent_to_that_port() {
         echo_exact(remote, 64 << 10, 5, Duration::from_secs(30))
             .await
             .unwrap();
+        tp.assert_went_through(s.sshd.port, 1);
         assert!(
             tp.log()
                 .contains(&format!("Refused CONNECT method on port {disallowed}")),
@@ -960,6 +995,8 @@ fn agent_check_reports_the_proxy_as_its_own_hop() {
             "{tcp:?}"
         );
         assert_eq!(tcp[1].1, "PASS", "{tcp:?}");
+        // ... which tinyproxy saw: it was asked for the sshd's port.
+        tp.assert_went_through(s.sshd.port, 1);
         assert!(
             tcp[1].2.contains(&format!("through the proxy {shown}")),
             "{tcp:?}"
@@ -988,6 +1025,7 @@ fn agent_check_reports_the_proxy_as_its_own_hop() {
         );
 
         // First contact, with the proxy from the environment (of the check process only).
+        let seen = tp.connects_to(s.sshd.port);
         let env_proxy = format!("http://agent:{TP_PASSWORD}@127.0.0.1:{}", tp.port);
         let target = format!("127.0.0.1:{}", s.sshd.port);
         let (code, report, stdout) = check(&[&target], &[("HTTPS_PROXY", &env_proxy)]).await;
@@ -999,5 +1037,6 @@ fn agent_check_reports_the_proxy_as_its_own_hop() {
             "{proxy:?}"
         );
         assert_eq!(rows(&report, "tcp")[0].1, "PASS", "{report:#}");
+        tp.assert_went_through(s.sshd.port, seen + 1);
     });
 }

@@ -2,9 +2,15 @@
 //! websockify (`wss://`) and behind stunnel4 (`tls://`), reached directly, through squid
 //! (`http://` CONNECT, `https://` proxy, and ssl-bump with the test's own CA) and through
 //! microsocks (SOCKS5); a first rung that accepts TCP and never speaks; a certificate from an
-//! untrusted CA; `agent check` over the rungs. Each program is started by its test with its own
-//! config in a temp dir and killed by PID. scripts/test.sh installs websockify, stunnel4 and
-//! squid-openssl (microsocks for tests/proxy.rs); without them these tests fail.
+//! untrusted CA, and one for another name; a wrong host-key pin on every path (tls, wss, tls
+//! with `verify: false`, through a proxy); `agent check` over the rungs. Each program is started
+//! by its test with its own config in a temp dir and killed by PID. scripts/test.sh installs
+//! websockify, stunnel4 and squid-openssl (microsocks for tests/proxy.rs); without them these
+//! tests fail.
+//!
+//! A test that says the agent went through a proxy checks the proxy's own record (squid's access
+//! log, microsocks's "connected to" lines), not only the agent's `via` label, which a build that
+//! dialed direct could still print.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,6 +80,11 @@ struct Pki {
 }
 
 fn pki(dir: &Path, prefix: &str, ca_name: &str) -> Pki {
+    pki_for(dir, prefix, ca_name, &["localhost", "127.0.0.1"])
+}
+
+/// [`pki`], with a leaf certificate for `names` (DNS names or IP addresses) instead.
+fn pki_for(dir: &Path, prefix: &str, ca_name: &str, names: &[&str]) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -82,9 +93,10 @@ fn pki(dir: &Path, prefix: &str, ca_name: &str) -> Pki {
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut leaf = CertificateParams::new(names.clone()).unwrap();
     leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
+        .push(DnType::CommonName, names[0].as_str());
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     let write = |name: String, text: String| {
         let p = dir.join(name);
@@ -313,7 +325,34 @@ struct Squid {
     http: u16,
     https: u16,
     bump: u16,
+    /// One line per request: `port=LISTEN_PORT STATUS METHOD URL` (see `logformat` below).
+    access_log: PathBuf,
     _daemon: Daemon,
+}
+
+impl Squid {
+    /// Waits until squid's access log has a request received on its `port` for `target`
+    /// (`host:port`): the proxy's own record that the agent went through it, which a build that
+    /// dialed direct and only labelled the session `via` the proxy could not fake. squid writes a
+    /// CONNECT tunnel's line when the tunnel closes: call it after the agent stopped.
+    async fn wait_logged(&self, port: u16, target: &str) {
+        let deadline = Instant::now() + START;
+        loop {
+            let log = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+            let on_port = format!("port={port} ");
+            if log
+                .lines()
+                .any(|l| l.starts_with(&on_port) && l.contains(target))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "squid logged no request on its port {port} for {target} within {START:?}: the agent did not go through it:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 fn squid(dir: &Path, proxy_pki: &Pki, bump: &Pki) -> Squid {
@@ -373,7 +412,8 @@ http_access allow all
 cache deny all
 pid_filename {dir}/squid.pid
 cache_log {dir}/cache.log
-access_log stdio:{dir}/access.log
+logformat agent port=%>lp %Ss/%03>Hs %rm %ru
+access_log stdio:{dir}/access.log agent
 coredump_dir {dir}
 shutdown_lifetime 0 seconds
 ",
@@ -400,6 +440,7 @@ shutdown_lifetime 0 seconds
         http,
         https,
         bump: bump_port,
+        access_log: sq.join("access.log"),
         _daemon: daemon,
     }
 }
@@ -424,14 +465,18 @@ async fn squid_as_connect_and_as_https_proxy() {
     )
     .unwrap();
     let tls = format!("{{ ca_file: \"{}\" }}", both.display());
-    for (proxy, rung) in [
+    for (proxy, rung, port, connect) in [
         (
             format!("http://127.0.0.1:{}", sq.http),
             format!("wss://localhost:{}/", v.wss_port),
+            sq.http,
+            format!("CONNECT localhost:{}", v.wss_port),
         ),
         (
             format!("https://localhost:{}", sq.https),
             format!("tls://localhost:{}", v.tls_port),
+            sq.https,
+            format!("CONNECT localhost:{}", v.tls_port),
         ),
     ] {
         let remote = free_port();
@@ -453,6 +498,7 @@ async fn squid_as_connect_and_as_https_proxy() {
         let via = agent.snapshot().connected_via.unwrap();
         assert!(via.contains(&format!("via {proxy}")), "{via}");
         agent.stop().await;
+        sq.wait_logged(port, &connect).await;
     }
 }
 
@@ -529,6 +575,9 @@ async fn behind_ssl_bump_the_tls_rung_is_refused_and_wss_connects() {
         "{via} (tls rung said: {message})"
     );
     agent.stop().await;
+    // The bumped WebSocket request, in the proxy's own log.
+    sq.wait_logged(sq.bump, &format!("localhost:{}", v.wss_port))
+        .await;
 }
 
 /// `agent check`: a row per rung; for a TLS rung the chain and, since the test CA is not a
@@ -699,10 +748,18 @@ async fn wss_and_tls_through_socks5() {
     let port = free_port();
     let mut cmd = Command::new("microsocks");
     cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-    let _socks = Daemon::start("microsocks", cmd, port, dir.path().join("microsocks.log"));
-    for (scheme, rung) in [
-        ("socks5h", format!("wss://localhost:{}/", v.wss_port)),
-        ("socks5", format!("tls://localhost:{}", v.tls_port)),
+    let socks = Daemon::start("microsocks", cmd, port, dir.path().join("microsocks.log"));
+    for (scheme, rung, rung_port) in [
+        (
+            "socks5h",
+            format!("wss://localhost:{}/", v.wss_port),
+            v.wss_port,
+        ),
+        (
+            "socks5",
+            format!("tls://localhost:{}", v.tls_port),
+            v.tls_port,
+        ),
     ] {
         let remote = free_port();
         let sub = dir.path().join(scheme);
@@ -726,6 +783,316 @@ async fn wss_and_tls_through_socks5() {
             via.starts_with(&rung) && via.contains(&format!("via {proxy}")),
             "{via}"
         );
+        // microsocks's own record ("client[N] 127.0.0.1: connected to HOST:PORT", written before
+        // it relays a byte): the name for socks5h (the proxy resolved it), an address for
+        // socks5 (the agent did).
+        let log = socks.log_text();
+        let connected: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("connected to ") && l.ends_with(&format!(":{rung_port}")))
+            .collect();
+        assert!(
+            !connected.is_empty(),
+            "microsocks connected nothing to port {rung_port}: the agent did not go through it:\n{log}"
+        );
+        let by_name = format!("connected to localhost:{rung_port}");
+        assert_eq!(
+            connected.iter().all(|l| l.ends_with(&by_name)),
+            scheme == "socks5h",
+            "{scheme}: who resolved the name?\n{log}"
+        );
         agent.stop().await;
     }
+}
+
+// ---- the host-key pin on every path --------------------------------------------------------
+
+/// A pin that matches no key of any test sshd.
+const WRONG_PIN: &str = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+
+/// `text` (from [`yaml`]) with the vendor's pin replaced by [`WRONG_PIN`].
+fn wrongly_pinned(v: &Vendor, text: String) -> String {
+    let pin = format!("host_keys: [\"{}\"]", v.sshd.host_key_line);
+    assert!(text.contains(&pin), "{text}");
+    text.replace(&pin, &format!("host_keys: [\"{WRONG_PIN}\"]"))
+}
+
+/// Connections the vendor's sshd saw end before authentication so far ("Connection closed by
+/// 127.0.0.1 port N [preauth]" in its log): one per attempt the agent gave up on the host key.
+fn refused_connections(v: &Vendor) -> usize {
+    v.sshd
+        .log()
+        .lines()
+        .filter(|l| {
+            (l.starts_with("Connection ") || l.starts_with("Disconnected "))
+                && l.ends_with("[preauth]")
+        })
+        .count()
+}
+
+/// The agent, pinned to [`WRONG_PIN`], refuses the vendor's key on the path `via` names: it
+/// reports `host_key_mismatch` naming the key sshd offered (so the handshake did reach sshd
+/// along that path) and the pin, and keeps refusing on the attempt after, while it is never
+/// connected nor ready and sshd never listens on the forward's port `remote`; sshd's log shows
+/// no login and no forward request. `before`: [`refused_connections`] when the agent started.
+async fn refuses_the_host_key(
+    agent: &RunningAgent,
+    v: &Vendor,
+    remote: u16,
+    via: &str,
+    before: usize,
+) {
+    let never_in = |s: &agent::tunnel::state::Snapshot| {
+        assert!(
+            s.connected_via.is_none() && !s.ready(),
+            "connected despite a wrong pin: {s:#?}"
+        );
+        assert!(
+            !v.sshd.listens_on(remote),
+            "sshd listens on the forward's port {remote} despite a wrong pin"
+        );
+    };
+    let mismatch = |s: &agent::tunnel::state::Snapshot| {
+        s.last_error
+            .as_ref()
+            .is_some_and(|(c, _)| c == "host_key_mismatch")
+    };
+    let s = agent
+        .wait_for(READY, "refusing the host key", |s| {
+            never_in(s);
+            mismatch(s)
+        })
+        .await;
+    let (_, message) = s.last_error.unwrap();
+    assert!(
+        message.contains(&v.sshd.host_key_fingerprint) && message.contains(WRONG_PIN),
+        "{message}"
+    );
+    assert!(message.contains(via), "not refused on {via}: {message}");
+    // The attempt after it (permanent failures wait reconnect.max, 2 s here) ends before
+    // authentication too: a check skipped on a retry would let it in.
+    agent
+        .wait_for(Duration::from_secs(10), "trying again, and refusing", |s| {
+            never_in(s);
+            mismatch(s) && refused_connections(v) >= before + 2
+        })
+        .await;
+    let log = v.sshd.log();
+    assert!(
+        !log.contains("Accepted publickey") && !log.contains("tcpip-forward"),
+        "sshd let the agent in despite a wrong pin:\n{log}"
+    );
+}
+
+/// A wrong pin on the `tls://` rung (stunnel4 in front of sshd, its certificate trusted).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_pin_is_refused_on_the_tls_rung() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rung = format!("tls://localhost:{}", v.tls_port);
+    let text = yaml(
+        &v,
+        &key,
+        std::slice::from_ref(&rung),
+        &trusted(&pki),
+        "none",
+        remote,
+        target,
+    );
+    let before = refused_connections(&v);
+    let agent = start_agent(dir.path(), &wrongly_pinned(&v, text));
+    refuses_the_host_key(&agent, &v, remote, &rung, before).await;
+    agent.stop().await;
+}
+
+/// A wrong pin on the `wss://` rung (websockify in front of sshd, its certificate trusted).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_pin_is_refused_on_the_wss_rung() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let remote = free_port();
+    let rung = format!("wss://localhost:{}/tunnel", v.wss_port);
+    let text = yaml(
+        &v,
+        &key,
+        std::slice::from_ref(&rung),
+        &trusted(&pki),
+        "none",
+        remote,
+        target,
+    );
+    let before = refused_connections(&v);
+    let agent = start_agent(dir.path(), &wrongly_pinned(&v, text));
+    refuses_the_host_key(&agent, &v, remote, &rung, before).await;
+    agent.stop().await;
+}
+
+/// `server.tls.verify: false` accepts any certificate (here one from a CA the agent does not
+/// trust): the pin is then all that authenticates the vendor. A wrong pin is refused; the right
+/// one connects over the same rung, so it was the pin that refused, not TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_tls_verify_false_a_wrong_pin_is_still_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Nobody Trusts This CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    let rung = format!("tls://localhost:{}", v.tls_port);
+    let unverified = "{ verify: false }";
+
+    let remote = free_port();
+    let text = yaml(
+        &v,
+        &key,
+        std::slice::from_ref(&rung),
+        unverified,
+        "none",
+        remote,
+        target,
+    );
+    let before = refused_connections(&v);
+    let sub = dir.path().join("wrong");
+    std::fs::create_dir_all(&sub).unwrap();
+    let agent = start_agent(&sub, &wrongly_pinned(&v, text));
+    refuses_the_host_key(&agent, &v, remote, &rung, before).await;
+    agent.stop().await;
+
+    let remote = free_port();
+    let text = yaml(
+        &v,
+        &key,
+        std::slice::from_ref(&rung),
+        unverified,
+        "none",
+        remote,
+        target,
+    );
+    let sub = dir.path().join("right");
+    std::fs::create_dir_all(&sub).unwrap();
+    let agent = start_agent(&sub, &text);
+    carries_exact_bytes(&agent, remote).await;
+    // What the wrong pin's check looks for does show here, where sshd opened the forward.
+    assert!(
+        v.sshd.listens_on(remote),
+        "sshd holds no listener on {remote}"
+    );
+    agent.stop().await;
+}
+
+/// A wrong pin through an HTTP CONNECT proxy (squid), on a plain `ssh://` rung and on a
+/// `wss://` one; squid's access log shows each refusal went through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_pin_is_refused_through_a_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
+    let proxy_pki = self::pki(dir.path(), "proxy", "Agent Test Proxy CA");
+    let bump = self::pki(dir.path(), "bump", "Agent Test Bump CA");
+    let v = vendor(dir.path(), &pki, &public);
+    let sq = squid(dir.path(), &proxy_pki, &bump);
+    let (target, _echo) = targets::echo().await;
+    let proxy = format!("http://127.0.0.1:{}", sq.http);
+    for (rung, connect) in [
+        (
+            format!("ssh://127.0.0.1:{}", v.sshd.port),
+            format!("CONNECT 127.0.0.1:{}", v.sshd.port),
+        ),
+        (
+            format!("wss://localhost:{}/", v.wss_port),
+            format!("CONNECT localhost:{}", v.wss_port),
+        ),
+    ] {
+        let remote = free_port();
+        let sub = dir.path().join(format!("agent-{remote}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let text = yaml(
+            &v,
+            &key,
+            std::slice::from_ref(&rung),
+            &trusted(&pki),
+            &proxy,
+            remote,
+            target,
+        );
+        let before = refused_connections(&v);
+        let agent = start_agent(&sub, &wrongly_pinned(&v, text));
+        refuses_the_host_key(&agent, &v, remote, &format!("via {proxy}"), before).await;
+        agent.stop().await;
+        sq.wait_logged(sq.http, &connect).await;
+    }
+}
+
+// ---- a certificate for another name --------------------------------------------------------
+
+/// The terminators present a certificate signed by the CA the agent trusts, but for another
+/// name than the rung's: refused on `tls://` and on `wss://`, with an error that names the
+/// mismatch, never connected nor ready, the forward's port never listened on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_for_another_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let pki = pki_for(
+        dir.path(),
+        "vendor",
+        "Agent Test Vendor CA",
+        &["tunnel.other.example"],
+    );
+    let v = vendor(dir.path(), &pki, &public);
+    let (target, _echo) = targets::echo().await;
+    for rung in [
+        format!("tls://localhost:{}", v.tls_port),
+        format!("wss://localhost:{}/", v.wss_port),
+    ] {
+        let remote = free_port();
+        let sub = dir.path().join(format!("agent-{remote}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let agent = start_agent(
+            &sub,
+            &yaml(
+                &v,
+                &key,
+                std::slice::from_ref(&rung),
+                &trusted(&pki),
+                "none",
+                remote,
+                target,
+            ),
+        );
+        let s = agent
+            .wait_for(READY, "refusing the certificate", |s| {
+                assert!(
+                    s.connected_via.is_none() && !s.ready(),
+                    "connected with a certificate for another name: {s:#?}"
+                );
+                assert!(
+                    !v.sshd.listens_on(remote),
+                    "sshd listens on the forward's port {remote}"
+                );
+                s.last_error.is_some()
+            })
+            .await;
+        let (class, message) = s.last_error.unwrap();
+        assert_eq!(class, "tls", "{message}");
+        assert!(message.contains(&rung), "{message}");
+        assert!(
+            message.contains("certificate not valid for name \"localhost\"")
+                && message.contains("tunnel.other.example"),
+            "the error does not name the mismatch: {message}"
+        );
+        // The CA is trusted: advice to add it to ca_file would send the operator the wrong way.
+        assert!(!message.contains("add that CA"), "{message}");
+        agent.stop().await;
+    }
+    assert!(
+        !v.sshd.log().contains("Accepted publickey"),
+        "{}",
+        v.sshd.log()
+    );
 }

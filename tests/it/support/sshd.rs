@@ -152,6 +152,46 @@ impl Sshd {
         self.pid().map(descendants).unwrap_or_default()
     }
 
+    /// Whether a process of this sshd (the listener or one serving a connection) holds a socket
+    /// listening on `port`: a remote forward it opened, read from /proc (the LISTEN sockets of
+    /// /proc/net/tcp and tcp6, and the processes' file descriptors). Unlike connecting to the
+    /// port, another program that happens to listen there, or a client that connects to itself
+    /// (its ephemeral port chosen equal to the port), cannot make it true.
+    pub fn listens_on(&self, port: u16) -> bool {
+        let wanted = format!(":{port:04X}");
+        let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .flat_map(|f| {
+                fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                // sl local_address rem_address st ... uid timeout inode
+                (cols.len() > 9 && cols[1].ends_with(&wanted) && cols[3] == "0A")
+                    .then(|| format!("socket:[{}]", cols[9]))
+            })
+            .collect();
+        if inodes.is_empty() {
+            return false;
+        }
+        self.pid()
+            .into_iter()
+            .chain(self.session_pids())
+            .flat_map(|pid| {
+                fs::read_dir(format!("/proc/{pid}/fd"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .any(|link| inodes.iter().any(|i| link.as_os_str() == i.as_str()))
+    }
+
     /// SIGKILLs the listener and every process serving its connections, then waits until the
     /// port is closed. Connected clients see their TCP connection reset or hang, as on a crash.
     pub fn kill(&mut self) {
