@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(async move {
         agent
-            .run(identity, async {
+            .run(identity, None, async {
                 let _ = stop_rx.await;
             })
             .await

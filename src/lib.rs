@@ -18,7 +18,8 @@
 //! - [`run`]: `agent run`: the supervisor above `ssh` and `tunnel` (dial, reconnect with backoff
 //!   starting with the rung that worked last, apply reloads the one way whatever the agent is
 //!   doing), signal handling.
-//! - [`admin`]: the /healthz, /readyz, /metrics endpoint and `agent health`, its client.
+//! - [`admin`]: the /healthz, /readyz, /metrics endpoint (served from a thread of its own, so
+//!   /healthz can report a stuck runtime thread) and `agent health`, its client.
 //! - [`check`]: `agent check`, the pre-launch probe of every hop.
 //! - [`import`]: `agent import`, supervisord.conf / autossh command lines -> agent.yaml.
 //! - [`keygen`]: `agent keygen`.

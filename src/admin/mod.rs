@@ -50,9 +50,12 @@ pub struct AdminThread {
 }
 
 impl AdminThread {
-    /// Serves `listener` (bound by the caller, on any runtime) on a new thread until dropped.
-    pub fn start(listener: TcpListener, state: Arc<TunnelState>) -> std::io::Result<Self> {
-        let listener = listener.into_std()?;
+    /// Serves `listener` (bound by the caller) on a new thread until dropped.
+    pub fn start(
+        listener: std::net::TcpListener,
+        state: Arc<TunnelState>,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

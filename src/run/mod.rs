@@ -48,6 +48,19 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("admin endpoint: cannot start its thread: {0}")]
+    AdminThread(std::io::Error),
+}
+
+/// Binds `admin.listen`, if set: `agent run` does it before [`Agent::run`], which serves it, so
+/// a taken port is an error at start (and tests hand `run` a listener of their own).
+pub fn bind_admin(config: &Config) -> Result<Option<std::net::TcpListener>, StartError> {
+    config
+        .admin_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).map_err(|source| StartError::Admin { addr, source })
+        })
+        .transpose()
 }
 
 impl Agent {
@@ -85,26 +98,20 @@ impl Agent {
     }
 
     /// Holds the tunnel until `shutdown` resolves, then cancels the forwards, drains the open
-    /// connections ([`drain`]), disconnects and stops the other tasks. Starts the admin
-    /// endpoint first when `admin.listen` is set, on a thread of its own
-    /// ([`crate::admin::AdminThread`]). Call once.
+    /// connections ([`drain`]), disconnects and stops the other tasks. Serves the admin
+    /// endpoint on `admin` ([`bind_admin`]), from a thread of its own
+    /// ([`crate::admin::AdminThread`]), until it returns. Call once.
     pub async fn run(
         &self,
         identity: Identity,
+        admin: Option<std::net::TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartError> {
-        let (admin, admin_addr) = match self.config.admin_listen {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Admin { addr, source })?;
-                let bound = listener.local_addr().ok();
-                let served = crate::admin::AdminThread::start(listener, self.state.clone())
-                    .map_err(|source| StartError::Admin { addr, source })?;
-                (Some(served), bound)
-            }
-            None => (None, None),
-        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let admin = admin
+            .map(|listener| crate::admin::AdminThread::start(listener, self.state.clone()))
+            .transpose()
+            .map_err(StartError::AdminThread)?;
         let state = self.state.clone();
         let ticker = tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -366,11 +373,19 @@ pub fn main(config_file: &std::path::Path) -> std::process::ExitCode {
             return exit::code(exit::FAILURE);
         }
     };
+    let admin = match bind_admin(&config) {
+        Ok(admin) => admin,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("error: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
     let agent = Agent::new(config);
     let result = runtime.block_on(async {
         tokio::spawn(agent.reloader().on_sighup());
         tokio::spawn(crate::memory::release_after_closes());
-        agent.run(identity, termination_signal()).await
+        agent.run(identity, admin, termination_signal()).await
     });
     // Vendor connections were drained in `run`; what is left (admin requests, a webhook post,
     // a reload being read) must not hold the exit past the promised seconds.

@@ -42,6 +42,8 @@ pub struct TunnelState {
     pub targets: Targets,
     /// `health.target_down: not_ready`.
     target_down_not_ready: AtomicBool,
+    /// Counts the changes made through this state's methods (see [`TunnelState::changes`]).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl TunnelState {
@@ -56,6 +58,7 @@ impl TunnelState {
             audit: AuditSlot::default(),
             targets: Targets::default(),
             target_down_not_ready: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
         };
         state.with(|_| ());
         Arc::new(state)
@@ -70,7 +73,17 @@ impl TunnelState {
         let ready = s.record.ready(&s.table) && self.audit().accepting();
         self.metrics
             .observe(s.record.connected_since, ready, s.table.forwards());
+        drop(s);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         r
+    }
+
+    /// Marked changed after every change made through this state's methods (the session, the
+    /// forwards' states, the access policy's closures, errors), so a wait for a state can
+    /// follow it instead of polling. Target health and the audit trail's health change on
+    /// their own: a wait for those re-reads the snapshot now and then as well.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Reads the state; the derived metrics only change with the state, so reads skip them
@@ -233,6 +246,24 @@ mod tests {
             tls: None,
             allow: Vec::new(),
         }
+    }
+
+    #[test]
+    fn every_change_is_announced_and_reads_are_not() {
+        let a = fwd("a", "localhost", 5000);
+        let st = TunnelState::new(std::slice::from_ref(&a));
+        let mut changes = st.changes();
+        assert!(!changes.has_changed().unwrap(), "nothing changed yet");
+        let n = st.connected("x:22".into(), Duration::from_millis(80));
+        assert!(changes.has_changed().unwrap(), "a session came up");
+        changes.mark_unchanged();
+        let _ = (st.snapshot(), st.route("localhost", 5000), st.session());
+        assert!(!changes.has_changed().unwrap(), "reads change nothing");
+        st.set_forward(n, &a, ForwardState::Granted);
+        assert!(changes.has_changed().unwrap(), "a forward was granted");
+        changes.mark_unchanged();
+        st.disconnected("io", "gone".into());
+        assert!(changes.has_changed().unwrap(), "the session went down");
     }
 
     #[test]

@@ -401,7 +401,8 @@ async fn agent_run_refuses_to_start_when_admin_listen_is_taken() {
 }
 
 /// `/healthz` says whether the agent's process loop still runs: the agent (its real `run`, with
-/// the ticker and the admin endpoint it starts on `admin.listen`) on a single-threaded runtime
+/// the ticker, serving the admin endpoint on the listener it is handed, as `agent run` hands it
+/// the one bound at `admin.listen`) on a single-threaded runtime
 /// of its own, as `agent run` has it. A task that blocks that thread (as a blocking call on the
 /// runtime would) makes `/healthz` answer 503 once the ticker is [`STUCK_AFTER`] late, which
 /// it can only do because the endpoint is served from a thread of its own; when the thread is
@@ -419,14 +420,11 @@ async fn healthz_is_503_while_the_process_loop_is_stuck() {
         &[support::inproc::Fwd("jira", 5000, 443)],
         "",
     );
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let yaml = yaml.replace(
-        "admin: { listen: \"off\" }",
-        &format!("admin: {{ listen: \"{admin}\" }}"),
-    );
     let file = dir.path().join("agent.yaml");
     std::fs::write(&file, yaml).unwrap();
     let (config, identity) = agent::run::load(&file).unwrap();
+    let listener = support::fresh_listener();
+    let admin = listener.local_addr().unwrap();
     let agent = agent::run::Agent::new(config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -438,7 +436,7 @@ async fn healthz_is_503_while_the_process_loop_is_stuck() {
     std::thread::spawn(move || {
         runtime.block_on(async move {
             agent
-                .run(identity, async move {
+                .run(identity, Some(listener), async move {
                     let _ = stopped.await;
                 })
                 .await

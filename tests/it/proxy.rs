@@ -341,7 +341,7 @@ fn start_with_env(
     let running = agent.clone();
     tokio::spawn(async move {
         let _ = running
-            .run(identity, async move {
+            .run(identity, None, async move {
                 let _ = rx.await;
             })
             .await;
@@ -350,18 +350,7 @@ fn start_with_env(
 }
 
 async fn wait_state(agent: &Agent, what: &str, cond: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let deadline = Instant::now() + READY;
-    loop {
-        let s = agent.state.snapshot();
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent not {what} within {READY:?}: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::inproc::wait_for_state(&agent.state, READY, what, cond).await
 }
 
 // ---- the tests -----------------------------------------------------------------------------

@@ -4,6 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often a wait on the agent's state reads it again without a change notice (target
+/// health and the audit trail's health change outside `TunnelState::changes`).
+const RECHECK: Duration = Duration::from_millis(200);
+
 use agent::run::{Agent, Reloader};
 use agent::tunnel::state::{Snapshot, TunnelState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,8 +52,6 @@ pub struct RunningAgent {
     pub reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
-    /// The admin endpoint the test serves for this agent, if any.
-    admin: Option<JoinHandle<()>>,
 }
 
 /// Writes `yaml` to `dir/agent.yaml`, loads it like `agent run` does, and runs the agent.
@@ -58,8 +60,9 @@ pub fn start_agent(dir: &Path, yaml: &str) -> RunningAgent {
 }
 
 /// [`start_agent`], with the admin endpoint served on `admin`, a listener the test bound on
-/// 127.0.0.1:0 (so no test races another for a port). agent.yaml's `admin.listen` is not bound:
-/// it may name `admin`'s address for `agent health` to read.
+/// 127.0.0.1:0 (so no test races another for a port), as `agent run` serves the one it bound.
+/// agent.yaml's `admin.listen` is not bound: it may name `admin`'s address for `agent health`
+/// to read.
 pub fn start_agent_with_admin(dir: &Path, yaml: &str, admin: TcpListener) -> RunningAgent {
     start(dir, yaml, Some(admin))
 }
@@ -67,19 +70,19 @@ pub fn start_agent_with_admin(dir: &Path, yaml: &str, admin: TcpListener) -> Run
 fn start(dir: &Path, yaml: &str, admin: Option<TcpListener>) -> RunningAgent {
     let file = dir.join("agent.yaml");
     std::fs::write(&file, yaml).expect("write agent.yaml");
-    let (mut config, identity) = agent::run::load(&file)
+    let (config, identity) = agent::run::load(&file)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
-    if admin.is_some() {
-        config.admin_listen = None;
-    }
+    let admin = match admin {
+        Some(listener) => Some(listener.into_std().expect("the admin listener")),
+        None => agent::run::bind_admin(&config).expect("bind admin.listen"),
+    };
     let agent = Agent::new(config);
     let state = agent.state.clone();
     let reloader = agent.reloader();
-    let admin = admin.map(|listener| tokio::spawn(agent::admin::serve(listener, state.clone())));
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         agent
-            .run(identity, async move {
+            .run(identity, admin, async move {
                 let _ = rx.await;
             })
             .await
@@ -90,7 +93,6 @@ fn start(dir: &Path, yaml: &str, admin: Option<TcpListener>) -> RunningAgent {
         reloader,
         stop: Some(tx),
         task,
-        admin,
     }
 }
 
@@ -111,17 +113,7 @@ impl RunningAgent {
         what: &str,
         cond: impl Fn(&Snapshot) -> bool,
     ) -> Snapshot {
-        let deadline = Instant::now() + within;
-        loop {
-            let s = self.snapshot();
-            if cond(&s) {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("agent not {what} within {within:?}: {s:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_state(&self.state, within, what, cond).await
     }
 
     /// Asks the agent to stop (as SIGTERM would) and waits for it, bounded.
@@ -137,12 +129,34 @@ impl RunningAgent {
     }
 }
 
+/// Waits until `cond` holds on `state`, following its changes; panics with the last state if
+/// it never does within `within`.
+pub async fn wait_for_state(
+    state: &TunnelState,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&Snapshot) -> bool,
+) -> Snapshot {
+    let deadline = Instant::now() + within;
+    let mut changes = state.changes();
+    loop {
+        changes.mark_unchanged();
+        let s = state.snapshot();
+        if cond(&s) {
+            return s;
+        }
+        if Instant::now() > deadline {
+            panic!("agent not {what} within {within:?}: {s:#?}");
+        }
+        // Woken by the next change of the state; target health and the audit trail's health
+        // change outside it, so the snapshot is read again after a while anyway.
+        let _ = tokio::time::timeout(RECHECK, changes.changed()).await;
+    }
+}
+
 impl Drop for RunningAgent {
     fn drop(&mut self) {
         self.task.abort();
-        if let Some(admin) = &self.admin {
-            admin.abort();
-        }
     }
 }
 
