@@ -82,4 +82,4 @@ export AGENT_RELEASE_BIN="$target_dir/$triple/release/agent"
 
 # Unit and integration tests (the crate has no doc tests; leaving them out keeps the last summary
 # line a real one).
-cargo test --locked --lib --bins --tests "$@"
+cargo test --locked --lib --tests "$@"
