@@ -602,7 +602,8 @@ impl Controller {
             wake = wake.min(active.expires);
         }
         let problem = self.problem();
-        self.state.set_access(closed, problem);
+        let open = desired.forwards.iter().map(|f| f.name.clone()).collect();
+        self.state.set_access(open, closed, problem);
         self.desired.send_if_modified(|d| {
             let changed = *d != desired;
             *d = desired;

@@ -125,7 +125,11 @@ pub async fn start(
         }
     };
     // Not ready, and nothing listed as closed, until the controller's first decision.
-    state.set_access(Vec::new(), Some("reading the access state".into()));
+    state.set_access(
+        Vec::new(),
+        Vec::new(),
+        Some("reading the access state".into()),
+    );
     let mut controller = Controller::new(
         store.clone(),
         config.forwards.clone(),

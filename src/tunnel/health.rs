@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub policy_closed: Vec<PolicyClosed>,
     /// Why the access state (grants, pauses) cannot be trusted, if so: not ready until fixed.
     pub access_problem: Option<String>,
+    /// The forwards the access policy keeps open now, by name: ready only once `forwards`
+    /// lists exactly these (not in the moment between a decision and the reconciler's list).
+    pub decided: Vec<String>,
     /// Why vendor connections are refused for want of an audit trail (`audit.on_failure:
     /// refuse` and the file cannot be written); read from the audit handle by `snapshot()`.
     pub audit: Option<String>,
@@ -57,6 +60,7 @@ impl Snapshot {
             session: table.last_session(),
             policy_closed: record.policy_closed.clone(),
             access_problem: record.access_problem.clone(),
+            decided: record.decided.clone(),
             audit: None,
             target_down_not_ready: false,
         }
@@ -70,6 +74,7 @@ impl Snapshot {
                 self.access_problem.as_deref(),
                 self.connected_via.is_some(),
                 &self.forwards,
+                &self.decided,
             )
             && !(self.target_down_not_ready && self.forwards.iter().any(|f| f.target.is_down()))
     }
@@ -85,6 +90,8 @@ pub struct HealthRecord {
     pub last_error: Option<(String, String)>,
     pub policy_closed: Vec<PolicyClosed>,
     pub access_problem: Option<String>,
+    /// The forwards the access policy keeps open now, by name ([`Snapshot::decided`]).
+    pub decided: Vec<String>,
 }
 
 impl HealthRecord {
@@ -95,6 +102,7 @@ impl HealthRecord {
             self.access_problem.as_deref(),
             self.connected_via.is_some(),
             table.forwards(),
+            &self.decided,
         )
     }
 
@@ -122,10 +130,18 @@ impl HealthRecord {
 }
 
 /// The access state readable, a session up, and every forward that should be open granted.
-fn serving(access_problem: Option<&str>, connected: bool, forwards: &[ForwardStatus]) -> bool {
+fn serving(
+    access_problem: Option<&str>,
+    connected: bool,
+    forwards: &[ForwardStatus],
+    decided: &[String],
+) -> bool {
     access_problem.is_none()
         && connected
-        && forwards.iter().all(|f| f.state == ForwardState::Granted)
+        && forwards.len() == decided.len()
+        && forwards
+            .iter()
+            .all(|f| f.state == ForwardState::Granted && decided.contains(&f.forward.name))
 }
 
 /// When the process loop last showed it was alive.

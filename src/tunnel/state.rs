@@ -51,7 +51,11 @@ impl TunnelState {
         let state = Self {
             inner: Mutex::new(Inner {
                 table: RoutingTable::new(forwards),
-                record: HealthRecord::default(),
+                // Listed from the start: what the caller decided is open.
+                record: HealthRecord {
+                    decided: forwards.iter().map(|f| f.name.clone()).collect(),
+                    ..HealthRecord::default()
+                },
             }),
             metrics: Metrics::new(),
             heartbeat: Heartbeat::default(),
@@ -205,9 +209,17 @@ impl TunnelState {
         })
     }
 
-    /// Records what the access policy keeps closed (set by `crate::access`).
-    pub fn set_access(&self, closed: Vec<PolicyClosed>, problem: Option<String>) {
+    /// Records the access policy's decision (set by `crate::access`): the forwards it keeps
+    /// open, by name (ready only once the reconciler lists exactly these), those it keeps
+    /// closed, and why the access state cannot be trusted, if so.
+    pub fn set_access(
+        &self,
+        open: Vec<String>,
+        closed: Vec<PolicyClosed>,
+        problem: Option<String>,
+    ) {
         self.with(|s| {
+            s.record.decided = open;
             s.record.policy_closed = closed;
             s.record.access_problem = problem;
         });
@@ -246,6 +258,28 @@ mod tests {
             tls: None,
             allow: Vec::new(),
         }
+    }
+
+    #[test]
+    fn not_ready_between_the_policys_decision_and_the_reconcilers_list() {
+        let a = fwd("a", "localhost", 5000);
+        let st = TunnelState::new(&[]);
+        let n = st.connected("x:22".into(), Duration::from_millis(80));
+        st.set_access(vec!["a".into()], Vec::new(), None);
+        assert!(
+            !st.snapshot().ready(),
+            "a is decided open but not listed yet: an empty list is not ready"
+        );
+        st.set_forwards(std::slice::from_ref(&a), |_| "removed");
+        st.set_forward(n, &a, ForwardState::Granted);
+        assert!(st.snapshot().ready(), "listed and granted");
+        st.set_access(Vec::new(), Vec::new(), None);
+        assert!(!st.snapshot().ready(), "a was closed, still listed");
+        st.set_forwards(&[], |_| "removed");
+        assert!(
+            st.snapshot().ready(),
+            "nothing is decided open and nothing is listed"
+        );
     }
 
     #[test]
