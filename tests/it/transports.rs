@@ -884,16 +884,16 @@ async fn refuses_the_host_key(
     );
 }
 
-/// A wrong pin on the `tls://` rung (stunnel4 in front of sshd, its certificate trusted).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_wrong_pin_is_refused_on_the_tls_rung() {
+/// A wrong pin on one rung to the vendor's sshd, behind terminators whose certificates the agent
+/// trusts: refused, never ready, never logged in. `rung` names the rung from the vendor's ports.
+async fn a_wrong_pin_is_refused_on(rung: impl Fn(&Vendor) -> String) {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = agent_key(dir.path());
     let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
     let v = vendor(dir.path(), &pki, &public);
     let (target, _echo) = targets::echo().await;
     let remote = free_port();
-    let rung = format!("tls://localhost:{}", v.tls_port);
+    let rung = rung(&v);
     let text = yaml(
         &v,
         &key,
@@ -909,29 +909,16 @@ async fn a_wrong_pin_is_refused_on_the_tls_rung() {
     agent.stop().await;
 }
 
+/// A wrong pin on the `tls://` rung (stunnel4 in front of sshd, its certificate trusted).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_pin_is_refused_on_the_tls_rung() {
+    a_wrong_pin_is_refused_on(|v| format!("tls://localhost:{}", v.tls_port)).await;
+}
+
 /// A wrong pin on the `wss://` rung (websockify in front of sshd, its certificate trusted).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_pin_is_refused_on_the_wss_rung() {
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public) = agent_key(dir.path());
-    let pki = pki(dir.path(), "vendor", "Agent Test Vendor CA");
-    let v = vendor(dir.path(), &pki, &public);
-    let (target, _echo) = targets::echo().await;
-    let remote = free_port();
-    let rung = format!("wss://localhost:{}/tunnel", v.wss_port);
-    let text = yaml(
-        &v,
-        &key,
-        std::slice::from_ref(&rung),
-        &trusted(&pki),
-        "none",
-        remote,
-        target,
-    );
-    let before = refused_connections(&v);
-    let agent = start_agent(dir.path(), &wrongly_pinned(&v, text));
-    refuses_the_host_key(&agent, &v, remote, &rung, before).await;
-    agent.stop().await;
+    a_wrong_pin_is_refused_on(|v| format!("wss://localhost:{}/tunnel", v.wss_port)).await;
 }
 
 /// `server.tls.verify: false` accepts any certificate (here one from a CA the agent does not
