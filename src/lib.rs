@@ -98,6 +98,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod fault;
+pub mod gateway;
 pub mod import;
 pub mod keygen;
 pub mod logging;

@@ -32,6 +32,15 @@ impl HostPort {
         let port = port.map_or(Ok(default), self::port)?;
         Ok(HostPort::new(host, port))
     }
+
+    /// The host as a URL or `Host` header writes it without a port: an IPv6 address in brackets.
+    pub fn host_text(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
 }
 
 impl fmt::Display for HostPort {
