@@ -145,6 +145,18 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Vendor tokens for HTTP and CONNECT forwards.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a random token (256 bits, URL-safe) for the vendor to present on FORWARD, print it
+    /// once with the `vendor_tokens` line to add to agent.yaml. The token is stored nowhere.
+    New { forward: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +228,18 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             host_keys,
             force,
         } => crate::import::command::main(&input, output.as_deref(), &host_keys, force),
+        Command::Token {
+            command: TokenCommand::New { forward },
+        } => {
+            let (token, hash) = crate::gateway::auth::new_token();
+            let line = crate::gateway::auth::hash_line(&hash);
+            println!("token for the vendor (shown once, stored nowhere): {token}");
+            println!();
+            println!("add to forwards[name: {forward}] (http: or connect:) in agent.yaml:");
+            println!("  vendor_tokens: [\"{line}\"]");
+            println!("(keep the old line beside it until the vendor has switched, then remove it)");
+            exit::code(exit::OK)
+        }
         Command::Grant {
             forward,
             duration,

@@ -38,7 +38,7 @@ use tracing::{error, info, warn};
 use record::LostRecord;
 pub use record::{
     AccessChange, AccessRecord, ConfigEvent, ConfigRecord, ConnectionRecord, Event, RefusedRecord,
-    SessionEvent, SessionRecord, bounded, sha256_hex,
+    RequestRecord, SessionEvent, SessionRecord, bounded, sha256_hex,
 };
 use writer::Writer;
 
@@ -264,6 +264,10 @@ impl Audit {
 
     pub fn session(&self, r: SessionRecord) {
         self.send(Event::Session(r));
+    }
+
+    pub fn request(&self, r: RequestRecord) {
+        self.send(Event::Request(r));
     }
 
     /// Queues a record; never waits. A full queue loses it (counted, and said in the chain).

@@ -25,6 +25,8 @@ pub enum Event {
     Access(AccessRecord),
     Config(ConfigRecord),
     Session(SessionRecord),
+    /// One HTTP request through an HTTP forward's gateway, or one tunnel of a CONNECT forward.
+    Request(RequestRecord),
     /// Records that could not be written (the queue was full, or the file could not be
     /// written): the chain itself says how many are missing, and why.
     Lost(LostRecord),
@@ -64,6 +66,34 @@ pub struct ConnectionRecord {
     /// How it ended, as in the log line and metrics (`tunnel::pump::End::class`).
     pub end: &'static str,
     pub detail: Option<String>,
+}
+
+/// One request the vendor sent through an HTTP forward (or one CONNECT tunnel), written when
+/// it ended: who (which token, never the token), what, what allowed or refused it, and how it
+/// went. Vendor-supplied text is escaped and cut to 256 characters (its full length noted).
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub forward: String,
+    /// The forwarded connection's originator, as the server named it.
+    pub originator: SocketAddr,
+    /// Which of the forward's `vendor_tokens` (index and the hash's first 16 hex digits);
+    /// `None` when no configured token was presented.
+    pub token: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// The query's parameter names (values dropped), or the whole query with
+    /// `audit.http_query: keep`.
+    pub query: Option<String>,
+    /// The rule that allowed it.
+    pub rule: Option<String>,
+    /// Why it was refused, a short stable class (`not_normal`, `token_missing`, `no_rule`...).
+    pub refused: Option<&'static str>,
+    pub status: u16,
+    /// Body bytes from the vendor sent upstream.
+    pub to_upstream: u64,
+    /// Body bytes from the upstream sent to the vendor.
+    pub from_upstream: u64,
+    pub duration_ms: u64,
 }
 
 /// A channel the server opened and the agent refused.

@@ -106,6 +106,11 @@ pub struct Forward {
     /// `allow:`: the networks the target's addresses must be in (empty: any address the
     /// address rule lets through; see [`crate::net::Rule`]).
     pub allow: Vec<ipnet::IpNet>,
+    /// `http:`: an HTTP gateway serves the vendor's connections instead of a TCP pipe to the
+    /// target (the target then names the upstream's host and port, for probes and checks).
+    pub http: Option<std::sync::Arc<crate::gateway::HttpSettings>>,
+    /// `connect:`: an authenticated HTTP CONNECT proxy to the listed host:port pairs.
+    pub connect: Option<std::sync::Arc<crate::gateway::ConnectSettings>>,
 }
 
 /// What one forward's connections may hold (both off by default).

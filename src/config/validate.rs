@@ -442,6 +442,8 @@ fn forwards(p: &mut Problems, raw: Option<Vec<RawForward>>) -> Vec<Forward> {
                 access,
                 tls: f.tls,
                 allow,
+                http: None,
+                connect: None,
             });
         }
     }

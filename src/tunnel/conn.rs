@@ -4,10 +4,11 @@
 //! The SSH layer hands each `forwarded-tcpip` open over as an [`IncomingChannel`] (it knows how
 //! to accept or reject it); everything else about the connection is decided here.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
@@ -22,6 +23,7 @@ use super::state::TunnelState;
 use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
 use crate::config::{Forward, Limits};
 use crate::fault::Fault;
+use crate::gateway::{self, Gateway};
 use crate::logging::{Throttle, printable};
 use crate::net::{self, AddressRefused, Rule};
 
@@ -212,6 +214,11 @@ pub async fn open<C: IncomingChannel>(
         async move {
             let _permits = (permit, own_permit);
             let meter = route.metrics;
+            if let Some(gateway) = ctx.gateway(&forward) {
+                let stop = Stop::new(route.closed, session).cut_by(ctx.conns.cut_signal());
+                serve_http(&ctx, &forward, from, gateway, channel, &meter, stop).await;
+                return;
+            }
             let dialed = dial_target(&forward, ctx.target_connect).await;
             let result = dialed.as_ref().map(drop).map_err(ToString::to_string);
             // Logged by the target's health when it goes down and comes back, not per connection.
@@ -279,6 +286,54 @@ pub async fn open<C: IncomingChannel>(
     );
 }
 
+/// One forwarded connection of an HTTP forward: the channel is pumped (byte budgets, idle
+/// timeout and stop as for any connection) to an in-process stream the forward's gateway
+/// serves; nothing is dialed until a request passes the gateway's filter.
+async fn serve_http<C: IncomingChannel>(
+    ctx: &Arc<ConnContext>,
+    forward: &Forward,
+    from: SocketAddr,
+    gateway: Arc<Gateway>,
+    channel: C,
+    meter: &super::metrics::ForwardMetrics,
+    stop: Stop,
+) {
+    let budget = ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
+    let (inbound, sink) = channel.accept(budget.clone()).await;
+    let opened = SystemTime::now();
+    meter.opened.inc();
+    meter.open.inc();
+    let (ours, theirs) = tokio::io::duplex(GATEWAY_BUFFER);
+    let idle = forward.limits.idle_timeout;
+    let (report, ()) = tokio::join!(
+        pump(ours, inbound, sink, budget, meter, stop, idle),
+        gateway.serve(theirs, from),
+    );
+    meter.open.dec();
+    if report.end.is_failure() {
+        meter.failed.inc();
+    }
+    log_end(&report);
+    if ctx.state.audit().is_on() {
+        ctx.state.audit().connection(ConnectionRecord {
+            forward: forward.name.clone(),
+            originator: from,
+            target: forward.target(),
+            target_addr: None,
+            opened,
+            closed: SystemTime::now(),
+            to_target: report.to_target,
+            from_target: report.from_target,
+            end: report.end.class(),
+            detail: report.end.detail().map(bounded),
+        });
+    }
+    crate::memory::note_connection_closed();
+}
+
+/// Bytes in flight each way between a forwarded connection and its gateway: one read chunk.
+const GATEWAY_BUFFER: usize = super::pump::READ_CHUNK;
+
 /// What the SSH handler needs to serve forwarded connections.
 #[derive(Debug)]
 pub struct ConnContext {
@@ -290,6 +345,9 @@ pub struct ConnContext {
     pub slots: Arc<Semaphore>,
     /// Every connection's task, for the drain at stop; the same set across reloads.
     pub conns: Connections,
+    /// The gateway of each HTTP forward by name, with its upstream pool; replaced when a
+    /// reload changes the forward's settings.
+    gateways: Mutex<HashMap<String, Arc<Gateway>>>,
 }
 
 impl ConnContext {
@@ -310,7 +368,32 @@ impl ConnContext {
             limits,
             target_connect,
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            gateways: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The gateway of `forward` when it is an HTTP forward: the one serving its current
+    /// settings, made on first use.
+    pub fn gateway(&self, forward: &Forward) -> Option<Arc<Gateway>> {
+        let settings = forward.http.as_ref()?;
+        let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = gateways.get(&forward.name)
+            && g.settings() == settings
+        {
+            return Some(g.clone());
+        }
+        let gateway = Gateway::new(
+            &forward.name,
+            settings.clone(),
+            gateway::Context {
+                allow: forward.allow.clone(),
+                connect_timeout: self.target_connect,
+                audit: self.state.audit().clone(),
+                metrics: self.state.metrics.gateway.clone(),
+            },
+        );
+        gateways.insert(forward.name.clone(), gateway.clone());
+        Some(gateway)
     }
 }
 
@@ -429,6 +512,8 @@ mod tests {
             access: None,
             tls: None,
             allow: Vec::new(),
+            http: None,
+            connect: None,
         };
         let state = TunnelState::new(std::slice::from_ref(&forward));
         let settings = crate::audit::Settings {
@@ -489,6 +574,8 @@ mod tests {
             access: None,
             tls: None,
             allow: Vec::new(),
+            http: None,
+            connect: None,
         };
         let (tcp, _) = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
         // What `net::target_side` sets (its own test checks each value).

@@ -67,6 +67,8 @@ pub struct Metrics {
     refused: Family<ClassLabel, Counter>,
     /// Handed to the audit trail's writer (`crate::audit::Audit::start`).
     pub audit: crate::audit::Counters,
+    /// Handed to each HTTP forward's gateway.
+    pub gateway: crate::gateway::RequestMetrics,
 }
 
 impl Default for Metrics {
@@ -105,8 +107,10 @@ impl Metrics {
             open: Family::default(),
             refused: Family::default(),
             audit: crate::audit::Counters::default(),
+            gateway: crate::gateway::RequestMetrics::default(),
             registry: Registry::default(),
         };
+        m.gateway.register(&mut registry);
         registry.register(
             "connected",
             "1 while an authenticated SSH session is up",

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 
 use crate::fault::Fault;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +40,7 @@ thread_local! {
 /// buffer tells tokio the socket is drained, so the next call waits for epoll instead of making
 /// one more `recvfrom` that fails with EAGAIN (one syscall saved per request on interactive
 /// traffic). The scratch buffer is borrowed only inside one poll.
-async fn read_chunk(rd: &mut OwnedReadHalf) -> std::io::Result<Bytes> {
+async fn read_chunk<R: AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Bytes> {
     std::future::poll_fn(|cx| {
         SCRATCH.with_borrow_mut(|buf| {
             let mut read = ReadBuf::new(buf);
@@ -51,6 +50,31 @@ async fn read_chunk(rd: &mut OwnedReadHalf) -> std::io::Result<Bytes> {
         })
     })
     .await
+}
+
+/// The target's end of a forwarded connection, split into its two directions: a TCP
+/// connection to the target, or the in-process stream to an HTTP forward's gateway.
+pub trait TargetStream: Send + 'static {
+    type Read: AsyncRead + Unpin + Send;
+    type Write: AsyncWrite + Unpin + Send;
+    fn split(self) -> (Self::Read, Self::Write);
+}
+
+impl TargetStream for TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    /// Without a lock: each half owns its direction of the socket.
+    fn split(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl TargetStream for DuplexStream {
+    type Read = tokio::io::ReadHalf<DuplexStream>;
+    type Write = tokio::io::WriteHalf<DuplexStream>;
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
 }
 
 /// Where bytes from the target go: the channel toward the vendor.
@@ -150,8 +174,8 @@ pub struct PumpReport {
 /// Pumps until both directions are done or one fails; a failure ends both, and so does `stop`
 /// (the forward closed, or the SSH session gone) with the ending it gives, and `idle`: no byte
 /// either way for that long.
-pub async fn pump<S: ChannelSink>(
-    tcp: TcpStream,
+pub async fn pump<S: ChannelSink, T: TargetStream>(
+    target: T,
     mut inbound: UnboundedReceiver<Inbound>,
     sink: Arc<S>,
     budget: Arc<ConnBudget>,
@@ -160,7 +184,7 @@ pub async fn pump<S: ChannelSink>(
     idle: Option<Duration>,
 ) -> PumpReport {
     let started = Instant::now();
-    let (mut rd, mut wr) = tcp.into_split();
+    let (mut rd, mut wr) = target.split();
     // Shared by both directions' futures and read after either ends early.
     let to_target = AtomicU64::new(0);
     let from_target = AtomicU64::new(0);
