@@ -267,7 +267,7 @@ impl Audit {
     }
 
     pub fn request(&self, r: RequestRecord) {
-        self.send(Event::Request(r));
+        self.send(Event::Request(Box::new(r)));
     }
 
     /// Queues a record; never waits. A full queue loses it (counted, and said in the chain).

@@ -26,7 +26,7 @@ pub enum Event {
     Config(ConfigRecord),
     Session(SessionRecord),
     /// One HTTP request through an HTTP forward's gateway, or one tunnel of a CONNECT forward.
-    Request(RequestRecord),
+    Request(Box<RequestRecord>),
     /// Records that could not be written (the queue was full, or the file could not be
     /// written): the chain itself says how many are missing, and why.
     Lost(LostRecord),

@@ -137,7 +137,7 @@ impl Gateway {
         let headers = request.headers_mut();
         for (name, value) in &head.headers {
             let lower = name.to_ascii_lowercase();
-            if self.dropped(&lower) || connection_listed.iter().any(|c| *c == lower) {
+            if self.dropped(&lower) || connection_listed.contains(&lower) {
                 continue;
             }
             let name =

@@ -20,6 +20,7 @@ mod hardening;
 mod harness;
 mod health;
 mod hostile;
+mod http;
 mod import;
 mod keygen;
 mod kubernetes_manifests;

@@ -29,6 +29,8 @@ struct Log {
     lines: usize,
     /// The longest line seen, in bytes, and its start.
     longest: (usize, String),
+    /// Every line (up to 64 MiB), for a search of the whole output (a secret must be nowhere).
+    all: String,
 }
 
 pub struct AgentProcess {
@@ -171,6 +173,11 @@ impl AgentProcess {
         self.log.lock().unwrap().longest.clone()
     }
 
+    /// Whether `needle` appears anywhere in what the agent printed (log and stderr).
+    pub fn printed(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().all.contains(needle) || self.stderr().contains(needle)
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -192,6 +199,10 @@ impl AgentProcess {
 impl Log {
     fn add(&mut self, line: String) {
         self.lines += 1;
+        if self.all.len() < 64 << 20 {
+            self.all.push_str(&line);
+            self.all.push('\n');
+        }
         if line.len() > self.longest.0 {
             self.longest = (line.len(), truncate(&line, 300).to_string());
         }

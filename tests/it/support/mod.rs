@@ -17,6 +17,7 @@ pub mod dropbear;
 pub mod inproc;
 pub mod sshd;
 pub mod targets;
+pub mod upstream;
 pub mod vendor_server;
 
 use std::path::{Path, PathBuf};

@@ -27,6 +27,12 @@ impl Task {
     pub fn stop(self) {}
 }
 
+impl From<JoinHandle<()>> for Task {
+    fn from(handle: JoinHandle<()>) -> Task {
+        Task(handle)
+    }
+}
+
 impl Drop for Task {
     fn drop(&mut self) {
         self.0.abort();
