@@ -54,10 +54,11 @@ fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Which of `tokens` the request's token is (its index), reading it from `header`
-/// (`authorization` when the forward names no other). Every hash is compared, in constant
+/// (`authorization` when the forward names no other; `proxy-authorization` for CONNECT). Every hash is compared, in constant
 /// time, whatever matched before.
 pub fn authenticate(head: &Head, header: &str, tokens: &[TokenHash]) -> Result<usize, AuthFailure> {
-    let authorization = header.eq_ignore_ascii_case("authorization");
+    let authorization = header.eq_ignore_ascii_case("authorization")
+        || header.eq_ignore_ascii_case("proxy-authorization");
     let token = head
         .header(header)
         .and_then(|v| presented(v, authorization))

@@ -14,6 +14,7 @@
 //! [`crate::fault`]; never `config` (which builds its [`settings`]), `tunnel` or `ssh`.
 
 pub mod auth;
+mod connect;
 mod exchange;
 mod metrics;
 pub mod rules;
@@ -31,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::audit::{Audit, RequestRecord};
 use crate::logging::{Throttle, printable};
+pub use connect::ConnectProxy;
 pub use exchange::Outcome;
 use exchange::{Refusal, split_target};
 pub use metrics::RequestMetrics;
@@ -40,7 +42,7 @@ use wire::{Head, VendorConn};
 
 /// Refusals are logged in bursts, as the tunnel's are: a vendor can send them as fast as it
 /// can write (the metrics and the audit trail count every one).
-static REFUSED_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
+pub(crate) static REFUSED_LOG: Throttle = Throttle::new(20, Duration::from_secs(10));
 
 /// One HTTP forward's gateway: its settings, its upstream pool, where it records.
 pub struct Gateway {

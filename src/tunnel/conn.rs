@@ -23,7 +23,7 @@ use super::state::TunnelState;
 use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
 use crate::config::{Forward, Limits};
 use crate::fault::Fault;
-use crate::gateway::{self, Gateway};
+use crate::gateway::{self, ConnectProxy, Gateway};
 use crate::logging::{Throttle, printable};
 use crate::net::{self, AddressRefused, Rule};
 
@@ -286,14 +286,14 @@ pub async fn open<C: IncomingChannel>(
     );
 }
 
-/// One forwarded connection of an HTTP forward: the channel is pumped (byte budgets, idle
-/// timeout and stop as for any connection) to an in-process stream the forward's gateway
-/// serves; nothing is dialed until a request passes the gateway's filter.
+/// One forwarded connection of an HTTP or CONNECT forward: the channel is pumped (byte
+/// budgets, idle timeout and stop as for any connection) to an in-process stream the forward's
+/// gateway serves; nothing is dialed until a request passes the gateway's filter.
 async fn serve_http<C: IncomingChannel>(
     ctx: &Arc<ConnContext>,
     forward: &Forward,
     from: SocketAddr,
-    gateway: Arc<Gateway>,
+    gateway: Service,
     channel: C,
     meter: &super::metrics::ForwardMetrics,
     stop: Stop,
@@ -347,7 +347,7 @@ pub struct ConnContext {
     pub conns: Connections,
     /// The gateway of each HTTP forward by name, with its upstream pool; replaced when a
     /// reload changes the forward's settings.
-    gateways: Mutex<HashMap<String, Arc<Gateway>>>,
+    gateways: Mutex<HashMap<String, Service>>,
 }
 
 impl ConnContext {
@@ -372,28 +372,57 @@ impl ConnContext {
         })
     }
 
-    /// The gateway of `forward` when it is an HTTP forward: the one serving its current
-    /// settings, made on first use.
-    pub fn gateway(&self, forward: &Forward) -> Option<Arc<Gateway>> {
-        let settings = forward.http.as_ref()?;
-        let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(g) = gateways.get(&forward.name)
-            && g.settings() == settings
-        {
-            return Some(g.clone());
+    /// What serves `forward`'s connections when it is an HTTP or CONNECT forward: the one
+    /// made for its current settings, made on first use (and kept, with its upstream pool).
+    pub fn gateway(&self, forward: &Forward) -> Option<Service> {
+        if forward.http.is_none() && forward.connect.is_none() {
+            return None;
         }
-        let gateway = Gateway::new(
-            &forward.name,
-            settings.clone(),
-            gateway::Context {
-                allow: forward.allow.clone(),
-                connect_timeout: self.target_connect,
-                audit: self.state.audit().clone(),
-                metrics: self.state.metrics.gateway.clone(),
-            },
-        );
-        gateways.insert(forward.name.clone(), gateway.clone());
-        Some(gateway)
+        let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(service) = gateways.get(&forward.name)
+            && service.serves(forward)
+        {
+            return Some(service.clone());
+        }
+        let ctx = || gateway::Context {
+            allow: forward.allow.clone(),
+            connect_timeout: self.target_connect,
+            audit: self.state.audit().clone(),
+            metrics: self.state.metrics.gateway.clone(),
+        };
+        let service = match (&forward.http, &forward.connect) {
+            (Some(http), _) => Service::Http(Gateway::new(&forward.name, http.clone(), ctx())),
+            (None, Some(connect)) => {
+                Service::Connect(ConnectProxy::new(&forward.name, connect.clone(), ctx()))
+            }
+            (None, None) => return None,
+        };
+        gateways.insert(forward.name.clone(), service.clone());
+        Some(service)
+    }
+}
+
+/// What serves an HTTP or CONNECT forward's connections.
+#[derive(Debug, Clone)]
+pub enum Service {
+    Http(Arc<Gateway>),
+    Connect(Arc<ConnectProxy>),
+}
+
+impl Service {
+    /// Made for `forward`'s current settings (a reload that changed them makes a new one).
+    fn serves(&self, forward: &Forward) -> bool {
+        match self {
+            Service::Http(g) => forward.http.as_ref() == Some(g.settings()),
+            Service::Connect(c) => forward.connect.as_ref() == Some(c.settings()),
+        }
+    }
+
+    async fn serve(&self, io: tokio::io::DuplexStream, from: SocketAddr) {
+        match self {
+            Service::Http(g) => g.serve(io, from).await,
+            Service::Connect(c) => c.serve(io, from).await,
+        }
     }
 }
 
