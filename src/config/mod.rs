@@ -377,7 +377,26 @@ impl Config {
     pub fn warnings(&self) -> Vec<Problem> {
         let mut all: Vec<Problem> = self.exposed_proxy_password().into_iter().collect();
         all.extend(self.localhost_remotes());
+        all.extend(self.unverified_upstreams());
         all
+    }
+
+    /// A warning per HTTP forward with `tls: { verify: false }`: allowed (an internal service
+    /// with a self-signed certificate), said at every start and by `agent check`.
+    pub fn unverified_upstreams(&self) -> Vec<Problem> {
+        let forwards = self.forwards.iter().enumerate();
+        forwards
+            .filter_map(|(i, f)| Some((i, f, f.http.as_ref()?)))
+            .filter(|(_, _, http)| http.upstream.https && !http.tls.verify)
+            .map(|(i, f, http)| Problem {
+                field: format!("forwards[{i}].http.tls.verify"),
+                message: format!(
+                    "forward \"{}\" does not verify the certificate of {} (verify: false): anyone who can answer for that address inside the network sees the injected credentials",
+                    f.name, http.upstream
+                ),
+                fix: Some("trust the service's CA with `tls: { ca_file: /path/to/ca.pem }` instead".into()),
+            })
+            .collect()
     }
 
     /// A warning per forward whose `remote` asks for "localhost" (the bare `remote: 5000` form
