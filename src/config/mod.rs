@@ -395,6 +395,7 @@ impl Config {
                     f.name, http.upstream
                 ),
                 fix: Some("trust the service's CA with `tls: { ca_file: /path/to/ca.pem }` instead".into()),
+                line: None,
             })
             .collect()
     }
