@@ -194,7 +194,10 @@ impl ConnectProxy {
                 method: printable(&head.method).into_owned(),
                 path: target.into_owned(),
                 query: None,
-                rule: t.refused.is_none().then(|| format!("CONNECT {}", head.target)),
+                rule: t
+                    .refused
+                    .is_none()
+                    .then(|| format!("CONNECT {}", head.target)),
                 refused: t.refused,
                 status: t.status,
                 to_upstream: t.up,

@@ -18,6 +18,7 @@ mod connect;
 mod exchange;
 mod metrics;
 pub mod rules;
+pub mod served_tls;
 pub mod settings;
 pub mod upstream;
 pub mod wire;
@@ -28,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::audit::{Audit, RequestRecord};
 use crate::logging::{Throttle, printable};
@@ -56,6 +57,9 @@ pub struct Gateway {
     metrics: RequestMetrics,
     served: AtomicU64,
     refused: AtomicU64,
+    /// `listen_tls`: where the identity is kept, and the identity once read.
+    state_dir: Option<std::path::PathBuf>,
+    served_tls: tokio::sync::OnceCell<Option<served_tls::ServedTls>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -71,6 +75,8 @@ pub struct Context {
     pub connect_timeout: Duration,
     pub audit: Audit,
     pub metrics: RequestMetrics,
+    /// The state folder (`listen_tls` keeps its key there).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Gateway {
@@ -96,6 +102,8 @@ impl Gateway {
             metrics: ctx.metrics,
             served: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            state_dir: ctx.state_dir,
+            served_tls: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -111,9 +119,68 @@ impl Gateway {
         )
     }
 
-    /// Serves one forwarded connection's requests, in order, until the vendor closes it, a
-    /// request leaves it in no state to continue, or `io` fails.
+    /// Serves one forwarded connection's requests (inside TLS with `listen_tls`), in order,
+    /// until the vendor closes it, a request leaves it in no state to continue, or `io` fails.
     pub async fn serve<S>(&self, io: S, originator: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.settings.listen_tls {
+            return self.serve_requests(io, originator).await;
+        }
+        let Some(tls) = self.served_tls().await else {
+            return;
+        };
+        let handshake = tokio::time::timeout(self.limits.head_timeout, tls.acceptor.accept(io));
+        match handshake.await {
+            Ok(Ok(stream)) => self.serve_requests(stream, originator).await,
+            Ok(Err(e)) => {
+                if REFUSED_LOG.allow("refused HTTP requests") {
+                    warn!(from = %originator, error = %e, "TLS handshake with the vendor failed");
+                }
+            }
+            Err(_) => {
+                if REFUSED_LOG.allow("refused HTTP requests") {
+                    warn!(from = %originator, "TLS handshake with the vendor timed out");
+                }
+            }
+        }
+    }
+
+    /// The forward's TLS identity, read (or made) on first use off the runtime thread.
+    async fn served_tls(&self) -> Option<&served_tls::ServedTls> {
+        self.served_tls
+            .get_or_init(|| async {
+                let Some(dir) = self.state_dir.clone() else {
+                    error!("http.listen_tls needs the state folder; none was given");
+                    return None;
+                };
+                let forward = self.forward.clone();
+                let made = tokio::task::spawn_blocking(move || {
+                    let (dir, _) = crate::sys::dir::TrustedDir::open_own(&dir, true)
+                        .map_err(|e| e.to_string())?;
+                    served_tls::load_or_create(&dir, &forward).map_err(|e| e.to_string())
+                })
+                .await;
+                match made {
+                    Ok(Ok(tls)) => {
+                        info!(forward = %self.forward, fingerprint = %tls.fingerprint,
+                            "gateway serves TLS toward the vendor");
+                        Some(tls)
+                    }
+                    Ok(Err(e)) => {
+                        error!(forward = %self.forward, error = %e,
+                            "the gateway's TLS identity cannot be read or made: its connections are closed");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            })
+            .await
+            .as_ref()
+    }
+
+    async fn serve_requests<S>(&self, io: S, originator: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

@@ -57,6 +57,7 @@ impl Applied {
                 config.limits,
                 config.timeouts.target_connect,
                 conns,
+                Some(config.state_dir.clone()),
             ),
             redial: Redial::new(config.reconnect.initial, config.reconnect.max),
             configured,
@@ -83,6 +84,7 @@ impl Applied {
                 new.config.limits,
                 new.config.timeouts.target_connect,
                 self.ctx.conns.clone(),
+                Some(new.config.state_dir.clone()),
             );
         }
         if changes.session || changes.reconnect {

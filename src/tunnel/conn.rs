@@ -348,6 +348,8 @@ pub struct ConnContext {
     /// The gateway of each HTTP forward by name, with its upstream pool; replaced when a
     /// reload changes the forward's settings.
     gateways: Mutex<HashMap<String, Service>>,
+    /// The state folder, where an HTTP forward with `listen_tls` keeps its TLS identity.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl ConnContext {
@@ -358,6 +360,7 @@ impl ConnContext {
         limits: Limits,
         target_connect: Duration,
         conns: Connections,
+        state_dir: Option<std::path::PathBuf>,
     ) -> Arc<Self> {
         let mut limits = limits;
         limits.max_connections = fit_to_descriptors(limits.max_connections);
@@ -369,6 +372,7 @@ impl ConnContext {
             target_connect,
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             gateways: Mutex::new(HashMap::new()),
+            state_dir,
         })
     }
 
@@ -389,6 +393,7 @@ impl ConnContext {
             connect_timeout: self.target_connect,
             audit: self.state.audit().clone(),
             metrics: self.state.metrics.gateway.clone(),
+            state_dir: self.state_dir.clone(),
         };
         let service = match (&forward.http, &forward.connect) {
             (Some(http), _) => Service::Http(Gateway::new(&forward.name, http.clone(), ctx())),
@@ -564,6 +569,7 @@ mod tests {
             Limits::default(),
             Duration::from_secs(1),
             Connections::new(),
+            None,
         );
         let answers = Arc::new(Mutex::new(Vec::new()));
         for i in 0..1000 {

@@ -183,6 +183,7 @@ impl ServerProbe {
             Limits::default(),
             timeout,
             Default::default(),
+            None,
         );
         let stream = Tapped::with(Box::new(tcp), tap.clone());
         let open = dial::open(config, stream, check, serves_nothing);
