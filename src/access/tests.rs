@@ -40,6 +40,8 @@ fn forward(name: &str, port: u16, access: Option<Access>) -> Forward {
         access,
         tls: None,
         allow: Vec::new(),
+        http: None,
+        connect: None,
     }
 }
 

@@ -429,6 +429,8 @@ mod tests {
             access: None,
             tls: None,
             allow: Vec::new(),
+            http: None,
+            connect: None,
         };
         let state = TunnelState::new(std::slice::from_ref(&forward));
         let settings = crate::audit::Settings {
@@ -489,6 +491,8 @@ mod tests {
             access: None,
             tls: None,
             allow: Vec::new(),
+            http: None,
+            connect: None,
         };
         let (tcp, _) = dial_target(&forward, Duration::from_secs(5)).await.unwrap();
         // What `net::target_side` sets (its own test checks each value).

@@ -608,6 +608,8 @@ mod tests {
             access: None,
             tls: None,
             allow: Vec::new(),
+            http: None,
+            connect: None,
         }
     }
 

@@ -50,6 +50,8 @@ fn jira() -> Forward {
         access: None,
         tls: None,
         allow: Vec::new(),
+        http: None,
+        connect: None,
     }
 }
 
