@@ -76,7 +76,9 @@
 //! - [`sys`]: the process's real uid, making `agent run` non-dumpable (no ptrace by other
 //!   local processes, no core file with the key), and [`sys::dir`]: a folder trusted only when
 //!   its owner and mode say it is the agent's own, every file in it reached without following
-//!   a link (the state folder and the audit folder). It imports only [`fault`].
+//!   a link (the state folder and the audit folder), and [`sys::private`]: the owner-and-mode
+//!   rule of a file only the agent may read (the identity key, an HTTP forward's secrets). It
+//!   imports only [`fault`].
 //! - [`fault`]: the [`fault::Fault`] trait every error the operator sees implements: a short
 //!   stable class and, when known, one line saying how to fix it. It imports nothing of the
 //!   crate.

@@ -10,10 +10,19 @@ use crate::audit::{DEFAULT_HEAD_INTERVAL, DEFAULT_MAX_SIZE, OnFailure, Settings}
 /// Smaller files would rotate every few dozen records.
 const MIN_MAX_SIZE: u64 = 64 << 10;
 
-/// The validated section, `None` when absent (no audit trail). With problems, the values are
-/// fallbacks and the problems say which.
+/// The validated section, `None` when absent (no audit trail), or when it says only
+/// `http_query` (which [`super::Config::warnings`] then points out). With problems, the values
+/// are fallbacks and the problems say which.
 pub(super) fn settings(p: &mut Problems, base: &Path, raw: Option<RawAudit>) -> Option<Settings> {
     let raw = raw?;
+    let only_http_query = raw.http_query.is_some()
+        && raw.file.is_none()
+        && raw.on_failure.is_none()
+        && raw.max_size.is_none()
+        && raw.head_interval.is_none();
+    if only_http_query {
+        return None;
+    }
     let file = match raw.file.as_deref().map(str::trim) {
         Some(f) if !f.is_empty() => resolve(base, f),
         _ => {
@@ -100,6 +109,26 @@ pub(super) fn settings(p: &mut Problems, base: &Path, raw: Option<RawAudit>) -> 
         max_size,
         head_interval,
     })
+}
+
+/// `audit.http_query`: `keep` puts query values of HTTP forwards' requests in the trail;
+/// `drop` (the default) keeps their names only.
+pub(super) fn http_query(p: &mut Problems, raw: Option<&RawAudit>) -> bool {
+    match raw.and_then(|a| a.http_query.as_deref()).map(str::trim) {
+        None | Some("drop") => false,
+        Some("keep") => true,
+        Some(_) => {
+            p.add(
+                "audit.http_query",
+                "is neither keep nor drop",
+                Some(
+                    "use drop (the default: the trail names each query parameter, without its value) or keep (values too: a token in a query string then lands in the trail)"
+                        .to_string(),
+                ),
+            );
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 
 pub mod access;
 mod audit;
+mod http;
 pub mod notify;
 mod pins;
 mod raw;
 mod read;
+mod secret;
 mod transports;
 mod tree;
 pub mod values;
@@ -106,11 +108,21 @@ pub struct Forward {
     /// `allow:`: the networks the target's addresses must be in (empty: any address the
     /// address rule lets through; see [`crate::net::Rule`]).
     pub allow: Vec<ipnet::IpNet>,
-    /// `http:`: an HTTP gateway serves the vendor's connections instead of a TCP pipe to the
-    /// target (the target then names the upstream's host and port, for probes and checks).
+    /// `http:`: an HTTP gateway in front of an upstream, instead of `target:`. `target_host`,
+    /// `target_port` and `tls` are then the upstream's (so the target probe and `agent check`
+    /// reach it). Its secrets were read when the file was loaded.
     pub http: Option<std::sync::Arc<crate::gateway::HttpSettings>>,
-    /// `connect:`: an authenticated HTTP CONNECT proxy to the listed host:port pairs.
+    /// `connect:`: an HTTP CONNECT proxy to the listed `host:port` pairs, instead of
+    /// `target:`. `target_host` and `target_port` are then the first pair's.
     pub connect: Option<std::sync::Arc<crate::gateway::ConnectSettings>>,
+}
+
+/// What a forward reaches, as [`Forward::same_service`] compares it.
+#[derive(PartialEq)]
+enum Service<'a> {
+    Target(&'a str, u16),
+    Http(&'a crate::gateway::Upstream),
+    Connect,
 }
 
 /// What one forward's connections may hold (both off by default).
@@ -123,14 +135,24 @@ pub struct ForwardLimits {
 }
 
 impl Forward {
-    /// The same listener on the server and the same target: a reload that changes only the
-    /// limits keeps the forward and its connections (the new limits apply to new connections).
+    /// The same listener on the server and the same service behind it: the same target, the
+    /// same upstream (scheme, host, port and path prefix) of an http forward, or a connect
+    /// forward again. A reload that changes only the limits, or an http or connect forward's
+    /// rules, tokens, injected secrets or timeouts, keeps the forward and its connections (the
+    /// new settings apply to new connections); a change of kind or of upstream does not.
     pub fn same_service(&self, other: &Forward) -> bool {
         self.name == other.name
             && self.remote_addr.eq_ignore_ascii_case(&other.remote_addr)
             && self.remote_port == other.remote_port
-            && self.target_host == other.target_host
-            && self.target_port == other.target_port
+            && self.service() == other.service()
+    }
+
+    fn service(&self) -> Service<'_> {
+        match (&self.http, &self.connect) {
+            (Some(h), _) => Service::Http(&h.upstream),
+            (None, Some(_)) => Service::Connect,
+            (None, None) => Service::Target(&self.target_host, self.target_port),
+        }
     }
 
     /// `host:port` (`[v6]:port`).
@@ -378,6 +400,7 @@ impl Config {
         let mut all: Vec<Problem> = self.exposed_proxy_password().into_iter().collect();
         all.extend(self.localhost_remotes());
         all.extend(self.unverified_upstreams());
+        all.extend(self.query_values_without_trail());
         all
     }
 
@@ -398,6 +421,27 @@ impl Config {
                 line: None,
             })
             .collect()
+    }
+
+    /// A warning when `audit.http_query: keep` is set without an audit trail (`audit.file`):
+    /// it then keeps nothing.
+    pub fn query_values_without_trail(&self) -> Option<Problem> {
+        let keep = self
+            .forwards
+            .iter()
+            .any(|f| f.http.as_ref().is_some_and(|h| h.audit_query_values));
+        (keep && self.audit.is_none()).then(|| {
+            Problem {
+            field: "audit.http_query".into(),
+            message: "keep has no effect: there is no audit trail (`audit.file` is not set)"
+                .into(),
+            fix: Some(
+                "add `file:` under `audit:` (e.g. /var/lib/agent/audit.jsonl), or remove http_query"
+                    .into(),
+            ),
+            line: None,
+        }
+        })
     }
 
     /// A warning per forward whose `remote` asks for "localhost" (the bare `remote: 5000` form

@@ -62,6 +62,59 @@ pub struct RawForward {
     pub tls: Option<bool>,
     /// Networks (CIDR, or a bare address) the target's resolved address must be in.
     pub allow: Option<Vec<String>>,
+    /// An HTTP gateway in front of an upstream, instead of `target`.
+    pub http: Option<RawHttp>,
+    /// An HTTP CONNECT proxy to listed `host:port` pairs, instead of `target`.
+    pub connect: Option<RawConnect>,
+}
+
+/// `forwards[].http`.
+#[derive(Debug, Default)]
+pub struct RawHttp {
+    /// `https://host[:port][/prefix]` or `http://...`.
+    pub upstream: Option<String>,
+    /// Trust toward the upstream: the keys of `server.tls`.
+    pub tls: Option<RawTls>,
+    /// `sha256:` + 64 hex digits each.
+    pub vendor_tokens: Option<Vec<String>>,
+    pub vendor_token_header: Option<String>,
+    /// `HEADER: { file | env | basic }`, in the file's order.
+    pub inject: Option<Vec<RawInject>>,
+    /// `METHOD PATH` rules.
+    pub allow: Option<Vec<String>>,
+    /// A YAML file of more rules.
+    pub allow_file: Option<String>,
+    pub listen_tls: Option<bool>,
+    /// How long the upstream may take to start its answer.
+    pub timeout: Option<String>,
+}
+
+/// One `inject` entry: the header's name as written (the key) and where its value comes from.
+#[derive(Debug, Default)]
+pub struct RawInject {
+    /// The entry's field: `forwards[0].http.inject.PRIVATE-TOKEN`, or `...inject[2]` when its
+    /// key may not be shown.
+    pub at: String,
+    /// The key as written; `None` when the key is no text (a list, a mapping).
+    pub header: Option<String>,
+    pub file: Option<String>,
+    pub env: Option<String>,
+    pub basic: Option<RawBasic>,
+}
+
+/// `basic: { user: oauth2, password_file: PATH }`.
+#[derive(Debug, Default)]
+pub struct RawBasic {
+    pub user: Option<String>,
+    pub password_file: Option<String>,
+}
+
+/// `forwards[].connect`.
+#[derive(Debug, Default)]
+pub struct RawConnect {
+    /// `host:port` pairs.
+    pub allow: Option<Vec<String>>,
+    pub vendor_tokens: Option<Vec<String>>,
 }
 
 /// `access: { windows: ["Mon-Fri 08:00-18:00"], timezone: Europe/Berlin, grant: { max: 4h } }`.
@@ -146,4 +199,6 @@ pub struct RawAudit {
     pub max_size: Option<String>,
     /// How often the chain's head is written to the log.
     pub head_interval: Option<String>,
+    /// `keep` or `drop` (default): query values of HTTP forwards' requests in the trail.
+    pub http_query: Option<String>,
 }

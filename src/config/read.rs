@@ -10,8 +10,9 @@
 use serde_yaml::{Mapping, Value};
 
 use super::raw::{
-    RawAccess, RawAdmin, RawAudit, RawConfig, RawForward, RawGrant, RawHealth, RawKeepalive,
-    RawLimits, RawLog, RawNotify, RawReconnect, RawRemote, RawServer, RawTimeouts, RawTls,
+    RawAccess, RawAdmin, RawAudit, RawBasic, RawConfig, RawConnect, RawForward, RawGrant,
+    RawHealth, RawHttp, RawInject, RawKeepalive, RawLimits, RawLog, RawNotify, RawReconnect,
+    RawRemote, RawServer, RawTimeouts, RawTls,
 };
 use super::tree::{is_name, key_text};
 use super::validate::Problems;
@@ -52,7 +53,23 @@ const FORWARD: &[&str] = &[
     "access",
     "tls",
     "allow",
+    "http",
+    "connect",
 ];
+const HTTP: &[&str] = &[
+    "upstream",
+    "tls",
+    "vendor_tokens",
+    "vendor_token_header",
+    "inject",
+    "allow",
+    "allow_file",
+    "listen_tls",
+    "timeout",
+];
+const INJECT: &[&str] = &["file", "env", "basic"];
+const BASIC: &[&str] = &["user", "password_file"];
+const CONNECT: &[&str] = &["allow", "vendor_tokens"];
 const ACCESS: &[&str] = &["windows", "timezone", "grant"];
 const GRANT: &[&str] = &["max"];
 const KEEPALIVE: &[&str] = &["interval", "max_missed"];
@@ -68,7 +85,13 @@ const LIMITS: &[&str] = &[
 ];
 const TIMEOUTS: &[&str] = &["connect", "handshake", "target_connect"];
 const NOTIFY: &[&str] = &["webhook"];
-const AUDIT: &[&str] = &["file", "on_failure", "max_size", "head_interval"];
+const AUDIT: &[&str] = &[
+    "file",
+    "on_failure",
+    "max_size",
+    "head_interval",
+    "http_query",
+];
 
 /// Every section and its fields, for "this field belongs elsewhere" hints.
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -76,6 +99,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("`server:`", SERVER),
     ("`server.tls:`", TLS),
     ("each entry of `forwards:`", FORWARD),
+    ("a forward's `http:`", HTTP),
+    ("an entry of `http.inject:`", INJECT),
+    ("an inject entry's `basic:`", BASIC),
+    ("a forward's `connect:`", CONNECT),
     ("a forward's `access:`", ACCESS),
     ("`access.grant:`", GRANT),
     ("`keepalive:`", KEEPALIVE),
@@ -92,6 +119,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
 const DURATION: &str = "a duration such as \"15s\"";
 const SIZE: &str = "a size such as \"8MiB\"";
 const COUNT: &str = "a whole number";
+const TOKEN: &str = "token hashes such as \"sha256:<64 hex digits>\"";
 
 /// `root` read as agent.yaml; `None` when it is not a mapping (an empty file reads as an empty
 /// one), which is then the one problem.
@@ -397,6 +425,98 @@ impl Reader<'_> {
                 .map(|a| self.access(&join(at, "access"), a)),
             tls: self.flag(f, at, "tls"),
             allow: self.texts(f, at, "allow", "networks such as \"10.0.0.0/8\""),
+            http: self
+                .section(f, at, "http", HTTP)
+                .map(|h| self.http(&join(at, "http"), h)),
+            connect: self
+                .section(f, at, "connect", CONNECT)
+                .map(|c| self.connect(&join(at, "connect"), c)),
+        }
+    }
+
+    /// `forwards[i].http` (`at`).
+    fn http(&mut self, at: &str, h: &Mapping) -> RawHttp {
+        let tls_at = join(at, "tls");
+        RawHttp {
+            upstream: self.text(
+                h,
+                at,
+                "upstream",
+                "a URL such as \"https://gitlab.acme.internal\"",
+            ),
+            tls: self.section(h, at, "tls", TLS).map(|t| RawTls {
+                ca_file: self.text(t, &tls_at, "ca_file", "a file path"),
+                verify: self.flag(t, &tls_at, "verify"),
+            }),
+            vendor_tokens: self.texts(h, at, "vendor_tokens", TOKEN),
+            vendor_token_header: self.text(
+                h,
+                at,
+                "vendor_token_header",
+                "a header name such as X-Vendor-Token",
+            ),
+            inject: self.inject(h, at),
+            allow: self.texts(h, at, "allow", "rules such as \"GET /api/v4/projects\""),
+            allow_file: self.text(h, at, "allow_file", "a file path"),
+            listen_tls: self.flag(h, at, "listen_tls"),
+            timeout: self.duration(h, at, "timeout"),
+        }
+    }
+
+    /// `forwards[i].http.inject`: a mapping of header names to sources, in the file's order.
+    /// Each entry is named `inject.NAME`, or `inject[N]` (its position) when its key is not a
+    /// name that may be shown.
+    fn inject(&mut self, h: &Mapping, at: &str) -> Option<Vec<RawInject>> {
+        let field = join(at, "inject");
+        let entries = match h.get("inject")? {
+            Value::Null => return None,
+            Value::Mapping(m) => m,
+            other => {
+                self.wrong_type(
+                    &field,
+                    "a mapping of header names to { file: PATH }, { env: NAME } or { basic: { user: USER, password_file: PATH } }",
+                    other,
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (i, (key, value)) in entries.iter().enumerate() {
+            let header = key_text(key);
+            let entry = match header.as_deref() {
+                Some(name) if is_name(name) => format!("{field}.{name}"),
+                _ => format!("{field}[{i}]"),
+            };
+            let Value::Mapping(e) = value else {
+                self.wrong_type(&entry, "a mapping with one of file, env or basic", value);
+                continue;
+            };
+            self.unknown_fields(&entry, e, INJECT);
+            let basic_at = join(&entry, "basic");
+            out.push(RawInject {
+                header,
+                file: self.text(e, &entry, "file", "a file path"),
+                env: self.text(e, &entry, "env", "an environment variable's name"),
+                basic: self.section(e, &entry, "basic", BASIC).map(|b| RawBasic {
+                    user: self.text(b, &basic_at, "user", "a user name"),
+                    password_file: self.text(b, &basic_at, "password_file", "a file path"),
+                }),
+                at: entry,
+            });
+        }
+        Some(out)
+    }
+
+    /// `forwards[i].connect` (`at`).
+    fn connect(&mut self, at: &str, c: &Mapping) -> RawConnect {
+        RawConnect {
+            allow: self.texts(
+                c,
+                at,
+                "allow",
+                "host:port pairs such as \"gitlab.acme.internal:443\"",
+            ),
+            vendor_tokens: self.texts(c, at, "vendor_tokens", TOKEN),
         }
     }
 
@@ -511,6 +631,7 @@ impl Reader<'_> {
             on_failure: self.text(a, "audit", "on_failure", "refuse or continue"),
             max_size: self.text(a, "audit", "max_size", SIZE),
             head_interval: self.duration(a, "audit", "head_interval"),
+            http_query: self.text(a, "audit", "http_query", "keep or drop"),
         })
     }
 }

@@ -81,18 +81,11 @@ pub(super) fn ladder(
     if let Some(t) = tls {
         if let Some(text) = t.ca_file {
             let path = super::validate::resolve(base, &text);
-            if let Err(e) = read_ca_file(&path) {
-                // The message names the path; not when the field holds something else.
-                let e = match super::values::shown_path(&path) {
-                    Some(_) => e,
-                    None => "cannot be read as a PEM file".into(),
-                };
-                problems.push(problem(
-                    "server.tls.ca_file",
-                    e,
-                    "point it at a PEM file holding the CA certificate your network re-signs TLS with (ask your network team for the inspection CA), or remove it",
-                ));
-            }
+            problems.extend(ca_file_problem(
+                "server.tls.ca_file",
+                &path,
+                "point it at a PEM file holding the CA certificate your network re-signs TLS with (ask your network team for the inspection CA), or remove it",
+            ));
             settings.ca_file = Some(path);
         }
         if t.verify == Some(false) {
@@ -107,6 +100,19 @@ pub(super) fn ladder(
         }
     }
     (rungs, settings, problems)
+}
+
+/// The problem with the CA file at `path` (`field`: `server.tls.ca_file`, or an HTTP
+/// forward's `http.tls.ca_file`), if it cannot be used: read now, so a bad file is refused with
+/// the rest of the config.
+pub(super) fn ca_file_problem(field: &str, path: &Path, fix: &str) -> Option<Problem> {
+    let e = read_ca_file(path).err()?;
+    // The message names the path; not when the field holds something else.
+    let e = match super::values::shown_path(path) {
+        Some(_) => e,
+        None => "cannot be read as a PEM file".into(),
+    };
+    Some(problem(field, e, fix))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::access::{self, Access, Window};
@@ -83,6 +84,8 @@ impl Problems {
     }
 }
 
+const KIND_FIX: &str = "keep exactly one of target (a TCP service), http (an HTTP gateway in front of an upstream) or connect (an HTTP CONNECT proxy to listed host:port pairs)";
+
 const REMOTE_FIX: &str = "set the port the vendor assigned, e.g. `remote: 5000`, or ADDR:PORT such as `remote: \"127.0.0.1:5000\"`";
 
 pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -115,7 +118,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: RawConfig, mut p: Problems
     let identity = resolve(base, raw.identity.as_deref().unwrap_or(DEFAULT_IDENTITY));
     let notify = notify(&mut p, raw.notify);
     let state_dir = state_dir(base, raw.state_dir);
-    let forwards = forwards(&mut p, raw.forwards);
+    let audit_query_values = super::audit::http_query(&mut p, raw.audit.as_ref());
+    let forwards = forwards(&mut p, base, raw.forwards, audit_query_values);
     let keepalive = keepalive(&mut p, raw.keepalive);
     let reconnect = reconnect(&mut p, raw.reconnect);
     let timeouts = timeouts(&mut p, raw.timeouts);
@@ -307,9 +311,16 @@ fn state_dir(base: &Path, raw: Option<String>) -> PathBuf {
     )
 }
 
-/// `forwards`: each forward's name, remote, target, limits, access and `allow`; names and
-/// remote ports unique. Only a forward whose remote and target validated is kept.
-fn forwards(p: &mut Problems, raw: Option<Vec<RawForward>>) -> Vec<Forward> {
+/// `forwards`: each forward's name, remote, target (or `http`, or `connect`), limits, access
+/// and `allow`; names and remote ports unique. Only a forward whose remote and target
+/// validated is kept (an http forward's target is its upstream, a connect forward's the first
+/// pair it allows). `audit_query_values`: `audit.http_query: keep`, for each http forward.
+fn forwards(
+    p: &mut Problems,
+    base: &Path,
+    raw: Option<Vec<RawForward>>,
+    audit_query_values: bool,
+) -> Vec<Forward> {
     let mut forwards = Vec::new();
     let raw_forwards = raw.unwrap_or_default();
     if raw_forwards.is_empty() {
@@ -388,11 +399,65 @@ fn forwards(p: &mut Problems, raw: Option<Vec<RawForward>>) -> Vec<Forward> {
                 remotes.insert((addr.clone(), *port), i);
             }
         }
+        let kinds: Vec<&str> = [
+            ("target", f.target.is_some()),
+            ("http", f.http.is_some()),
+            ("connect", f.connect.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, given)| given.then_some(kind))
+        .collect();
+        if kinds.len() > 1 {
+            let who = if valid_name(&name) {
+                format!("forward \"{name}\"")
+            } else {
+                "this forward".to_string()
+            };
+            let which = match kinds.as_slice() {
+                [a, b] => format!("both `{a}` and `{b}`"),
+                _ => "`target`, `http` and `connect`".to_string(),
+            };
+            p.add(
+                format!("forwards[{i}]"),
+                format!("{who} has {which}: a forward reaches its service one way only"),
+                Some(KIND_FIX.to_string()),
+            );
+        }
+        let http = f
+            .http
+            .and_then(|h| super::http::http(p, base, &at("http"), h, audit_query_values))
+            .map(Arc::new);
+        let connect = f
+            .connect
+            .and_then(|c| super::http::connect(p, &at("connect"), c))
+            .map(Arc::new);
+        let tls = match &http {
+            Some(h) => {
+                if f.tls.is_some() {
+                    p.add(
+                        at("tls"),
+                        "is set for an http forward, whose upstream's scheme (https:// or http://) says it",
+                        Some("remove it; the upstream's TLS settings go in `http.tls`".to_string()),
+                    );
+                }
+                Some(h.upstream.https)
+            }
+            None => f.tls,
+        };
         let target = match f.target {
+            None if !kinds.is_empty() => {
+                // An http forward reaches its upstream, a connect forward (for `agent check`'s
+                // probe) the first pair it allows; a problem already says why there is none.
+                match (&http, &connect) {
+                    (Some(h), _) => Some((h.upstream.host.clone(), h.upstream.port)),
+                    (None, Some(c)) => c.allow.first().map(|a| (a.host.clone(), a.port)),
+                    (None, None) => None,
+                }
+            }
             None => {
                 p.add(
                     at("target"),
-                    "is required",
+                    "is required (or, in its place, `http:` for an HTTP gateway or `connect:` for a CONNECT proxy)",
                     Some("set the service to reach, e.g. `target: jira.acme.internal:443`".into()),
                 );
                 None
@@ -440,10 +505,10 @@ fn forwards(p: &mut Problems, raw: Option<Vec<RawForward>>) -> Vec<Forward> {
                     max_connections,
                 },
                 access,
-                tls: f.tls,
+                tls,
                 allow,
-                http: None,
-                connect: None,
+                http,
+                connect,
             });
         }
     }

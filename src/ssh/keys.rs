@@ -2,14 +2,16 @@
 //! PKCS#8 from OpenSSL 3, OpenSSH from ssh-keygen; RSA or Ed25519) and generating a new one.
 
 use std::fmt;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use russh::keys::{HashAlg, PrivateKey};
 
 use crate::fault::Fault;
+// Key material is overwritten before its allocation is freed (best effort): `wipe`.
+use crate::sys::private::{self, Holds, ReadError, wipe};
 
 /// A loaded private key. `Debug` shows only public facts.
 #[derive(Clone)]
@@ -22,104 +24,10 @@ pub struct Identity {
     pub format: &'static str,
 }
 
-/// The key file's owner and mode, from the open file the key was read from (fstat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyFile {
-    /// Permission bits (`0o400`).
-    pub mode: u32,
-    /// The owner's uid.
-    pub owner: u32,
-    /// The agent's real uid when the file was checked.
-    pub agent_uid: u32,
-}
-
-impl KeyFile {
-    /// OpenSSH's rule without its loophole. OpenSSH (`sshkey_perm_ok`) checks only a key owned
-    /// by the user it runs as, so a key another user owns passed even at mode 0666. Here:
-    /// - nobody but the owner (and its group, below) may read or write the key: no bit for
-    ///   others, ever, and no group write;
-    /// - the group may read it only when root owns it: a Kubernetes Secret mounted with
-    ///   `fsGroup` (root-owned, mode 0440, group = the agent's) is how a key is shared on
-    ///   purpose, and only root can hand a file to a group it does not belong to;
-    /// - the agent's own key (its real uid owns it, root included) is its alone: 0400 or 0600.
-    pub fn owned_by_agent(&self) -> bool {
-        self.owner == self.agent_uid
-    }
-
-    /// Whether the group-read exception applies: root owns the key and the agent is not root.
-    fn shared_by_root(&self) -> bool {
-        self.owner == 0 && !self.owned_by_agent()
-    }
-
-    /// The permission bits the rule refuses in `mode` (0 when the mode is fine).
-    pub fn refused_bits(&self) -> u32 {
-        let allowed_beyond_owner = if self.shared_by_root() { 0o040 } else { 0 };
-        self.mode & 0o077 & !allowed_beyond_owner
-    }
-
-    /// "mode 0400", or "mode 0440, owned by uid 0 (not the agent's uid 65532, ...)".
-    pub fn describe(&self) -> String {
-        if self.owned_by_agent() {
-            format!("mode {:04o}", self.mode)
-        } else if self.shared_by_root() {
-            format!(
-                "mode {:04o}, owned by uid 0 (root; not the agent's uid {}, so group read is allowed)",
-                self.mode, self.agent_uid
-            )
-        } else {
-            format!(
-                "mode {:04o}, owned by uid {} (not the agent's uid {})",
-                self.mode, self.owner, self.agent_uid
-            )
-        }
-    }
-
-    /// Why the mode is refused, after "PATH is ": "readable by others (mode 0644, owner uid
-    /// 1000)".
-    fn refusal(&self) -> String {
-        let bits = self.refused_bits();
-        let who = match (bits & 0o070 != 0, bits & 0o007 != 0) {
-            (true, true) => "its group and others",
-            (false, true) => "others",
-            _ => "its group",
-        };
-        let what = access(bits);
-        let owner = if self.owned_by_agent() {
-            format!("owned by the agent's own user, uid {}", self.owner)
-        } else {
-            format!(
-                "owned by uid {}, the agent runs as uid {}",
-                self.owner, self.agent_uid
-            )
-        };
-        let rule = if self.shared_by_root() {
-            "a root-owned key may be readable by its group, never writable by it nor open to others"
-        } else if self.owned_by_agent() {
-            "a private key the agent's user owns must be readable by that user only"
-        } else {
-            "only a root-owned key may be shared with a group; one another user owns must be private to that user"
-        };
-        format!("{what} by {who} (mode {:04o}, {owner}): {rule}", self.mode)
-    }
-
-    /// The command that makes the file acceptable.
-    fn fix(&self, path: &Path) -> String {
-        let p = path.display();
-        if self.owned_by_agent() {
-            format!("chmod 400 {p}")
-        } else if self.shared_by_root() {
-            format!(
-                "chmod 440 {p} (its group must be the agent's), or give it to the agent: chown {} {p} && chmod 400 {p}",
-                self.agent_uid
-            )
-        } else {
-            format!(
-                "give it to the agent's user: chown {} {p} && chmod 400 {p} (or chmod 400 {p} if uid {} must keep it and the agent runs as root)",
-                self.agent_uid, self.owner
-            )
-        }
-    }
-}
+/// The key file's owner and mode, from the open file the key was read from (fstat), and the
+/// rule they must follow: [`crate::sys::private`]'s, which the secrets of an HTTP forward follow
+/// too.
+pub use crate::sys::private::PrivateFile as KeyFile;
 
 impl Identity {
     /// `SHA256:...`, as `ssh-keygen -l` prints it: what the vendor must hold.
@@ -173,7 +81,7 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{} is {}", .path.display(), .file.refusal())]
+    #[error("{} is {}", .path.display(), .file.refusal(Holds::KEY))]
     TooOpen { path: PathBuf, file: KeyFile },
     #[error("{} is protected by a passphrase; the agent runs unattended and cannot unlock it", .path.display())]
     Encrypted { path: PathBuf },
@@ -233,17 +141,6 @@ impl Fault for KeyError {
     }
 }
 
-/// "readable", "writable" or "accessible" (execute only), for the group/other bits of `mode`.
-fn access(mode: u32) -> &'static str {
-    if mode & 0o044 != 0 {
-        "readable"
-    } else if mode & 0o022 != 0 {
-        "writable"
-    } else {
-        "accessible"
-    }
-}
-
 /// The largest key file read, as OpenSSH's MAX_KEY_FILE_SIZE: an `identity` naming a log or a
 /// disk image is refused, not read into memory.
 const MAX_KEY_FILE: u64 = 1 << 20;
@@ -274,73 +171,30 @@ pub fn load_identity(path: &Path) -> Result<Identity, KeyError> {
     })
 }
 
-/// Opens `path` once, checks the open file, and reads it.
+/// Opens `path` once, checks the open file, and reads it ([`crate::sys::private::read`]).
 fn read_key_file(path: &Path) -> Result<(Vec<u8>, KeyFile), KeyError> {
-    let unreadable = |source| KeyError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    };
+    let path_buf = || path.to_path_buf();
     let not_a_key = |detail: String| KeyError::NotAKey {
-        path: path.to_path_buf(),
+        path: path_buf(),
         detail,
     };
-    // O_NONBLOCK: a FIFO named as the key must not hang the agent in open(); it is refused
-    // below as not a regular file. Reads of a regular file ignore the flag.
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => KeyError::Missing {
-                path: path.to_path_buf(),
-            },
-            _ => unreadable(e),
-        })?;
-    let meta = f.metadata().map_err(unreadable)?;
-    if meta.is_dir() {
-        return Err(not_a_key("a directory, not a key file".into()));
-    }
-    if !meta.is_file() {
-        return Err(not_a_key(
-            "not a regular file (a device, FIFO or socket)".into(),
-        ));
-    }
-    let file = KeyFile {
-        mode: meta.mode() & 0o7777,
-        owner: meta.uid(),
-        agent_uid: crate::sys::real_uid(),
-    };
-    if file.refused_bits() != 0 {
-        return Err(KeyError::TooOpen {
-            path: path.to_path_buf(),
+    private::read(path, MAX_KEY_FILE).map_err(|e| match e {
+        ReadError::Missing => KeyError::Missing { path: path_buf() },
+        ReadError::Unreadable(source) => KeyError::Unreadable {
+            path: path_buf(),
+            source,
+        },
+        ReadError::Directory => not_a_key("a directory, not a key file".into()),
+        ReadError::NotRegular => not_a_key("not a regular file (a device, FIFO or socket)".into()),
+        ReadError::TooOpen(file) => KeyError::TooOpen {
+            path: path_buf(),
             file,
-        });
-    }
-    let too_large = || {
-        not_a_key(format!(
+        },
+        ReadError::TooLarge => not_a_key(format!(
             "larger than {} KiB: no key file is",
             MAX_KEY_FILE >> 10
-        ))
-    };
-    if meta.len() > MAX_KEY_FILE {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    (&mut f)
-        .take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        wipe(bytes);
-        return Err(too_large());
-    }
-    Ok((bytes, file))
-}
-
-/// Best effort: overwrites key material before its allocation is freed.
-fn wipe(mut bytes: Vec<u8>) {
-    bytes.iter_mut().for_each(|b| *b = 0);
-    std::hint::black_box(&bytes);
+        )),
+    })
 }
 
 fn decode(text: &str) -> Result<PrivateKey, russh::keys::Error> {

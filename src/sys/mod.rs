@@ -8,14 +8,18 @@
 //! written, and the files in /proc/PID belong to root. The flag holds until the process
 //! ends (the agent never executes another program).
 //!
+//! [`private`]: a file only the agent may read (the identity key, an HTTP forward's secrets),
+//! its owner-and-mode rule and the one way it is read.
+//!
 //! Every call goes through rustix's safe wrappers: no `unsafe` here.
 
 pub mod dir;
+pub mod private;
 
 use std::io;
 
 /// The real user id of this process: the "agent's own user" of OpenSSH's key-permission rule
-/// (`crate::ssh::keys`).
+/// ([`private`]).
 pub fn real_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
