@@ -61,22 +61,31 @@ pub struct Refusal {
 }
 
 impl Gateway {
-    /// The request filter: CONNECT and upgrades, normal form, the token, the rules, in that
+    /// The request filter: upgrades and CONNECT, normal form, the token, the rules, in that
     /// order. Returns the token's index and the rule that allows the request.
     pub(super) fn filter(&self, head: &Head) -> Result<(usize, String), (Option<usize>, Refusal)> {
         let rules = &self.settings.allow;
-        if (head.method == "CONNECT" || head.upgrade) && !rules.names_method(&head.method) {
-            let what = if head.upgrade {
-                "an upgrade"
-            } else {
-                "CONNECT"
-            };
+        // The gateway re-frames each request and relays no upgraded protocol (a WebSocket
+        // would be bytes no rule could see): an upgrade is refused whatever the rules say.
+        if head.upgrade {
             return Err((
                 None,
                 Refusal {
                     status: 405,
                     class: "method_not_allowed",
-                    reason: format!("{what} is not allowed: no rule names {}", head.method),
+                    reason: "an upgrade (Connection: Upgrade) is not relayed by the gateway".into(),
+                },
+            ));
+        }
+        if head.method == "CONNECT" && !rules.names_method("CONNECT") {
+            return Err((
+                None,
+                Refusal {
+                    status: 405,
+                    class: "method_not_allowed",
+                    reason:
+                        "CONNECT is not allowed: no rule names it (a CONNECT forward is `connect:`)"
+                            .into(),
                 },
             ));
         }

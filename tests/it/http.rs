@@ -247,7 +247,8 @@ async fn every_malformed_or_ambiguous_request_is_refused_before_the_upstream() {
         ),
         "",
     );
-    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    // Each request closes its connection, so that the answer is read to its end at once.
+    let auth = format!("Authorization: Bearer {TOKEN}\r\nConnection: close\r\n");
     let cases: Vec<(String, &str)> = vec![
         (
             format!("GET /api/../admin HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
@@ -349,12 +350,13 @@ async fn every_malformed_or_ambiguous_request_is_refused_before_the_upstream() {
         seen.text()
     );
 
+    let bearer = bearer();
     // Pipelined: an allowed request, then one no rule allows, in one write. Only the first
     // reaches the upstream; both are answered, in order.
     let answer = g
         .raw(
             format!(
-                "GET /api/one HTTP/1.1\r\nHost: x\r\n{auth}\r\nDELETE /api/two HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+                "GET /api/one HTTP/1.1\r\nHost: x\r\n{bearer}\r\n\r\nDELETE /api/two HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
             )
             .as_bytes(),
         )
