@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use base64ct::Encoding;
+use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -642,4 +644,262 @@ async fn two_gib_stream_down_and_up_with_the_agents_memory_flat() {
         peak < before + 64 * 1024,
         "peak RSS {peak} KiB, {before} KiB before: bodies were buffered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_tokens_rotate_on_reload_without_a_restart() {
+    let (port, _seen, _up) = recorder(None).await;
+    let second = "second-token-Uu3b8Lq0Vx5Zc2Nn7Mm4Kk1Jj6Hh9Gg";
+    let g = start(
+        &format!(
+            "      upstream: http://127.0.0.1:{port}\n      inject:\n        PRIVATE-TOKEN: {{ file: SECRET_FILE }}\n      allow: [\"GET /echo-headers\"]\n"
+        ),
+        "",
+    );
+    let (status, body) = curl(&["-H", &bearer(), &g.url("/echo-headers")]);
+    assert_eq!(status, 200);
+    assert!(body.contains(SECRET));
+    // The customer rotates the upstream credential and adds the vendor's next token.
+    std::fs::write(g.dir.path().join("gitlab-token"), "rotated-secret-42\n").unwrap();
+    let config = g.dir.path().join("agent.yaml");
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("vendor_tokens: [\"{}\"]", token_hash(TOKEN)),
+        &format!(
+            "vendor_tokens: [\"{}\", \"{}\"]",
+            token_hash(TOKEN),
+            token_hash(second)
+        ),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    crate::support::sshd::signal(g.agent.pid() as i32, "HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {second}"),
+            &g.url("/echo-headers"),
+        ]);
+        if status == 200 {
+            assert!(body.contains("private-token: rotated-secret-42"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never took:\n{}",
+            g.agent.evidence()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Both tokens work during the rotation; the audit trail tells them apart by index.
+    let (status, _) = curl(&["-H", &bearer(), &g.url("/echo-headers")]);
+    assert_eq!(status, 200);
+    let tokens: Vec<String> = g
+        .requests()
+        .iter()
+        .filter(|r| r["status"] == 200)
+        .map(|r| r["token"].as_str().unwrap()[..2].to_string())
+        .collect();
+    assert_eq!(tokens.first().map(String::as_str), Some("0:"));
+    assert_eq!(tokens.last().map(String::as_str), Some("0:"));
+    assert!(tokens.iter().any(|t| t == "1:"), "{tokens:?}");
+    assert!(!g.agent.printed("rotated-secret-42"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_token_header_lets_the_vendors_own_authorization_through() {
+    let (port, seen, _up) = recorder(None).await;
+    let g = start(
+        &format!(
+            "      upstream: http://127.0.0.1:{port}\n      vendor_token_header: X-Vendor-Token\n      allow: [\"GET /echo-headers\"]\n"
+        ),
+        "",
+    );
+    let (status, body) = curl(&[
+        "-H",
+        &format!("X-Vendor-Token: {TOKEN}"),
+        "-H",
+        "Authorization: token vendors-own-upstream-credential",
+        &g.url("/echo-headers"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("authorization: token vendors-own-upstream-credential"),
+        "{body}"
+    );
+    assert!(
+        !seen.text().contains(TOKEN),
+        "the token's header went upstream"
+    );
+    // The token in Authorization is not read when the forward names another header.
+    let (status, _) = curl(&["-H", &bearer(), &g.url("/echo-headers")]);
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_tls_inside_the_tunnel_with_the_fingerprint_it_logs() {
+    let (port, _seen, _up) = recorder(None).await;
+    let g = start(
+        &format!(
+            "      upstream: http://127.0.0.1:{port}\n      listen_tls: true\n      allow: [\"GET /hello\"]\n"
+        ),
+        "",
+    );
+    // curl pins nothing by fingerprint: -k, then the served certificate is compared with the
+    // one the agent keeps in its state folder.
+    let (status, body) = curl(&[
+        "-k",
+        "-H",
+        &bearer(),
+        &format!("https://127.0.0.1:{}/hello", g.remote),
+    ]);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok GET /hello"),
+        "{}",
+        g.agent.evidence()
+    );
+    let pem = std::fs::read_to_string(g.dir.path().join("state/gateway-gitlab.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let fingerprint = agent::gateway::served_tls::fingerprint(&der);
+    assert!(g.agent.printed(&fingerprint), "{}", g.agent.evidence());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{} </dev/null 2>/dev/null | openssl x509 -outform DER | sha256sum",
+            g.remote
+        ))
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        fingerprint.ends_with(served.split_whitespace().next().unwrap_or("?")),
+        "served {served}, kept {fingerprint}"
+    );
+    // Plain HTTP on the TLS port gets nothing upstream.
+    let (status, _) = curl(&["-H", &bearer(), &g.url("/hello")]);
+    assert_ne!(status, 200);
+}
+
+/// An agent with one CONNECT forward (`connect:`), against a real sshd.
+fn start_connect(allow: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = agent_key(dir.path());
+    let sshd = Sshd::start(&public);
+    let remote = free_port();
+    let forwards = format!(
+        "  - name: egress\n    remote: \"127.0.0.1:{remote}\"\n    connect:\n      allow: [{allow}]\n      vendor_tokens: [\"{}\"]\n",
+        token_hash(TOKEN)
+    );
+    let mut yaml = config_yaml(
+        &[sshd.port],
+        &sshd.host_key_fingerprint,
+        &sshd.user(),
+        &key,
+        &[],
+        &forwards,
+    );
+    yaml = yaml.replace(
+        "admin: { listen: \"off\" }",
+        "admin: { listen: \"127.0.0.1:0\" }",
+    );
+    yaml.push_str(&format!(
+        "log: {{ format: json }}\naudit: {{ file: {} }}\nstate_dir: {}\n",
+        dir.path().join("audit.jsonl").display(),
+        dir.path().join("state").display()
+    ));
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let (agent, _admin) =
+        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_agent")), &config, READY);
+    let g = Gateway {
+        dir,
+        _sshd: sshd,
+        agent,
+        remote,
+    };
+    g.wait_listening();
+    g
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_forward_tunnels_only_to_listed_pairs_with_the_token() {
+    let (port, seen, _up) = recorder(None).await;
+    let other = crate::support::targets::closed_port();
+    let g = start_connect(&format!("\"127.0.0.1:{port}\""));
+    let proxy = format!("http://127.0.0.1:{}", g.remote);
+    // curl through the CONNECT proxy (-p: tunnel even for http://), token as the password.
+    let target = format!("http://127.0.0.1:{port}/through-the-tunnel");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-p",
+            "-x",
+            &proxy,
+            "-U",
+            &format!("vendor:{TOKEN}"),
+            &target,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok GET /through-the-tunnel",
+        "{out:?}\n{}",
+        g.agent.evidence()
+    );
+    assert!(!seen.text().contains(TOKEN));
+    // Without the token: 407. Another pair: 403.
+    let answer = g
+        .raw(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("proxy-authenticate: basic"),
+        "{answer}"
+    );
+    let basic = base64ct::Base64::encode_string(format!("v:{TOKEN}").as_bytes());
+    let answer = g
+        .raw(
+            format!(
+                "CONNECT 127.0.0.1:{other} HTTP/1.1\r\nProxy-Authorization: Basic {basic}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let answer = g
+        .raw(format!("GET http://127.0.0.1:{port}/ HTTP/1.1\r\nProxy-Authorization: Basic {basic}\r\n\r\n").as_bytes())
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let records = g.requests();
+    let statuses: Vec<u64> = records
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 407, 403, 405], "{records:#?}");
+    assert!(records[0]["to_upstream"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn token_new_prints_a_token_once_and_the_line_that_accepts_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["token", "new", "gitlab"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token for the vendor (shown once, stored nowhere): "))
+        .expect(&text)
+        .trim();
+    assert!(token.len() >= 43, "{token}");
+    assert!(text.contains(&token_hash(token)), "{text}");
+    let again = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["token", "new", "gitlab"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&again.stdout).contains(token));
 }
