@@ -41,10 +41,16 @@
 //!   (the desired set of forwards against what the server granted: request, retry, cancel),
 //!   the tunnel's state (the routing table that routes channels, the health record that answers
 //!   health questions, the metrics, the audit trail's handle), one forwarded connection (route,
-//!   dial, pump) and its byte budgets. `ssh` implements its ports (`ForwardPort`,
+//!   dial, pump, or hand to the forward's [`gateway`]) and its byte budgets. `ssh` implements its ports (`ForwardPort`,
 //!   `IncomingChannel`, `ChannelSink`).
 //!
 //! Adapters, the outside world:
+//! - [`gateway`]: the HTTP gateway behind an HTTP forward (`forwards[].http`) and the CONNECT
+//!   proxy behind a CONNECT forward (`forwards[].connect`): it serves the byte stream of one
+//!   forwarded connection (never SSH): the vendor's token, the normal form and the allowlist,
+//!   the request re-framed toward the upstream with the customer's headers injected, one audit
+//!   record per request. It imports only the leaves, [`tls`] and [`audit`]; `config` builds
+//!   its settings and `tunnel` hands it each connection of such a forward.
 //! - [`ssh`]: the only modules that use russh: keys, host-key pins and known_hosts, one rung's
 //!   session attempt (`ssh::dial`: the stream, host-key check, which asks for each key type the
 //!   server's KEXINIT lists when the first matches no pin, authentication), forward requests
@@ -88,7 +94,7 @@
 //! ([`access`]) -> the desired forwards -> the reconciler ([`tunnel`]) -> the session ([`ssh`],
 //! over the stream of the rung that won [`transport::climb`], through [`proxy`] and [`tls`]) ->
 //! one forwarded connection ([`tunnel`]'s `conn` and `pump`) -> the target (dialed through
-//! [`net`]).
+//! [`net`]), or, for an HTTP forward, the [`gateway`] -> the upstream.
 // Only `memory` (two glibc calls, which rustix does not wrap) may opt out.
 #![deny(unsafe_code)]
 

@@ -265,3 +265,25 @@ fn the_audit_trail_imports_no_other_module_but_logging() {
         "{graph:#?}"
     );
 }
+
+#[test]
+fn the_http_gateway_sees_a_byte_stream_and_nothing_above_it() {
+    // The gateway serves what a forwarded connection carries: it never sees SSH, the tunnel's
+    // state, the access policy or the configuration (which builds its settings), so the data
+    // flows one way: config -> tunnel -> gateway -> upstream.
+    let graph = graph();
+    let (_, to) = graph
+        .iter()
+        .find(|(from, _)| from == "gateway")
+        .expect("src/gateway/ exists");
+    let allowed = ["net", "tls", "audit", "logging", "fault", "sys"];
+    let others: Vec<&String> = to.iter().filter(|m| !allowed.contains(&m.as_str())).collect();
+    assert!(others.is_empty(), "gateway uses crate::{others:?}");
+    // And the scan sees its users: the tunnel serves HTTP forwards through it.
+    assert!(
+        graph
+            .iter()
+            .any(|(from, to)| from == "tunnel" && to.contains(&"gateway".to_string())),
+        "{graph:#?}"
+    );
+}
