@@ -23,7 +23,11 @@ terminator in front of the same sshd; its column is compared with the agent's pl
 production terminator costs) or, with --wss-terminator websockify, the Debian package of
 examples/vendor/websockify.sh (Python: it, not the agent, sets the pace). The terminator's CPU is
 counted with sshd's. With --audit, the agent with its audit trail on, compared with the plain
-agent.
+agent. With --baseline-agent PATH, another build of the agent (e.g. main before a change) in the
+same run, same configuration: the agent / baseline column, and the rows off by more than 5%.
+
+With --gateway, instead of all that: the gateway case (bench/gateway.py): HTTP requests and a
+download through the agent's HTTP forward, its plain TCP forward and Snyk Broker, to one upstream.
 """
 import argparse
 import json
@@ -51,7 +55,7 @@ BORE_CONTROL_PORT = 7835
 PEERS = ("agent", "ssh", "rathole", "bore")
 # Column titles; the extra agent columns (--audit, --wss) are compared with the plain agent.
 LABEL = {"agent": "agent", "ssh": "ssh -R", "rathole": "rathole", "bore": "bore",
-         "agent+audit": "agent+audit", "agent-wss": "agent wss"}
+         "agent+audit": "agent+audit", "agent-wss": "agent wss", "agent-base": "baseline agent"}
 RATE_ROW = "new conns/s (1 KiB each way)"
 
 
@@ -284,7 +288,8 @@ class Tunnel:
         cfg.write_text(agent_yaml(ctx.sshd, ctx.key, {"iperf": (self.r1, ctx.iperf_port),
                                                       "echo": (self.r2, ctx.echo_port)},
                                   extra, ctx.wss if kind == "agent-wss" else None))
-        self.clients.append(self._spawn([str(AGENT), "-c", str(cfg), "run"], f"{kind}.log"))
+        binary = ctx.baseline_agent if kind == "agent-base" else AGENT
+        self.clients.append(self._spawn([str(binary), "-c", str(cfg), "run"], f"{kind}.log"))
 
     def _ssh(self):
         ctx = self.ctx
@@ -526,6 +531,8 @@ def table(results, kinds):
             head.append("audit / agent")
         elif k == "agent-wss":
             head.append("wss / agent")
+        elif k == "agent-base":
+            head.append("agent / baseline")
     rule = ["---"] * len(head)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule) + "|"]
     for r in rows:
@@ -540,6 +547,8 @@ def table(results, kinds):
                 cells.append(ratio(v, a, 3))
             elif k == "agent-wss":
                 cells.append(ratio(v, a))
+            elif k == "agent-base":
+                cells.append(ratio(a, v, 3))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -560,6 +569,20 @@ def targets(results, kinds):
         lines.append(f"- vs {LABEL[peer]}: {row}: target agent/{peer} {op} {want:.2f}x; "
                      f"value {r:.2f}x ({a:.2f} vs {p:.2f}): {'met' if met else 'NOT met'}")
     return lines
+
+
+def baseline_diffs(results, kinds):
+    rows = []
+    for x in results["agent"]:
+        rows += [r for r in x if r not in rows]
+    out = []
+    for r in rows:
+        a, b = median(results, "agent", r), median(results, "agent-base", r)
+        if a is None or b is None or (a == b == 0):
+            continue
+        if not b or abs(a / b - 1) > 0.05:
+            out.append(f"- {r}: agent {a:.2f}, baseline {b:.2f}" + (f" ({a / b:.3f}x)" if b else ""))
+    return out or ["- none"]
 
 
 def tool_version(path):
@@ -583,6 +606,49 @@ def parse_peers(text):
     return ["agent"] + [p for p in PEERS[1:] if p in peers]
 
 
+def machine_text():
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+    # sshd's congestion control decides how it paces toward the tunnel (see README Performance).
+    try:
+        cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    except OSError:
+        cc = "unknown"
+    return f"{os.cpu_count()} cores, {cpu}, TCP congestion control {cc}"
+
+
+def parse_gateway_cases(text):
+    import gateway
+    cases = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in cases if c not in gateway.CASES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown case {', '.join(bad)} (known: {','.join(gateway.CASES)})")
+    return [c for c in gateway.CASES if c in cases]
+
+
+def gateway_main(args):
+    """--gateway: bench/gateway.py's case, its table and raw numbers next to the others'."""
+    import gateway
+    if args.gateway_cases is None:
+        args.gateway_cases = list(gateway.CASES)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix="agent-bench-gateway-"))
+    keys = work / "keys"
+    if any(k.startswith("agent") for k in args.gateway_cases):
+        subprocess.run([str(AGENT), "keygen", "--out-dir", str(keys), "--bits", "2048"], check=True, capture_output=True)
+    results, failures = gateway.run(args, work, keys)
+    machine = machine_text()
+    text, versions = gateway.report(args, results, failures, machine)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / f"raw-gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    raw.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine, "agent_binary": str(AGENT),
+                               "versions": versions, "args": vars(args), "results": results,
+                               "failures": failures}, indent=1))
+    (out / "gateway-latest.md").write_text(text + "\n")
+    print(f"\nagent binary: {AGENT}\nraw numbers: {raw}\nlogs: {work}", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5, help="repetitions per tunnel (interleaved)")
@@ -597,14 +663,28 @@ def main():
     p.add_argument("--conns", type=int, default=10000, help="concurrent connections case (0 to skip)")
     p.add_argument("--audit", action="store_true",
                    help="also measure the agent with its audit trail on (column agent+audit)")
+    p.add_argument("--baseline-agent", default=None,
+                   help="also this agent binary, same configuration (column baseline agent)")
     p.add_argument("--out", default=str(ROOT / "bench/results"))
     p.add_argument("--wss", action="store_true", help="also the agent over a wss:// rung")
     p.add_argument("--wss-terminator", choices=("native", "websockify"), default="native",
                    help="vendor-side terminator for --wss (default native: examples/wss_terminator.rs)")
+    g = p.add_argument_group("gateway case (bench/gateway.py)")
+    g.add_argument("--gateway", action="store_true",
+                   help="run the gateway case instead of the tunnel rows (--runs and --seconds apply)")
+    g.add_argument("--gateway-cases", type=parse_gateway_cases, default=None,
+                   help="comma-separated subset of direct,agent-tcp,agent-http,broker (default all)")
+    g.add_argument("--gateway-conns", type=int, default=32, help="keep-alive connections in flight")
+    g.add_argument("--blob-mib", type=int, default=1024, help="size of the download, MiB")
     args = p.parse_args()
+    if args.gateway:
+        return gateway_main(args)
     if args.rate_seconds is None:
         args.rate_seconds = args.seconds
-    kinds = args.peers + (["agent+audit"] if args.audit else []) + (["agent-wss"] if args.wss else [])
+    kinds = args.peers + (["agent+audit"] if args.audit else []) + (["agent-wss"] if args.wss else []) \
+        + (["agent-base"] if args.baseline_agent else [])
+    if args.baseline_agent and not os.access(args.baseline_agent, os.X_OK):
+        sys.exit(f"--baseline-agent: no executable at {args.baseline_agent}")
     for k, path in (("rathole", RATHOLE), ("bore", BORE)):
         if k in kinds and not os.access(path, os.X_OK):
             sys.exit(f"{k}: no binary at {path} (bench/run.sh installs it; or leave {k} out with --peers)")
@@ -626,7 +706,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     keys = work / "keys"
     subprocess.run([str(AGENT), "keygen", "--out-dir", str(keys), "--bits", "2048"], check=True, capture_output=True)
-    ctx = argparse.Namespace(key=keys / "private-key.pem", wss=None, sshd=None)
+    ctx = argparse.Namespace(key=keys / "private-key.pem", wss=None, sshd=None, baseline_agent=args.baseline_agent)
     if "rathole" in kinds:
         out = subprocess.run([str(RATHOLE), "--genkey"], check=True, capture_output=True, text=True).stdout.split()
         # "Private Key:\n<base64>\n\nPublic Key:\n<base64>"
@@ -664,13 +744,7 @@ def main():
         for proc in reversed(started):
             stop(proc)
 
-    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
-    # sshd's congestion control decides how it paces toward the tunnel (see README Performance).
-    try:
-        cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
-    except OSError:
-        cc = "unknown"
-    machine = f"{os.cpu_count()} cores, {cpu}, TCP congestion control {cc}"
+    machine = machine_text()
     stamp = time.strftime("%Y-%m-%d")
     versions = {"rathole": tool_version(RATHOLE) if "rathole" in kinds else None,
                 "bore": tool_version(BORE) if "bore" in kinds else None}
@@ -682,6 +756,9 @@ def main():
     goals = targets(results, kinds)
     if goals:
         lines += ["", "Targets (issue #21), agent/peer ratio of the medians:", *goals]
+    if "agent-base" in kinds:
+        lines += ["", "Against the baseline agent (rows off by more than 5% either way):",
+                  *baseline_diffs(results, kinds)]
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)

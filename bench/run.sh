@@ -8,7 +8,10 @@
 # (e.g. `bench/run.sh --runs 3 --seconds 5 --conns 2000` for a quick look; `--peers agent,ssh`
 # for a subset; `--wss` adds the agent over a wss:// rung, through examples/wss_terminator.rs or,
 # with `--wss-terminator websockify`, the Debian package; `--audit` the agent with its audit
-# trail on).
+# trail on). `--gateway` runs the gateway case instead (bench/gateway.py: HTTP through the agent's
+# HTTP forward, its plain TCP forward and Snyk Broker; installs snyk-broker with npm into
+# target/bench-tools/snyk-broker on first use). With AGENT_BIN set, that binary is measured as it
+# is (not built), e.g. to hold two builds against each other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -17,6 +20,13 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v openssl >/dev/null || need+=(openssl)
 if [[ " $* " == *" websockify"* ]]; then command -v websockify >/dev/null || need+=(websockify); fi
+gateway=0
+if [[ " $* " == *" --gateway "* ]]; then
+  gateway=1
+  command -v curl >/dev/null || need+=(curl)
+  # The machine's Node.js (npm comes with it); Debian's own is older than the one this was tried on.
+  command -v npm >/dev/null || need+=(nodejs npm)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
@@ -24,8 +34,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 tdir="${CARGO_TARGET_DIR:-$PWD/target}"
 
-# The peers asked for (bench.py's --peers; all by default): install the missing ones.
+# The peers asked for (bench.py's --peers; all by default, none for --gateway): install the
+# missing ones.
 peers="agent,ssh,rathole,bore"
+[ "$gateway" = 0 ] || peers=agent
 args=("$@")
 for i in "${!args[@]}"; do
   case "${args[$i]}" in
@@ -57,11 +69,28 @@ if [[ ",$peers," == *",bore,"* ]]; then
   install_tool bore-cli "$BORE_VERSION" bore --locked
 fi
 export RATHOLE_BIN="$tools/bin/rathole" BORE_BIN="$tools/bin/bore"
+# The gateway case's anchor: Snyk Broker from npm, pinned, in its own folder (not global). Its
+# package.json asks for Node >= 24; npm only warns (EBADENGINE) and it runs on Node 20 (see
+# bench/gateway.py). No install scripts: the two it has (protobufjs, dtrace-provider) are for
+# features the classic broker on loopback does not use.
+SNYK_BROKER_VERSION=5.22.14
+export SNYK_BROKER_DIR="$tools/snyk-broker"
+if [ "$gateway" = 1 ] && { [[ "$*" != *--gateway-cases* ]] || [[ "$*" == *broker* ]]; }; then
+  have=$(node -p "require('$SNYK_BROKER_DIR/node_modules/snyk-broker/package.json').version" 2>/dev/null || true)
+  if [ "$have" != "$SNYK_BROKER_VERSION" ]; then
+    echo "installing snyk-broker $SNYK_BROKER_VERSION into $SNYK_BROKER_DIR (once)" >&2
+    mkdir -p "$SNYK_BROKER_DIR"
+    npm install --prefix "$SNYK_BROKER_DIR" --no-audit --no-fund --ignore-scripts --loglevel=error \
+      "snyk-broker@$SNYK_BROKER_VERSION" >&2
+  fi
+fi
 
 # Measure the binary that ships: static glibc, built as the Containerfile builds it (the dynamic
 # build maps ~1 MiB more of shared libraries).
 target="$(uname -m)-unknown-linux-gnu"
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" --bin agent
+if [ -z "${AGENT_BIN:-}" ]; then
+  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" --bin agent
+fi
 cargo build --release --locked --example loadgen --example wss_terminator
 export AGENT_BIN="${AGENT_BIN:-$tdir/$target/release/agent}"
 export LOADGEN_BIN="${LOADGEN_BIN:-$tdir/release/examples/loadgen}"
