@@ -21,6 +21,12 @@ const BODY_PIECE: usize = 64 * 1024;
 /// Response bytes buffered before they are written through: a small response leaves in one
 /// write.
 const WRITE_THROUGH: usize = 64 * 1024;
+/// A buffer larger than this is let go of between requests (10,000 idle keep-alive
+/// connections must not each hold what their largest request needed).
+const IDLE_CAPACITY: usize = 16 * 1024;
+/// Body data at least this large is written as it is (after what is buffered), not copied
+/// into the buffer first: a streamed download's pieces are mostly this large.
+const DIRECT_WRITE: usize = 8 * 1024;
 /// Room asked of the socket per read while a head arrives.
 const HEAD_READ: usize = 8 * 1024;
 /// Empty lines tolerated before a request line (RFC 9112 2.2: a client's stray CRLF after a
@@ -643,6 +649,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VendorConn<S> {
 
     /// Whether a first byte arrived within `idle` (false: EOF or silence).
     async fn wait_for_first_byte(&mut self, idle: Duration) -> Result<bool, WireError> {
+        if self.buf.capacity() > IDLE_CAPACITY {
+            self.buf = BytesMut::new();
+        }
         match tokio::time::timeout(idle, self.fill(HEAD_READ)).await {
             Err(_elapsed) => Ok(false),
             Ok(read) => Ok(read? > 0),
@@ -739,7 +748,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VendorConn<S> {
             // Writing into a BytesMut cannot fail.
             let _ = write!(self.out, "{:x}\r\n", data.len());
         }
-        if data.len() >= WRITE_THROUGH {
+        if data.len() >= DIRECT_WRITE {
             // Large data goes out as it is rather than through a copy.
             self.write_out().await?;
             self.io.write_all(data).await?;
@@ -775,6 +784,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VendorConn<S> {
     async fn write_out(&mut self) -> io::Result<()> {
         self.io.write_all(&self.out).await?;
         self.out.clear();
+        // A kept-alive connection waiting for its next request holds no large buffer.
+        if self.out.capacity() > IDLE_CAPACITY {
+            self.out = BytesMut::new();
+        }
         Ok(())
     }
 }

@@ -331,8 +331,9 @@ async fn serve_http<C: IncomingChannel>(
     crate::memory::note_connection_closed();
 }
 
-/// Bytes in flight each way between a forwarded connection and its gateway: one read chunk.
-const GATEWAY_BUFFER: usize = super::pump::READ_CHUNK;
+/// Bytes in flight each way between a forwarded connection and its gateway: four read chunks,
+/// so a streamed download hands over whole chunks without waiting on each one.
+const GATEWAY_BUFFER: usize = 4 * super::pump::READ_CHUNK;
 
 /// What the SSH handler needs to serve forwarded connections.
 #[derive(Debug)]
