@@ -129,6 +129,7 @@ fn status(config: &Config, store: &Store, json: bool) -> ExitCode {
         answer.message = format!("{} agent(s) answered", answers.len());
         answer.forwards = merge(answers);
     }
+    gateway_fingerprints(config, store, &mut answer.forwards);
     if json {
         println!(
             "{}",
@@ -138,9 +139,35 @@ fn status(config: &Config, store: &Store, json: bool) -> ExitCode {
         if offline {
             println!("{}", answer.message);
         }
-        print!("{}", table(&answer.forwards));
+        print!("{}", table(&answer.forwards, &listen_tls(config)));
     }
     exit::code(exit::OK)
+}
+
+/// The forwards whose gateway serves TLS to the vendor (`http.listen_tls`).
+fn listen_tls(config: &Config) -> Vec<String> {
+    let served = |f: &&crate::config::Forward| f.http.as_ref().is_some_and(|h| h.listen_tls);
+    config
+        .forwards
+        .iter()
+        .filter(served)
+        .map(|f| f.name.clone())
+        .collect()
+}
+
+/// The fingerprint of each `listen_tls` forward's certificate, as the state folder holds it
+/// (the agent makes it there at its first vendor connection, `agent check` at once).
+fn gateway_fingerprints(config: &Config, store: &Store, forwards: &mut [ForwardAccess]) {
+    let names = listen_tls(config);
+    for f in forwards.iter_mut().filter(|f| names.contains(&f.name)) {
+        match crate::gateway::served_tls::fingerprint_in(store.folder(), &f.name) {
+            Ok(fingerprint) => f.tls_fingerprint = fingerprint,
+            Err(e) => eprintln!(
+                "warning: forward \"{}\": the gateway's certificate cannot be read: {e}",
+                f.name
+            ),
+        }
+    }
 }
 
 fn merge(answers: Vec<Response>) -> Vec<ForwardAccess> {
@@ -157,6 +184,8 @@ fn merge(answers: Vec<Response>) -> Vec<ForwardAccess> {
         for f in other.forwards {
             if let Some(m) = merged.iter_mut().find(|m| m.name == f.name) {
                 m.connections += f.connections;
+                m.http_served = sum(m.http_served, f.http_served);
+                m.http_refused = sum(m.http_refused, f.http_refused);
                 // The target as the agent furthest along sees it (the one serving the vendor).
                 if rank(&f.server) > rank(&m.server) {
                     m.server = f.server;
@@ -167,6 +196,14 @@ fn merge(answers: Vec<Response>) -> Vec<ForwardAccess> {
         }
     }
     merged
+}
+
+/// Two agents' counts of the same forward, either possibly absent (an older agent).
+fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Sends `request` to every agent answering in the state folder; their answers.
@@ -209,8 +246,9 @@ pub fn send(folder: &TrustedDir, name: &str, request: &Request) -> std::io::Resu
     })
 }
 
-/// `agent status` for people: one line per forward, why underneath.
-fn table(forwards: &[ForwardAccess]) -> String {
+/// `agent status` for people: one line per forward, why underneath, then an HTTP or CONNECT
+/// forward's requests and a `listen_tls` forward's certificate (`listen_tls`: their names).
+fn table(forwards: &[ForwardAccess], listen_tls: &[String]) -> String {
     let mut out = format!(
         "{:<16} {:<7} {:<21} {:<9} {:>5} {:<7}\n",
         "FORWARD", "ACCESS", "UNTIL", "SERVER", "CONNS", "TARGET"
@@ -235,6 +273,99 @@ fn table(forwards: &[ForwardAccess]) -> String {
         if let Some(down) = &f.target_down {
             out.push_str(&format!("  degraded: target {} {down}\n", f.target));
         }
+        if let (Some(served), Some(refused)) = (f.http_served, f.http_refused) {
+            out.push_str(&format!(
+                "  requests: {served} served, {refused} refused since the agent started\n"
+            ));
+        }
+        match &f.tls_fingerprint {
+            Some(fingerprint) => out.push_str(&format!(
+                "  gateway certificate (listen_tls): {fingerprint}\n"
+            )),
+            None if listen_tls.contains(&f.name) => out.push_str(
+                "  gateway certificate (listen_tls): not made yet (the agent makes it at the first vendor connection, `agent check` now)\n",
+            ),
+            None => {}
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str) -> ForwardAccess {
+        ForwardAccess {
+            name: name.into(),
+            remote: "127.0.0.1:5001".into(),
+            target: "gitlab.acme.internal:443".into(),
+            open: true,
+            why: "open: always".into(),
+            until: None,
+            server: "granted".into(),
+            connections: 1,
+            paused: false,
+            grant_until: None,
+            target_state: "up".into(),
+            target_down: None,
+            http_served: None,
+            http_refused: None,
+            tls_fingerprint: None,
+        }
+    }
+
+    fn answer(forwards: Vec<ForwardAccess>) -> Response {
+        let mut r = Response::ok("");
+        r.forwards = forwards;
+        r
+    }
+
+    #[test]
+    fn request_counts_are_summed_over_agents_and_shown_for_gateways_only() {
+        let mut a = row("gitlab");
+        (a.http_served, a.http_refused) = (Some(5), Some(2));
+        let mut b = row("gitlab");
+        (b.http_served, b.http_refused) = (Some(1), Some(0));
+        let merged = merge(vec![answer(vec![a, row("db")]), answer(vec![b, row("db")])]);
+        assert_eq!(merged[0].http_served, Some(6));
+        assert_eq!(merged[0].http_refused, Some(2));
+        assert_eq!(merged[0].connections, 2);
+        assert_eq!(
+            (merged[1].http_served, merged[1].http_refused),
+            (None, None)
+        );
+
+        let text = table(&merged, &[]);
+        assert!(
+            text.contains("  requests: 6 served, 2 refused since the agent started\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("requests:").count(), 1, "{text}");
+        let json = serde_json::to_value(&merged).unwrap();
+        assert_eq!(json[0]["http_served"], 6);
+        assert_eq!(json[0]["http_refused"], 2);
+        let db = json[1].as_object().unwrap();
+        assert!(
+            !db.contains_key("http_served") && !db.contains_key("tls_fingerprint"),
+            "{db:?}"
+        );
+        // An answer from an agent that does not know the fields still reads.
+        let old = r#"{"name":"db","remote":"r","target":"t","open":true,"why":"","until":null,"server":"granted","connections":0,"paused":false,"grant_until":null}"#;
+        let read: ForwardAccess = serde_json::from_str(old).unwrap();
+        assert_eq!(read.http_served, None);
+    }
+
+    #[test]
+    fn the_gateway_fingerprint_is_shown_or_said_missing() {
+        let mut with = row("gitlab");
+        with.tls_fingerprint = Some("SHA256:ab12".into());
+        let text = table(&[with, row("jira")], &["gitlab".into(), "jira".into()]);
+        assert!(
+            text.contains("gateway certificate (listen_tls): SHA256:ab12"),
+            "{text}"
+        );
+        assert!(text.contains("not made yet"), "{text}");
+        assert!(!table(&[row("db")], &[]).contains("gateway certificate"));
+    }
 }

@@ -883,6 +883,9 @@ impl Controller {
                 let target = listed.map(|s| &s.target);
                 let target_down = target.and_then(TargetHealth::down_since);
                 let grant = self.grants.as_ref().ok().and_then(|g| g.get(&f.name));
+                // Kept by the tunnel's metrics, which every gateway of the forward counts into.
+                let gateway = f.http.is_some() || f.connect.is_some();
+                let counts = gateway.then(|| self.state.metrics.gateway.counts(&f.name));
                 let paused = self.unsaved_pauses.contains_key(&f.name)
                     || self.unsaved_pauses.contains_key(ALL)
                     || match &self.disk.pauses {
@@ -902,6 +905,9 @@ impl Controller {
                     grant_until: grant.map(|a| rfc(a.grant.until)),
                     target_state: target.map_or("-", TargetHealth::label).to_string(),
                     target_down,
+                    http_served: counts.map(|c| c.0),
+                    http_refused: counts.map(|c| c.1),
+                    tls_fingerprint: None,
                 }
             })
             .collect()
@@ -917,6 +923,8 @@ impl Controller {
         let mut rows = c.status();
         for r in &mut rows {
             r.server = "-".into();
+            // No agent: nothing was served or refused to count.
+            (r.http_served, r.http_refused) = (None, None);
         }
         rows
     }

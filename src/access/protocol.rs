@@ -106,6 +106,19 @@ pub struct ForwardAccess {
     /// Since when and why the target is down, if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_down: Option<String>,
+    /// HTTP and CONNECT forwards only: requests the upstream answered (CONNECT: tunnels
+    /// opened) since the agent started; summed over the agents that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_served: Option<u64>,
+    /// HTTP and CONNECT forwards only: requests refused (no token, no rule, upstream
+    /// unreachable...) since the agent started; summed over the agents that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_refused: Option<u64>,
+    /// `http.listen_tls` only: the `SHA256:` fingerprint of the certificate the gateway serves
+    /// to the vendor, read from the state folder by the command (absent until the agent or
+    /// `agent check` made it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// The longest request line the agent reads; anything longer is refused.

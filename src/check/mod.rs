@@ -11,7 +11,10 @@
 //!    (russh details in `crate::ssh::probe`);
 //! 6. a trial remote forward for every forward, cancelled at once — [`forward`];
 //! 7. each target: TCP connect, and TLS handshake and certificate if it speaks TLS —
-//!    [`targets`], [`tls`];
+//!    [`targets`], [`tls`]; an HTTP forward's upstream as its gateway reaches it instead (TCP,
+//!    TLS through the forward's trust, an answer to `HEAD /`), its injected headers' sources,
+//!    its rules and, with `listen_tls`, the certificate the vendor pins; a CONNECT forward's
+//!    allowed pairs (DNS and TCP) — [`gateways`];
 //! 8. the proxy, as its own hop (reported before the server): which one (password masked) and
 //!    why, whether it accepts TCP; the server ports are then requested through it, each in its
 //!    `tcp` row — [`proxy`];
@@ -25,6 +28,7 @@
 //! and host key of the vendor's server, plus the lines to paste into `server.host_keys`.
 
 mod forward;
+mod gateways;
 mod identity;
 mod net;
 mod plan;

@@ -38,6 +38,8 @@ pub struct Plan {
     pub tls: TlsSettings,
     /// The proxy setting, to route each rung as the agent would (NO_PROXY per host).
     pub proxy_config: Option<crate::proxy::ProxyConfig>,
+    /// `state_dir`, where an HTTP forward with `listen_tls` keeps its TLS identity.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Plan {
@@ -79,6 +81,7 @@ impl Plan {
             rungs,
             tls: c.server.tls.clone(),
             proxy_config: proxy_error.is_none().then(|| c.proxy.clone()),
+            state_dir: Some(c.state_dir.clone()),
             proxy: match proxy_error {
                 Some(why) => ProxyPlan::Invalid(why.to_string()),
                 None => ProxyPlan::from_config(&c.proxy, &c.server.host),

@@ -251,7 +251,7 @@ fn name_matches(pattern: &str, host: &str) -> bool {
 }
 
 /// `2027-01-31` from seconds since the epoch.
-fn date(ts: i64) -> String {
+pub(super) fn date(ts: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
 }

@@ -388,8 +388,10 @@ fn inject(
         }
         let value = injected_value(p, base, &field, entry.file, entry.env, entry.basic);
         if let (true, Some((value, source))) = (name_ok, value) {
+            let name = entry.header.unwrap_or_default();
             out.push(Injected {
-                header: entry.header.unwrap_or_default().to_ascii_lowercase(),
+                header: name.to_ascii_lowercase(),
+                name,
                 value,
                 source,
             });
@@ -671,6 +673,10 @@ mod tests {
         assert_eq!(h.vendor_token_header.as_deref(), Some("x-vendor-token"));
         assert_eq!(h.inject.len(), 2);
         assert_eq!(h.inject[0].header, "private-token");
+        assert_eq!(
+            h.inject[0].name, "PRIVATE-TOKEN",
+            "as written, for messages"
+        );
         assert_eq!(h.inject[0].value.expose(), SECRET.as_bytes());
         assert_eq!(
             h.inject[0].source,

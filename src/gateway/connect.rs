@@ -78,6 +78,8 @@ impl ConnectProxy {
             Ok(None) => return,
             Err(e) => {
                 if let Some(status) = e.status() {
+                    self.metrics
+                        .request(&self.forward, "bad_request", Duration::ZERO);
                     let _ = answer(&mut conn, status, &[]).await;
                 }
                 return;
@@ -170,7 +172,7 @@ impl ConnectProxy {
 
     fn record(&self, head: &Head, t: &Tunnel, started: Instant, from: SocketAddr) {
         let elapsed = started.elapsed();
-        let outcome = t.refused.unwrap_or("allowed");
+        let outcome = t.refused.unwrap_or(super::ALLOWED);
         self.metrics.request(&self.forward, outcome, elapsed);
         let token = t
             .token

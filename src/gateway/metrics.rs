@@ -1,5 +1,6 @@
 //! The gateway's metrics, registered by the tunnel's `/metrics` registry: requests by forward
-//! and outcome, and how long they took.
+//! and outcome, and how long they took; and each forward's requests served and refused, which
+//! `agent status` shows.
 
 use std::time::Duration;
 
@@ -26,11 +27,21 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// Cheap to clone: every clone counts into the same families.
+/// The outcome of a request that was not refused: an HTTP forward's request the upstream
+/// answered, a CONNECT forward's tunnel opened. Any other outcome is a refusal's class.
+pub const ALLOWED: &str = "allowed";
+
+/// Cheap to clone: every clone counts into the same families. The tunnel keeps one for the
+/// agent's life and hands it to every gateway it makes (a reload that changes a forward's
+/// settings makes a new gateway), so the counts run from the agent's start.
 #[derive(Clone, Debug)]
 pub struct RequestMetrics {
     requests: Family<OutcomeLabels, Counter>,
     seconds: Family<ForwardLabels, Histogram, fn() -> Histogram>,
+    /// Per forward, what [`RequestMetrics::counts`] reads (not exported: `http_requests`
+    /// already says it by outcome).
+    served: Family<ForwardLabels, Counter>,
+    refused: Family<ForwardLabels, Counter>,
 }
 
 impl Default for RequestMetrics {
@@ -38,6 +49,8 @@ impl Default for RequestMetrics {
         RequestMetrics {
             requests: Family::default(),
             seconds: Family::new_with_constructor(latency_buckets),
+            served: Family::default(),
+            refused: Family::default(),
         }
     }
 }
@@ -56,6 +69,8 @@ impl RequestMetrics {
         );
     }
 
+    /// One request of `forward`, [`ALLOWED`] or refused with the class `outcome`, done after
+    /// `took`.
     pub fn request(&self, forward: &str, outcome: &str, took: Duration) {
         self.requests
             .get_or_create(&OutcomeLabels {
@@ -63,10 +78,46 @@ impl RequestMetrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+        let labels = ForwardLabels {
+            forward: forward.to_string(),
+        };
         self.seconds
-            .get_or_create(&ForwardLabels {
-                forward: forward.to_string(),
-            })
+            .get_or_create(&labels)
             .observe(took.as_secs_f64());
+        let count = if outcome == ALLOWED {
+            &self.served
+        } else {
+            &self.refused
+        };
+        count.get_or_create(&labels).inc();
+    }
+
+    /// `forward`'s requests served and refused so far (both 0 before its first).
+    pub fn counts(&self, forward: &str) -> (u64, u64) {
+        let labels = ForwardLabels {
+            forward: forward.to_string(),
+        };
+        let read =
+            |family: &Family<ForwardLabels, Counter>| family.get(&labels).map_or(0, |c| c.get());
+        (read(&self.served), read(&self.refused))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_per_forward_and_shared_by_clones() {
+        let m = RequestMetrics::default();
+        assert_eq!(m.counts("gitlab"), (0, 0));
+        let clone = m.clone();
+        m.request("gitlab", ALLOWED, Duration::ZERO);
+        clone.request("gitlab", ALLOWED, Duration::ZERO);
+        m.request("gitlab", "no_rule", Duration::ZERO);
+        m.request("jira", "token_wrong", Duration::ZERO);
+        assert_eq!(m.counts("gitlab"), (2, 1));
+        assert_eq!(clone.counts("jira"), (0, 1));
+        assert_eq!(m.counts("other"), (0, 0));
     }
 }

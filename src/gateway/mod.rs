@@ -25,7 +25,6 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -36,7 +35,7 @@ use crate::logging::{Throttle, printable};
 pub use connect::ConnectProxy;
 pub use exchange::Outcome;
 use exchange::{Refusal, split_target};
-pub use metrics::RequestMetrics;
+pub use metrics::{ALLOWED, RequestMetrics};
 pub use settings::{ConnectSettings, HttpSettings, Injected, Secret, TokenHash, Upstream};
 use upstream::Pool;
 use wire::{Head, VendorConn};
@@ -55,8 +54,6 @@ pub struct Gateway {
     limits: wire::Limits,
     audit: Audit,
     metrics: RequestMetrics,
-    served: AtomicU64,
-    refused: AtomicU64,
     /// `listen_tls`: where the identity is kept, and the identity once read.
     state_dir: Option<std::path::PathBuf>,
     served_tls: tokio::sync::OnceCell<Option<served_tls::ServedTls>>,
@@ -100,8 +97,6 @@ impl Gateway {
             limits: wire::Limits::default(),
             audit: ctx.audit,
             metrics: ctx.metrics,
-            served: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
             state_dir: ctx.state_dir,
             served_tls: tokio::sync::OnceCell::new(),
         })
@@ -111,12 +106,12 @@ impl Gateway {
         &self.settings
     }
 
-    /// Requests answered by the upstream, and refused here, since the gateway started.
+    /// Requests answered by the upstream, and refused here, as the forward's
+    /// [`RequestMetrics`] count them. The tunnel hands every gateway its own, kept for the
+    /// agent's life: the counts run from the agent's start, across the gateways a reload made
+    /// (`agent status` reads them there).
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.served.load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed),
-        )
+        self.metrics.counts(&self.forward)
     }
 
     /// Serves one forwarded connection's requests (inside TLS with `listen_tls`), in order,
@@ -235,7 +230,6 @@ impl Gateway {
         let _ = write_json(conn, status, &body, false, &[]).await;
         self.metrics
             .request(&self.forward, "bad_request", Duration::ZERO);
-        self.refused.fetch_add(1, Ordering::Relaxed);
         if REFUSED_LOG.allow("refused HTTP requests") {
             warn!(from = %from, status, reason = %e, "request refused");
         }
@@ -318,15 +312,14 @@ impl Gateway {
     fn record(&self, head: &Head, out: &Outcome, started: Instant, from: SocketAddr) {
         let elapsed = started.elapsed();
         let (path, query) = split_target(&head.target);
-        let outcome = out.refused.unwrap_or("allowed");
-        self.metrics.request(&self.forward, outcome, elapsed);
         let forwarded = out.rule.is_some() && out.refused.is_none();
-        let counter = if forwarded {
-            &self.served
-        } else {
-            &self.refused
+        // Served (answered by the upstream) or refused, as `counts` and `agent status` say.
+        let outcome = match out.refused {
+            Some(class) => class,
+            None if forwarded => ALLOWED,
+            None => "refused",
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.request(&self.forward, outcome, elapsed);
         let token = out.token.map(|i| {
             let fingerprint = self.settings.vendor_tokens[i].fingerprint();
             format!("{i}:{fingerprint}")

@@ -66,6 +66,22 @@ pub fn load_or_create(dir: &TrustedDir, forward: &str) -> io::Result<ServedTls> 
     })
 }
 
+/// The fingerprint of the forward's certificate in `dir`, without making one: `None` when the
+/// agent (or `agent check`) has not made it yet. Blocking.
+pub fn fingerprint_in(dir: &TrustedDir, forward: &str) -> io::Result<Option<String>> {
+    let (_, cert_name) = names(forward);
+    let Some(pem) = dir.read(&cert_name, 64 << 10)? else {
+        return Ok(None);
+    };
+    let cert = CertificateDer::from_pem_slice(&pem).map_err(|e| {
+        io::Error::other(format!(
+            "{}: certificate: {e}",
+            dir.path().join(&cert_name).display()
+        ))
+    })?;
+    Ok(Some(fingerprint(&cert)))
+}
+
 /// A P-256 key and a certificate for the forward's name, valid for ten years (the vendor pins
 /// its fingerprint; expiry would only break the pin).
 fn generate(forward: &str) -> io::Result<(String, String)> {
@@ -105,6 +121,16 @@ mod tests {
         let first = load_or_create(&dir, "gitlab").unwrap();
         let again = load_or_create(&dir, "gitlab").unwrap();
         assert_eq!(first.fingerprint, again.fingerprint);
+        assert_eq!(
+            fingerprint_in(&dir, "gitlab").unwrap().as_deref(),
+            Some(first.fingerprint.as_str())
+        );
+        assert_eq!(
+            fingerprint_in(&dir, "jira").unwrap(),
+            None,
+            "not made by reading"
+        );
+        assert!(!path.join("gateway-jira.pem").exists());
         assert!(first.fingerprint.starts_with("SHA256:") && first.fingerprint.len() == 71);
         let other = load_or_create(&dir, "jira").unwrap();
         assert_ne!(first.fingerprint, other.fingerprint);

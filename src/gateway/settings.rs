@@ -118,6 +118,8 @@ impl TokenHash {
 pub struct Injected {
     /// The header's name, lowercase.
     pub header: String,
+    /// The header's name as agent.yaml writes it (`PRIVATE-TOKEN`), for messages.
+    pub name: String,
     pub value: Secret,
     /// Where the value came from (`file /etc/agent/secrets/gitlab-token`, `env GITLAB_TOKEN`):
     /// for messages, never the value.

@@ -1356,3 +1356,237 @@ async fn a_state_folder_that_turns_untrusted_or_is_a_link_keeps_everything_close
         "the agent wrote through the link"
     );
 }
+
+/// The vendor's token and the customer's secret of the gateway forwards below.
+const VENDOR_TOKEN: &str = "vendor-token-status-8Hn3Kq6Wz1Rb4Tf7Yc0Vm2Pd5Lx9Gs";
+const SECRET: &str = "glpat-STATUS-SECRET-5r8t1w4y";
+
+fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// Sends `request` to 127.0.0.1:`port` and reads the answer to its end (bounded).
+async fn exchange(port: u16, request: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    c.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A CONNECT through the proxy on `port` to `to`, then a GET through the tunnel; the answers.
+async fn through_connect(port: u16, to: &str) -> (String, String) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\nProxy-Authorization: Bearer {VENDOR_TOKEN}\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read(&mut byte)).await;
+        match read {
+            Ok(Ok(1)) => answer.push(byte[0]),
+            _ => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    if !answer.starts_with("HTTP/1.1 200") {
+        return (answer, String::new());
+    }
+    c.write_all(b"GET /through HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+    (answer, String::from_utf8_lossy(&out).into_owned())
+}
+
+fn forward_named<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["forwards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no forward {name}: {status:#}"))
+}
+
+/// `agent status` counts each HTTP and CONNECT forward's requests, served and refused, from the
+/// agent's start (a reload that gives the forward a new gateway keeps counting), shows no count
+/// for a plain forward, and shows a `listen_tls` forward's certificate fingerprint: the one the
+/// agent serves. Never the injected secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_status_counts_gateway_requests_and_shows_the_served_fingerprint() {
+    use crate::support::upstream::{fingerprint, pem_certificate, recorder, served_certificate};
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = support::agent_key(dir.path());
+    let sshd = Sshd::start(&public);
+    let (up, seen, _up) = recorder(None).await;
+    let (echo, _echo) = targets::echo().await;
+    let secret = dir.path().join("gitlab-token");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (gitlab, secure, egress) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let hash = token_hash(VENDOR_TOKEN);
+    let forwards = |gitlab_rules: &str| {
+        format!(
+            "  - name: gitlab\n    remote: \"127.0.0.1:{gitlab}\"\n    http:\n      upstream: http://127.0.0.1:{up}\n      vendor_tokens: [\"{hash}\"]\n      inject:\n        PRIVATE-TOKEN: {{ file: {} }}\n      allow: [{gitlab_rules}]\n  - name: secure\n    remote: \"127.0.0.1:{secure}\"\n    http: {{ upstream: \"http://127.0.0.1:{up}\", vendor_tokens: [\"{hash}\"], allow: [\"GET /**\"], listen_tls: true }}\n  - name: egress\n    remote: \"127.0.0.1:{egress}\"\n    connect: {{ allow: [\"127.0.0.1:{up}\"], vendor_tokens: [\"{hash}\"] }}\n  - {{ name: db, remote: \"127.0.0.1:{}\", target: \"127.0.0.1:{echo}\" }}\n",
+            secret.display(),
+            support::free_port()
+        )
+    };
+    let yaml = |gitlab_rules: &str| {
+        config_yaml(
+            &[sshd.port],
+            &sshd.host_key_fingerprint,
+            &sshd.user(),
+            &key,
+            &[],
+            &forwards(gitlab_rules),
+        )
+    };
+    let agent = start_agent(dir.path(), &yaml("\"GET /api/v4/projects\""));
+    agent.wait_ready(READY).await;
+    let config = dir.path().join("agent.yaml");
+    let status = async |args: &[&str]| -> String {
+        let (code, out) = cli(config.clone(), args).await;
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains(SECRET), "the secret in agent status:\n{out}");
+        out
+    };
+    let json = async || -> serde_json::Value {
+        let out = status(&["status", "--json"]).await;
+        serde_json::from_str(&out).expect(&out)
+    };
+    let counts = |s: &serde_json::Value, name: &str| {
+        let f = forward_named(s, name);
+        (f["http_served"].as_u64(), f["http_refused"].as_u64())
+    };
+
+    // At start: zero for the gateways, nothing for the plain forward, no certificate yet.
+    let s = json().await;
+    assert_eq!(counts(&s, "gitlab"), (Some(0), Some(0)), "{s:#}");
+    assert_eq!(counts(&s, "egress"), (Some(0), Some(0)), "{s:#}");
+    let db = forward_named(&s, "db").as_object().unwrap();
+    for field in ["http_served", "http_refused", "tls_fingerprint"] {
+        assert!(!db.contains_key(field), "{s:#}");
+    }
+    assert!(
+        forward_named(&s, "secure").get("tls_fingerprint").is_none(),
+        "{s:#}"
+    );
+    let text = status(&["status"]).await;
+    assert!(
+        text.contains("gateway certificate (listen_tls): not made yet"),
+        "{text}"
+    );
+
+    // gitlab: one served, two refused (no token; no rule for DELETE).
+    let auth = format!("Authorization: Bearer {VENDOR_TOKEN}\r\n");
+    let get =
+        format!("GET /api/v4/projects HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    let answer = exchange(gitlab, &get).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = exchange(
+        gitlab,
+        "GET /api/v4/projects HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let delete =
+        format!("DELETE /api/v4/projects HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    let answer = exchange(gitlab, &delete).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(seen.text().contains(SECRET), "the upstream got the secret");
+    // egress: one tunnel opened, one refused (not listed).
+    let (answer, through) = through_connect(egress, &format!("127.0.0.1:{up}")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(through.contains("ok GET /through"), "{through}");
+    let (answer, _) = through_connect(egress, "127.0.0.1:1").await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // secure: the certificate the vendor's client sees (made at this first connection).
+    let leaf = served_certificate(secure, "secure.gateway.agent").await;
+
+    // Each count is taken when its request or tunnel ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = json().await;
+        let done = counts(&s, "gitlab") == (Some(1), Some(2))
+            && counts(&s, "egress") == (Some(1), Some(1));
+        if done || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(counts(&s, "gitlab"), (Some(1), Some(2)), "{s:#}");
+    assert_eq!(counts(&s, "egress"), (Some(1), Some(1)), "{s:#}");
+    assert_eq!(counts(&s, "secure"), (Some(0), Some(0)), "{s:#}");
+    let served = fingerprint(&leaf);
+    assert_eq!(
+        forward_named(&s, "secure")["tls_fingerprint"],
+        served.as_str(),
+        "{s:#}"
+    );
+    assert_eq!(
+        served,
+        fingerprint(&pem_certificate(
+            &dir.path().join("state/gateway-secure.pem")
+        ))
+    );
+    let text = status(&["status"]).await;
+    assert!(
+        text.contains("requests: 1 served, 2 refused since the agent started"),
+        "{text}"
+    );
+    assert!(
+        text.contains("requests: 1 served, 1 refused since the agent started"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("gateway certificate (listen_tls): {served}")),
+        "{text}"
+    );
+
+    // A reload that changes gitlab's rules makes it a new gateway: the count goes on.
+    std::fs::write(
+        &config,
+        yaml("\"GET /api/v4/projects\", \"DELETE /api/v4/projects\""),
+    )
+    .unwrap();
+    agent.reloader.reload_from_file().await;
+    agent
+        .wait_for(READY, "reloaded", |s| {
+            s.forwards.iter().any(|f| {
+                f.forward.name == "gitlab"
+                    && f.forward
+                        .http
+                        .as_ref()
+                        .is_some_and(|h| h.allow.iter().count() == 2)
+            })
+        })
+        .await;
+    let answer = exchange(gitlab, &delete).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = json().await;
+        if counts(&s, "gitlab") == (Some(2), Some(2)) || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(counts(&s, "gitlab"), (Some(2), Some(2)), "{s:#}");
+    agent.stop().await;
+}

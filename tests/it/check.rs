@@ -1206,3 +1206,391 @@ async fn every_host_key_is_listed_with_its_pin_line_and_any_one_may_be_pinned() 
     }
     assert_status(row(&report, "auth"), "SKIP");
 }
+
+/// The vendor's token of the HTTP and CONNECT forwards below, and the customer's secret the
+/// HTTP forwards inject: no row of `agent check` may show the secret, nor its length.
+const VENDOR_TOKEN: &str = "vendor-token-check-4Jm2Qx9Lr7Tz0Wc5Nb8Vd1Hk3Ps6Gy";
+const SECRET: &str = "glpat-CHECK-SECRET-9q7f3k2m";
+
+fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+impl Setup {
+    /// agent.yaml with `forwards` (YAML list entries) and `state_dir: state`; the secret in
+    /// `gitlab-token` (mode 0600), which `SECRET_FILE` in `forwards` names.
+    fn gateway_config(&self, forwards: &str) -> PathBuf {
+        let secret = self.dir.path().join("gitlab-token");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        set_mode(&secret, 0o600);
+        let forwards = forwards
+            .replace("SECRET_FILE", &secret.display().to_string())
+            .replace("TOKEN_HASH", &token_hash(VENDOR_TOKEN));
+        let mut yaml = config_yaml(
+            &[self.sshd.port],
+            &self.sshd.host_key_fingerprint,
+            &self.sshd.user(),
+            &self.key,
+            &[],
+            &forwards,
+        );
+        yaml.push_str(&format!(
+            "state_dir: {}\n",
+            self.dir.path().join("state").display()
+        ));
+        let path = self.dir.path().join("agent.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+/// Neither the secret nor its length in `text` (the table or the JSON document).
+fn assert_no_secret(text: &str) {
+    assert!(!text.contains(SECRET), "the secret is shown:\n{text}");
+    for length in [SECRET.len(), SECRET.len() + 1] {
+        assert!(
+            !text.contains(&format!("{length} bytes")),
+            "the secret's length is shown:\n{text}"
+        );
+    }
+}
+
+fn steps(report: &Value) -> Vec<&str> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["step"].as_str().unwrap())
+        .collect()
+}
+
+/// An HTTP forward is checked as its gateway reaches the upstream: TCP, TLS through the
+/// forward's own CA, an answer to `HEAD /`, the injected header's source (never its value), the
+/// rules, and with `listen_tls` the certificate the agent then serves; a CONNECT forward's
+/// pair is dialed. No generic target rows for either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_forward_is_checked_as_its_gateway_reaches_the_upstream_without_showing_the_secret()
+{
+    use crate::support::upstream::{fingerprint, pem_certificate, recorder, served_certificate};
+    let s = setup();
+    let (ca, tls) = crate::support::upstream::test_pki(s.dir.path());
+    let (port, seen, _up) = recorder(Some(tls)).await;
+    let (plain, _plain) = targets::http_hello("hi").await;
+    std::fs::write(
+        s.dir.path().join("rules.yaml"),
+        "allow:\n  - GET /api/v4/projects/**\n",
+    )
+    .unwrap();
+    let gitlab = support::free_port();
+    let config = s.gateway_config(&format!(
+        "  - name: gitlab\n    remote: \"127.0.0.1:{gitlab}\"\n    http:\n      upstream: https://127.0.0.1:{port}\n      tls: {{ ca_file: {} }}\n      vendor_tokens: [\"TOKEN_HASH\"]\n      inject:\n        PRIVATE-TOKEN: {{ file: SECRET_FILE }}\n      allow: [\"GET /api/v4/projects\", \"HEAD /\"]\n      allow_file: rules.yaml\n      listen_tls: true\n  - name: egress\n    remote: \"127.0.0.1:{}\"\n    connect: {{ allow: [\"127.0.0.1:{plain}\"], vendor_tokens: [\"TOKEN_HASH\"] }}\n",
+        ca.display(),
+        support::free_port()
+    ));
+    let run = agent(&[
+        "check",
+        "-c",
+        config.to_str().unwrap(),
+        "--timeout",
+        "2s",
+        "--json",
+    ])
+    .await;
+    assert_no_secret(&run.stdout);
+    let report = run.json();
+    assert_eq!(run.code, 0, "{report:#}");
+    for r in report["rows"].as_array().unwrap() {
+        assert_status(r, "PASS");
+    }
+    assert_eq!(
+        steps(&report),
+        [
+            "config",
+            "identity",
+            "proxy",
+            "dns",
+            "tcp",
+            "ssh",
+            "host-key",
+            "auth",
+            "forward",
+            "forward",
+            "dns",
+            "upstream",
+            "tls",
+            "http",
+            "inject",
+            "rules",
+            "gateway-tls",
+            "connect"
+        ],
+        "{report:#}"
+    );
+    let label = format!("gitlab (https://127.0.0.1:{port})");
+    let upstream = row(&report, "upstream");
+    assert_eq!(upstream["target"], label.as_str());
+    assert!(
+        detail(upstream).contains(&format!("TCP connect to 127.0.0.1:{port} ok")),
+        "{upstream:#}"
+    );
+    let t = row(&report, "tls");
+    assert_eq!(t["target"], label.as_str());
+    assert!(
+        detail(t).contains(&format!(
+            "certificate trusted through the platform store + ca_file {}",
+            ca.display()
+        )) && detail(t).contains("Acme Internal Root"),
+        "{t:#}"
+    );
+    let http = row(&report, "http");
+    assert_eq!(
+        detail(http),
+        "HEAD / answered 200 OK (asked without the injected headers)"
+    );
+    // (What the upstream received is TLS here; the plain upstream of the next test shows it.)
+    assert!(seen.connections() >= 1);
+    let inject = row(&report, "inject");
+    assert_eq!(inject["target"], "gitlab");
+    assert!(
+        detail(inject).starts_with(&format!(
+            "PRIVATE-TOKEN from file {}: readable, not empty",
+            s.dir.path().join("gitlab-token").display()
+        )),
+        "{inject:#}"
+    );
+    assert!(
+        detail(row(&report, "rules")).starts_with("3 rules (allow + allow_file): valid"),
+        "{report:#}"
+    );
+    let connect = row(&report, "connect");
+    assert_eq!(
+        connect["target"],
+        format!("egress (127.0.0.1:{plain})").as_str()
+    );
+    assert!(
+        detail(connect).contains(&format!("TCP connect to 127.0.0.1:{plain} ok")),
+        "{connect:#}"
+    );
+
+    // The certificate the vendor pins: made now in the state folder, its fingerprint shown.
+    let pem = s.dir.path().join("state/gateway-gitlab.pem");
+    let made = fingerprint(&pem_certificate(&pem));
+    let served = row(&report, "gateway-tls");
+    assert!(
+        detail(served).contains(&made) && detail(served).contains("made now"),
+        "{served:#}\n{made}"
+    );
+
+    // Again, as a table: the same certificate, kept; still no secret.
+    let run = agent(&["check", "-c", config.to_str().unwrap(), "--timeout", "2s"]).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_no_secret(&run.stdout);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("gateway-tls"))
+        .unwrap_or_else(|| panic!("no gateway-tls row:\n{}", run.stdout));
+    assert!(
+        line.contains(&made) && line.contains("kept in"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("PRIVATE-TOKEN from file")
+            && run.stdout.contains("readable, not empty"),
+        "{}",
+        run.stdout
+    );
+
+    // The agent serves that very certificate to the vendor.
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let running = start_agent(s.dir.path(), &yaml);
+    running.wait_ready(Duration::from_secs(20)).await;
+    let leaf = served_certificate(gitlab, "gitlab.gateway.agent").await;
+    assert_eq!(fingerprint(&leaf), made);
+    running.stop().await;
+}
+
+/// A small upstream that answers every request `401 Unauthorized` (any status is an answer),
+/// and keeps what it received.
+async fn unauthorized_upstream() -> (u16, Arc<std::sync::Mutex<Vec<u8>>>, targets::Task) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = received.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = tokio::io::AsyncReadExt::read(&mut c, &mut buf)
+                    .await
+                    .unwrap_or(0);
+                log.lock().unwrap().extend_from_slice(&buf[..n]);
+                let _ = c
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (port, received, targets::Task::from(task))
+}
+
+/// Each way an upstream or an allowed pair can fail has its row and its fix: a certificate no
+/// CA of the forward's trust issued (the issuer named), nothing listening, no answer to
+/// `HEAD /`; the steps that could not run are skipped, and the rest of the forward is still
+/// reported. `verify: false` still reaches the upstream, and any status is an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_upstream_failure_has_its_row_and_fix() {
+    use crate::support::upstream::recorder;
+    let s = setup();
+    let (_ca, tls) = crate::support::upstream::test_pki(s.dir.path());
+    let (tls_port, _seen, _up) = recorder(Some(tls)).await;
+    let (mute, _mute) = targets::silent().await;
+    let (locked, locked_saw, _locked) = unauthorized_upstream().await;
+    let (plain, _plain) = targets::http_hello("hi").await;
+    let (down, down2) = (targets::closed_port(), targets::closed_port());
+    let forward = |name: &str, http: &str| {
+        format!(
+            "  - name: {name}\n    remote: \"127.0.0.1:{}\"\n    http:\n      vendor_tokens: [\"TOKEN_HASH\"]\n      allow: [\"GET /\"]\n{http}",
+            support::free_port()
+        )
+    };
+    let forwards = [
+        forward(
+            "untrusted",
+            &format!(
+                "      upstream: https://127.0.0.1:{tls_port}\n      inject:\n        PRIVATE-TOKEN: {{ file: SECRET_FILE }}\n"
+            ),
+        ),
+        forward(
+            "down",
+            &format!("      upstream: http://127.0.0.1:{down}\n"),
+        ),
+        forward(
+            "mute",
+            &format!("      upstream: http://127.0.0.1:{mute}\n"),
+        ),
+        forward(
+            "insecure",
+            &format!(
+                "      upstream: https://127.0.0.1:{tls_port}\n      tls: {{ verify: false }}\n"
+            ),
+        ),
+        forward(
+            "locked",
+            &format!(
+                "      upstream: http://127.0.0.1:{locked}/app\n      inject:\n        PRIVATE-TOKEN: {{ file: SECRET_FILE }}\n"
+            ),
+        ),
+        format!(
+            "  - name: egress\n    remote: \"127.0.0.1:{}\"\n    connect: {{ allow: [\"127.0.0.1:{plain}\", \"127.0.0.1:{down2}\"], vendor_tokens: [\"TOKEN_HASH\"] }}\n",
+            support::free_port()
+        ),
+    ];
+    let config = s.gateway_config(&forwards.concat());
+    let run = agent(&[
+        "check",
+        "-c",
+        config.to_str().unwrap(),
+        "--timeout",
+        "2s",
+        "--json",
+    ])
+    .await;
+    assert_no_secret(&run.stdout);
+    let report = run.json();
+    assert_eq!(run.code, 1, "{report:#}");
+    assert!(rows(&report, "target").is_empty(), "{report:#}");
+    let of = |step: &str, forward: &str| -> Value {
+        let found: Vec<&Value> = rows(&report, step)
+            .into_iter()
+            .filter(|r| {
+                r["target"]
+                    .as_str()
+                    .is_some_and(|t| t == forward || t.starts_with(&format!("{forward} (")))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one {step} row of {forward}: {report:#}");
+        found[0].clone()
+    };
+
+    // Untrusted: the issuer is named, the fix is the forward's ca_file; HEAD is not sent.
+    assert_status(&of("upstream", "untrusted"), "PASS");
+    let t = of("tls", "untrusted");
+    assert_status(&t, "FAIL");
+    assert!(detail(&t).contains("Acme Internal Root"), "{t:#}");
+    assert!(fix(&t).contains("http.tls.ca_file"), "{t:#}");
+    assert_status(&of("http", "untrusted"), "SKIP");
+    // The rest of the forward is still reported.
+    assert_status(&of("inject", "untrusted"), "PASS");
+    assert_status(&of("rules", "untrusted"), "PASS");
+
+    let d = of("upstream", "down");
+    assert_status(&d, "FAIL");
+    assert!(detail(&d).contains("cannot connect"), "{d:#}");
+    assert!(
+        fix(&d).contains(&format!("nothing listens at 127.0.0.1:{down}"))
+            && fix(&d).contains("upstream of forward \"down\""),
+        "{d:#}"
+    );
+    assert_status(&of("http", "down"), "SKIP");
+
+    assert_status(&of("upstream", "mute"), "PASS");
+    let m = of("http", "mute");
+    assert_status(&m, "FAIL");
+    assert!(
+        detail(&m).contains("no answer to HEAD / within 2s"),
+        "{m:#}"
+    );
+
+    let i = of("tls", "insecure");
+    assert_status(&i, "PASS");
+    assert!(detail(&i).contains("not verified (verify: false)"), "{i:#}");
+    assert_status(&of("http", "insecure"), "PASS");
+    // ... and the config's warning says what it costs.
+    assert!(
+        rows(&report, "config")
+            .iter()
+            .any(|r| status(r) == "WARN" && detail(r).contains("verify: false")),
+        "{report:#}"
+    );
+
+    let l = of("http", "locked");
+    assert_status(&l, "PASS");
+    assert!(
+        detail(&l).starts_with("HEAD /app/ answered 401 Unauthorized"),
+        "{l:#}"
+    );
+    // Asked without the injected header: the check never sends the secret anywhere.
+    let saw = String::from_utf8_lossy(&locked_saw.lock().unwrap()).into_owned();
+    assert!(
+        saw.starts_with(&format!(
+            "HEAD /app/ HTTP/1.1\r\nHost: 127.0.0.1:{locked}\r\n"
+        )),
+        "{saw}"
+    );
+    assert!(
+        !saw.contains(SECRET) && !saw.to_lowercase().contains("private-token"),
+        "{saw}"
+    );
+
+    let pairs = rows(&report, "connect");
+    assert_eq!(pairs.len(), 2, "{report:#}");
+    assert_status(pairs[0], "PASS");
+    assert_eq!(
+        pairs[1]["target"],
+        format!("egress (127.0.0.1:{down2})").as_str()
+    );
+    assert_status(pairs[1], "FAIL");
+    assert!(
+        fix(pairs[1]).contains(&format!("nothing listens at 127.0.0.1:{down2}")),
+        "{:#}",
+        pairs[1]
+    );
+}

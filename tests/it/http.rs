@@ -3,7 +3,7 @@
 //! with the test's own CA), and the vendor played by curl, git and raw bytes on a socket sent
 //! to the forwarded port on the server.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::support::agent_process::AgentProcess;
 use crate::support::inproc::config_yaml;
 use crate::support::sshd::Sshd;
-use crate::support::upstream::{ServerTls, git_server, recorder};
+use crate::support::upstream::{git_server, recorder, test_pki};
 use crate::support::{READY, agent_key, free_port};
 
 /// The vendor's token in these tests, and the customer's secret the gateway injects.
@@ -391,32 +391,6 @@ async fn upstream_failures_are_502_and_504_with_the_cause_logged() {
     assert_eq!(status, 504, "{body}");
     let records = g.requests();
     assert_eq!(records[0]["refused"], "upstream_timeout", "{records:#?}");
-}
-
-/// A CA of the test's own and a certificate for 127.0.0.1 it signed, as PEM files in `dir`.
-fn test_pki(dir: &Path) -> (PathBuf, ServerTls) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "Acme Internal Root");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    let write = |name: &str, text: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let ca = write("upstream-ca.pem", ca_cert.pem());
-    let tls = ServerTls {
-        cert: write("upstream.pem", cert.pem()),
-        key: write("upstream.key", key.serialize_pem()),
-    };
-    (ca, tls)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! HTTP upstreams for the gateway's tests, on 127.0.0.1, built on hyper's server (none of the
 //! gateway's own code): a recording server that keeps every byte each connection received and
-//! answers by path, optionally over TLS with a certificate of the test's own CA; and `git
-//! http-backend` behind a small CGI bridge, serving bare repositories from a folder.
+//! answers by path, optionally over TLS with a certificate of the test's own CA ([`test_pki`]);
+//! and `git http-backend` behind a small CGI bridge, serving bare repositories from a folder.
+//! Also the vendor's view of a gateway served over TLS: the certificate it serves, and its
+//! fingerprint.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -244,6 +246,115 @@ fn tls_acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
         .with_single_cert(certs, key)
         .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A CA of the test's own and a certificate for 127.0.0.1 it signed, as PEM files in `dir`.
+pub fn test_pki(dir: &Path) -> (PathBuf, ServerTls) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Acme Internal Root");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = write("upstream-ca.pem", ca_cert.pem());
+    let tls = ServerTls {
+        cert: write("upstream.pem", cert.pem()),
+        key: write("upstream.key", key.serialize_pem()),
+    };
+    (ca, tls)
+}
+
+/// The certificate (DER) a TLS server on 127.0.0.1:`port` serves for `name`, as a vendor's
+/// client sees it in the handshake (nothing is verified: the test compares it).
+pub async fn served_certificate(port: u16, name: &str) -> Vec<u8> {
+    use rustls::DigitallySignedStruct;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    #[derive(Debug)]
+    struct Record(Mutex<Vec<u8>>, rustls::crypto::WebPkiSupportedAlgorithms);
+    impl ServerCertVerifier for Record {
+        fn verify_server_cert(
+            &self,
+            leaf: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            *self.0.lock().unwrap() = leaf.to_vec();
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.1)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.1)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.1.supported_schemes()
+        }
+    }
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let record = Arc::new(Record(
+        Mutex::new(Vec::new()),
+        provider.signature_verification_algorithms,
+    ));
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(record.clone())
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("no TLS handshake within 10 s")
+        .expect("TLS handshake");
+    record.0.lock().unwrap().clone()
+}
+
+/// `SHA256:` and the hex SHA-256 of a certificate's DER: what `agent check` and `agent status`
+/// print for the vendor to pin.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("SHA256:{hex}")
+}
+
+/// The certificate (DER) of the PEM file `path`.
+pub fn pem_certificate(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(path).unwrap().to_vec()
 }
 
 /// `git http-backend` on 127.0.0.1, serving the bare repositories under `root` (push enabled,
