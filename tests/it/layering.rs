@@ -277,7 +277,10 @@ fn the_http_gateway_sees_a_byte_stream_and_nothing_above_it() {
         .find(|(from, _)| from == "gateway")
         .expect("src/gateway/ exists");
     let allowed = ["net", "tls", "audit", "logging", "fault", "sys"];
-    let others: Vec<&String> = to.iter().filter(|m| !allowed.contains(&m.as_str())).collect();
+    let others: Vec<&String> = to
+        .iter()
+        .filter(|m| !allowed.contains(&m.as_str()))
+        .collect();
     assert!(others.is_empty(), "gateway uses crate::{others:?}");
     // And the scan sees its users: the tunnel serves HTTP forwards through it.
     assert!(
