@@ -30,6 +30,10 @@ command -v ssh >/dev/null || need+=(openssh-client)
 # its own, made with unshare and mount from util-linux).
 [ -x /usr/sbin/dropbear ] && command -v dropbearkey >/dev/null || need+=(dropbear-bin)
 command -v openssl >/dev/null || need+=(openssl)
+# tests/it/http.rs: curl plays the vendor, and git clones through the gateway from
+# `git http-backend` (shipped with git).
+command -v curl >/dev/null || need+=(curl)
+git http-backend </dev/null >/dev/null 2>&1 || command -v git >/dev/null || need+=(git)
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
 command -v microsocks >/dev/null || need+=(microsocks)
 # tests/it/deadlink.rs drops packets with iptables inside a network namespace it creates (unshare,
