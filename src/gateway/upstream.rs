@@ -37,7 +37,7 @@ pub enum UpstreamError {
     #[error("upstream unreachable: {0}")]
     Connect(io::Error),
     /// The TLS handshake failed; the message names the issuer of a refused chain (`502`).
-    #[error("upstream TLS: {0}")]
+    #[error("upstream TLS: {}", tls_text(.0))]
     Tls(TlsError),
     /// The connection broke or the upstream answered with something that is not HTTP (`502`).
     #[error("upstream HTTP: {0}")]
@@ -45,6 +45,22 @@ pub enum UpstreamError {
     /// No response head within the forward's `timeout` (`504`).
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+/// A TLS failure toward the upstream, with the fix in the forward's own terms (the shared
+/// message speaks of `server.tls`, the vendor side's trust).
+fn tls_text(e: &TlsError) -> String {
+    match e {
+        TlsError::Untrusted {
+            host,
+            reason,
+            issuer,
+            ..
+        } => format!(
+            "certificate refused for {host}: {reason}; the chain was issued by '{issuer}' (if that is your internal CA, trust it with the forward's http.tls.ca_file)"
+        ),
+        other => other.to_string(),
+    }
 }
 
 impl UpstreamError {
