@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::budget::{ConnBudget, TotalBudget};
 use super::drain::Connections;
-use super::pump::{ChannelSink, Inbound, PumpReport, Stop, pump};
+use super::pump::{ChannelSink, Inbound, PumpReport, Stop, TargetStream, pump};
 use super::state::TunnelState;
 use crate::audit::{ConnectionRecord, RefusedRecord, bounded};
 use crate::config::{Forward, Limits};
@@ -252,35 +252,12 @@ pub async fn open<C: IncomingChannel>(
                 }
             };
             tracing::Span::current().record("addr", tracing::field::display(target_addr));
-            let budget = ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
-            let (inbound, sink) = channel.accept(budget.clone()).await;
-            let opened = SystemTime::now();
-            meter.opened.inc();
-            meter.open.inc();
             let stop = Stop::new(route.closed, session).cut_by(ctx.conns.cut_signal());
-            let idle = forward.limits.idle_timeout;
-            let report = pump(tcp, inbound, sink, budget, &meter, stop, idle).await;
-            meter.open.dec();
-            if report.end.is_failure() {
-                meter.failed.inc();
-            }
-            log_end(&report);
-            if ctx.state.audit().is_on() {
-                // One record per connection, built after it ended: nothing per packet.
-                ctx.state.audit().connection(ConnectionRecord {
-                    forward: forward.name.clone(),
-                    originator: from,
-                    target: forward.target(),
-                    target_addr: Some(target_addr),
-                    opened,
-                    closed: SystemTime::now(),
-                    to_target: report.to_target,
-                    from_target: report.from_target,
-                    end: report.end.class(),
-                    detail: report.end.detail().map(bounded),
-                });
-            }
-            crate::memory::note_connection_closed();
+            let target = Carried {
+                stream: tcp,
+                addr: Some(target_addr),
+            };
+            carry(&ctx, &forward, from, channel, &meter, stop, target, async {}).await;
         }
         .instrument(span),
     );
@@ -298,28 +275,56 @@ async fn serve_http<C: IncomingChannel>(
     meter: &super::metrics::ForwardMetrics,
     stop: Stop,
 ) {
+    let (ours, theirs) = tokio::io::duplex(GATEWAY_BUFFER);
+    let target = Carried {
+        stream: ours,
+        addr: None,
+    };
+    let served = gateway.serve(theirs, from);
+    carry(ctx, forward, from, channel, meter, stop, target, served).await;
+}
+
+/// The target end of a connection about to be carried, and the address it reached (none for
+/// a gateway's in-process stream).
+struct Carried<T> {
+    stream: T,
+    addr: Option<SocketAddr>,
+}
+
+/// Accepts the channel and pumps it to `target` (with `beside`, the gateway serving the other
+/// end of an in-process stream, running alongside) until the connection ends; then its
+/// metrics, its closing log line and its one audit record.
+#[allow(clippy::too_many_arguments)]
+async fn carry<C: IncomingChannel, T: TargetStream>(
+    ctx: &ConnContext,
+    forward: &Forward,
+    from: SocketAddr,
+    channel: C,
+    meter: &super::metrics::ForwardMetrics,
+    stop: Stop,
+    target: Carried<T>,
+    beside: impl Future<Output = ()>,
+) {
     let budget = ConnBudget::new(ctx.limits.connection_buffer, ctx.total_budget.clone());
     let (inbound, sink) = channel.accept(budget.clone()).await;
     let opened = SystemTime::now();
     meter.opened.inc();
     meter.open.inc();
-    let (ours, theirs) = tokio::io::duplex(GATEWAY_BUFFER);
     let idle = forward.limits.idle_timeout;
-    let (report, ()) = tokio::join!(
-        pump(ours, inbound, sink, budget, meter, stop, idle),
-        gateway.serve(theirs, from),
-    );
+    let pumped = pump(target.stream, inbound, sink, budget, meter, stop, idle);
+    let (report, ()) = tokio::join!(pumped, beside);
     meter.open.dec();
     if report.end.is_failure() {
         meter.failed.inc();
     }
     log_end(&report);
     if ctx.state.audit().is_on() {
+        // One record per connection, built after it ended: nothing per packet.
         ctx.state.audit().connection(ConnectionRecord {
             forward: forward.name.clone(),
             originator: from,
             target: forward.target(),
-            target_addr: None,
+            target_addr: target.addr,
             opened,
             closed: SystemTime::now(),
             to_target: report.to_target,

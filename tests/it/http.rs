@@ -38,35 +38,47 @@ struct Gateway {
     remote: u16,
 }
 
-/// `http:` settings for [`Gateway::start`]: everything under the forward's `http:` key but the
-/// token, indented by six spaces.
+/// An agent with one HTTP forward named `gitlab`: `http` is everything under its `http:` key
+/// but the token (indented by six spaces; `SECRET_FILE` names the customer's secret file).
 fn start(http: &str, extra: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = agent_key(dir.path());
-    let sshd = Sshd::start(&public);
     let secret = dir.path().join("gitlab-token");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     set_mode(&secret, 0o600);
-    let remote = free_port();
     let http = http.replace("SECRET_FILE", &secret.display().to_string());
-    let forwards = format!(
-        "  - name: gitlab\n    remote: \"127.0.0.1:{remote}\"\n    http:\n      vendor_tokens: [\"{}\"]\n{http}",
-        token_hash(TOKEN)
-    );
+    let forward = |remote: u16| {
+        format!(
+            "  - name: gitlab\n    remote: \"127.0.0.1:{remote}\"\n    http:\n      vendor_tokens: [\"{}\"]\n{http}",
+            token_hash(TOKEN)
+        )
+    };
+    start_forward(
+        dir,
+        forward,
+        &format!("log: {{ format: json, level: trace }}\n{extra}"),
+    )
+}
+
+/// The real agent against a real sshd, its one forward written by `forward` (given the remote
+/// port), an audit trail and a state folder in `dir`, `extra` appended to agent.yaml.
+fn start_forward(dir: tempfile::TempDir, forward: impl Fn(u16) -> String, extra: &str) -> Gateway {
+    let (key, public) = agent_key(dir.path());
+    let sshd = Sshd::start(&public);
+    let remote = free_port();
     let mut yaml = config_yaml(
         &[sshd.port],
         &sshd.host_key_fingerprint,
         &sshd.user(),
         &key,
         &[],
-        &forwards,
+        &forward(remote),
     );
     yaml = yaml.replace(
         "admin: { listen: \"off\" }",
         "admin: { listen: \"127.0.0.1:0\" }",
     );
     yaml.push_str(&format!(
-        "log: {{ format: json, level: trace }}\naudit: {{ file: {} }}\nstate_dir: {}\n{extra}",
+        "audit: {{ file: {} }}\nstate_dir: {}\n{extra}",
         dir.path().join("audit.jsonl").display(),
         dir.path().join("state").display()
     ));
@@ -754,45 +766,19 @@ async fn the_gateway_serves_tls_inside_the_tunnel_with_the_fingerprint_it_logs()
     assert_ne!(status, 200);
 }
 
-/// An agent with one CONNECT forward (`connect:`), against a real sshd.
+/// An agent with one CONNECT forward (`connect:`) named `egress`, against a real sshd.
 fn start_connect(allow: &str) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public) = agent_key(dir.path());
-    let sshd = Sshd::start(&public);
-    let remote = free_port();
-    let forwards = format!(
-        "  - name: egress\n    remote: \"127.0.0.1:{remote}\"\n    connect:\n      allow: [{allow}]\n      vendor_tokens: [\"{}\"]\n",
-        token_hash(TOKEN)
-    );
-    let mut yaml = config_yaml(
-        &[sshd.port],
-        &sshd.host_key_fingerprint,
-        &sshd.user(),
-        &key,
-        &[],
-        &forwards,
-    );
-    yaml = yaml.replace(
-        "admin: { listen: \"off\" }",
-        "admin: { listen: \"127.0.0.1:0\" }",
-    );
-    yaml.push_str(&format!(
-        "log: {{ format: json }}\naudit: {{ file: {} }}\nstate_dir: {}\n",
-        dir.path().join("audit.jsonl").display(),
-        dir.path().join("state").display()
-    ));
-    let config = dir.path().join("agent.yaml");
-    std::fs::write(&config, &yaml).unwrap();
-    let (agent, _admin) =
-        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_agent")), &config, READY);
-    let g = Gateway {
-        dir,
-        _sshd: sshd,
-        agent,
-        remote,
+    let forward = |remote: u16| {
+        format!(
+            "  - name: egress\n    remote: \"127.0.0.1:{remote}\"\n    connect:\n      allow: [{allow}]\n      vendor_tokens: [\"{}\"]\n",
+            token_hash(TOKEN)
+        )
     };
-    g.wait_listening();
-    g
+    start_forward(
+        tempfile::tempdir().unwrap(),
+        forward,
+        "log: { format: json }\n",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

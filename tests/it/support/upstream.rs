@@ -65,7 +65,7 @@ impl Received {
 }
 
 /// A stream that copies what it reads into a log.
-struct Tap<S> {
+pub struct Tap<S> {
     inner: S,
     log: Arc<Mutex<Vec<u8>>>,
 }
@@ -120,10 +120,32 @@ pub struct ServerTls {
 /// - a POST or PUT: `{len} {fnv}` of the body read (streamed, never held);
 /// - anything else: 200 with `ok {METHOD} {PATH}`.
 pub async fn recorder(tls: Option<ServerTls>) -> (u16, Received, Task) {
+    let acceptor = tls.map(|t| tls_acceptor(&t.cert, &t.key));
+    accepting(move |tap| {
+        let acceptor = acceptor.clone();
+        async move {
+            match acceptor {
+                Some(acceptor) => {
+                    if let Ok(tls) = acceptor.accept(tap).await {
+                        serve_http(tls, answer).await;
+                    }
+                }
+                None => serve_http(tap, answer).await,
+            }
+        }
+    })
+    .await
+}
+
+/// A listener on 127.0.0.1 whose every connection is recorded and handed to `serve`.
+async fn accepting<F, Fut>(serve: F) -> (u16, Received, Task)
+where
+    F: Fn(Tap<tokio::net::TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let received = Received::default();
-    let acceptor = tls.map(|t| tls_acceptor(&t.cert, &t.key));
     let conns = received.clone();
     let task = tokio::spawn(async move {
         let mut set = tokio::task::JoinSet::new();
@@ -133,18 +155,7 @@ pub async fn recorder(tls: Option<ServerTls>) -> (u16, Received, Task) {
             };
             let log = Arc::new(Mutex::new(Vec::new()));
             conns.0.lock().unwrap().push(log.clone());
-            let acceptor = acceptor.clone();
-            set.spawn(async move {
-                let tap = Tap { inner: tcp, log };
-                match acceptor {
-                    Some(acceptor) => {
-                        if let Ok(tls) = acceptor.accept(tap).await {
-                            serve_http(tls, answer).await;
-                        }
-                    }
-                    None => serve_http(tap, answer).await,
-                }
-            });
+            set.spawn(serve(Tap { inner: tcp, log }));
         }
     });
     (port, received, Task::from(task))
@@ -361,27 +372,12 @@ pub fn pem_certificate(path: &Path) -> Vec<u8> {
 /// so a push refused is the gateway's doing). Each request runs the CGI program with its
 /// body streamed to stdin and its output streamed back.
 pub async fn git_server(root: &Path) -> (u16, Received, Task) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received = Received::default();
-    let conns = received.clone();
     let root = root.to_path_buf();
-    let task = tokio::spawn(async move {
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..10_000 {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let log = Arc::new(Mutex::new(Vec::new()));
-            conns.0.lock().unwrap().push(log.clone());
-            let root = root.clone();
-            set.spawn(async move {
-                let tap = Tap { inner: tcp, log };
-                serve_http(tap, move |req| cgi(root.clone(), req)).await;
-            });
-        }
-    });
-    (port, received, Task::from(task))
+    accepting(move |tap| {
+        let root = root.clone();
+        serve_http(tap, move |req| cgi(root.clone(), req))
+    })
+    .await
 }
 
 /// Runs git http-backend for one request (RFC 3875 CGI).
