@@ -34,6 +34,8 @@ struct Gateway {
     dir: tempfile::TempDir,
     _sshd: Sshd,
     agent: AgentProcess,
+    /// The agent's admin endpoint (/metrics).
+    admin: std::net::SocketAddr,
     /// The forwarded port on the server: where the vendor connects.
     remote: u16,
 }
@@ -85,11 +87,12 @@ fn start_forward(dir: tempfile::TempDir, forward: impl Fn(u16) -> String, extra:
     let config = dir.path().join("agent.yaml");
     std::fs::write(&config, &yaml).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_agent"));
-    let (agent, _admin) = AgentProcess::start(bin, &config, READY);
+    let (agent, admin) = AgentProcess::start(bin, &config, READY);
     let g = Gateway {
         dir,
         _sshd: sshd,
         agent,
+        admin,
         remote,
     };
     g.wait_listening();
@@ -246,9 +249,18 @@ async fn the_vendor_reaches_only_allowed_requests_and_never_holds_the_customers_
     assert_eq!(records[4]["refused"], "no_rule");
     assert!(records[5]["token"].as_str().unwrap().starts_with("0:"));
     let trail = std::fs::read_to_string(g.dir.path().join("audit.jsonl")).unwrap();
+    let (_, metrics, _) = crate::support::agent_process::get(g.admin, "/metrics", READY)
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"agent_http_requests_total{forward="gitlab",outcome="allowed"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"agent_http_requests_total{forward="gitlab",outcome="no_rule"} 1"#));
     for secret in [SECRET, TOKEN] {
         assert!(!trail.contains(secret), "the audit trail holds a secret");
         assert!(!g.agent.printed(secret), "the agent printed a secret");
+        assert!(!metrics.contains(secret), "a metric holds a secret");
     }
 }
 
