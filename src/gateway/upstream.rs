@@ -1,9 +1,8 @@
 //! The upstream of an HTTP forward: HTTP/1.1 connections, each kept by the vendor connection
 //! whose requests it carries (and driven from that connection's own task), returned to a small
-//! pool per forward when the vendor connection ends; dialed through [`crate::net`] (the target
-//! address rule applies: a lying DNS answer cannot point the gateway at loopback) and, for
-//! `https://`, wrapped in TLS with the forward's trust (the platform store plus `ca_file`, or
-//! `verify: false`).
+//! pool per forward when the vendor connection ends, dialed through [`crate::net`] (the target address rule applies: a lying DNS answer
+//! cannot point the gateway at loopback) and, for `https://`, wrapped in TLS with the
+//! forward's trust (the platform store plus `ca_file`, or `verify: false`).
 
 use std::future::Future;
 use std::io;
