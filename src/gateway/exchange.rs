@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::Gateway;
 use super::auth::authenticate;
 use super::rules::normal_form;
-use super::upstream::{Conn, RequestBody, UpstreamError, driving};
+use super::upstream::{RequestBody, UpstreamError};
 use super::wire::{BodyReader, Framing, Head, VendorConn};
 
 /// Headers never passed on, either way: they describe one hop, not the message (RFC 9110
@@ -192,7 +192,6 @@ impl Gateway {
         &self,
         conn: &mut VendorConn<S>,
         head: &Head,
-        held: &mut Option<Conn>,
         out: &mut Outcome,
     ) -> io::Result<()>
     where
@@ -215,77 +214,47 @@ impl Gateway {
                 return self.refuse(conn, head, refusal, out).await;
             }
         };
-        if let Err(e) = self.pool.ready(held).await {
-            // The vendor's body, if any, was never read: the connection cannot go on.
-            out.keep_alive = head.framing == Framing::None && head.keep_alive;
-            return self.upstream_failed(conn, head, e, out).await;
-        }
-        let Some(Conn {
-            sender: upstream,
-            driver,
-        }) = held.as_mut()
-        else {
-            return Err(io::Error::other("no upstream connection"));
-        };
         if head.expect_continue && sender.is_some() {
             conn.write_continue().await?;
         }
         let (body_done_tx, body_done) = oneshot::channel::<()>();
         let timeout = self.settings.response_timeout;
+        let pool = self.pool.clone();
         // The timeout starts once the vendor's body has gone up: an upload may take longer.
-        let answer = async {
-            let send = upstream.send_request(request);
+        let answer = async move {
+            let send = pool.send(request);
             tokio::pin!(send);
             tokio::select! {
-                r = &mut send => r.map_err(UpstreamError::Http),
-                _ = body_done => match tokio::time::timeout(timeout, send).await {
-                    Ok(r) => r.map_err(UpstreamError::Http),
-                    Err(_) => Err(UpstreamError::Timeout(timeout)),
-                },
+                r = &mut send => r,
+                _ = body_done => tokio::time::timeout(timeout, send).await
+                    .unwrap_or(Err(UpstreamError::Timeout(timeout))),
             }
         };
         let upload = upload_body(conn, head.framing, sender, body_done_tx);
-        let (answer, uploaded) = driving(driver, async { tokio::join!(answer, upload) }).await;
+        let (answer, uploaded) = tokio::join!(answer, upload);
         out.to_upstream = uploaded.bytes;
         let body_read = uploaded.complete;
-        let (result, reusable) = match answer {
+        match answer {
             Err(e) => {
                 out.keep_alive = body_read;
-                (self.upstream_failed(conn, head, e, out).await, false)
+                out.refused = Some(e.class());
+                out.error = Some(e.to_string());
+                let status = e.status();
+                let reason = match status {
+                    504 => "the upstream did not answer in time",
+                    _ => "the upstream could not be reached",
+                };
+                self.answer_error(conn, head, status, reason, out).await
             }
-            Ok(response) => match driving(driver, self.respond(conn, head, response, out)).await {
-                Ok(whole) => {
-                    out.keep_alive &= body_read && whole;
-                    (Ok(()), whole)
+            Ok((response, lease)) => {
+                let whole = self.respond(conn, head, response, out).await?;
+                if whole {
+                    lease.release();
                 }
-                Err(e) => (Err(e), false),
-            },
-        };
-        if !reusable {
-            *held = None;
+                out.keep_alive &= body_read && whole;
+                Ok(())
+            }
         }
-        result
-    }
-
-    /// Answers an upstream failure (`502`, `504`), the cause kept for the log line.
-    async fn upstream_failed<S>(
-        &self,
-        conn: &mut VendorConn<S>,
-        head: &Head,
-        e: UpstreamError,
-        out: &mut Outcome,
-    ) -> io::Result<()>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        out.refused = Some(e.class());
-        out.error = Some(e.to_string());
-        let status = e.status();
-        let reason = match status {
-            504 => "the upstream did not answer in time",
-            _ => "the upstream could not be reached",
-        };
-        self.answer_error(conn, head, status, reason, out).await
     }
 
     /// The upstream's response to the vendor: status and headers (hop-by-hop dropped), then the

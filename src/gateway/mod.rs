@@ -180,8 +180,6 @@ impl Gateway {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut conn = VendorConn::new(io);
-        // The upstream connection this vendor connection's requests go on, kept between them.
-        let mut upstream = None;
         loop {
             let head = match conn.read_head(&self.limits).await {
                 Ok(Some(head)) => head,
@@ -206,8 +204,7 @@ impl Gateway {
                 Ok((token, rule)) => {
                     out.token = Some(token);
                     out.rule = Some(rule);
-                    self.forward(&mut conn, &head, &mut upstream, &mut out)
-                        .await
+                    self.forward(&mut conn, &head, &mut out).await
                 }
             };
             if let Err(e) = &result {
@@ -221,7 +218,6 @@ impl Gateway {
                 break;
             }
         }
-        self.pool.put_back(upstream);
     }
 
     /// A head that could not be read: answered when the error has a status, then closed.

@@ -1,18 +1,17 @@
-//! The upstream of an HTTP forward: HTTP/1.1 connections, each kept by the vendor connection
-//! whose requests it carries (and driven from that connection's own task), returned to a small
-//! pool per forward when the vendor connection ends, dialed through [`crate::net`] (the target address rule applies: a lying DNS answer
+//! The upstream of an HTTP forward: HTTP/1.1 connections, kept alive in a small pool per
+//! forward, dialed through [`crate::net`] (the target address rule applies: a lying DNS answer
 //! cannot point the gateway at loopback) and, for `https://`, wrapped in TLS with the
 //! forward's trust (the platform store plus `ca_file`, or `verify: false`).
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::sync::OnceCell;
@@ -91,7 +90,7 @@ pub struct Pool {
     connect_timeout: Duration,
     /// Loaded on first use, off the runtime thread (the platform store is a folder of files).
     trust: OnceCell<Trust>,
-    idle: Mutex<Vec<Conn>>,
+    idle: Mutex<Vec<SendRequest<RequestBody>>>,
 }
 
 impl Pool {
@@ -111,65 +110,53 @@ impl Pool {
         })
     }
 
-    /// Makes `held` a connection ready for a request: the one held if it is still open, else
-    /// an idle one, else a new one. A connection the upstream closed meanwhile is dropped.
-    pub async fn ready(&self, held: &mut Option<Conn>) -> Result<(), UpstreamError> {
-        // Every idle connection may have been closed by the upstream: bounded by the pool's size.
-        for _ in 0..=MAX_IDLE + 1 {
-            let conn = match held.take() {
-                Some(conn) => conn,
-                None => match self.take_idle() {
-                    Some(conn) => conn,
-                    None => {
-                        let mut fresh = self.dial().await?;
-                        let Conn { sender, driver } = &mut fresh;
-                        driving(driver, sender.ready())
-                            .await
-                            .map_err(UpstreamError::Http)?;
-                        *held = Some(fresh);
-                        return Ok(());
-                    }
+    /// Sends `request` on an idle connection, or a new one, and returns the response head. A
+    /// request an idle connection could not take (the upstream closed it meanwhile) is sent
+    /// again on a new connection. The [`Lease`] goes back to the pool once the response body
+    /// has been read to its end. The caller bounds the wait (the forward's `timeout`).
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, self.lease(sender))),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection was closing. Try the next one.
+                    Some(back) => request = back,
+                    None => return Err(UpstreamError::Http(e.into_error())),
                 },
-            };
-            let mut conn = conn;
-            let Conn { sender, driver } = &mut conn;
-            if driver.is_some() && driving(driver, sender.ready()).await.is_ok() {
-                *held = Some(conn);
-                return Ok(());
             }
         }
-        let mut fresh = self.dial().await?;
-        let Conn { sender, driver } = &mut fresh;
-        driving(driver, sender.ready())
+        let mut sender = self.dial().await?;
+        let response = sender
+            .send_request(request)
             .await
             .map_err(UpstreamError::Http)?;
-        *held = Some(fresh);
-        Ok(())
+        Ok((response, self.lease(sender)))
     }
 
-    fn take_idle(&self) -> Option<Conn> {
+    fn take_idle(&self) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(conn) = idle.pop() {
-            if !conn.is_closed() {
-                return Some(conn);
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
             }
         }
         None
     }
 
-    /// A vendor connection ended: the upstream connection it held may serve another.
-    pub fn put_back(&self, held: Option<Conn>) {
-        let Some(conn) = held else { return };
-        if conn.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
+    fn lease(self: &Arc<Self>, sender: SendRequest<RequestBody>) -> Lease {
+        Lease {
+            sender: Some(sender),
+            pool: self.clone(),
         }
     }
 
-    async fn dial(&self) -> Result<Conn, UpstreamError> {
+    async fn dial(&self) -> Result<SendRequest<RequestBody>, UpstreamError> {
         let rule = Rule::Target { allow: &self.allow };
         let (host, port) = (&self.upstream.host, self.upstream.port);
         let (tcp, addr) = net::connect_any(host, port, self.connect_timeout, rule)
@@ -199,7 +186,7 @@ impl Pool {
     }
 }
 
-async fn handshake<S>(io: S) -> Result<Conn, UpstreamError>
+async fn handshake<S>(io: S) -> Result<SendRequest<RequestBody>, UpstreamError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -211,46 +198,33 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Http)?;
-    let driver: Driver = Box::pin(async move {
+    // Ends when the sender is dropped and the exchange in flight is done, or the peer closes.
+    tokio::spawn(async move {
         if let Err(e) = connection.await {
             debug!(error = %e, "upstream connection ended");
         }
     });
-    Ok(Conn {
-        sender,
-        driver: Some(driver),
-    })
+    Ok(sender)
 }
 
-/// What moves an upstream connection's bytes: hyper's connection future.
-pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// One upstream connection: where requests go, and its driver, which the task using the
-/// connection polls itself ([`driving`]): no hop to another task and back per request (that
-/// hop cost the gateway a fifth of its requests per second).
-pub struct Conn {
-    pub sender: SendRequest<RequestBody>,
-    /// `None` once the connection has ended.
-    pub driver: Option<Driver>,
+/// One connection lent to an exchange.
+pub struct Lease {
+    sender: Option<SendRequest<RequestBody>>,
+    pool: Arc<Pool>,
 }
 
-impl Conn {
-    fn is_closed(&self) -> bool {
-        self.driver.is_none() || self.sender.is_closed()
-    }
-}
-
-/// Runs `work` while driving the connection's `driver`; a driver that finishes (the connection
-/// ended) is dropped, and `work`, which needed it, then fails on its own.
-pub async fn driving<F: Future>(driver: &mut Option<Driver>, work: F) -> F::Output {
-    let mut work = std::pin::pin!(work);
-    std::future::poll_fn(|cx| {
-        if let Some(d) = driver.as_mut()
-            && d.as_mut().poll(cx).is_ready()
-        {
-            *driver = None;
+impl Lease {
+    /// The response was read to its end: the connection may serve the next request.
+    pub fn release(mut self) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_closed() {
+            return;
         }
-        work.as_mut().poll(cx)
-    })
-    .await
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
 }
