@@ -3,6 +3,7 @@
 //! open connection within a second; the control socket answers only the agent's own user.
 
 use crate::support;
+use crate::support::upstream::token_hash;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -1360,15 +1361,6 @@ async fn a_state_folder_that_turns_untrusted_or_is_a_link_keeps_everything_close
 /// The vendor's token and the customer's secret of the gateway forwards below.
 const VENDOR_TOKEN: &str = "vendor-token-status-8Hn3Kq6Wz1Rb4Tf7Yc0Vm2Pd5Lx9Gs";
 const SECRET: &str = "glpat-STATUS-SECRET-5r8t1w4y";
-
-fn token_hash(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let hex: String = Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
 
 /// Sends `request` to 127.0.0.1:`port` and reads the answer to its end (bounded).
 async fn exchange(port: u16, request: &str) -> String {

@@ -3,6 +3,7 @@
 //! the first-contact mode `agent check HOST:PORT`.
 
 use crate::support;
+use crate::support::upstream::token_hash;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1211,15 +1212,6 @@ async fn every_host_key_is_listed_with_its_pin_line_and_any_one_may_be_pinned() 
 /// HTTP forwards inject: no row of `agent check` may show the secret, nor its length.
 const VENDOR_TOKEN: &str = "vendor-token-check-4Jm2Qx9Lr7Tz0Wc5Nb8Vd1Hk3Ps6Gy";
 const SECRET: &str = "glpat-CHECK-SECRET-9q7f3k2m";
-
-fn token_hash(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let hex: String = Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
 
 impl Setup {
     /// agent.yaml with `forwards` (YAML list entries) and `state_dir: state`; the secret in

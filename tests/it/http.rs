@@ -3,13 +3,13 @@
 //! with the test's own CA), and the vendor played by curl, git and raw bytes on a socket sent
 //! to the forwarded port on the server.
 
+use crate::support::upstream::token_hash;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use base64ct::Encoding;
 use rustls::pki_types::pem::PemObject;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,12 +22,6 @@ use crate::support::{READY, agent_key, free_port};
 /// The vendor's token in these tests, and the customer's secret the gateway injects.
 const TOKEN: &str = "vendor-token-Zq8s1XkPp4cT0m2wR7bLh9nD3fGyVuEa6jQ5oIK";
 const SECRET: &str = "glpat-CUSTOMER-SECRET-7f3k2m9q";
-
-fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
 
 /// An agent (the real binary) with one HTTP forward, against a real sshd.
 struct Gateway {

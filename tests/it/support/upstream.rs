@@ -463,3 +463,14 @@ async fn cgi(root: PathBuf, req: Request<Incoming>) -> Response<Body> {
         });
     response.body(StreamBody::new(stream).boxed()).unwrap()
 }
+
+/// `sha256:` + the hex SHA-256 of `token`: the line agent.yaml's `vendor_tokens` holds for it,
+/// computed here without the agent's code.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
